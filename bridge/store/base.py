@@ -190,3 +190,43 @@ class Store(Protocol):
     async def counts(self) -> dict[str, int]:
         """Deliveries by status, plus ``events`` and ``rejected``."""
         ...
+
+    async def purge(self, *, delivered_before: float, dead_before: float) -> int:
+        """Delete delivered deliveries finished before ``delivered_before`` and dead
+        ones finished before ``dead_before``, with their attempts, then the events
+        left with no delivery that were received before the later of the two bounds.
+        Returns the number of rows removed (deliveries, attempts and events)."""
+        ...
+
+    async def expire_older_than(self, *, occurred_before: float, now: float) -> int:
+        """Pending deliveries (not under a live lease) of events that occurred before
+        ``occurred_before`` become dead with reason ``too_old``; returns how many."""
+        ...
+
+    async def is_writable(self) -> bool:
+        """A cheap write probe: False when the store refuses writes (read-only, full)."""
+        ...
+
+    async def list_deliveries(
+        self,
+        *,
+        subscription: str | None,
+        status: DeliveryStatus | None,
+        since: float | None,
+        until: float | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[Delivery], str | None]:
+        """Deliveries newest first, optionally filtered (``since <= created_at < until``).
+
+        Returns one page and an opaque cursor for the next page, or None after
+        the last page.
+        """
+        ...
+
+    async def create_deliveries(
+        self, event: Event, subscriptions: Sequence[str], *, now: float
+    ) -> list[Delivery]:
+        """Store ``event`` if it is not stored yet and create one new pending delivery
+        per subscription, due ``now`` and unleased (replay, test pings)."""
+        ...
