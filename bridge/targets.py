@@ -1,0 +1,93 @@
+"""The SSRF guard: which addresses a webhook may be sent to.
+
+Unless ``security.allow_private_targets`` is set, a delivery may not reach a
+loopback, private, link-local, multicast, reserved or otherwise non-public
+address. The check is on the address actually connected to: a resolver that
+filters what a name resolves to (so a public name pointing at 127.0.0.1 or a
+cloud metadata address is refused), plus a check of IP literals in the URL,
+which aiohttp connects to without asking the resolver. A refusal happens
+before any connection is opened.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from bridge.errors import DeliveryError, TargetRefused
+
+__all__ = ["GuardedResolver", "check_target", "check_url_target", "target_refusal"]
+
+_CATEGORIES = (
+    ("is_loopback", "a loopback"),
+    ("is_link_local", "a link-local"),
+    ("is_multicast", "a multicast"),
+    ("is_unspecified", "an unspecified"),
+    ("is_private", "a private"),
+    ("is_reserved", "a reserved"),
+)
+
+
+def target_refusal(address: str) -> str | None:
+    """Why the SSRF guard refuses an IP address, or ``None`` for a public address."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return f"target {address} is not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 reaches 127.0.0.1
+    label = next((text for attr, text in _CATEGORIES if getattr(ip, attr)), None)
+    if label is None and not ip.is_global:
+        label = "a non-public"
+    if label is None:
+        return None
+    return (
+        f"target {address} is {label} address; set security.allow_private_targets: true to allow it"
+    )
+
+
+def check_target(address: str) -> None:
+    """Raise :class:`TargetRefused` for an address the guard refuses."""
+    reason = target_refusal(address)
+    if reason is not None:
+        raise TargetRefused(reason)
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves names, then keeps only public addresses.
+
+    Checking the resolved address (not the name) is what stops a public name
+    that points at 127.0.0.1 or a cloud metadata address.
+    """
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        resolved = await self._inner.resolve(host, port, family)
+        allowed = [entry for entry in resolved if target_refusal(entry["host"]) is None]
+        if not allowed and resolved:
+            check_target(resolved[0]["host"])
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def check_url_target(url: str) -> None:
+    """Refuse a URL whose host is an IP literal the guard refuses; names pass here."""
+    # aiohttp connects to an IP literal without asking the resolver.
+    host = URL(url).host
+    if host is None:
+        raise DeliveryError("the URL has no host")
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return  # a name: the resolver checks what it resolves to
+    check_target(host)
