@@ -3,7 +3,9 @@
 A format is a pure function ``encode(event) -> Encoded(body, content_type,
 extra_headers)`` kept in a small registry under the name a subscription's
 ``format`` uses. The sender signs exactly the bytes a format returns.
-Plugins add formats with :func:`register_format`.
+Plugins add formats with :func:`register_format`. An encoder that cannot
+encode an event raises a :class:`~bridge.errors.BridgeError`; the sender turns
+it into a failed attempt.
 """
 
 from __future__ import annotations
