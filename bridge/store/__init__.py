@@ -1,0 +1,58 @@
+"""The durable outbox: the :class:`Store` protocol and the backend chosen by URL.
+
+``open_store(settings, owner=...)`` builds the backend a ``store.url`` names;
+the caller then awaits ``store.open()`` (which connects and migrates) and,
+at shutdown, ``store.close()``.
+"""
+
+from __future__ import annotations
+
+from bridge.config import StoreSettings
+from bridge.errors import ConfigError, StoreError
+from bridge.store.base import (
+    Accepted,
+    AttemptOutcome,
+    AttemptRecord,
+    Delivery,
+    DeliveryStatus,
+    IngestResult,
+    Rejection,
+    Store,
+    SubscriptionState,
+)
+
+__all__ = [
+    "Accepted",
+    "AttemptOutcome",
+    "AttemptRecord",
+    "Delivery",
+    "DeliveryStatus",
+    "IngestResult",
+    "Rejection",
+    "Store",
+    "SubscriptionState",
+    "open_store",
+]
+
+
+def open_store(settings: StoreSettings, *, owner: str) -> Store:
+    """The store backend for ``settings.url``, not yet opened.
+
+    ``owner`` names this bridge instance (it takes the leases); it is kept on
+    the store for backends that record it.
+    """
+    url = settings.url
+    if url.startswith("sqlite://"):
+        # Imported here: the backend module imports this package, and a
+        # PostgreSQL-only deployment never needs it.
+        from bridge.store.sqlite import SQLiteStore
+
+        try:
+            return SQLiteStore.from_settings(settings, owner=owner)
+        except StoreError as exc:
+            raise ConfigError(f"store.url: {exc}") from exc
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("store.url: the postgresql store is not built yet")
+    # The URL's password, if any, stays out of the message.
+    scheme = url.split(":", 1)[0]
+    raise ConfigError(f"store.url: unknown store scheme '{scheme}'")

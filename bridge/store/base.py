@@ -73,6 +73,10 @@ class Delivery:
     created_at: float
     status: DeliveryStatus = DeliveryStatus.PENDING
     next_attempt_at: float | None = None
+    # What the last attempt left behind, for operators (API, CLI).
+    dead_reason: str | None = None  # for DEAD: "exhausted", "gone", "too_old"
+    last_status_code: int | None = None
+    last_error: str | None = None
 
     @property
     def event_id(self) -> str:

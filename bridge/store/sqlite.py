@@ -1,0 +1,438 @@
+"""The SQLite store: the embedded durable outbox.
+
+One file in WAL mode, written by ONE thread: every call is handed to a
+single-worker executor that owns the connection, so the asyncio loop never
+blocks on disk and SQLite never sees two writers from this process. Each
+public method is one transaction (``BEGIN IMMEDIATE`` for writes, so the write
+lock is taken up front and another process sharing the file waits on
+``busy_timeout`` instead of failing half-way). A whole ``ingest`` batch is one
+commit built from ``executemany``: the hot path never pays one fsync per message.
+
+sqlite3 errors are translated here: a read-only file, an I/O error, a full
+disk or a lock held past ``busy_timeout`` is :class:`StoreUnavailable` (the
+bridge stops acknowledging and reports not ready); anything else is
+:class:`StoreError`.
+
+URLs follow the common convention: ``sqlite:///hookbridge.db`` is relative to
+the working directory, ``sqlite:////var/lib/hookbridge/hookbridge.db`` absolute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+import orjson
+
+from bridge.config import StoreSettings
+from bridge.errors import StoreError, StoreUnavailable
+from bridge.events import Event
+from bridge.store import sqlite_queries as sql
+from bridge.store.base import (
+    Accepted,
+    AttemptOutcome,
+    AttemptRecord,
+    Delivery,
+    DeliveryStatus,
+    IngestResult,
+    Rejection,
+    SubscriptionState,
+)
+from bridge.store.ids import DELIVERY_ID_PREFIX
+from bridge.store.sqlite_schema import SCHEMA_VERSION, migrate, schema_version
+
+__all__ = ["SQLiteStore", "sqlite_path"]
+
+T = TypeVar("T")
+
+# Error codes that mean "cannot write now", not "this request is wrong".
+_UNAVAILABLE_CODES = ("SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_BUSY")
+_UNAVAILABLE_TEXT = ("readonly database", "disk i/o error", "database or disk is full")
+
+
+def sqlite_path(url: str) -> Path:
+    """The file a ``sqlite:///…`` URL names (three slashes relative, four absolute)."""
+    if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
+        raise StoreError("a SQLite store URL looks like sqlite:///hookbridge.db")
+    return Path(url[len("sqlite:///") :])
+
+
+def _translate(exc: sqlite3.Error, action: str) -> StoreError:
+    code = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    if code.startswith(_UNAVAILABLE_CODES) or any(t in text.lower() for t in _UNAVAILABLE_TEXT):
+        return StoreUnavailable(f"the store cannot take writes ({action}): {text}")
+    return StoreError(f"the store failed ({action}): {text}")
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    """A row of ``sql.DELIVERY_COLUMNS`` as a Delivery carrying its rebuilt Event."""
+    return Delivery(
+        id=row[0],
+        event=Event.from_json(row[6]),
+        subscription=row[1],
+        attempts=row[2],
+        created_at=row[3],
+        status=DeliveryStatus(row[4]),
+        next_attempt_at=row[5],
+        dead_reason=row[7],
+        last_status_code=row[8],
+        last_error=row[9],
+    )
+
+
+def _encode_cursor(delivery_id: str) -> str:
+    return base64.urlsafe_b64encode(delivery_id.encode("ascii")).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    if not text.startswith(DELIVERY_ID_PREFIX):
+        raise StoreError("invalid delivery list cursor")
+    return text
+
+
+class SQLiteStore:
+    """The durable outbox in one SQLite file (see the module docstring).
+
+    ``read_only=True`` opens the file with ``mode=ro``: reads work, every write
+    raises :class:`StoreUnavailable`. It serves inspection of a live database
+    and is how the tests produce a real read-only store (file permissions do
+    not stop root).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        busy_timeout: float = 5.0,
+        read_only: bool = False,
+        owner: str = "",
+    ) -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self.read_only = read_only
+        self.owner = owner
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    def from_settings(cls, settings: StoreSettings, *, owner: str = "") -> SQLiteStore:
+        return cls(sqlite_path(settings.url), synchronous=settings.synchronous, owner=owner)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore(path={str(self.path)!r}, read_only={self.read_only})"
+
+    # -- the one thread ---------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise StoreError("the store is not open")
+        # If the awaiting task is cancelled the transaction still runs to its end on
+        # the thread; callers only act on what they saw committed, so that is safe.
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def _run(
+        self, work: Callable[[sqlite3.Connection], T], *, action: str, write: bool = True
+    ) -> T:
+        """Run ``work`` as one transaction on the store's thread."""
+        return await self._call(lambda: self._transaction(work, action, write))
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T], action: str, write: bool) -> T:
+        conn = self._conn
+        if conn is None:
+            raise StoreError("the store is not open")
+        try:
+            # A deferred BEGIN for reads still gives every query of the call one snapshot.
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _translate(exc, action) from exc
+        return result
+
+    def _connect(self) -> None:
+        try:
+            if self.read_only:
+                uri = f"file:{quote(str(self.path.absolute()))}?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+            else:
+                self.path.absolute().parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, isolation_level=None)
+        except OSError as exc:
+            raise StoreError(f"cannot create the directory of the store: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise _translate(exc, "open") from exc
+        try:
+            self._prepare(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _translate(exc, "open") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Set the connection up and bring the schema to the current version."""
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if self.read_only:
+            version = schema_version(conn)
+            if version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"the database is at schema version {version}, not {SCHEMA_VERSION}"
+                )
+            return
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"the database refused WAL mode (got {mode})")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        migrate(conn)
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookbridge-store")
+        try:
+            await self._call(self._connect)
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise
+
+    async def close(self) -> None:
+        executor = self._executor
+        if executor is None:
+            return
+        try:
+            await self._call(self._disconnect)
+        finally:
+            self._executor = None
+            executor.shutdown(wait=True)
+
+    # -- the hot path -----------------------------------------------------------------
+
+    async def ingest(
+        self,
+        accepted: Sequence[Accepted],
+        rejected: Sequence[Rejection],
+        *,
+        now: float,
+        owner: str,
+        lease_until: float,
+    ) -> IngestResult:
+        return await self._run(
+            lambda conn: sql.ingest(
+                conn,
+                accepted=accepted,
+                rejected=rejected,
+                now=now,
+                owner=owner,
+                lease_until=lease_until,
+            ),
+            action="ingest",
+        )
+
+    async def claim_due(
+        self, subscription: str, *, now: float, owner: str, lease_until: float, limit: int
+    ) -> list[Delivery]:
+        def work(conn: sqlite3.Connection) -> list[Delivery]:
+            rows = conn.execute(sql.CLAIMABLE, (subscription, now, now, limit)).fetchall()
+            if rows:
+                ids = orjson.dumps([row[0] for row in rows])
+                conn.execute(sql.LEASE, (owner, lease_until, now, ids))
+            return [_delivery(row) for row in rows]
+
+        return await self._run(work, action="claim_due")
+
+    async def next_due_at(self, subscription: str) -> float | None:
+        def work(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(sql.NEXT_DUE, (subscription,)).fetchone()
+            return None if row is None or row[0] is None else float(row[0])
+
+        return await self._run(work, action="next_due_at", write=False)
+
+    async def record_attempts(
+        self, results: Sequence[tuple[AttemptRecord, AttemptOutcome]], *, now: float
+    ) -> None:
+        await self._run(
+            lambda conn: sql.record_attempts(conn, results, now), action="record_attempts"
+        )
+
+    async def release(self, delivery_ids: Sequence[str]) -> None:
+        if not delivery_ids:
+            return
+        ids = orjson.dumps(list(delivery_ids))
+        await self._run(lambda conn: conn.execute(sql.RELEASE, (ids,)), action="release")
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        def work(conn: sqlite3.Connection) -> Delivery | None:
+            row = conn.execute(sql.GET_DELIVERY, (delivery_id,)).fetchone()
+            return None if row is None else _delivery(row)
+
+        return await self._run(work, action="get_delivery", write=False)
+
+    async def attempts(self, delivery_id: str) -> list[AttemptRecord]:
+        def work(conn: sqlite3.Connection) -> list[AttemptRecord]:
+            rows = conn.execute(sql.ATTEMPTS, (delivery_id,)).fetchall()
+            return [AttemptRecord(*row) for row in rows]
+
+        return await self._run(work, action="attempts", write=False)
+
+    async def get_event(self, event_id: str) -> Event | None:
+        def work(conn: sqlite3.Connection) -> Event | None:
+            row = conn.execute(sql.GET_EVENT, (event_id,)).fetchone()
+            return None if row is None else Event.from_json(row[0])
+
+        return await self._run(work, action="get_event", write=False)
+
+    async def queue_depth(self, subscription: str) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            return int(conn.execute(sql.QUEUE_DEPTH, (subscription,)).fetchone()[0])
+
+        return await self._run(work, action="queue_depth", write=False)
+
+    async def subscription_states(self) -> dict[str, SubscriptionState]:
+        def work(conn: sqlite3.Connection) -> dict[str, SubscriptionState]:
+            return {
+                row[0]: SubscriptionState(
+                    name=row[0],
+                    disabled=bool(row[1]),
+                    disabled_reason=row[2],
+                    failing_since=row[3],
+                    last_success=row[4],
+                    last_failure=row[5],
+                    extra=orjson.loads(row[6]),
+                )
+                for row in conn.execute(sql.SUBSCRIPTION_STATES)
+            }
+
+        return await self._run(work, action="subscription_states", write=False)
+
+    async def list_rejected(self, *, limit: int) -> list[Rejection]:
+        def work(conn: sqlite3.Connection) -> list[Rejection]:
+            rows = conn.execute(sql.LIST_REJECTED, (limit,)).fetchall()
+            return [Rejection(row[0], row[1], bytes(row[2]), row[3], row[4]) for row in rows]
+
+        return await self._run(work, action="list_rejected", write=False)
+
+    async def counts(self) -> dict[str, int]:
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
+            found = {status.value: 0 for status in DeliveryStatus}
+            found.update({row[0]: row[1] for row in conn.execute(sql.COUNT_BY_STATUS)})
+            found["events"] = conn.execute(sql.COUNT_EVENTS).fetchone()[0]
+            found["rejected"] = conn.execute(sql.COUNT_REJECTED).fetchone()[0]
+            return found
+
+        return await self._run(work, action="counts", write=False)
+
+    async def list_deliveries(
+        self,
+        *,
+        subscription: str | None,
+        status: DeliveryStatus | None,
+        since: float | None,
+        until: float | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[Delivery], str | None]:
+        if limit < 1:
+            raise StoreError("a delivery list page needs a limit of at least 1")
+        # Delivery ids sort by creation time, so the primary key alone pages newest first.
+        after = _decode_cursor(cursor) if cursor is not None else None
+        query, params = sql.list_deliveries_query(
+            subscription=subscription,
+            status=status.value if status else None,
+            since=since,
+            until=until,
+            before_id=after,
+            limit=limit + 1,
+        )
+
+        def work(conn: sqlite3.Connection) -> list[Delivery]:
+            return [_delivery(row) for row in conn.execute(query, params)]
+
+        page = await self._run(work, action="list_deliveries", write=False)
+        if len(page) > limit:
+            page = page[:limit]
+            return page, _encode_cursor(page[-1].id)
+        return page, None
+
+    # -- operator and housekeeping writes ---------------------------------------------
+
+    async def save_subscription_state(self, state: SubscriptionState) -> None:
+        params = (
+            state.name,
+            int(state.disabled),
+            state.disabled_reason,
+            state.failing_since,
+            state.last_success,
+            state.last_failure,
+            orjson.dumps(state.extra).decode(),
+        )
+        await self._run(
+            lambda conn: conn.execute(sql.SAVE_SUBSCRIPTION_STATE, params),
+            action="save_subscription_state",
+        )
+
+    async def requeue(self, delivery_id: str, *, now: float) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            return conn.execute(sql.REQUEUE, (now, now, delivery_id)).rowcount > 0
+
+        return await self._run(work, action="requeue")
+
+    async def create_deliveries(
+        self, event: Event, subscriptions: Sequence[str], *, now: float
+    ) -> list[Delivery]:
+        return await self._run(
+            lambda conn: sql.create_deliveries(conn, event, subscriptions, now),
+            action="create_deliveries",
+        )
+
+    async def purge(self, *, delivered_before: float, dead_before: float) -> int:
+        return await self._run(
+            lambda conn: sql.purge(conn, delivered_before, dead_before), action="purge"
+        )
+
+    async def expire_older_than(self, *, occurred_before: float, now: float) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            return conn.execute(sql.EXPIRE, (now, occurred_before, now)).rowcount
+
+        return await self._run(work, action="expire_older_than")
+
+    async def is_writable(self) -> bool:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(sql.PROBE)
+
+        try:
+            await self._run(work, action="write probe")
+        except StoreError:
+            return False
+        return True

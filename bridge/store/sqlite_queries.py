@@ -1,0 +1,329 @@
+"""The SQL of the SQLite store and the work of its multi-statement transactions.
+
+Everything here runs on the store's one thread, inside a transaction opened by
+:class:`bridge.store.sqlite.SQLiteStore`; functions take the connection and
+plain values, and never commit. Statement texts are constants so sqlite3's
+statement cache prepares each once. Lists of ids are passed as one JSON array
+read with ``json_each``: one statement of fixed text, whatever the length.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from bridge.events import Event
+from bridge.store.base import (
+    Accepted,
+    AttemptOutcome,
+    AttemptRecord,
+    Delivery,
+    DeliveryStatus,
+    IngestResult,
+    Rejection,
+)
+from bridge.store.ids import new_delivery_ids
+
+__all__ = [
+    "ATTEMPTS",
+    "CLAIMABLE",
+    "COUNT_BY_STATUS",
+    "COUNT_EVENTS",
+    "COUNT_REJECTED",
+    "EXPIRE",
+    "GET_DELIVERY",
+    "GET_EVENT",
+    "LEASE",
+    "LIST_REJECTED",
+    "NEXT_DUE",
+    "PROBE",
+    "QUEUE_DEPTH",
+    "RELEASE",
+    "REQUEUE",
+    "SAVE_SUBSCRIPTION_STATE",
+    "SUBSCRIPTION_STATES",
+    "create_deliveries",
+    "ingest",
+    "list_deliveries_query",
+    "purge",
+    "record_attempts",
+]
+
+_PENDING = DeliveryStatus.PENDING
+
+DELIVERY_COLUMNS = """d.id, d.subscription, d.attempts, d.created_at, d.status,
+    d.next_attempt_at, e.body, d.dead_reason, d.last_status_code, d.last_error"""
+_FROM_DELIVERIES = "FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+
+CLAIMABLE = f"""SELECT {DELIVERY_COLUMNS} {_FROM_DELIVERIES}
+    WHERE d.subscription = ? AND d.status = 'pending' AND d.next_attempt_at <= ?
+      AND (d.lease_until IS NULL OR d.lease_until < ?)
+    ORDER BY d.next_attempt_at, d.rowid LIMIT ?"""
+LEASE = """UPDATE deliveries SET lease_owner = ?, lease_until = ?, updated_at = ?
+    WHERE id IN (SELECT value FROM json_each(?))"""
+RELEASE = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+    WHERE id IN (SELECT value FROM json_each(?))"""
+NEXT_DUE = (
+    "SELECT min(next_attempt_at) FROM deliveries WHERE subscription = ? AND status = 'pending'"
+)
+GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {_FROM_DELIVERIES} WHERE d.id = ?"
+ATTEMPTS = """SELECT delivery_id, attempt, started_at, latency_ms, status_code, error,
+    response_excerpt FROM attempts WHERE delivery_id = ? ORDER BY attempt, rowid"""
+GET_EVENT = "SELECT body FROM events WHERE id = ?"
+QUEUE_DEPTH = "SELECT count(*) FROM deliveries WHERE subscription = ? AND status = 'pending'"
+SUBSCRIPTION_STATES = """SELECT name, disabled, disabled_reason, failing_since, last_success,
+    last_failure, extra FROM subscription_state ORDER BY name"""
+SAVE_SUBSCRIPTION_STATE = """INSERT INTO subscription_state
+    (name, disabled, disabled_reason, failing_since, last_success, last_failure, extra)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (name) DO UPDATE SET disabled = excluded.disabled,
+      disabled_reason = excluded.disabled_reason, failing_since = excluded.failing_since,
+      last_success = excluded.last_success, last_failure = excluded.last_failure,
+      extra = excluded.extra"""
+LIST_REJECTED = (
+    "SELECT received_at, topic, payload, reason, detail FROM rejected ORDER BY id DESC LIMIT ?"
+)
+COUNT_BY_STATUS = "SELECT status, count(*) FROM deliveries GROUP BY status"
+COUNT_EVENTS = "SELECT count(*) FROM events"
+COUNT_REJECTED = "SELECT count(*) FROM rejected"
+REQUEUE = """UPDATE deliveries SET status = 'pending', next_attempt_at = ?, lease_owner = NULL,
+    lease_until = NULL, dead_reason = NULL, updated_at = ? WHERE id = ?"""
+# A delivery under a live lease is being sent right now: its attempt decides.
+EXPIRE = """UPDATE deliveries SET status = 'dead', dead_reason = 'too_old',
+    next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?
+    WHERE status = 'pending'
+      AND event_id IN (SELECT id FROM events WHERE occurred_at < ?)
+      AND (lease_until IS NULL OR lease_until < ?)"""
+PROBE = "UPDATE probe SET at = at + 1 WHERE id = 1"
+
+_EXISTING_IDS = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
+_KNOWN_HASHES = """SELECT content_hash FROM events
+    WHERE content_hash IN (SELECT value FROM json_each(?))"""
+_INSERT_EVENT = """INSERT INTO events
+    (id, type, source, device_id, occurred_at, received_at, content_hash, body)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+_INSERT_EVENT_IF_NEW = _INSERT_EVENT.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
+_INSERT_DELIVERY = """INSERT INTO deliveries
+    (id, event_id, subscription, device_id, status, attempts, next_attempt_at,
+     lease_owner, lease_until, created_at, updated_at)
+    VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)"""
+_INSERT_REJECTED = """INSERT INTO rejected (received_at, topic, payload, reason, detail)
+    VALUES (?, ?, ?, ?, ?)"""
+# A vanished delivery must not fail the whole batch of attempts: its row is skipped.
+_INSERT_ATTEMPT = """INSERT INTO attempts
+    (delivery_id, attempt, started_at, latency_ms, status_code, error, response_excerpt)
+    SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)"""
+_APPLY_OUTCOME = """UPDATE deliveries SET status = ?, attempts = max(attempts, ?),
+    next_attempt_at = ?, dead_reason = ?, last_status_code = ?, last_error = ?,
+    lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?"""
+_PURGE_ATTEMPTS = """DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries
+    WHERE (status = 'delivered' AND updated_at < ?1) OR (status = 'dead' AND updated_at < ?2))"""
+_PURGE_DELIVERIES = """DELETE FROM deliveries
+    WHERE (status = 'delivered' AND updated_at < ?1) OR (status = 'dead' AND updated_at < ?2)"""
+_PURGE_EVENTS = """DELETE FROM events WHERE received_at < ?
+    AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = events.id)"""
+
+
+def _json_list(values: list[str]) -> str:
+    # JSON functions of older SQLite refuse BLOBs, so the array goes in as text.
+    return orjson.dumps(values).decode()
+
+
+def ingest(
+    conn: sqlite3.Connection,
+    *,
+    accepted: Sequence[Accepted],
+    rejected: Sequence[Rejection],
+    now: float,
+    owner: str,
+    lease_until: float,
+) -> IngestResult:
+    """Store new events with leased deliveries, and rejections; skip duplicates.
+
+    Which events are new is decided by one lookup of the whole batch under the
+    write lock (``BEGIN IMMEDIATE``), so no other writer can slip in between
+    the check and the insert, and the inserts stay plain ``executemany``.
+    """
+    seen_ids = (
+        {
+            row[0]
+            for row in conn.execute(_EXISTING_IDS, (_json_list([a.event.id for a in accepted]),))
+        }
+        if accepted
+        else set()
+    )
+    redelivered = [a.content_hash for a in accepted if a.redelivery and a.content_hash]
+    seen_hashes = (
+        {row[0] for row in conn.execute(_KNOWN_HASHES, (_json_list(redelivered),))}
+        if redelivered
+        else set()
+    )
+    fresh: list[Accepted] = []
+    event_rows: list[tuple[Any, ...]] = []
+    for item in accepted:
+        event = item.event
+        digest = item.content_hash
+        if event.id in seen_ids or (item.redelivery and digest and digest in seen_hashes):
+            continue
+        # Later items of the same batch are checked against this one too.
+        seen_ids.add(event.id)
+        if digest:
+            seen_hashes.add(digest)
+        fresh.append(item)
+        event_rows.append(
+            (
+                event.id,
+                event.type,
+                event.source,
+                event.device_id,
+                event.timestamp.timestamp(),
+                item.received_at,
+                digest,
+                event.body(),
+            )
+        )
+    conn.executemany(_INSERT_EVENT, event_rows)
+
+    ids = iter(new_delivery_ids(now, sum(len(item.subscriptions) for item in fresh)))
+    deliveries: list[Delivery] = []
+    delivery_rows: list[tuple[Any, ...]] = []
+    for item in fresh:
+        event = item.event
+        for subscription in item.subscriptions:
+            delivery_id = next(ids)
+            delivery_rows.append(
+                (
+                    delivery_id,
+                    event.id,
+                    subscription,
+                    event.device_id,
+                    now,
+                    owner,
+                    lease_until,
+                    now,
+                    now,
+                )
+            )
+            deliveries.append(Delivery(delivery_id, event, subscription, 0, now, _PENDING, now))
+    conn.executemany(_INSERT_DELIVERY, delivery_rows)
+
+    if rejected:
+        conn.executemany(
+            _INSERT_REJECTED,
+            [(r.received_at, r.topic, r.payload, r.reason, r.detail) for r in rejected],
+        )
+    return IngestResult(deliveries, stored=len(fresh), duplicates=len(accepted) - len(fresh))
+
+
+def record_attempts(
+    conn: sqlite3.Connection,
+    results: Sequence[tuple[AttemptRecord, AttemptOutcome]],
+    now: float,
+) -> None:
+    """Insert the attempts and apply each outcome; every lease involved is dropped."""
+    attempt_rows = []
+    outcome_rows = []
+    for record, outcome in results:
+        attempt_rows.append(
+            (
+                record.delivery_id,
+                record.attempt,
+                record.started_at,
+                record.latency_ms,
+                record.status_code,
+                record.error,
+                record.response_excerpt,
+            )
+        )
+        pending = outcome.status is DeliveryStatus.PENDING
+        next_at = (
+            (outcome.next_attempt_at if outcome.next_attempt_at is not None else now)
+            if pending
+            else None
+        )
+        outcome_rows.append(
+            (
+                outcome.status.value,
+                record.attempt,
+                next_at,
+                outcome.reason if outcome.status is DeliveryStatus.DEAD else None,
+                record.status_code,
+                record.error,
+                now,
+                record.delivery_id,
+            )
+        )
+    conn.executemany(_INSERT_ATTEMPT, attempt_rows)
+    conn.executemany(_APPLY_OUTCOME, outcome_rows)
+
+
+def create_deliveries(
+    conn: sqlite3.Connection, event: Event, subscriptions: Sequence[str], now: float
+) -> list[Delivery]:
+    """Store ``event`` if missing; one new pending, unleased delivery per subscription."""
+    conn.execute(
+        _INSERT_EVENT_IF_NEW,
+        (
+            event.id,
+            event.type,
+            event.source,
+            event.device_id,
+            event.timestamp.timestamp(),
+            now,
+            None,
+            event.body(),
+        ),
+    )
+    ids = new_delivery_ids(now, len(subscriptions))
+    conn.executemany(
+        _INSERT_DELIVERY,
+        [
+            (delivery_id, event.id, subscription, event.device_id, now, None, None, now, now)
+            for delivery_id, subscription in zip(ids, subscriptions, strict=True)
+        ],
+    )
+    return [
+        Delivery(delivery_id, event, subscription, 0, now, _PENDING, now)
+        for delivery_id, subscription in zip(ids, subscriptions, strict=True)
+    ]
+
+
+def purge(conn: sqlite3.Connection, delivered_before: float, dead_before: float) -> int:
+    """Delete finished deliveries past retention, their attempts, then orphaned events."""
+    bounds = (delivered_before, dead_before)
+    removed = conn.execute(_PURGE_ATTEMPTS, bounds).rowcount
+    removed += conn.execute(_PURGE_DELIVERIES, bounds).rowcount
+    # An event with no delivery left is kept until the later bound so that a
+    # late broker redelivery of it is still recognised as a duplicate.
+    removed += conn.execute(_PURGE_EVENTS, (max(bounds),)).rowcount
+    return removed
+
+
+def list_deliveries_query(
+    *,
+    subscription: str | None,
+    status: str | None,
+    since: float | None,
+    until: float | None,
+    before_id: str | None,
+    limit: int,
+) -> tuple[str, tuple[Any, ...]]:
+    """The SELECT of one page of deliveries, newest (highest id) first."""
+    where: list[str] = []
+    params: list[Any] = []
+    for clause, value in (
+        ("d.subscription = ?", subscription),
+        ("d.status = ?", status),
+        ("d.created_at >= ?", since),
+        ("d.created_at < ?", until),
+        ("d.id < ?", before_id),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    condition = f"WHERE {' AND '.join(where)}" if where else ""
+    query = f"SELECT {DELIVERY_COLUMNS} {_FROM_DELIVERIES} {condition} ORDER BY d.id DESC LIMIT ?"
+    return query, (*params, limit)

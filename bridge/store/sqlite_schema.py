@@ -1,0 +1,145 @@
+"""The SQLite schema and its migrations.
+
+``MIGRATIONS`` is the ordered list of steps; step *n* (1-based) brings the
+database to version *n*. ``migrate()`` applies, in one transaction each, the
+steps a database has not seen and records every version it reaches in
+``schema_version``. A step is never edited once released: changes are new steps.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from bridge.errors import StoreError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "schema_version"]
+
+_V1 = (
+    """CREATE TABLE schema_version (
+        version INTEGER PRIMARY KEY,
+        applied_at REAL NOT NULL
+    )""",
+    # arrival names the rowid, so the arrival sequence costs no extra index;
+    # id is the key every query uses (UNIQUE, and the target of foreign keys).
+    """CREATE TABLE events (
+        arrival INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        source TEXT NOT NULL,
+        device_id TEXT,
+        occurred_at REAL NOT NULL,
+        received_at REAL NOT NULL,
+        content_hash TEXT,
+        body BLOB NOT NULL
+    )""",
+    # Partial: most events carry a device message id and no content hash.
+    "CREATE INDEX events_content_hash ON events (content_hash) WHERE content_hash IS NOT NULL",
+    "CREATE INDEX events_occurred_at ON events (occurred_at)",
+    "CREATE INDEX events_received_at ON events (received_at)",
+    # The implicit rowid is the creation order: claims break ties on it, so
+    # deliveries of one device due at the same time go out in arrival order.
+    """CREATE TABLE deliveries (
+        id TEXT PRIMARY KEY,
+        event_id TEXT NOT NULL REFERENCES events (id),
+        subscription TEXT NOT NULL,
+        device_id TEXT,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        lease_owner TEXT,
+        lease_until REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        dead_reason TEXT,
+        last_status_code INTEGER,
+        last_error TEXT
+    )""",
+    "CREATE INDEX deliveries_due ON deliveries (subscription, status, next_attempt_at)",
+    "CREATE INDEX deliveries_event ON deliveries (event_id)",
+    # Serves retention (finished before a bound), expiry (pending) and counts().
+    "CREATE INDEX deliveries_finished ON deliveries (status, updated_at)",
+    """CREATE TABLE attempts (
+        delivery_id TEXT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+        attempt INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        latency_ms REAL NOT NULL,
+        status_code INTEGER,
+        error TEXT,
+        response_excerpt TEXT
+    )""",
+    "CREATE INDEX attempts_delivery ON attempts (delivery_id, attempt)",
+    """CREATE TABLE rejected (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        received_at REAL NOT NULL,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL
+    )""",
+    """CREATE TABLE subscription_state (
+        name TEXT PRIMARY KEY,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        disabled_reason TEXT,
+        failing_since REAL,
+        last_success REAL,
+        last_failure REAL,
+        extra TEXT NOT NULL DEFAULT '{}'
+    )""",
+    # One row the write probe updates: proves a commit goes through.
+    "CREATE TABLE probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL)",
+    "INSERT INTO probe (id, at) VALUES (1, 0)",
+)
+
+MIGRATIONS: list[tuple[str, ...]] = [_V1]
+"""Step *n* (1-based) brings the schema to version *n*."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The version a database is at; 0 for a new, empty file."""
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if found is None:
+        return 0
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _known_version(conn: sqlite3.Connection) -> int:
+    current = schema_version(conn)
+    if current > SCHEMA_VERSION:
+        raise StoreError(
+            f"the database is at schema version {current}, newer than this "
+            f"HookBridge knows ({SCHEMA_VERSION}); upgrade HookBridge"
+        )
+    return current
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the missing steps (each in its own transaction); returns the version reached.
+
+    The connection must be in autocommit mode (``isolation_level=None``) so the
+    explicit ``BEGIN IMMEDIATE`` holds the write lock while a step runs: two
+    processes opening one new file at once cannot both apply a step.
+    """
+    for _ in range(SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = _known_version(conn)
+            if current == SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                return current
+            for statement in MIGRATIONS[current]:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                (current + 1, time.time()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    raise StoreError("schema migration did not reach the current version")

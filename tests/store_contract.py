@@ -1,0 +1,493 @@
+"""The store conformance suite: what every backend of the ``Store`` protocol must do.
+
+A backend's test module subclasses :class:`StoreContract` (its name must start
+with ``Test`` there) and provides two fixtures:
+
+``store``
+    an opened, empty store, closed after the test;
+``reopen_store``
+    an async callable taking that store, closing it, and returning a new opened
+    instance on the same data (closed after the test by the fixture).
+
+Every time is an explicit ``now`` on a fake clock starting at ``T0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from bridge.errors import StoreError
+from bridge.events import Event
+from bridge.store.base import (
+    Accepted,
+    AttemptOutcome,
+    AttemptRecord,
+    Delivery,
+    DeliveryStatus,
+    Rejection,
+    Store,
+    SubscriptionState,
+)
+
+__all__ = ["T0", "Reopen", "StoreContract", "accepted", "make_event"]
+
+T0 = 1_800_000_000.0
+LEASE = 300.0
+PENDING, DELIVERED, DEAD = DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, DeliveryStatus.DEAD
+
+Reopen = Callable[[Store], Awaitable[Store]]
+
+
+def make_event(
+    n: int, *, device: str = "dev-1", kind: str = "device.online", at: float = T0
+) -> Event:
+    # Whole milliseconds: the stored envelope keeps milliseconds only.
+    stamp = datetime.fromtimestamp(round(at, 3), UTC)
+    return Event(
+        id=f"evt_contract{n:05d}",
+        type=kind,
+        timestamp=stamp,
+        source=f"mqtt://broker/devices/{device}/status",
+        data={"device_id": device, "seq": n},
+    )
+
+
+def accepted(
+    event: Event,
+    *subscriptions: str,
+    at: float = T0,
+    content_hash: str | None = None,
+    redelivery: bool = False,
+) -> Accepted:
+    return Accepted(event, tuple(subscriptions), at, content_hash, redelivery)
+
+
+async def ingest(
+    store: Store, items: Sequence[Accepted], *, now: float = T0, lease_until: float | None = None
+) -> list[Delivery]:
+    result = await store.ingest(
+        items,
+        [],
+        now=now,
+        owner="bridge-a",
+        lease_until=now + LEASE if lease_until is None else lease_until,
+    )
+    return result.deliveries
+
+
+async def unleased(store: Store, items: Sequence[Accepted], *, now: float = T0) -> list[Delivery]:
+    """Ingest with a lease that has already run out, so the deliveries are claimable."""
+    return await ingest(store, items, now=now, lease_until=now - 1)
+
+
+def attempt(
+    delivery: Delivery, *, at: float, code: int | None, error: str | None = None
+) -> AttemptRecord:
+    return AttemptRecord(delivery.id, delivery.attempts + 1, at, 12.5, code, error, "ok")
+
+
+class StoreContract:
+    """Conformance tests; see the module docstring for the fixtures they need."""
+
+    async def test_ingest_stores_events_and_leased_deliveries(self, store: Store) -> None:
+        first, second = make_event(1), make_event(2, device="dev-2")
+        result = await store.ingest(
+            [accepted(first, "crm", "ops"), accepted(second, "crm")],
+            [],
+            now=T0,
+            owner="bridge-a",
+            lease_until=T0 + LEASE,
+        )
+        assert (result.stored, result.duplicates) == (2, 0)
+        assert [(d.event_id, d.subscription) for d in result.deliveries] == [
+            (first.id, "crm"),
+            (first.id, "ops"),
+            (second.id, "crm"),
+        ]
+        assert len({d.id for d in result.deliveries}) == 3
+        assert all(d.id.startswith("dlv_") and d.attempts == 0 for d in result.deliveries)
+        assert all(d.next_attempt_at == T0 and d.created_at == T0 for d in result.deliveries)
+
+        stored = await store.get_event(first.id)
+        assert stored is not None
+        assert (stored.id, stored.type, stored.timestamp, stored.data) == (
+            first.id,
+            first.type,
+            first.timestamp,
+            first.data,
+        )
+        assert stored.body() == first.body()
+        fetched = await store.get_delivery(result.deliveries[0].id)
+        assert fetched is not None
+        assert (fetched.status, fetched.event.id, fetched.subscription) == (
+            PENDING,
+            first.id,
+            "crm",
+        )
+        # Leased to the ingesting instance: nobody else may claim them yet.
+        assert (
+            await store.claim_due("crm", now=T0 + 1, owner="b", lease_until=T0 + 60, limit=10) == []
+        )
+        assert await store.queue_depth("crm") == 2
+        assert await store.get_event("evt_missing") is None
+        assert await store.get_delivery("dlv_missing") is None
+
+    async def test_duplicate_event_ids_create_nothing(self, store: Store) -> None:
+        event = make_event(1)
+        result = await store.ingest(
+            [accepted(event, "crm"), accepted(event, "crm")], [], now=T0, owner="a", lease_until=T0
+        )
+        assert (result.stored, result.duplicates, len(result.deliveries)) == (1, 1, 1)
+        again = await store.ingest(
+            [accepted(event, "crm", "ops")], [], now=T0 + 5, owner="a", lease_until=T0
+        )
+        assert (again.stored, again.duplicates, again.deliveries) == (0, 1, [])
+        counts = await store.counts()
+        assert (counts["events"], counts["pending"]) == (1, 1)
+
+    async def test_redelivery_recognised_by_content_hash(self, store: Store) -> None:
+        original = accepted(make_event(1), "crm", content_hash="h1")
+        same_batch_dup = accepted(make_event(2), "crm", content_hash="h1", redelivery=True)
+        result = await store.ingest(
+            [original, same_batch_dup], [], now=T0, owner="a", lease_until=T0
+        )
+        assert (result.stored, result.duplicates) == (1, 1)
+
+        later_dup = accepted(make_event(3), "crm", content_hash="h1", redelivery=True)
+        # Without the DUP flag an identical payload is a new message (devices repeat themselves).
+        repeat = accepted(make_event(4), "crm", content_hash="h1")
+        unknown = accepted(make_event(5), "crm", content_hash="h2", redelivery=True)
+        result = await store.ingest(
+            [later_dup, repeat, unknown], [], now=T0, owner="a", lease_until=T0
+        )
+        assert (result.stored, result.duplicates) == (2, 1)
+        assert {d.event_id for d in result.deliveries} == {make_event(4).id, make_event(5).id}
+        assert await store.get_event(make_event(3).id) is None
+
+    async def test_event_without_subscriptions_is_kept(self, store: Store) -> None:
+        result = await store.ingest(
+            [accepted(make_event(1))], [], now=T0, owner="a", lease_until=T0
+        )
+        assert (result.stored, result.deliveries) == (1, [])
+        assert await store.get_event(make_event(1).id) is not None
+
+    async def test_rejections_kept_newest_first(self, store: Store) -> None:
+        rejections = [
+            Rejection(T0 + i, f"devices/d{i}/events", b"\xff\x00not json", "invalid_json", f"n{i}")
+            for i in range(3)
+        ]
+        result = await store.ingest([], rejections, now=T0, owner="a", lease_until=T0)
+        assert (result.stored, result.duplicates) == (0, 0)
+        listed = await store.list_rejected(limit=2)
+        assert listed == [rejections[2], rejections[1]]
+        assert (await store.counts())["rejected"] == 3
+
+    async def test_large_batch_is_one_ingest(self, store: Store) -> None:
+        items = [accepted(make_event(i, device=f"dev-{i % 7}"), "crm") for i in range(700)]
+        result = await store.ingest(items, [], now=T0, owner="a", lease_until=T0)
+        assert (result.stored, len(result.deliveries)) == (700, 700)
+        assert await store.queue_depth("crm") == 700
+
+    async def test_claim_due_oldest_first_and_leased(self, store: Store) -> None:
+        older = await unleased(store, [accepted(make_event(1), "crm")], now=T0)
+        newer = await unleased(store, [accepted(make_event(2), "crm")], now=T0 + 10)
+        await unleased(store, [accepted(make_event(3), "ops")], now=T0)
+        now = T0 + 20
+
+        first = await store.claim_due("crm", now=now, owner="b", lease_until=now + 60, limit=1)
+        assert [d.id for d in first] == [older[0].id]
+        assert first[0].event.id == make_event(1).id
+        second = await store.claim_due("crm", now=now, owner="b", lease_until=now + 60, limit=5)
+        assert [d.id for d in second] == [newer[0].id]
+        # Both are leased now: not claimable again while the lease lives...
+        assert (
+            await store.claim_due("crm", now=now + 59, owner="c", lease_until=now + 120, limit=5)
+            == []
+        )
+        # ...and claimable by anyone once it has run out (the owner died).
+        taken_over = await store.claim_due(
+            "crm", now=now + 61, owner="c", lease_until=now + 120, limit=5
+        )
+        assert [d.id for d in taken_over] == [older[0].id, newer[0].id]
+
+    async def test_claim_due_skips_deliveries_not_yet_due(self, store: Store) -> None:
+        await unleased(store, [accepted(make_event(1), "crm")], now=T0 + 100)
+        assert (
+            await store.claim_due("crm", now=T0 + 99, owner="b", lease_until=T0 + 200, limit=5)
+            == []
+        )
+        assert await store.next_due_at("crm") == T0 + 100
+        assert await store.next_due_at("nobody") is None
+        assert (
+            len(
+                await store.claim_due("crm", now=T0 + 100, owner="b", lease_until=T0 + 200, limit=5)
+            )
+            == 1
+        )
+
+    async def test_claim_keeps_arrival_order_within_a_batch(self, store: Store) -> None:
+        items = [accepted(make_event(i, device="dev-7"), "crm") for i in range(20)]
+        created = await unleased(store, items)
+        claimed = await store.claim_due("crm", now=T0, owner="b", lease_until=T0 + 60, limit=20)
+        assert [d.id for d in claimed] == [d.id for d in created]
+        assert [d.event.data["seq"] for d in claimed] == list(range(20))
+
+    async def test_record_attempts_applies_outcomes(self, store: Store) -> None:
+        ok, retry, dead = await ingest(
+            store, [accepted(make_event(i), "crm") for i in range(3)], lease_until=T0 + LEASE
+        )
+        at = T0 + 1
+        await store.record_attempts(
+            [
+                (attempt(ok, at=at, code=200), AttemptOutcome(DELIVERED)),
+                (attempt(retry, at=at, code=503), AttemptOutcome(PENDING, next_attempt_at=T0 + 60)),
+                (
+                    attempt(dead, at=at, code=None, error="timeout"),
+                    AttemptOutcome(DEAD, reason="exhausted"),
+                ),
+                # A delivery that no longer exists must not fail the batch.
+                (AttemptRecord("dlv_gone", 1, at, 1.0, 200, None, None), AttemptOutcome(DELIVERED)),
+            ],
+            now=at,
+        )
+        got = {d.id: await store.get_delivery(d.id) for d in (ok, retry, dead)}
+        after_ok = got[ok.id]
+        assert after_ok is not None
+        assert (after_ok.status, after_ok.attempts, after_ok.next_attempt_at) == (
+            DELIVERED,
+            1,
+            None,
+        )
+        after_retry = got[retry.id]
+        assert after_retry is not None
+        assert (after_retry.status, after_retry.attempts, after_retry.next_attempt_at) == (
+            PENDING,
+            1,
+            T0 + 60,
+        )
+        assert after_retry.last_status_code == 503
+        after_dead = got[dead.id]
+        assert after_dead is not None
+        assert (after_dead.status, after_dead.dead_reason, after_dead.last_error) == (
+            DEAD,
+            "exhausted",
+            "timeout",
+        )
+
+        history = await store.attempts(retry.id)
+        assert history == [AttemptRecord(retry.id, 1, at, 12.5, 503, None, "ok")]
+        assert await store.attempts("dlv_gone") == []
+        # The lease was released: the retry is claimable when due, not before.
+        assert (
+            await store.claim_due("crm", now=T0 + 59, owner="b", lease_until=T0 + 120, limit=5)
+            == []
+        )
+        claimed = await store.claim_due(
+            "crm", now=T0 + 60, owner="b", lease_until=T0 + 120, limit=5
+        )
+        assert [d.id for d in claimed] == [retry.id]
+        assert claimed[0].attempts == 1
+        assert await store.queue_depth("crm") == 1
+        counts = await store.counts()
+        assert (counts["pending"], counts["delivered"], counts["dead"]) == (1, 1, 1)
+
+    async def test_release_makes_deliveries_claimable(self, store: Store) -> None:
+        created = await ingest(store, [accepted(make_event(i), "crm") for i in range(3)])
+        await store.release([created[0].id, created[2].id])
+        await store.release([])
+        claimed = await store.claim_due("crm", now=T0 + 1, owner="b", lease_until=T0 + 60, limit=5)
+        assert [d.id for d in claimed] == [created[0].id, created[2].id]
+
+    async def test_requeue(self, store: Store) -> None:
+        done, dead = await ingest(store, [accepted(make_event(i), "crm") for i in range(2)])
+        await store.record_attempts(
+            [
+                (attempt(done, at=T0, code=200), AttemptOutcome(DELIVERED)),
+                (attempt(dead, at=T0, code=410), AttemptOutcome(DEAD, reason="gone")),
+            ],
+            now=T0,
+        )
+        assert await store.requeue(done.id, now=T0 + 100)
+        assert await store.requeue(dead.id, now=T0 + 100)
+        assert not await store.requeue("dlv_unknown", now=T0 + 100)
+        requeued = await store.get_delivery(dead.id)
+        assert requeued is not None
+        assert (requeued.status, requeued.next_attempt_at, requeued.dead_reason) == (
+            PENDING,
+            T0 + 100,
+            None,
+        )
+        assert requeued.attempts == 1  # the history stays: the next try is attempt 2
+        claimed = await store.claim_due(
+            "crm", now=T0 + 100, owner="b", lease_until=T0 + 160, limit=5
+        )
+        assert {d.id for d in claimed} == {done.id, dead.id}
+        # A pending delivery under a lease is requeued too: due now, lease dropped.
+        assert await store.requeue(done.id, now=T0 + 101)
+        again = await store.claim_due("crm", now=T0 + 101, owner="c", lease_until=T0 + 160, limit=5)
+        assert [d.id for d in again] == [done.id]
+
+    async def test_purge_removes_finished_deliveries_past_retention(self, store: Store) -> None:
+        shared = make_event(1)
+        delivered, dead, kept = await ingest(
+            store, [accepted(shared, "crm", "ops"), accepted(make_event(2), "crm")]
+        )
+        await store.record_attempts(
+            [
+                (attempt(delivered, at=T0 + 10, code=200), AttemptOutcome(DELIVERED)),
+                (attempt(dead, at=T0 + 20, code=500), AttemptOutcome(DEAD, reason="exhausted")),
+                (
+                    attempt(kept, at=T0 + 30, code=500),
+                    AttemptOutcome(PENDING, next_attempt_at=T0 + 90),
+                ),
+            ],
+            now=T0 + 10,
+        )
+        # Only the delivered one is past its bound: it and its attempt go; the event
+        # stays because its other delivery (dead) is still kept.
+        removed = await store.purge(delivered_before=T0 + 15, dead_before=T0 + 5)
+        assert removed == 2
+        assert await store.get_delivery(delivered.id) is None
+        assert await store.attempts(delivered.id) == []
+        assert await store.get_event(shared.id) is not None
+        # Then the dead one: delivery, attempt and now-orphaned event.
+        removed = await store.purge(delivered_before=T0 + 15, dead_before=T0 + 15)
+        assert removed == 3
+        assert await store.get_event(shared.id) is None
+        assert await store.get_delivery(kept.id) is not None
+        assert await store.get_event(make_event(2).id) is not None
+        assert await store.purge(delivered_before=T0 + 1e6, dead_before=T0 + 1e6) == 0
+
+    async def test_expire_older_than(self, store: Store) -> None:
+        old = make_event(1, at=T0 - 1000)
+        old_leased = make_event(2, at=T0 - 1000)
+        fresh = make_event(3, at=T0)
+        expired, _ = await unleased(store, [accepted(old, "crm"), accepted(fresh, "crm")])
+        leased = await ingest(store, [accepted(old_leased, "crm")], lease_until=T0 + LEASE)
+        assert await store.expire_older_than(occurred_before=T0 - 500, now=T0 + 1) == 1
+        after = await store.get_delivery(expired.id)
+        assert after is not None
+        assert (after.status, after.dead_reason) == (DEAD, "too_old")
+        in_flight = await store.get_delivery(leased[0].id)
+        assert in_flight is not None and in_flight.status is PENDING
+        # Once its lease has run out it is expired too.
+        assert await store.expire_older_than(occurred_before=T0 - 500, now=T0 + LEASE + 1) == 1
+        assert await store.queue_depth("crm") == 1
+
+    async def test_create_deliveries_for_replay(self, store: Store) -> None:
+        event = make_event(1)
+        first = await store.create_deliveries(event, ["crm", "ops"], now=T0)
+        second = await store.create_deliveries(event, ["crm"], now=T0 + 1)
+        assert len({d.id for d in first + second}) == 3
+        assert all(d.status is PENDING and d.attempts == 0 for d in first + second)
+        assert (await store.counts())["events"] == 1
+        claimed = await store.claim_due("crm", now=T0 + 1, owner="b", lease_until=T0 + 60, limit=5)
+        assert [d.id for d in claimed] == [first[0].id, second[0].id]
+        assert claimed[0].event.body() == event.body()
+
+    async def test_list_deliveries_pages_and_filters(self, store: Store) -> None:
+        made: list[Delivery] = []
+        for i in range(12):
+            made += await ingest(
+                store, [accepted(make_event(i), "crm" if i % 3 else "ops")], now=T0 + i
+            )
+        await store.record_attempts(
+            [(attempt(made[5], at=T0 + 20, code=200), AttemptOutcome(DELIVERED))], now=T0 + 20
+        )
+
+        async def every_page(
+            subscription: str | None = None,
+            status: DeliveryStatus | None = None,
+            since: float | None = None,
+            until: float | None = None,
+        ) -> list[Delivery]:
+            found: list[Delivery] = []
+            cursor: str | None = None
+            for _ in range(20):
+                page, cursor = await store.list_deliveries(
+                    subscription=subscription,
+                    status=status,
+                    since=since,
+                    until=until,
+                    cursor=cursor,
+                    limit=5,
+                )
+                assert len(page) <= 5
+                found += page
+                if cursor is None:
+                    return found
+            raise AssertionError("paging did not end")
+
+        everything = await every_page()
+        assert [d.id for d in everything] == [d.id for d in reversed(made)]
+        crm = await every_page(subscription="crm")
+        assert [d.created_at for d in crm] == [T0 + i for i in reversed(range(12)) if i % 3]
+        delivered = await every_page(status=DELIVERED)
+        assert [d.id for d in delivered] == [made[5].id]
+        window = await every_page(since=T0 + 3, until=T0 + 6)
+        assert [d.created_at for d in window] == [T0 + 5, T0 + 4, T0 + 3]
+        page, cursor = await store.list_deliveries(
+            subscription="nobody", status=None, since=None, until=None, cursor=None, limit=5
+        )
+        assert (page, cursor) == ([], None)
+        with pytest.raises(StoreError):
+            await store.list_deliveries(
+                subscription=None, status=None, since=None, until=None, cursor="garbage!", limit=5
+            )
+
+    async def test_subscription_state_round_trip(self, store: Store) -> None:
+        assert await store.subscription_states() == {}
+        state = SubscriptionState("crm", failing_since=T0, last_failure=T0 + 5, extra={"note": "x"})
+        await store.save_subscription_state(state)
+        disabled = SubscriptionState(
+            "crm", disabled=True, disabled_reason="gone", last_success=T0 - 9
+        )
+        await store.save_subscription_state(disabled)
+        await store.save_subscription_state(SubscriptionState("ops"))
+        assert await store.subscription_states() == {
+            "crm": disabled,
+            "ops": SubscriptionState("ops"),
+        }
+
+    async def test_counts_and_write_probe(self, store: Store) -> None:
+        assert await store.counts() == {
+            "pending": 0,
+            "delivered": 0,
+            "dead": 0,
+            "events": 0,
+            "rejected": 0,
+        }
+        assert await store.is_writable()
+
+    async def test_everything_survives_reopen(self, store: Store, reopen_store: Reopen) -> None:
+        created = await ingest(store, [accepted(make_event(1), "crm", "ops")])
+        await store.record_attempts(
+            [(attempt(created[0], at=T0 + 1, code=200), AttemptOutcome(DELIVERED))], now=T0 + 1
+        )
+        await store.ingest(
+            [], [Rejection(T0, "t", b"x", "invalid_json", "d")], now=T0, owner="a", lease_until=T0
+        )
+        await store.save_subscription_state(SubscriptionState("crm", failing_since=T0))
+
+        reopened = await reopen_store(store)
+        assert await reopened.counts() == {
+            "pending": 1,
+            "delivered": 1,
+            "dead": 0,
+            "events": 1,
+            "rejected": 1,
+        }
+        assert len(await reopened.attempts(created[0].id)) == 1
+        assert (await reopened.subscription_states())["crm"].failing_since == T0
+        # The lease taken before the restart still holds until it runs out.
+        assert (
+            await reopened.claim_due("ops", now=T0 + 1, owner="b", lease_until=T0 + 60, limit=5)
+            == []
+        )
+        claimed = await reopened.claim_due(
+            "ops", now=T0 + LEASE + 1, owner="b", lease_until=T0 + 999, limit=5
+        )
+        assert [d.id for d in claimed] == [created[1].id]

@@ -1,0 +1,209 @@
+"""The SQLite store: the conformance suite on real files, plus what only SQLite has
+(schema versions, pragmas, the one thread, read-only and full databases)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bridge.config import StoreSettings
+from bridge.errors import ConfigError, StoreError, StoreUnavailable
+from bridge.store import Store, open_store
+from bridge.store.sqlite import SQLiteStore, sqlite_path
+from bridge.store.sqlite_schema import SCHEMA_VERSION
+from tests.store_contract import T0, Reopen, StoreContract, accepted, make_event
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "hookbridge.db"
+
+
+@pytest.fixture
+async def sqlite_store(db_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def store(sqlite_store: SQLiteStore) -> Store:
+    return sqlite_store
+
+
+@pytest.fixture
+async def reopen_store(db_path: Path) -> AsyncIterator[Reopen]:
+    opened: list[SQLiteStore] = []
+
+    async def reopen(old: Store) -> Store:
+        await old.close()
+        fresh = SQLiteStore(db_path)
+        await fresh.open()
+        opened.append(fresh)
+        return fresh
+
+    try:
+        yield reopen
+    finally:
+        for fresh in opened:
+            await fresh.close()
+
+
+class TestSQLiteStoreContract(StoreContract):
+    """The shared suite against a SQLite file."""
+
+
+def _read(path: Path, query: str) -> list[tuple[object, ...]]:
+    """Look at the file with a separate plain connection, as an operator would."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(query).fetchall()
+    finally:
+        conn.close()
+
+
+async def test_opening_creates_directory_wal_file_and_records_schema_version(
+    sqlite_store: SQLiteStore, db_path: Path
+) -> None:
+    assert db_path.parent.is_dir()
+    assert _read(db_path, "PRAGMA journal_mode") == [("wal",)]
+    assert [row[0] for row in _read(db_path, "SELECT version FROM schema_version")] == [
+        SCHEMA_VERSION
+    ]
+    await sqlite_store.close()
+    # Reopening applies nothing twice.
+    again = SQLiteStore(db_path)
+    await again.open()
+    await again.close()
+    assert len(_read(db_path, "SELECT version FROM schema_version")) == SCHEMA_VERSION
+
+
+async def test_a_newer_schema_is_refused(db_path: Path, sqlite_store: SQLiteStore) -> None:
+    await sqlite_store.close()
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("INSERT INTO schema_version VALUES (?, 0)", (SCHEMA_VERSION + 1,))
+    conn.close()
+    newer = SQLiteStore(db_path)
+    with pytest.raises(StoreError, match="newer"):
+        await newer.open()
+    with pytest.raises(StoreError, match="not open"):
+        await newer.counts()
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("NORMAL", 1), ("FULL", 2)])
+async def test_synchronous_and_connection_pragmas(
+    tmp_path: Path, setting: str, expected: int
+) -> None:
+    settings = StoreSettings(url=f"sqlite:///{tmp_path}/s.db", synchronous=setting)
+    store = open_store(settings, owner="bridge-a")
+    assert isinstance(store, SQLiteStore)
+    await store.open()
+    try:
+        pragmas = await store._run(
+            lambda conn: [
+                conn.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("synchronous", "foreign_keys", "busy_timeout")
+            ],
+            action="test",
+            write=False,
+        )
+    finally:
+        await store.close()
+    assert pragmas == [expected, 1, 5000]
+
+
+async def test_all_database_work_runs_on_one_thread(sqlite_store: SQLiteStore) -> None:
+    async def thread_of_a_call(n: int) -> int:
+        await sqlite_store.ingest(
+            [accepted(make_event(n), "crm")], [], now=T0, owner="a", lease_until=T0
+        )
+        return await sqlite_store._run(lambda _conn: threading.get_ident(), action="test")
+
+    idents = await asyncio.gather(*(thread_of_a_call(n) for n in range(20)))
+    assert len(set(idents)) == 1
+    assert idents[0] != threading.get_ident()
+    assert (await sqlite_store.counts())["events"] == 20
+
+
+async def test_read_only_database_is_unavailable_for_writes(
+    sqlite_store: SQLiteStore, db_path: Path
+) -> None:
+    # Root ignores file modes, so the read-only case is produced honestly by
+    # opening the file read-only (mode=ro): SQLite itself then refuses writes.
+    await sqlite_store.ingest(
+        [accepted(make_event(1), "crm")], [], now=T0, owner="a", lease_until=T0
+    )
+    reader = SQLiteStore(db_path, read_only=True)
+    await reader.open()
+    try:
+        assert await reader.get_event(make_event(1).id) is not None
+        assert not await reader.is_writable()
+        with pytest.raises(StoreUnavailable, match="ingest"):
+            await reader.ingest(
+                [accepted(make_event(2), "crm")], [], now=T0, owner="a", lease_until=T0
+            )
+        with pytest.raises(StoreUnavailable):
+            await reader.requeue("dlv_x", now=T0)
+    finally:
+        await reader.close()
+    assert await sqlite_store.is_writable()
+
+
+async def test_full_database_is_unavailable_and_recovers(sqlite_store: SQLiteStore) -> None:
+    # max_page_count caps this connection's file size: SQLite answers exactly as
+    # on a full disk (SQLITE_FULL), without filling the machine's disk.
+    pages = await sqlite_store._run(
+        lambda conn: conn.execute("PRAGMA page_count").fetchone()[0], action="test", write=False
+    )
+    await sqlite_store._run(
+        lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"), action="test", write=False
+    )
+    batch = [accepted(make_event(i), "crm") for i in range(300)]
+    with pytest.raises(StoreUnavailable, match="full"):
+        await sqlite_store.ingest(batch, [], now=T0, owner="a", lease_until=T0)
+    # The failed batch left nothing behind.
+    assert (await sqlite_store.counts())["events"] == 0
+    await sqlite_store._run(
+        lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"), action="test", write=False
+    )
+    result = await sqlite_store.ingest(batch, [], now=T0, owner="a", lease_until=T0)
+    assert result.stored == 300
+
+
+async def test_other_sqlite_errors_are_store_errors(sqlite_store: SQLiteStore) -> None:
+    with pytest.raises(StoreError) as caught:
+        await sqlite_store._run(lambda conn: conn.execute("SELECT * FROM nowhere"), action="test")
+    assert not isinstance(caught.value, StoreUnavailable)
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+
+
+async def test_closed_store_refuses_calls(sqlite_store: SQLiteStore) -> None:
+    await sqlite_store.close()
+    await sqlite_store.close()  # closing twice is harmless
+    with pytest.raises(StoreError, match="not open"):
+        await sqlite_store.counts()
+    assert not await sqlite_store.is_writable()
+
+
+def test_store_urls(tmp_path: Path) -> None:
+    assert sqlite_path("sqlite:///hookbridge.db") == Path("hookbridge.db")
+    assert sqlite_path("sqlite:////var/lib/hookbridge/h.db") == Path("/var/lib/hookbridge/h.db")
+    with pytest.raises(StoreError):
+        sqlite_path("sqlite://")
+    store = open_store(StoreSettings(url=f"sqlite:///{tmp_path}/x.db"), owner="bridge-a")
+    assert isinstance(store, SQLiteStore)
+    assert store.path == tmp_path / "x.db"
+    with pytest.raises(ConfigError, match="postgresql store is not built yet"):
+        open_store(StoreSettings(url="postgresql://user:pw@127.0.0.1/hb"), owner="bridge-a")
+    with pytest.raises(ConfigError) as caught:
+        open_store(StoreSettings(url="sqlite://"), owner="bridge-a")
+    assert "pw" not in str(caught.value)
