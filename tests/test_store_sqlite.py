@@ -4,16 +4,20 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.config import StoreSettings
 from bridge.errors import ConfigError, StoreError, StoreUnavailable
 from bridge.store import Store, open_store
+from bridge.store.ids import new_delivery_id, new_delivery_ids
 from bridge.store.sqlite import SQLiteStore, sqlite_path
 from bridge.store.sqlite_schema import SCHEMA_VERSION
 from tests.store_contract import T0, Reopen, StoreContract, accepted, make_event
@@ -207,3 +211,51 @@ def test_store_urls(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         open_store(StoreSettings(url="sqlite://"), owner="bridge-a")
     assert "pw" not in str(caught.value)
+
+
+_MILLIS = st.integers(min_value=0, max_value=(1 << 48) - 1)
+
+
+@given(_MILLIS, _MILLIS, st.binary(min_size=10, max_size=10), st.binary(min_size=10, max_size=10))
+def test_delivery_ids_sort_by_creation_time(
+    first: int, second: int, entropy_a: bytes, entropy_b: bytes
+) -> None:
+    a = new_delivery_id(first / 1000, entropy_a)
+    b = new_delivery_id(second / 1000, entropy_b)
+    assert re.fullmatch(r"dlv_[0-9a-hjkmnp-tv-z]{26}", a)
+    if first != second:
+        assert (a < b) == (first < second)
+
+
+def test_delivery_ids_of_one_batch_are_distinct_and_share_the_time() -> None:
+    ids = new_delivery_ids(T0, 500)
+    assert len(set(ids)) == 500
+    assert {i[:14] for i in ids} == {new_delivery_id(T0)[:14]}
+    assert new_delivery_ids(T0, 0) == []
+
+
+async def test_two_instances_on_one_file_never_claim_the_same_delivery(
+    sqlite_store: SQLiteStore, db_path: Path
+) -> None:
+    items = [accepted(make_event(i, device=f"dev-{i % 5}"), "crm") for i in range(200)]
+    await sqlite_store.ingest(items, [], now=T0, owner="a", lease_until=T0 - 1)
+    other = SQLiteStore(db_path)
+    await other.open()
+    try:
+
+        async def claim_all(store: SQLiteStore, owner: str) -> list[str]:
+            taken: list[str] = []
+            for _ in range(100):
+                batch = await store.claim_due(
+                    "crm", now=T0, owner=owner, lease_until=T0 + 60, limit=7
+                )
+                if not batch:
+                    break
+                taken += [d.id for d in batch]
+            return taken
+
+        mine, theirs = await asyncio.gather(claim_all(sqlite_store, "a"), claim_all(other, "b"))
+    finally:
+        await other.close()
+    assert not set(mine) & set(theirs)
+    assert len(mine) + len(theirs) == 200

@@ -20,13 +20,11 @@ the working directory, ``sqlite:////var/lib/hookbridge/hookbridge.db`` absolute.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 from urllib.parse import quote
 
 import orjson
@@ -45,7 +43,6 @@ from bridge.store.base import (
     Rejection,
     SubscriptionState,
 )
-from bridge.store.ids import DELIVERY_ID_PREFIX
 from bridge.store.sqlite_schema import SCHEMA_VERSION, migrate, schema_version
 
 __all__ = ["SQLiteStore", "sqlite_path"]
@@ -70,36 +67,6 @@ def _translate(exc: sqlite3.Error, action: str) -> StoreError:
     if code.startswith(_UNAVAILABLE_CODES) or any(t in text.lower() for t in _UNAVAILABLE_TEXT):
         return StoreUnavailable(f"the store cannot take writes ({action}): {text}")
     return StoreError(f"the store failed ({action}): {text}")
-
-
-def _delivery(row: Sequence[Any]) -> Delivery:
-    """A row of ``sql.DELIVERY_COLUMNS`` as a Delivery carrying its rebuilt Event."""
-    return Delivery(
-        id=row[0],
-        event=Event.from_json(row[6]),
-        subscription=row[1],
-        attempts=row[2],
-        created_at=row[3],
-        status=DeliveryStatus(row[4]),
-        next_attempt_at=row[5],
-        dead_reason=row[7],
-        last_status_code=row[8],
-        last_error=row[9],
-    )
-
-
-def _encode_cursor(delivery_id: str) -> str:
-    return base64.urlsafe_b64encode(delivery_id.encode("ascii")).decode("ascii").rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        text = ""
-    if not text.startswith(DELIVERY_ID_PREFIX):
-        raise StoreError("invalid delivery list cursor")
-    return text
 
 
 class SQLiteStore:
@@ -266,7 +233,7 @@ class SQLiteStore:
             if rows:
                 ids = orjson.dumps([row[0] for row in rows])
                 conn.execute(sql.LEASE, (owner, lease_until, now, ids))
-            return [_delivery(row) for row in rows]
+            return [sql.delivery_from_row(row) for row in rows]
 
         return await self._run(work, action="claim_due")
 
@@ -295,7 +262,7 @@ class SQLiteStore:
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         def work(conn: sqlite3.Connection) -> Delivery | None:
             row = conn.execute(sql.GET_DELIVERY, (delivery_id,)).fetchone()
-            return None if row is None else _delivery(row)
+            return None if row is None else sql.delivery_from_row(row)
 
         return await self._run(work, action="get_delivery", write=False)
 
@@ -309,7 +276,7 @@ class SQLiteStore:
     async def get_event(self, event_id: str) -> Event | None:
         def work(conn: sqlite3.Connection) -> Event | None:
             row = conn.execute(sql.GET_EVENT, (event_id,)).fetchone()
-            return None if row is None else Event.from_json(row[0])
+            return None if row is None else sql.event_from_body(row[0])
 
         return await self._run(work, action="get_event", write=False)
 
@@ -366,7 +333,7 @@ class SQLiteStore:
         if limit < 1:
             raise StoreError("a delivery list page needs a limit of at least 1")
         # Delivery ids sort by creation time, so the primary key alone pages newest first.
-        after = _decode_cursor(cursor) if cursor is not None else None
+        after = sql.decode_cursor(cursor) if cursor is not None else None
         query, params = sql.list_deliveries_query(
             subscription=subscription,
             status=status.value if status else None,
@@ -377,12 +344,12 @@ class SQLiteStore:
         )
 
         def work(conn: sqlite3.Connection) -> list[Delivery]:
-            return [_delivery(row) for row in conn.execute(query, params)]
+            return [sql.delivery_from_row(row) for row in conn.execute(query, params)]
 
         page = await self._run(work, action="list_deliveries", write=False)
         if len(page) > limit:
             page = page[:limit]
-            return page, _encode_cursor(page[-1].id)
+            return page, sql.encode_cursor(page[-1].id)
         return page, None
 
     # -- operator and housekeeping writes ---------------------------------------------

@@ -9,12 +9,15 @@ read with ``json_each``: one statement of fixed text, whatever the length.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
+from bridge.errors import StoreError
 from bridge.events import Event
 from bridge.store.base import (
     Accepted,
@@ -25,7 +28,7 @@ from bridge.store.base import (
     IngestResult,
     Rejection,
 )
-from bridge.store.ids import new_delivery_ids
+from bridge.store.ids import DELIVERY_ID_PREFIX, new_delivery_ids
 
 __all__ = [
     "ATTEMPTS",
@@ -46,6 +49,10 @@ __all__ = [
     "SAVE_SUBSCRIPTION_STATE",
     "SUBSCRIPTION_STATES",
     "create_deliveries",
+    "decode_cursor",
+    "delivery_from_row",
+    "encode_cursor",
+    "event_from_body",
     "ingest",
     "list_deliveries_query",
     "purge",
@@ -125,6 +132,45 @@ _PURGE_DELIVERIES = """DELETE FROM deliveries
     WHERE (status = 'delivered' AND updated_at < ?1) OR (status = 'dead' AND updated_at < ?2)"""
 _PURGE_EVENTS = """DELETE FROM events WHERE received_at < ?
     AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = events.id)"""
+
+
+def event_from_body(body: bytes) -> Event:
+    """The stored envelope as an Event; a damaged one is a store error, not a crash."""
+    try:
+        return Event.from_json(body)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"a stored event cannot be read ({type(exc).__name__})") from exc
+
+
+def delivery_from_row(row: Sequence[Any]) -> Delivery:
+    """A row of ``DELIVERY_COLUMNS`` as a Delivery carrying its rebuilt Event."""
+    return Delivery(
+        id=row[0],
+        event=event_from_body(row[6]),
+        subscription=row[1],
+        attempts=row[2],
+        created_at=row[3],
+        status=DeliveryStatus(row[4]),
+        next_attempt_at=row[5],
+        dead_reason=row[7],
+        last_status_code=row[8],
+        last_error=row[9],
+    )
+
+
+def encode_cursor(delivery_id: str) -> str:
+    """The opaque cursor of the page after ``delivery_id``."""
+    return base64.urlsafe_b64encode(delivery_id.encode("ascii")).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    if not text.startswith(DELIVERY_ID_PREFIX):
+        raise StoreError("invalid delivery list cursor")
+    return text
 
 
 def _json_list(values: list[str]) -> str:
