@@ -214,19 +214,26 @@ class StoreContract:
         assert [d.id for d in taken_over] == [older[0].id, newer[0].id]
 
     async def test_claim_due_skips_deliveries_not_yet_due(self, store: Store) -> None:
-        await unleased(store, [accepted(make_event(1), "crm")], now=T0 + 100)
+        later = await store.create_deliveries(make_event(1), ["crm"], now=T0 + 100)
         assert (
             await store.claim_due("crm", now=T0 + 99, owner="b", lease_until=T0 + 200, limit=5)
             == []
         )
-        assert await store.next_due_at("crm") == T0 + 100
-        assert await store.next_due_at("nobody") is None
-        assert (
-            len(
-                await store.claim_due("crm", now=T0 + 100, owner="b", lease_until=T0 + 200, limit=5)
-            )
-            == 1
+        claimed = await store.claim_due(
+            "crm", now=T0 + 100, owner="b", lease_until=T0 + 200, limit=5
         )
+        assert [d.id for d in claimed] == [later[0].id]
+
+    async def test_next_due_at_ignores_leased_deliveries(self, store: Store) -> None:
+        assert await store.next_due_at("crm") is None
+        await store.create_deliveries(make_event(1), ["crm"], now=T0 + 100)
+        assert await store.next_due_at("crm") == T0 + 100
+        # In flight (leased): not a reason to wake up before T0 + 100.
+        leased = await ingest(store, [accepted(make_event(2), "crm")], now=T0)
+        assert await store.next_due_at("crm") == T0 + 100
+        await store.release([leased[0].id])
+        assert await store.next_due_at("crm") == T0
+        assert await store.next_due_at("ops") is None
 
     async def test_claim_keeps_arrival_order_within_a_batch(self, store: Store) -> None:
         items = [accepted(make_event(i, device="dev-7"), "crm") for i in range(20)]

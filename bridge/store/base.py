@@ -158,7 +158,9 @@ class Store(Protocol):
         ...
 
     async def next_due_at(self, subscription: str) -> float | None:
-        """The earliest ``next_attempt_at`` of the subscription's pending deliveries."""
+        """The earliest ``next_attempt_at`` of the subscription's pending deliveries
+        that nobody holds a lease on. Leased ones are being sent; one whose lease
+        has run out (its owner died) is found by the next ``claim_due``, not here."""
         ...
 
     async def record_attempts(

@@ -73,9 +73,11 @@ LEASE = """UPDATE deliveries SET lease_owner = ?, lease_until = ?, updated_at = 
     WHERE id IN (SELECT value FROM json_each(?))"""
 RELEASE = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
     WHERE id IN (SELECT value FROM json_each(?))"""
-NEXT_DUE = (
-    "SELECT min(next_attempt_at) FROM deliveries WHERE subscription = ? AND status = 'pending'"
-)
+# Deliveries under a lease (in flight here or elsewhere) are left out: counting them
+# would make a dispatcher poll non-stop while its own attempts are running.
+NEXT_DUE = """SELECT next_attempt_at FROM deliveries
+    WHERE subscription = ? AND status = 'pending' AND lease_until IS NULL
+    ORDER BY next_attempt_at LIMIT 1"""
 GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {_FROM_DELIVERIES} WHERE d.id = ?"
 ATTEMPTS = """SELECT delivery_id, attempt, started_at, latency_ms, status_code, error,
     response_excerpt FROM attempts WHERE delivery_id = ? ORDER BY attempt, rowid"""
