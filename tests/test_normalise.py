@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge import events
+from bridge import events, profiles
 from bridge.config import Settings, parse_config
 from bridge.errors import ConfigError
 from bridge.events import CATALOGUE, Event
@@ -412,7 +412,9 @@ class ExplodingProfile:
         raise RuntimeError("plugin bug")
 
 
-def test_a_failing_profile_is_a_rejection_not_a_crash() -> None:
+def test_a_failing_profile_is_a_rejection_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A private copy of the registry, so the test profile does not outlive this test.
+    monkeypatch.setattr(profiles, "_REGISTRY", dict(profiles._REGISTRY))
     register_profile("exploding", ExplodingProfile)
     assert "exploding" in known_profiles()
     bridge = normaliser(profiles=["exploding", "native"])
