@@ -6,16 +6,18 @@ with ``Test`` there) and provides two fixtures:
 ``store``
     an opened, empty store, closed after the test;
 ``reopen_store``
-    an async callable taking that store, closing it, and returning a new opened
-    instance on the same data (closed after the test by the fixture).
+    an async callable ``(store, *, owner)`` closing that store and returning a
+    new instance on the same data, opened for ``owner`` (closed after the test
+    by the fixture).
 
 Every time is an explicit ``now`` on a fake clock starting at ``T0``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 import pytest
 
@@ -38,7 +40,9 @@ T0 = 1_800_000_000.0
 LEASE = 300.0
 PENDING, DELIVERED, DEAD = DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, DeliveryStatus.DEAD
 
-Reopen = Callable[[Store], Awaitable[Store]]
+
+class Reopen(Protocol):
+    def __call__(self, store: Store, *, owner: str) -> Awaitable[Store]: ...
 
 
 def make_event(
@@ -479,7 +483,7 @@ class StoreContract:
         )
         await store.save_subscription_state(SubscriptionState("crm", failing_since=T0))
 
-        reopened = await reopen_store(store)
+        reopened = await reopen_store(store, owner="")
         assert await reopened.counts() == {
             "pending": 1,
             "delivered": 1,
@@ -498,3 +502,18 @@ class StoreContract:
             "ops", now=T0 + LEASE + 1, owner="b", lease_until=T0 + 999, limit=5
         )
         assert [d.id for d in claimed] == [created[1].id]
+
+    async def test_opening_for_an_owner_drops_its_stale_leases(
+        self, store: Store, reopen_store: Reopen
+    ) -> None:
+        # "bridge-a" is killed with deliveries leased; "bridge-b" holds one too.
+        mine = await ingest(store, [accepted(make_event(i), "crm") for i in range(3)])
+        theirs = await store.ingest(
+            [accepted(make_event(9), "crm")], [], now=T0, owner="bridge-b", lease_until=T0 + LEASE
+        )
+        restarted = await reopen_store(store, owner="bridge-a")
+        claimed = await restarted.claim_due(
+            "crm", now=T0 + 1, owner="bridge-a", lease_until=T0 + 60, limit=10
+        )
+        assert [d.id for d in claimed] == [d.id for d in mine]
+        assert theirs.deliveries[0].id not in {d.id for d in claimed}

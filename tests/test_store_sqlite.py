@@ -47,9 +47,9 @@ def store(sqlite_store: SQLiteStore) -> Store:
 async def reopen_store(db_path: Path) -> AsyncIterator[Reopen]:
     opened: list[SQLiteStore] = []
 
-    async def reopen(old: Store) -> Store:
-        await old.close()
-        fresh = SQLiteStore(db_path)
+    async def reopen(store: Store, *, owner: str) -> Store:
+        await store.close()
+        fresh = SQLiteStore(db_path, owner=owner)
         await fresh.open()
         opened.append(fresh)
         return fresh

@@ -38,8 +38,10 @@ __all__ = [
 def open_store(settings: StoreSettings, *, owner: str) -> Store:
     """The store backend for ``settings.url``, not yet opened.
 
-    ``owner`` names this bridge instance (it takes the leases); it is kept on
-    the store for backends that record it.
+    ``owner`` names this bridge instance (its stable client id, the name its
+    leases are taken in). Opening the store drops leases left in that name by
+    a killed run; a tool that opens the store beside a running bridge must
+    pass ``owner=""`` so it takes nothing from it.
     """
     url = settings.url
     if url.startswith("sqlite://"):

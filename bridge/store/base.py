@@ -128,7 +128,14 @@ class Store(Protocol):
     """The durable outbox. Every method is one transaction."""
 
     async def open(self) -> None:
-        """Connect, migrate the schema to the current version."""
+        """Connect, migrate the schema to the current version.
+
+        A store opened for a bridge instance (a non-empty ``owner``, its stable
+        client id) also drops the leases still held in that name: the instance
+        is starting, so nothing of its own is in flight, and those leases are
+        left from a run that was killed. Tools that open the store beside a
+        running bridge pass an empty owner.
+        """
 
     async def close(self) -> None: ...
 

@@ -76,6 +76,9 @@ class SQLiteStore:
     raises :class:`StoreUnavailable`. It serves inspection of a live database
     and is how the tests produce a real read-only store (file permissions do
     not stop root).
+
+    ``owner`` is the bridge instance the store is opened for; see ``Store.open``
+    for what opening does with it. Tools beside a running bridge leave it empty.
     """
 
     def __init__(
@@ -173,6 +176,10 @@ class SQLiteStore:
             raise StoreError(f"the database refused WAL mode (got {mode})")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         migrate(conn)
+        if self.owner:
+            # Without this a restarted instance would wait a whole lease for its own
+            # work. Autocommit mode: the one statement is its own transaction.
+            conn.execute(sql.RELEASE_OWNER, (self.owner,))
 
     def _disconnect(self) -> None:
         if self._conn is not None:

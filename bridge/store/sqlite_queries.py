@@ -45,6 +45,7 @@ __all__ = [
     "PROBE",
     "QUEUE_DEPTH",
     "RELEASE",
+    "RELEASE_OWNER",
     "REQUEUE",
     "SAVE_SUBSCRIPTION_STATE",
     "SUBSCRIPTION_STATES",
@@ -71,6 +72,9 @@ CLAIMABLE = f"""SELECT {DELIVERY_COLUMNS} {_FROM_DELIVERIES}
     ORDER BY d.next_attempt_at, d.rowid LIMIT ?"""
 LEASE = """UPDATE deliveries SET lease_owner = ?, lease_until = ?, updated_at = ?
     WHERE id IN (SELECT value FROM json_each(?))"""
+# Through the status index: only pending deliveries can hold a lease that matters.
+RELEASE_OWNER = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+    WHERE status = 'pending' AND lease_owner = ?"""
 RELEASE = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
     WHERE id IN (SELECT value FROM json_each(?))"""
 # Deliveries under a lease (in flight here or elsewhere) are left out: counting them
