@@ -47,6 +47,7 @@ __all__ = [
     "Subscription",
     "load_config",
     "parse_config",
+    "redact_url",
 ]
 
 Duration = Annotated[
@@ -62,7 +63,15 @@ RateLimit = Annotated[
     PlainSerializer(str, return_type=str),
 ]
 
-FEATURES_NOT_BUILT: dict[str, str] = {}
+FEATURES_NOT_BUILT: dict[str, str] = {
+    "subscriptions.format=xml": "format 'xml' is not built yet",
+    "subscriptions.format=form": "format 'form' is not built yet",
+    "subscriptions.format=cloudevents": "format 'cloudevents' is not built yet",
+    "subscriptions.format=cloudevents-binary": "format 'cloudevents-binary' is not built yet",
+    "subscriptions.mode=pipe": "mode 'pipe' is not built yet",
+    "subscriptions.ordered=True": "ordered delivery is not built yet",
+    "inbound": "inbound webhooks are not built yet",
+}
 """Config values whose feature is not built yet: ``"place=value"`` → why.
 
 A key of a feature that does not exist yet is an error that says so, never
@@ -350,6 +359,11 @@ def _interpolate(value: Any, place: str, problems: list[str]) -> Any:
     return _ENV_PATTERN.sub(substitute, value)
 
 
+def redact_url(url: str) -> str:
+    """A URL fit to print: any password in it replaced, query dropped."""
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url.split("?", 1)[0])
+
+
 def _join(place: str, key: str) -> str:
     return f"{place}.{key}" if place else key
 
@@ -378,9 +392,9 @@ def _check_not_built(raw: dict[str, Any], problems: list[str]) -> None:
             )
             if why:
                 problems.append(f"subscriptions[{i}].{key}: {why}")
-    for key in raw:
+    for key, value in raw.items():
         why = FEATURES_NOT_BUILT.get(key)
-        if why and raw[key]:
+        if why and value:
             problems.append(f"{key}: {why}")
 
 
@@ -391,21 +405,20 @@ def parse_config(raw: object, *, interpolate: bool = True) -> Settings:
     if not isinstance(raw, dict):
         raise ConfigError("the configuration must be a mapping at the top level")
     problems: list[str] = []
+    document: dict[str, Any] = raw
     if interpolate:
-        raw = _interpolate(raw, "", problems)
-    _check_not_built(raw, problems)
+        document = _interpolate(document, "", problems)
+    _check_not_built(document, problems)
     settings: Settings | None = None
     try:
-        settings = Settings.model_validate(raw)
+        settings = Settings.model_validate(document)
     except ValidationError as exc:
         for error in exc.errors(include_url=False, include_input=False):
             message = error["msg"].removeprefix("Value error, ")
             problems.append(f"{_place(error['loc'])}: {message}")
     if problems or settings is None:
         count = len(problems)
-        raise ConfigError(
-            f"configuration has {count} problem{'s' if count != 1 else ''}", problems
-        )
+        raise ConfigError(f"configuration has {count} problem{'s' if count != 1 else ''}", problems)
     return settings
 
 

@@ -1,0 +1,226 @@
+"""The running bridge: wires ingest, normaliser, router, store, dispatcher and sender.
+
+``Bridge(settings).run()`` is the whole service; ``stop()`` asks it to shut
+down gracefully. The commit step of ingest lives here because it spans
+normalise → route → store → dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from bridge.config import Settings
+from bridge.dispatch import Dispatcher
+from bridge.errors import StoreError, StoreUnavailable
+from bridge.ingest import Ingest
+from bridge.logs import get_logger, register_secrets
+from bridge.metrics import Metrics
+from bridge.normalise import Message, Normalised, Normaliser, Rejected
+from bridge.route import Router
+from bridge.send import Sender
+from bridge.store import open_store
+from bridge.store.base import Accepted, Rejection, Store
+
+__all__ = ["Bridge", "bridge_version"]
+
+log = get_logger("hookbridge.app")
+
+_POISON_TRIES = 3
+
+
+def bridge_version() -> str:
+    try:
+        return version("hookbridge")
+    except PackageNotFoundError:  # running from a source tree without install
+        return "0.0.0"
+
+
+def _secret_values(settings: Settings) -> list[str]:
+    values = [s.get_secret_value() for sub in settings.subscriptions for s in sub.secrets]
+    values += [h.get_secret_value() for sub in settings.subscriptions for h in sub.headers.values()]
+    values += [i.secret.get_secret_value() for i in settings.inbound]
+    if settings.mqtt.password is not None:
+        values.append(settings.mqtt.password.get_secret_value())
+    if settings.api.token is not None:
+        values.append(settings.api.token.get_secret_value())
+    return values
+
+
+class Bridge:
+    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+        self.settings = settings
+        register_secrets(_secret_values(settings))
+        self.metrics = Metrics()
+        self.owner = settings.mqtt.client_id
+        self.store: Store = (
+            store if store is not None else open_store(settings.store, owner=self.owner)
+        )
+        source = f"mqtt://{settings.mqtt.host}:{settings.mqtt.port}"
+        self.normaliser = Normaliser(settings, source=source)
+        self.router = Router(settings.subscriptions)
+        self.sender = Sender(settings, user_agent=f"hookbridge/{bridge_version()}")
+        self.dispatcher = Dispatcher(
+            settings, self.store, self.sender, owner=self.owner, metrics=self.metrics
+        )
+        self.ingest = Ingest(
+            settings.mqtt,
+            filters=self.normaliser.topic_filters(),
+            commit=self.commit,
+            metrics=self.metrics,
+            commit_interval=settings.store.commit_interval,
+        )
+        self._stop = asyncio.Event()
+        self.started = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def run(self, *, grace: float = 10.0) -> None:
+        await self.store.open()
+        await self.sender.start()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.dispatcher.run(), name="dispatcher")
+                tasks.create_task(self.ingest.run(), name="ingest")
+                self.started.set()
+                log.info(
+                    "bridge started",
+                    subscriptions=[s.name for s in self.settings.subscriptions],
+                    filters=self.normaliser.topic_filters(),
+                )
+                await self._stop.wait()
+                log.info("stopping: no new messages, finishing deliveries in flight", grace_s=grace)
+                await self.ingest.stop()
+                await self.dispatcher.stop(grace)
+        finally:
+            await self.sender.close()
+            with contextlib.suppress(StoreError):
+                await self.store.close()
+            log.info("bridge stopped")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def ready(self) -> bool:
+        """Broker connected and the store takes writes."""
+        return self.ingest.connected and not self.ingest.store_blocked
+
+    # -- the commit step of ingest ------------------------------------------------------
+
+    async def commit(self, messages: Sequence[Message]) -> None:
+        """Normalise, route and store a batch in one transaction; hand deliveries over."""
+        try:
+            accepted, rejected = self._prepare(messages)
+        except Exception:
+            # Some message breaks processing itself: find it one by one.
+            log.exception("batch processing failed; isolating the message that breaks it")
+            accepted, rejected = self._prepare_one_by_one(messages)
+        await self._store_batch(accepted, rejected)
+
+    def _prepare(self, messages: Sequence[Message]) -> tuple[list[Accepted], list[Rejection]]:
+        accepted: list[Accepted] = []
+        rejected: list[Rejection] = []
+        for message in messages:
+            self._classify(message, accepted, rejected)
+        return accepted, rejected
+
+    def _classify(
+        self, message: Message, accepted: list[Accepted], rejected: list[Rejection]
+    ) -> None:
+        received = message.received_at.timestamp()
+        result = self.normaliser.normalise(message)
+        if isinstance(result, Rejected):
+            rejected.append(
+                Rejection(
+                    received_at=received,
+                    topic=message.topic,
+                    payload=message.payload[: self.settings.limits.max_payload],
+                    reason=result.reason,
+                    detail=result.detail,
+                )
+            )
+            self.metrics.rejected.labels(result.reason).inc()
+            log.warning(
+                "message rejected", topic=message.topic, reason=result.reason, detail=result.detail
+            )
+            return
+        accepted.append(self._accept(result, message, received))
+
+    def _accept(self, result: Normalised, message: Message, received: float) -> Accepted:
+        event = result.event
+        subscriptions = tuple(s.name for s in self.router.match(event))
+        self.metrics.events_received.labels(event.type).inc()
+        return Accepted(
+            event=event,
+            subscriptions=subscriptions,
+            received_at=received,
+            content_hash=result.content_hash,
+            redelivery=message.dup,
+        )
+
+    def _prepare_one_by_one(
+        self, messages: Sequence[Message]
+    ) -> tuple[list[Accepted], list[Rejection]]:
+        accepted: list[Accepted] = []
+        rejected: list[Rejection] = []
+        for message in messages:
+            failure = ""
+            for _ in range(_POISON_TRIES):
+                try:
+                    self._classify(message, accepted, rejected)
+                except Exception as exc:  # noqa: BLE001 - any crash makes the message poison
+                    failure = type(exc).__name__
+                else:
+                    failure = ""
+                    break
+            if failure:
+                log.error("quarantined a message that breaks processing", topic=message.topic)
+                rejected.append(
+                    Rejection(
+                        received_at=message.received_at.timestamp(),
+                        topic=message.topic,
+                        payload=message.payload[: self.settings.limits.max_payload],
+                        reason="processing_error",
+                        detail=f"processing failed {_POISON_TRIES} times: {failure}",
+                    )
+                )
+                self.metrics.rejected.labels("processing_error").inc()
+        return accepted, rejected
+
+    async def _store_batch(self, accepted: list[Accepted], rejected: list[Rejection]) -> None:
+        now = time.time()
+        started = time.perf_counter()
+        result = await self.store.ingest(
+            accepted,
+            rejected,
+            now=now,
+            owner=self.owner,
+            lease_until=now + self.settings.store.lease,
+        )
+        self.metrics.store_commit_latency.observe(time.perf_counter() - started)
+        self.metrics.ingest_batch_size.observe(len(accepted) + len(rejected))
+        if result.duplicates:
+            self.metrics.events_duplicate.inc(result.duplicates)
+        overflow = self.dispatcher.offer(result.deliveries)
+        if overflow:
+            try:
+                await self.store.release(overflow)
+            except StoreUnavailable:
+                # The leases run out on their own; the lanes claim them then.
+                log.warning("could not release overflow deliveries", count=len(overflow))
+
+    # -- helpers for the API and tests ---------------------------------------------
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "client_id": self.settings.mqtt.client_id,
+            "subscriptions": [s.name for s in self.settings.subscriptions],
+        }

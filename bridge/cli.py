@@ -1,0 +1,99 @@
+"""The ``hookbridge`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bridge.config import Settings, load_config, redact_url
+from bridge.errors import BridgeError, ConfigError
+from bridge.logs import configure_logging
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="hookbridge",
+    help="HookBridge: MQTT device events to signed, retried webhooks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Configuration helpers.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML configuration file.")]
+
+
+def _load_or_exit(path: Path) -> Settings:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        if exc.problems != [str(exc)]:
+            for problem in exc.problems:
+                typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(
+    config: ConfigOption,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    grace: Annotated[
+        float, typer.Option(help="Seconds to let in-flight deliveries finish.")
+    ] = 10.0,
+) -> None:
+    """Run the bridge until SIGTERM or SIGINT."""
+    settings = _load_or_exit(config)
+    configure_logging(log_level)
+    from bridge.app import Bridge
+
+    async def main() -> None:
+        bridge = Bridge(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, bridge.stop)
+        await bridge.run(grace=grace)
+
+    try:
+        asyncio.run(main())
+    except BridgeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("check-config")
+def check_config(path: Annotated[Path, typer.Argument(help="YAML configuration file.")]) -> None:
+    """Validate a configuration file: exit 0 with a summary, or 2 with every problem."""
+    settings = _load_or_exit(path)
+    typer.echo(f"{path}: valid")
+    typer.echo(f"  broker: {settings.mqtt.url} (MQTT {settings.mqtt.protocol})")
+    typer.echo(f"  store: {redact_url(settings.store.url)}")
+    typer.echo(f"  profiles: {', '.join(settings.profiles) or '-'}; rules: {len(settings.rules)}")
+    typer.echo(f"  subscriptions: {len(settings.subscriptions)}")
+    for sub in settings.subscriptions:
+        signed = "signed" if sub.secrets else "UNSIGNED"
+        typer.echo(f"    {sub.name}: {', '.join(sub.events)} -> {sub.url} ({sub.mode}, {signed})")
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of the configuration file."""
+    typer.echo(json.dumps(Settings.model_json_schema(mode="validation"), indent=2))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

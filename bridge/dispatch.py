@@ -1,0 +1,406 @@
+"""The dispatcher: from stored deliveries to HTTP attempts, one lane per subscription.
+
+Each subscription has a :class:`Lane` with its own buffer, its own in-flight
+limit (``max_in_flight``) and rate limit, so a slow or dead endpoint never
+delays another. New deliveries are handed over in memory right after their
+commit (already leased to us in the store); the store is asked for due
+deliveries only when a retry falls due, when something was released or
+requeued, and on a slow fallback poll (deliveries of a killed instance whose
+lease ran out). Attempt results are written back in batches by one recorder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+
+import structlog
+from aiolimiter import AsyncLimiter
+
+from bridge.config import Settings, Subscription
+from bridge.errors import StoreError
+from bridge.logs import get_logger
+from bridge.metrics import Metrics
+from bridge.retry import decide
+from bridge.send import AttemptResult, Sender
+from bridge.store.base import (
+    AttemptOutcome,
+    AttemptRecord,
+    Delivery,
+    DeliveryStatus,
+    Store,
+    SubscriptionState,
+)
+
+__all__ = ["Alert", "Dispatcher", "Lane"]
+
+log = get_logger("hookbridge.dispatch")
+
+Alert = Callable[[str, str, dict[str, object]], Awaitable[None]]
+"""``alert(kind, subscription, details)``: operational events such as a disabled subscription."""
+
+_FALLBACK_POLL = 5.0
+_RECORD_BATCH = 512
+_RECORD_INTERVAL = 0.005
+
+
+class Lane:
+    """Delivery of one subscription: buffer, in-flight limit, rate limit, retries due."""
+
+    def __init__(self, subscription: Subscription, state: SubscriptionState) -> None:
+        self.subscription = subscription
+        self.state = state
+        self.buffer: deque[Delivery] = deque()
+        self.held: set[str] = set()
+        self.in_flight = 0
+        self.wake = asyncio.Event()
+        self.poll_at = 0.0  # when to ask the store for due deliveries next
+        self.limiter = self._limiter(subscription)
+        self.closed = False
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def _limiter(subscription: Subscription) -> AsyncLimiter | None:
+        rate = subscription.rate_limit
+        return AsyncLimiter(rate.count, rate.per) if rate is not None else None
+
+    @property
+    def name(self) -> str:
+        return self.subscription.name
+
+    @property
+    def capacity(self) -> int:
+        """How many more deliveries the buffer may take."""
+        return max(0, 4 * self.subscription.max_in_flight + 256 - len(self.held))
+
+    @property
+    def paused(self) -> bool:
+        return self.state.disabled or not self.subscription.enabled
+
+    def update(self, subscription: Subscription) -> None:
+        if subscription.rate_limit != self.subscription.rate_limit:
+            self.limiter = self._limiter(subscription)
+        self.subscription = subscription
+        self.wake.set()
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        sender: Sender,
+        *,
+        owner: str,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        alert: Alert | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._sender = sender
+        self._owner = owner
+        self._metrics = metrics
+        self._clock = clock
+        self._rand = rand
+        self._alert = alert
+        self.lanes: dict[str, Lane] = {}
+        self._records: list[tuple[AttemptRecord, AttemptOutcome]] = []
+        self._record_wake = asyncio.Event()
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
+
+    # -- public -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        states = await self._store.subscription_states()
+        for sub in self._settings.subscriptions:
+            self.lanes[sub.name] = Lane(sub, states.get(sub.name, SubscriptionState(sub.name)))
+            self._metrics.subscription_disabled.labels(sub.name).set(
+                1 if self.lanes[sub.name].paused else 0
+            )
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            group.create_task(self._recorder(), name="attempt-recorder")
+            for lane in self.lanes.values():
+                group.create_task(self._drive(lane), name=f"lane-{lane.name}")
+
+    def offer(self, deliveries: Sequence[Delivery]) -> list[str]:
+        """Take freshly committed deliveries; returns the ids it could not take now.
+
+        The caller releases those in the store, where the lane's next poll finds them.
+        """
+        overflow: list[str] = []
+        for delivery in deliveries:
+            lane = self.lanes.get(delivery.subscription)
+            if lane is None or lane.paused or lane.capacity <= 0 or self._stopping:
+                overflow.append(delivery.id)
+                if lane is not None:
+                    lane.poll_at = 0.0
+                continue
+            lane.buffer.append(delivery)
+            lane.held.add(delivery.id)
+            lane.wake.set()
+        return overflow
+
+    def poke(self, subscription: str | None = None) -> None:
+        """Something changed in the store (requeue, replay, release): look now."""
+        for lane in self.lanes.values():
+            if subscription is None or lane.name == subscription:
+                lane.poll_at = 0.0
+                lane.wake.set()
+
+    async def set_disabled(self, name: str, disabled: bool, reason: str | None) -> bool:
+        lane = self.lanes.get(name)
+        if lane is None:
+            return False
+        lane.state = replace(
+            lane.state,
+            disabled=disabled,
+            disabled_reason=reason if disabled else None,
+            failing_since=lane.state.failing_since if disabled else None,
+        )
+        await self._store.save_subscription_state(lane.state)
+        self._metrics.subscription_disabled.labels(name).set(1 if disabled else 0)
+        if disabled:
+            await self._release_buffer(lane)
+        self.poke(name)
+        return True
+
+    async def stop(self, grace: float) -> None:
+        """Stop starting attempts; let those in flight finish within ``grace``; release the rest."""
+        self._stopping = True
+        for lane in self.lanes.values():
+            lane.wake.set()
+        deadline = self._clock() + grace
+        tasks = [t for lane in self.lanes.values() for t in lane.tasks]
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(0.0, deadline - self._clock()))
+        for task in tasks:
+            task.cancel()
+        for lane in self.lanes.values():
+            await self._release_buffer(lane)
+        self._stopped.set()
+        self._record_wake.set()
+
+    # -- lanes ---------------------------------------------------------------------
+
+    async def _drive(self, lane: Lane) -> None:
+        while not self._stopping:
+            lane.wake.clear()
+            now = self._clock()
+            if not lane.paused:
+                if now >= lane.poll_at and lane.capacity > 0:
+                    await self._claim(lane, now)
+                await self._start_attempts(lane)
+            timeout = max(0.0, lane.poll_at - self._clock()) if not lane.paused else 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lane.wake.wait(), min(timeout, _FALLBACK_POLL))
+
+    async def _claim(self, lane: Lane, now: float) -> None:
+        try:
+            claimed = await self._store.claim_due(
+                lane.name,
+                now=now,
+                owner=self._owner,
+                lease_until=now + self._settings.store.lease,
+                limit=lane.capacity,
+            )
+            next_due = await self._store.next_due_at(lane.name)
+        except StoreError as exc:
+            log.warning("cannot claim due deliveries", subscription=lane.name, error=str(exc))
+            lane.poll_at = now + 1.0
+            return
+        for delivery in claimed:
+            if delivery.id not in lane.held:
+                lane.buffer.append(delivery)
+                lane.held.add(delivery.id)
+        if len(claimed) >= lane.capacity > 0:
+            lane.poll_at = now  # more are due: come back as soon as there is room
+        elif next_due is not None:
+            lane.poll_at = min(max(next_due, now + 0.001), now + _FALLBACK_POLL)
+        else:
+            lane.poll_at = now + _FALLBACK_POLL
+
+    async def _start_attempts(self, lane: Lane) -> None:
+        assert self._group is not None
+        limit = lane.subscription.max_in_flight
+        while lane.buffer and lane.in_flight < limit and not lane.paused and not self._stopping:
+            if lane.limiter is not None:
+                await lane.limiter.acquire()
+            delivery = lane.buffer.popleft()
+            lane.in_flight += 1
+            self._metrics.in_flight.labels(lane.name).set(lane.in_flight)
+            task = self._group.create_task(
+                self._attempt(lane, delivery), name=f"attempt-{delivery.id}"
+            )
+            lane.tasks.add(task)
+            task.add_done_callback(lane.tasks.discard)
+
+    async def _release_buffer(self, lane: Lane) -> None:
+        ids = [d.id for d in lane.buffer]
+        lane.buffer.clear()
+        lane.held.difference_update(ids)
+        if ids:
+            with contextlib.suppress(StoreError):
+                await self._store.release(ids)
+
+    # -- one attempt ------------------------------------------------------------------
+
+    async def _attempt(self, lane: Lane, delivery: Delivery) -> None:
+        sub = lane.subscription
+        attempt_no = delivery.attempts + 1
+        started = self._clock()
+        try:
+            with structlog.contextvars.bound_contextvars(
+                event_id=delivery.event_id, delivery_id=delivery.id, subscription=sub.name
+            ):
+                result = await self._sender.attempt(
+                    sub, delivery.event, delivery_id=delivery.id, attempt=attempt_no
+                )
+                await self._settle(lane, delivery, attempt_no, started, result)
+        finally:
+            lane.in_flight -= 1
+            lane.held.discard(delivery.id)
+            self._metrics.in_flight.labels(lane.name).set(lane.in_flight)
+            lane.wake.set()
+
+    async def _settle(
+        self,
+        lane: Lane,
+        delivery: Delivery,
+        attempt_no: int,
+        started: float,
+        result: AttemptResult,
+    ) -> None:
+        now = self._clock()
+        name = lane.name
+        outcome = decide(
+            result, attempts_made=attempt_no, retry=self._settings.retry, now=now, rand=self._rand()
+        )
+        record = AttemptRecord(
+            delivery_id=delivery.id,
+            attempt=attempt_no,
+            started_at=started,
+            latency_ms=result.latency_ms,
+            status_code=result.status_code,
+            error=result.error,
+            response_excerpt=result.response_excerpt,
+        )
+        self._metrics.attempt_latency.labels(name).observe(result.latency_ms / 1000)
+        if result.outcome == "gone":
+            # 410: the receiver says the endpoint is gone. Keep the delivery (due
+            # again once someone re-enables the subscription) and stop sending.
+            outcome = AttemptOutcome(DeliveryStatus.PENDING, next_attempt_at=now)
+            log.warning("endpoint answered 410 Gone; disabling subscription")
+            await self.set_disabled(name, True, "endpoint answered 410 Gone")
+            await self._emit("subscription_disabled", name, {"reason": "gone"})
+        self._metrics.deliveries.labels(name, result.outcome).inc()
+        if outcome.status is DeliveryStatus.DELIVERED:
+            received = delivery.created_at
+            self._metrics.end_to_end_latency.labels(name).observe(max(0.0, now - received))
+            log.debug(
+                "delivered", status=result.status_code, latency_ms=round(result.latency_ms, 1)
+            )
+            await self._note_success(lane, now)
+        else:
+            log.info(
+                "attempt failed",
+                attempt=attempt_no,
+                status=result.status_code,
+                error=result.error,
+                outcome=outcome.status.value,
+            )
+            await self._note_failure(lane, now)
+            if outcome.status is DeliveryStatus.DEAD:
+                self._metrics.dead.labels(name).inc()
+                await self._emit(
+                    "delivery_dead",
+                    name,
+                    {
+                        "delivery_id": delivery.id,
+                        "event_id": delivery.event_id,
+                        "reason": outcome.reason or "",
+                    },
+                )
+            elif outcome.next_attempt_at is not None:
+                lane.poll_at = (
+                    min(lane.poll_at, outcome.next_attempt_at)
+                    if lane.poll_at > now
+                    else outcome.next_attempt_at
+                )
+        self._records.append((record, outcome))
+        if len(self._records) >= _RECORD_BATCH or len(self._records) == 1:
+            self._record_wake.set()
+
+    async def _note_success(self, lane: Lane, now: float) -> None:
+        had_failures = lane.state.failing_since is not None
+        lane.state = replace(lane.state, last_success=now, failing_since=None)
+        if had_failures:
+            await self._save_state(lane)
+
+    async def _note_failure(self, lane: Lane, now: float) -> None:
+        first = lane.state.failing_since is None
+        lane.state = replace(
+            lane.state, last_failure=now, failing_since=lane.state.failing_since or now
+        )
+        failing_for = now - (lane.state.failing_since or now)
+        if failing_for > self._settings.retry.disable_after and not lane.state.disabled:
+            log.warning(
+                "subscription failing too long; disabling", failing_for_s=round(failing_for)
+            )
+            await self.set_disabled(lane.name, True, "failing longer than retry.disable_after")
+            await self._emit("subscription_disabled", lane.name, {"reason": "disable_after"})
+        elif first:
+            await self._save_state(lane)
+
+    async def _save_state(self, lane: Lane) -> None:
+        try:
+            await self._store.save_subscription_state(lane.state)
+        except StoreError as exc:
+            log.warning("cannot save subscription state", error=str(exc))
+
+    async def _emit(self, kind: str, subscription: str, details: dict[str, object]) -> None:
+        if self._alert is not None:
+            try:
+                await self._alert(kind, subscription, details)
+            except Exception:  # an alert must never break delivery
+                log.exception("alert failed", kind=kind)
+
+    # -- recorder -----------------------------------------------------------------
+
+    async def _recorder(self) -> None:
+        while True:
+            await self._record_wake.wait()
+            if not self._stopped.is_set():
+                # Let a burst of results gather: one commit for many attempts.
+                await asyncio.sleep(_RECORD_INTERVAL)
+            self._record_wake.clear()
+            batch, self._records = self._records, []
+            if batch:
+                await self._write_records(batch)
+            if self._stopped.is_set() and not self._records:
+                return
+
+    async def _write_records(self, batch: list[tuple[AttemptRecord, AttemptOutcome]]) -> None:
+        delay = 0.1
+        for _ in range(100):
+            try:
+                await self._store.record_attempts(batch, now=self._clock())
+            except StoreError as exc:
+                log.error("cannot record attempts; will retry", error=str(exc), count=len(batch))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                return
+        # The leases run out and the deliveries are tried again: at-least-once holds.
+        log.error(
+            "gave up recording attempts; their deliveries will be sent again", count=len(batch)
+        )

@@ -1,0 +1,447 @@
+"""MQTT ingest: paho-mqtt driven from the asyncio loop, with manual acknowledgement.
+
+paho runs without a thread of its own: its socket is registered with the
+event loop (``add_reader``/``add_writer``) the way aiomqtt does it, so each
+message costs no thread hop. Messages are collected into batches; a batch is
+handed to the ``commit`` callback (normalise, route, store in one
+transaction) and only after that returns are its messages PUBACKed, on the
+connection they came on. A message from an older connection is never acked:
+the broker redelivers it on the new one and the store recognises it.
+
+While the store refuses writes, batches are retried with backoff and nothing
+is acked, so the broker keeps the messages (its in-flight window bounds how
+many we hold).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from bridge.config import MqttSettings
+from bridge.errors import BrokerError, StoreUnavailable
+from bridge.logs import get_logger
+from bridge.metrics import Metrics
+from bridge.normalise import Message
+
+__all__ = ["CommitBatch", "Ingest", "Received", "status_topic"]
+
+log = get_logger("hookbridge.ingest")
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A message as it came off one connection, with what acking it needs."""
+
+    message: Message
+    mid: int
+    qos: int
+    connection: int  # which connection it arrived on
+
+
+CommitBatch = Callable[[Sequence[Message]], Awaitable[None]]
+
+
+def status_topic(client_id: str) -> str:
+    """Where the bridge publishes its own presence (retained; Last Will ``offline``)."""
+    return f"hookbridge/{client_id}/status"
+
+
+class Ingest:
+    """One MQTT connection: subscribe, batch, commit, then acknowledge."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        filters: Sequence[str],
+        commit: CommitBatch,
+        metrics: Metrics,
+        commit_interval: float = 0.005,
+    ) -> None:
+        self._settings = settings
+        self._filters = [
+            f"$share/{settings.shared_group}/{f}" if settings.shared_group else f for f in filters
+        ]
+        self._commit = commit
+        self._metrics = metrics
+        self._commit_interval = commit_interval
+        self._max_batch = settings.receive_maximum
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client = self._make_client()
+        self._connection = 0
+        self._connected = asyncio.Event()
+        self._subscribed = asyncio.Event()
+        self._ever_connected = False
+        self._pending: list[Received] = []
+        self._arrived = asyncio.Event()
+        self._full = asyncio.Event()
+        self._stopping = False
+        self._stop_requested = asyncio.Event()
+        self._publishes: dict[int, asyncio.Future[None]] = {}
+        self._misc_task: asyncio.Task[None] | None = None
+        self.store_blocked = False
+
+    # -- public ---------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def subscribed(self) -> bool:
+        """Connected and the broker has granted our subscriptions."""
+        return self._connected.is_set() and self._subscribed.is_set()
+
+    async def wait_connected(self, timeout: float) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def run(self) -> None:
+        """Connect (and reconnect with backoff) and commit batches until stopped."""
+        self._loop = asyncio.get_running_loop()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._connection_keeper(), name="mqtt-connection")
+            tasks.create_task(self._batcher(), name="mqtt-batcher")
+
+    async def stop(self) -> None:
+        """Stop taking messages: the current batch is committed and acked, then we leave.
+
+        Messages not yet committed stay unacknowledged; the broker keeps them in
+        our persistent session and sends them again when we come back.
+        """
+        self._stopping = True
+        self._stop_requested.set()
+        self._arrived.set()
+        self._full.set()
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation: bytes | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        """Publish and wait for the broker's PUBACK (QoS 1) or the write (QoS 0)."""
+        if not self.connected:
+            raise BrokerError("not connected to the broker")
+        properties = None
+        if correlation is not None and self._settings.protocol == "5":
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.CorrelationData = correlation
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise BrokerError(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
+        if qos == 0 or info.is_published():
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._publishes[info.mid] = future
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise BrokerError(f"no PUBACK for {topic!r} within {timeout:g}s") from None
+        finally:
+            self._publishes.pop(info.mid, None)
+
+    # -- the paho client ---------------------------------------------------------
+
+    def _make_client(self) -> paho.Client:
+        s = self._settings
+        v5 = s.protocol == "5"
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=s.client_id,
+            clean_session=None if v5 else False,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            reconnect_on_failure=False,
+            manual_ack=True,
+        )
+        if s.username is not None:
+            password = s.password.get_secret_value() if s.password is not None else None
+            client.username_pw_set(s.username, password)
+        if s.tls_enabled:
+            context = ssl.create_default_context(
+                cafile=str(s.tls.ca_file) if s.tls.ca_file else None
+            )
+            if s.tls.cert_file:
+                context.load_cert_chain(
+                    str(s.tls.cert_file), str(s.tls.key_file) if s.tls.key_file else None
+                )
+            client.tls_set_context(context)
+        client.will_set(status_topic(s.client_id), b"offline", qos=1, retain=True)
+        client.max_inflight_messages_set(max(20, min(s.receive_maximum, 65535)))
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
+        return client
+
+    def _call_in_loop(self, func: Callable[..., Any], *args: Any) -> None:
+        # paho's connect() runs in a worker thread; socket registration must
+        # happen on the loop's own thread.
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(func, *args)
+
+    def _read(self) -> None:
+        rc = self._client.loop_read()
+        sock = self._client.socket()
+        # TLS keeps decrypted bytes the selector cannot see; drain them now.
+        for _ in range(1000):
+            if not isinstance(sock, ssl.SSLSocket) or sock.pending() == 0 or rc:
+                break
+            rc = self._client.loop_read()
+
+    def _on_socket_open(self, _c: paho.Client, _u: Any, sock: Any) -> None:
+        self._call_in_loop(self._add_reader, sock)
+
+    def _add_reader(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.add_reader(sock, self._read)
+
+    def _on_socket_close(self, _c: paho.Client, _u: Any, sock: Any) -> None:
+        self._call_in_loop(self._remove_socket, sock)
+
+    def _remove_socket(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+
+    def _on_socket_register_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
+        self._call_in_loop(self._add_writer, sock)
+
+    def _add_writer(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.add_writer(sock, self._client.loop_write)
+
+    def _on_socket_unregister_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
+        self._call_in_loop(self._remove_writer, sock)
+
+    def _remove_writer(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_writer(sock)
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        _u: Any,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        _p: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection", reason=str(reason))
+            return
+        self._connection += 1
+        self._subscribed.clear()
+        if self._ever_connected and not flags.session_present:
+            log.warning(
+                "broker has no session for us: messages sent while we were away are lost "
+                "unless the broker kept them (check session expiry and broker persistence)"
+            )
+        self._ever_connected = True
+        if self._settings.protocol == "5":
+            client.subscribe([(f, SubscribeOptions(qos=1)) for f in self._filters])
+        else:
+            client.subscribe([(f, 1) for f in self._filters])
+        client.publish(status_topic(self._settings.client_id), b"online", qos=1, retain=True)
+        self._connected.set()
+        self._metrics.broker_connected.set(1)
+        log.info(
+            "connected to broker",
+            url=self._settings.url,
+            session_present=bool(flags.session_present),
+            filters=self._filters,
+        )
+
+    def _on_disconnect(
+        self,
+        _c: paho.Client,
+        _u: Any,
+        _f: paho.DisconnectFlags,
+        reason: ReasonCode,
+        _p: Properties | None,
+    ) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        self._metrics.broker_connected.set(0)
+        for future in self._publishes.values():
+            if not future.done():
+                future.set_exception(BrokerError("connection lost before PUBACK"))
+        if was_connected and not self._stopping:
+            log.warning("disconnected from broker", reason=str(reason))
+
+    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        # An exception escaping here would make paho drop the connection.
+        try:
+            topic = msg._topic.decode("utf-8", "surrogateescape")
+            properties = msg.properties
+            content_type = getattr(properties, "ContentType", None) if properties else None
+            user_props = getattr(properties, "UserProperty", None) if properties else None
+            message = Message(
+                topic=topic,
+                payload=bytes(msg.payload),
+                received_at=datetime.now(UTC),
+                retain=bool(msg.retain),
+                dup=bool(msg.dup),
+                content_type=content_type,
+                user_properties=tuple(user_props or ()),
+            )
+            self._pending.append(Received(message, msg.mid, msg.qos, self._connection))
+            self._metrics.messages_received.inc()
+            self._arrived.set()
+            if len(self._pending) >= self._max_batch:
+                self._full.set()
+        except Exception:
+            log.exception("could not take a message off the wire", mid=msg.mid)
+
+    def _on_subscribe(
+        self,
+        _c: paho.Client,
+        _u: Any,
+        _mid: int,
+        reasons: list[ReasonCode],
+        _p: Properties | None,
+    ) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            log.error("broker refused subscriptions", filters=self._filters, reasons=refused)
+        self._subscribed.set()
+
+    def _on_publish(
+        self, _c: paho.Client, _u: Any, mid: int, _r: ReasonCode, _p: Properties
+    ) -> None:
+        future = self._publishes.get(mid)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    # -- tasks -------------------------------------------------------------------
+
+    async def _connection_keeper(self) -> None:
+        delay = 0.5
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            if not self._client.is_connected() and self._client.socket() is None:
+                try:
+                    await loop.run_in_executor(None, self._connect_blocking)
+                    delay = 0.5
+                except (OSError, ssl.SSLError, BrokerError) as exc:
+                    log.warning(
+                        "cannot reach broker",
+                        url=self._settings.url,
+                        error=str(exc),
+                        retry_in=delay,
+                    )
+                    await self._sleep_unless_stopping(delay * (0.8 + 0.4 * random.random()))  # noqa: S311 - jitter, not crypto
+                    delay = min(delay * 2, self._settings.reconnect_max)
+                    continue
+            rc = self._client.loop_misc()
+            if rc == MQTTErrorCode.MQTT_ERR_NO_CONN and self._client.socket() is not None:
+                self._client.loop_read()
+            await self._sleep_unless_stopping(0.5)
+        await self._leave()
+
+    def _connect_blocking(self) -> None:
+        s = self._settings
+        properties = None
+        clean_start: bool | Literal[3] = paho.MQTT_CLEAN_START_FIRST_ONLY
+        if s.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = int(s.session_expiry)
+            properties.ReceiveMaximum = s.receive_maximum
+            clean_start = False
+        rc = self._client.connect(
+            s.host,
+            s.port,
+            keepalive=int(s.keepalive),
+            clean_start=clean_start,
+            properties=properties,
+        )
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise BrokerError(paho.error_string(rc))
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_requested.wait(), seconds)
+
+    async def _leave(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._client.is_connected():
+                info = self._client.publish(
+                    status_topic(self._settings.client_id), b"offline", qos=1, retain=True
+                )
+                for _ in range(50):
+                    if info.is_published() or not self._client.is_connected():
+                        break
+                    await asyncio.sleep(0.01)
+            self._client.disconnect()
+        self._connected.clear()
+        self._metrics.broker_connected.set(0)
+
+    async def _batcher(self) -> None:
+        while True:
+            await self._arrived.wait()
+            if not self._pending:
+                self._arrived.clear()
+                if self._stopping:
+                    return
+                continue
+            if len(self._pending) < self._max_batch and self._commit_interval > 0:
+                # Group commit: give a burst a few milliseconds to fill the batch.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self._commit_interval)
+            batch, self._pending = self._pending, []
+            self._arrived.clear()
+            self._full.clear()
+            await self._commit_with_backoff(batch)
+            if self._stopping and not self._pending:
+                return
+
+    async def _commit_with_backoff(self, batch: list[Received]) -> None:
+        delay = 0.1
+        messages = [r.message for r in batch]
+        while True:  # until the store takes the batch, or we are asked to stop
+            try:
+                await self._commit(messages)
+            except StoreUnavailable as exc:
+                if not self.store_blocked:
+                    log.error("store refuses writes; not acknowledging messages", error=str(exc))
+                self.store_blocked = True
+                if self._stopping:
+                    return  # unacked: the broker keeps them for our next start
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if self.store_blocked:
+                log.info("store is writable again; acknowledging")
+            self.store_blocked = False
+            break
+        current = self._connection
+        for received in batch:
+            if received.qos > 0 and received.connection == current:
+                self._client.ack(received.mid, received.qos)

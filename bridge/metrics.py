@@ -1,0 +1,92 @@
+"""Prometheus metrics of one bridge instance.
+
+Each :class:`Metrics` owns its own ``CollectorRegistry`` so that several
+bridges can live in one process (the test suite does this) without clashing
+on the global registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300, 3600, 36000)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.messages_received = Counter(
+            "hookbridge_messages_received", "MQTT messages received", registry=r
+        )
+        self.events_received = Counter(
+            "hookbridge_events_received", "Events accepted, by type", ["type"], registry=r
+        )
+        self.events_duplicate = Counter(
+            "hookbridge_events_duplicate", "Events already stored (redeliveries)", registry=r
+        )
+        self.rejected = Counter(
+            "hookbridge_messages_rejected", "Messages rejected, by reason", ["reason"], registry=r
+        )
+        self.deliveries = Counter(
+            "hookbridge_deliveries",
+            "Delivery attempts, by subscription and outcome",
+            ["subscription", "outcome"],
+            registry=r,
+        )
+        self.attempt_latency = Histogram(
+            "hookbridge_attempt_latency_seconds",
+            "HTTP attempt latency",
+            ["subscription"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end_latency = Histogram(
+            "hookbridge_end_to_end_latency_seconds",
+            "From MQTT receipt to a 2xx answer",
+            ["subscription"],
+            buckets=_E2E_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "hookbridge_queue_depth", "Pending deliveries", ["subscription"], registry=r
+        )
+        self.in_flight = Gauge(
+            "hookbridge_in_flight", "Attempts in flight", ["subscription"], registry=r
+        )
+        self.dead = Counter(
+            "hookbridge_deliveries_dead", "Deliveries that went dead", ["subscription"], registry=r
+        )
+        self.subscription_disabled = Gauge(
+            "hookbridge_subscription_disabled",
+            "1 when the subscription is disabled",
+            ["subscription"],
+            registry=r,
+        )
+        self.circuit_open = Gauge(
+            "hookbridge_circuit_open",
+            "1 while the subscription's circuit breaker is open",
+            ["subscription"],
+            registry=r,
+        )
+        self.broker_connected = Gauge(
+            "hookbridge_broker_connected", "1 while connected to the broker", registry=r
+        )
+        self.store_commit_latency = Histogram(
+            "hookbridge_store_commit_seconds",
+            "Time to commit one ingest batch",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ingest_batch_size = Histogram(
+            "hookbridge_ingest_batch_size",
+            "Messages per ingest commit",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,96 @@
+"""Shared fixtures: a private mosquitto per test module, real receivers, a bridge in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from bridge.app import Bridge
+from bridge.config import Settings, parse_config
+from tests.support.mosquitto import Mosquitto
+from tests.support.receiver import Receiver
+from tests.support.waiting import wait_until
+
+settings.register_profile(
+    "default", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "fuzz", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@pytest.fixture(scope="module")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rcv = Receiver()
+    await rcv.start()
+    try:
+        yield rcv
+    finally:
+        await rcv.stop()
+
+
+def bridge_config(
+    broker: Mosquitto,
+    tmp_path: Path,
+    subscriptions: list[dict[str, Any]],
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A config document for a test bridge: private broker, own SQLite file, fast retries."""
+    doc: dict[str, Any] = {
+        "mqtt": {
+            "url": broker.url,
+            "client_id": f"hb-test-{tmp_path.name}",
+            "session_expiry": "1h",
+        },
+        "store": {"url": f"sqlite:///{tmp_path}/hookbridge.db"},
+        "retry": {"schedule": ["50ms", "100ms", "200ms"], "jitter": 0.0},
+        "security": {"allow_private_targets": True},
+        "api": {"listen": None},
+        "subscriptions": subscriptions,
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            doc[key] = {**doc[key], **value}
+        else:
+            doc[key] = value
+    return doc
+
+
+@contextlib.asynccontextmanager
+async def running_bridge(config: dict[str, Any] | Settings) -> AsyncIterator[Bridge]:
+    """Run a bridge in this event loop until the block ends; it must stop cleanly."""
+    settings = config if isinstance(config, Settings) else parse_config(config)
+    bridge = Bridge(settings)
+    task = asyncio.create_task(bridge.run(grace=2.0), name="bridge-under-test")
+    try:
+        await wait_until(
+            lambda: bridge.ingest.subscribed or task.done(),
+            timeout=15,
+            message="bridge subscribed at the broker",
+        )
+        if task.done():
+            task.result()
+        yield bridge
+    finally:
+        bridge.stop()
+        await asyncio.wait_for(task, 20)

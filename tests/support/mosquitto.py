@@ -1,0 +1,88 @@
+"""A private mosquitto for tests: its own port, config and persistence directory.
+
+Tests can stop and restart it (persistence on, so sessions survive), which
+the system broker on 1883 would not allow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from tests.support.system_deps import find
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Mosquitto:
+    def __init__(self, workdir: Path, *, port: int | None = None, extra: str = "") -> None:
+        binary = find("mosquitto")
+        if binary is None:
+            raise RuntimeError("mosquitto is not installed (make test installs it)")
+        self.binary = binary
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+        self.conf = self.workdir / "mosquitto.conf"
+        self.log = self.workdir / "mosquitto.log"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def write_conf(self) -> None:
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self.workdir}/\n"
+            "autosave_interval 1\n"
+            "max_inflight_messages 1000\n"
+            "max_queued_messages 1000000\n"
+            "max_queued_bytes 0\n"
+            "persistent_client_expiration 1d\n"
+            f"{self.extra}\n"
+        )
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.write_conf()
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
+                return
+            time.sleep(0.02)
+        raise RuntimeError("mosquitto did not start listening")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()

@@ -1,0 +1,63 @@
+"""The bridge as a real subprocess (``hookbridge run``), for kill -9 and signal tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.waiting import wait_until_sync
+
+
+class BridgeProcess:
+    def __init__(self, config: dict[str, Any], workdir: Path, name: str = "bridge") -> None:
+        self.workdir = workdir
+        self.config_path = workdir / f"{name}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = workdir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *extra: str) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bridge.cli", "run", "-c", str(self.config_path), *extra],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+    def wait_subscribed(self, timeout: float = 20.0) -> None:
+        wait_until_sync(
+            lambda: "connected to broker" in self.log() or not self.alive(),
+            timeout=timeout,
+            message="bridge process connected",
+        )
+        assert self.alive(), self.log()[-3000:]
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def ensure_stopped(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait(10)
