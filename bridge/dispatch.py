@@ -37,12 +37,15 @@ from bridge.store.base import (
     SubscriptionState,
 )
 
-__all__ = ["Alert", "Dispatcher", "Lane"]
+__all__ = ["AfterDelivery", "Alert", "Dispatcher", "Lane"]
 
 log = get_logger("hookbridge.dispatch")
 
 Alert = Callable[[str, str, dict[str, object]], Awaitable[None]]
 """``alert(kind, subscription, details)``: operational events such as a disabled subscription."""
+
+AfterDelivery = Callable[[Subscription, Delivery, AttemptResult], Awaitable[str | None]]
+"""Called after a 2xx (pipe mode: publish the answer back); returns an error to record, or None."""
 
 _FALLBACK_POLL = 5.0
 _RECORD_BATCH = 512
@@ -101,6 +104,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         alert: Alert | None = None,
+        after_delivery: AfterDelivery | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -110,6 +114,7 @@ class Dispatcher:
         self._clock = clock
         self._rand = rand
         self._alert = alert
+        self._after_delivery = after_delivery
         self.lanes: dict[str, Lane] = {}
         self._records: list[tuple[AttemptRecord, AttemptOutcome]] = []
         self._record_wake = asyncio.Event()
@@ -285,13 +290,20 @@ class Dispatcher:
         outcome = decide(
             result, attempts_made=attempt_no, retry=self._settings.retry, now=now, rand=self._rand()
         )
+        error = result.error
+        if outcome.status is DeliveryStatus.DELIVERED and self._after_delivery is not None:
+            try:
+                error = await self._after_delivery(lane.subscription, delivery, result)
+            except Exception as exc:  # noqa: BLE001 - a failing hook never undoes a delivery
+                log.exception("after-delivery hook failed")
+                error = f"after-delivery hook failed: {type(exc).__name__}"
         record = AttemptRecord(
             delivery_id=delivery.id,
             attempt=attempt_no,
             started_at=started,
             latency_ms=result.latency_ms,
             status_code=result.status_code,
-            error=result.error,
+            error=error,
             response_excerpt=result.response_excerpt,
         )
         self._metrics.attempt_latency.labels(name).observe(result.latency_ms / 1000)
