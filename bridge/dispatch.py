@@ -294,7 +294,7 @@ class Dispatcher:
         if outcome.status is DeliveryStatus.DELIVERED and self._after_delivery is not None:
             try:
                 error = await self._after_delivery(lane.subscription, delivery, result)
-            except Exception as exc:  # noqa: BLE001 - a failing hook never undoes a delivery
+            except Exception as exc:
                 log.exception("after-delivery hook failed")
                 error = f"after-delivery hook failed: {type(exc).__name__}"
         record = AttemptRecord(
