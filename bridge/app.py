@@ -22,6 +22,7 @@ from bridge.ingest import Ingest
 from bridge.logs import get_logger, register_secrets
 from bridge.metrics import Metrics
 from bridge.normalise import Message, Normalised, Normaliser, Rejected
+from bridge.retention import Retention
 from bridge.route import Router
 from bridge.send import Sender
 from bridge.store import open_store
@@ -75,6 +76,7 @@ class Bridge:
             metrics=self.metrics,
             commit_interval=settings.store.commit_interval,
         )
+        self.retention = Retention(settings.retention, self.store)
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
 
@@ -86,6 +88,7 @@ class Bridge:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.dispatcher.run(), name="dispatcher")
+                tasks.create_task(self.retention.run(), name="retention")
                 tasks.create_task(self.ingest.run(), name="ingest")
                 self.started.set()
                 log.info(
@@ -97,6 +100,7 @@ class Bridge:
                 log.info("stopping: no new messages, finishing deliveries in flight", grace_s=grace)
                 await self.ingest.stop()
                 await self.dispatcher.stop(grace)
+                self.retention.stop()
         finally:
             await self.sender.close()
             with contextlib.suppress(StoreError):

@@ -26,6 +26,7 @@ from bridge.config import Settings, Subscription
 from bridge.errors import StoreError
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
+from bridge.retention import TOO_OLD_ERROR, too_old
 from bridge.retry import decide
 from bridge.send import AttemptResult, Sender
 from bridge.store.base import (
@@ -267,6 +268,10 @@ class Dispatcher:
             with structlog.contextvars.bound_contextvars(
                 event_id=delivery.event_id, delivery_id=delivery.id, subscription=sub.name
             ):
+                max_age = self._settings.retention.max_event_age
+                if too_old(delivery.event.timestamp, now=started, max_event_age=max_age):
+                    self._record_too_old(lane, delivery, attempt_no, started)
+                    return
                 result = await self._sender.attempt(
                     sub, delivery.event, delivery_id=delivery.id, attempt=attempt_no
                 )
@@ -276,6 +281,22 @@ class Dispatcher:
             lane.held.discard(delivery.id)
             self._metrics.in_flight.labels(lane.name).set(lane.in_flight)
             lane.wake.set()
+
+    def _record_too_old(self, lane: Lane, delivery: Delivery, attempt_no: int, now: float) -> None:
+        # Not sent: a receiver acting on a days-old event does more harm than good.
+        record = AttemptRecord(
+            delivery_id=delivery.id,
+            attempt=attempt_no,
+            started_at=now,
+            latency_ms=0.0,
+            status_code=None,
+            error=TOO_OLD_ERROR,
+            response_excerpt=None,
+        )
+        log.info("event older than retention.max_event_age; dead without sending")
+        self._metrics.dead.labels(lane.name).inc()
+        self._records.append((record, AttemptOutcome(DeliveryStatus.DEAD, reason="too_old")))
+        self._record_wake.set()
 
     async def _settle(
         self,
