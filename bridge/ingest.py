@@ -56,6 +56,17 @@ class Received:
 CommitBatch = Callable[[Sequence[Message]], Awaitable[None]]
 
 
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """A TLS socket that closes itself when its handshake fails."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 def status_topic(client_id: str) -> str:
     """Where the bridge publishes its own presence (retained; Last Will ``offline``)."""
     return f"hookbridge/{client_id}/status"
@@ -176,13 +187,20 @@ class Ingest:
             password = s.password.get_secret_value() if s.password is not None else None
             client.username_pw_set(s.username, password)
         if s.tls_enabled:
-            context = ssl.create_default_context(
-                cafile=str(s.tls.ca_file) if s.tls.ca_file else None
-            )
-            if s.tls.cert_file:
-                context.load_cert_chain(
-                    str(s.tls.cert_file), str(s.tls.key_file) if s.tls.key_file else None
+            try:
+                context = ssl.create_default_context(
+                    cafile=str(s.tls.ca_file) if s.tls.ca_file else None
                 )
+                if s.tls.cert_file:
+                    context.load_cert_chain(
+                        str(s.tls.cert_file), str(s.tls.key_file) if s.tls.key_file else None
+                    )
+            except (OSError, ssl.SSLError) as exc:
+                # ssl.SSLError is an OSError; both name a file, never a key's content.
+                raise BrokerError(f"cannot load the mqtt.tls files: {exc}") from None
+            # paho leaves the socket of a failed handshake open (a ResourceWarning per
+            # retry against a broker we do not trust); this socket class closes it.
+            context.sslsocket_class = _ClosingSSLSocket
             client.tls_set_context(context)
         client.will_set(status_topic(s.client_id), b"offline", qos=1, retain=True)
         client.max_inflight_messages_set(max(20, min(s.receive_maximum, 65535)))
