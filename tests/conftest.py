@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, settings
 from bridge.app import Bridge
 from bridge.config import Settings, parse_config
 from tests.support.mosquitto import Mosquitto
+from tests.support.postgres import PostgresDatabase
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
 
@@ -37,6 +38,16 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresDatabase]:
+    """This run's own PostgreSQL database, dropped at the end (one per xdist worker)."""
+    database = PostgresDatabase().create()
+    try:
+        yield database
+    finally:
+        database.drop()
 
 
 @pytest.fixture

@@ -206,8 +206,11 @@ def test_store_urls(tmp_path: Path) -> None:
     store = open_store(StoreSettings(url=f"sqlite:///{tmp_path}/x.db"), owner="bridge-a")
     assert isinstance(store, SQLiteStore)
     assert store.path == tmp_path / "x.db"
-    with pytest.raises(ConfigError, match="postgresql store is not built yet"):
-        open_store(StoreSettings(url="postgresql://user:pw@127.0.0.1/hb"), owner="bridge-a")
+    # The PostgreSQL backend has its own tests; here only that the scheme is not refused.
+    assert not isinstance(
+        open_store(StoreSettings(url="postgresql://user:pw@127.0.0.1/hb"), owner="bridge-a"),
+        SQLiteStore,
+    )
     with pytest.raises(ConfigError) as caught:
         open_store(StoreSettings(url="sqlite://"), owner="bridge-a")
     assert "pw" not in str(caught.value)

@@ -54,7 +54,12 @@ def open_store(settings: StoreSettings, *, owner: str) -> Store:
         except StoreError as exc:
             raise ConfigError(f"store.url: {exc}") from exc
     if url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("store.url: the postgresql store is not built yet")
+        from bridge.store.postgres import PostgresStore
+
+        try:
+            return PostgresStore.from_settings(settings, owner=owner)
+        except StoreError as exc:
+            raise ConfigError(f"store.url: {exc}") from exc
     # The URL's password, if any, stays out of the message.
     scheme = url.split(":", 1)[0]
     raise ConfigError(f"store.url: unknown store scheme '{scheme}'")

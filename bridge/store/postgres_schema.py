@@ -1,0 +1,143 @@
+"""The PostgreSQL schema and its migrations.
+
+``MIGRATIONS`` is the ordered list of steps; step *n* (1-based) brings the
+schema to version *n*. ``migrate()`` runs in ONE transaction that first takes
+a transaction-scoped advisory lock named after the schema: when several
+instances start together, one applies the missing steps and the others wait
+for the lock, then find the schema current. A step is never edited once
+released: changes are new steps.
+
+Times are ``double precision`` epoch seconds, as in the SQLite store, so the
+two backends hand the same floats back to callers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bridge.errors import StoreError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "quote_ident"]
+
+_V1 = (
+    """CREATE TABLE events (
+        arrival bigint GENERATED ALWAYS AS IDENTITY,
+        id text COLLATE "C" PRIMARY KEY,
+        type text NOT NULL,
+        source text NOT NULL,
+        device_id text,
+        occurred_at double precision NOT NULL,
+        received_at double precision NOT NULL,
+        content_hash text,
+        body bytea NOT NULL
+    )""",
+    # Partial: most events carry a device message id and no content hash.
+    "CREATE INDEX events_content_hash ON events (content_hash) WHERE content_hash IS NOT NULL",
+    "CREATE INDEX events_occurred_at ON events (occurred_at)",
+    "CREATE INDEX events_received_at ON events (received_at)",
+    # Ids are compared byte by byte (COLLATE "C"): delivery ids sort by creation
+    # time only in that order, and list_deliveries pages on it.
+    # seq is the creation order (SQLite's rowid): claims break ties on it, so
+    # deliveries of one device due at the same time go out in arrival order.
+    """CREATE TABLE deliveries (
+        seq bigint GENERATED ALWAYS AS IDENTITY,
+        id text COLLATE "C" PRIMARY KEY,
+        event_id text COLLATE "C" NOT NULL REFERENCES events (id),
+        subscription text NOT NULL,
+        device_id text,
+        status text NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+        attempts integer NOT NULL DEFAULT 0,
+        next_attempt_at double precision,
+        lease_owner text,
+        lease_until double precision,
+        created_at double precision NOT NULL,
+        updated_at double precision NOT NULL,
+        dead_reason text,
+        last_status_code integer,
+        last_error text
+    )""",
+    # Partial: the claim query only ever looks at pending rows, which stay few
+    # while delivered ones pile up until retention purges them.
+    """CREATE INDEX deliveries_due ON deliveries (subscription, next_attempt_at, seq)
+        WHERE status = 'pending'""",
+    "CREATE INDEX deliveries_event ON deliveries (event_id)",
+    "CREATE INDEX deliveries_lease_owner ON deliveries (lease_owner) WHERE status = 'pending'",
+    # Serves retention (finished before a bound), expiry (pending) and counts().
+    "CREATE INDEX deliveries_finished ON deliveries (status, updated_at)",
+    """CREATE TABLE attempts (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        delivery_id text NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+        attempt integer NOT NULL,
+        started_at double precision NOT NULL,
+        latency_ms double precision NOT NULL,
+        status_code integer,
+        error text,
+        response_excerpt text
+    )""",
+    "CREATE INDEX attempts_delivery ON attempts (delivery_id, attempt)",
+    """CREATE TABLE rejected (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        received_at double precision NOT NULL,
+        topic text NOT NULL,
+        payload bytea NOT NULL,
+        reason text NOT NULL,
+        detail text NOT NULL
+    )""",
+    """CREATE TABLE subscription_state (
+        name text PRIMARY KEY,
+        disabled boolean NOT NULL DEFAULT false,
+        disabled_reason text,
+        failing_since double precision,
+        last_success double precision,
+        last_failure double precision,
+        extra text NOT NULL DEFAULT '{}'
+    )""",
+    # One row the write probe updates: proves a commit goes through.
+    "CREATE TABLE probe (id integer PRIMARY KEY CHECK (id = 1), at double precision NOT NULL)",
+    "INSERT INTO probe (id, at) VALUES (1, 0)",
+)
+
+MIGRATIONS: list[tuple[str, ...]] = [_V1]
+"""Step *n* (1-based) brings the schema to version *n*."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
+    version integer PRIMARY KEY,
+    applied_at double precision NOT NULL
+)"""
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier (schema names come from the store URL)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def migrate(conn: Any, schema: str) -> int:
+    """Create ``schema`` if needed and apply the missing steps; returns the version reached.
+
+    ``conn`` is an asyncpg connection whose ``search_path`` starts with ``schema``.
+    Everything happens in one transaction under an advisory lock keyed on the
+    schema name, so two instances opening one new database cannot both apply
+    a step (nor both create the schema: ``IF NOT EXISTS`` alone races).
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"hookbridge:{schema}")
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+        await conn.execute(_VERSION_TABLE)
+        current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database is at schema version {current}, newer than this "
+                f"HookBridge knows ({SCHEMA_VERSION}); upgrade HookBridge"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version - 1]:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
+                version,
+                time.time(),
+            )
+        return SCHEMA_VERSION
