@@ -34,6 +34,7 @@ from bridge.units import Rate, format_duration, parse_duration, parse_rate, pars
 
 __all__ = [
     "ApiSettings",
+    "CircuitSettings",
     "InboundSettings",
     "LimitsSettings",
     "MqttSettings",
@@ -205,6 +206,14 @@ class Rule(_Model):
         return value
 
 
+class CircuitSettings(_Model):
+    """The per-subscription circuit breaker (see :mod:`bridge.circuit`)."""
+
+    failures: int = Field(default=5, ge=1, le=100_000)
+    cool_down: Duration = Field(default=30.0, ge=0.01)
+    enabled: bool = True
+
+
 class Subscription(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)
     url: str
@@ -223,6 +232,7 @@ class Subscription(_Model):
     reply_topic: str | None = None
     enabled: bool = True
     hub_signature: bool = False
+    circuit: CircuitSettings = CircuitSettings()
 
     @field_validator("url")
     @classmethod

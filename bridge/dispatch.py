@@ -22,6 +22,7 @@ from dataclasses import replace
 import structlog
 from aiolimiter import AsyncLimiter
 
+from bridge.circuit import Circuit, CircuitPolicy, admit, record, release_probe, reopens_at
 from bridge.config import Settings, Subscription
 from bridge.errors import StoreError
 from bridge.logs import get_logger
@@ -66,6 +67,8 @@ class Lane:
         self.poll_at = 0.0  # when to ask the store for due deliveries next
         self.limiter = self._limiter(subscription)
         self.closed = False
+        self.circuit = Circuit()
+        self.probe: str | None = None  # the delivery a half-open circuit let through
         self.tasks: set[asyncio.Task[None]] = set()
 
     @staticmethod
@@ -81,6 +84,11 @@ class Lane:
     def capacity(self) -> int:
         """How many more deliveries the buffer may take."""
         return max(0, 4 * self.subscription.max_in_flight + 256 - len(self.held))
+
+    @property
+    def circuit_policy(self) -> CircuitPolicy:
+        c = self.subscription.circuit
+        return CircuitPolicy(failures=c.failures, cool_down=c.cool_down, enabled=c.enabled)
 
     @property
     def paused(self) -> bool:
@@ -207,6 +215,10 @@ class Dispatcher:
                     await self._claim(lane, now)
                 await self._start_attempts(lane)
             timeout = max(0.0, lane.poll_at - self._clock()) if not lane.paused else 1.0
+            reopens = reopens_at(lane.circuit, lane.circuit_policy)
+            if reopens is not None and lane.buffer:
+                # Open circuit: sleep until the probe may go, not a poll sooner.
+                timeout = max(0.0, reopens - self._clock())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lane.wake.wait(), min(timeout, _FALLBACK_POLL))
 
@@ -239,9 +251,16 @@ class Dispatcher:
         assert self._group is not None
         limit = lane.subscription.max_in_flight
         while lane.buffer and lane.in_flight < limit and not lane.paused and not self._stopping:
+            was_open = lane.circuit.is_open
+            lane.circuit, admitted = admit(lane.circuit, lane.circuit_policy, self._clock())
+            if not admitted:
+                break  # open: deliveries wait in the buffer and the store, none dropped
             if lane.limiter is not None:
                 await lane.limiter.acquire()
             delivery = lane.buffer.popleft()
+            if was_open:
+                lane.probe = delivery.id
+                log.info("circuit half-open: probing with one delivery", subscription=lane.name)
             lane.in_flight += 1
             self._metrics.in_flight.labels(lane.name).set(lane.in_flight)
             task = self._group.create_task(
@@ -277,6 +296,10 @@ class Dispatcher:
                 )
                 await self._settle(lane, delivery, attempt_no, started, result)
         finally:
+            if lane.probe == delivery.id:
+                # A probe that ended without a result (too old, cancelled) frees the slot.
+                lane.probe = None
+                lane.circuit = release_probe(lane.circuit)
             lane.in_flight -= 1
             lane.held.discard(delivery.id)
             self._metrics.in_flight.labels(lane.name).set(lane.in_flight)
@@ -336,6 +359,7 @@ class Dispatcher:
             await self.set_disabled(name, True, "endpoint answered 410 Gone")
             await self._emit("subscription_disabled", name, {"reason": "gone"})
         self._metrics.deliveries.labels(name, result.outcome).inc()
+        await self._note_circuit(lane, outcome.status is DeliveryStatus.DELIVERED, now)
         if outcome.status is DeliveryStatus.DELIVERED:
             received = delivery.created_at
             self._metrics.end_to_end_latency.labels(name).observe(max(0.0, now - received))
@@ -393,6 +417,27 @@ class Dispatcher:
             await self._emit("subscription_disabled", lane.name, {"reason": "disable_after"})
         elif first:
             await self._save_state(lane)
+
+    async def _note_circuit(self, lane: Lane, success: bool, now: float) -> None:
+        before = lane.circuit
+        lane.circuit = record(before, lane.circuit_policy, success=success, now=now)
+        self._metrics.circuit_open.labels(lane.name).set(1 if lane.circuit.is_open else 0)
+        if lane.circuit.is_open and lane.circuit.opened_at != before.opened_at:
+            cool_down = lane.circuit_policy.cool_down
+            log.warning(
+                "circuit open: pausing deliveries",
+                subscription=lane.name,
+                consecutive_failures=lane.circuit.consecutive_failures,
+                cool_down_s=cool_down,
+            )
+            if not before.is_open:  # one alert per outage, not one per failed probe
+                await self._emit(
+                    "circuit_opened",
+                    lane.name,
+                    {"failures": lane.circuit.consecutive_failures, "cool_down_s": cool_down},
+                )
+        elif before.is_open and not lane.circuit.is_open:
+            log.info("circuit closed: endpoint answers again", subscription=lane.name)
 
     async def _save_state(self, lane: Lane) -> None:
         try:
