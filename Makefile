@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= auto
 
-.PHONY: demo test lint fmt fuzz bench clean install
+.PHONY: demo test lint fmt fuzz bench clean install schemas
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/hookbridge demo
+
+# The generated JSON Schemas in config/ (a test fails when they drift from the code).
+schemas: $(STAMP)
+	$(BIN)/hookbridge config schema > config/hookbridge.schema.json
+	$(BIN)/hookbridge events schema > config/events.schema.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check bridge tests bench

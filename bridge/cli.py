@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 from pathlib import Path
@@ -26,6 +25,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Configuration helpers.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+events_app = typer.Typer(help="The event catalogue.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML configuration file.")]
 
@@ -85,7 +86,32 @@ def check_config(path: Annotated[Path, typer.Argument(help="YAML configuration f
 @config_app.command("schema")
 def config_schema() -> None:
     """Print the JSON Schema of the configuration file."""
-    typer.echo(json.dumps(Settings.model_json_schema(mode="validation"), indent=2))
+    from bridge.schema import config_schema as schema_of_config
+    from bridge.schema import dumps
+
+    typer.echo(dumps(schema_of_config()), nl=False)
+
+
+@events_app.command("schema")
+def events_schema(
+    event_type: Annotated[
+        str | None, typer.Argument(metavar="[TYPE]", help="One event type, e.g. session.started.")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of the delivery body of TYPE, or of every type."""
+    from bridge.events import CATALOGUE
+    from bridge.schema import dumps, event_schema
+    from bridge.schema import events_schema as schema_of_events
+
+    if event_type is None:
+        typer.echo(dumps(schema_of_events()), nl=False)
+        return
+    if event_type not in CATALOGUE:
+        typer.echo(
+            f"error: unknown event type {event_type!r}; known: {', '.join(CATALOGUE)}", err=True
+        )
+        raise typer.Exit(2)
+    typer.echo(dumps(event_schema(event_type)), nl=False)
 
 
 def main() -> None:

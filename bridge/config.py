@@ -25,6 +25,7 @@ from pydantic import (
     PlainSerializer,
     SecretStr,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -55,13 +56,35 @@ Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
-    Field(json_schema_extra={"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d)?$"}),
+    # What a user writes: seconds as a number, or text with a unit.
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"},
+            ]
+        }
+    ),
 ]
-Size = Annotated[int, BeforeValidator(parse_size)]
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([bB]|[kKmMgG][bB])?\s*$"},
+            ]
+        }
+    ),
+]
 RateLimit = Annotated[
     Rate,
     BeforeValidator(parse_rate),
     PlainSerializer(str, return_type=str),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*/\s*\d*\.?\d*\s*(ms|s|m|h|d)\s*$"}
+    ),
 ]
 
 FEATURES_NOT_BUILT: dict[str, str] = {
