@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from bridge.auth import auth_secret_values
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher
 from bridge.errors import StoreError, StoreUnavailable
@@ -22,6 +23,8 @@ from bridge.ingest import Ingest
 from bridge.logs import get_logger, register_secrets
 from bridge.metrics import Metrics
 from bridge.normalise import Message, Normalised, Normaliser, Rejected
+from bridge.pipe import Pipe
+from bridge.plugins import filter_allows, load_plugins
 from bridge.retention import Retention
 from bridge.route import Router
 from bridge.send import Sender
@@ -46,6 +49,7 @@ def _secret_values(settings: Settings) -> list[str]:
     values = [s.get_secret_value() for sub in settings.subscriptions for s in sub.secrets]
     values += [h.get_secret_value() for sub in settings.subscriptions for h in sub.headers.values()]
     values += [i.secret.get_secret_value() for i in settings.inbound]
+    values += auth_secret_values(settings)
     if settings.mqtt.password is not None:
         values.append(settings.mqtt.password.get_secret_value())
     if settings.api.token is not None:
@@ -57,6 +61,7 @@ class Bridge:
     def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
         self.settings = settings
         register_secrets(_secret_values(settings))
+        load_plugins()  # before the normaliser: plugins add profiles and formats
         self.metrics = Metrics()
         self.owner = settings.mqtt.client_id
         self.store: Store = (
@@ -66,8 +71,14 @@ class Bridge:
         self.normaliser = Normaliser(settings, source=source)
         self.router = Router(settings.subscriptions)
         self.sender = Sender(settings, user_agent=f"hookbridge/{bridge_version()}")
+        self.pipe = Pipe(self.publish_reply)
         self.dispatcher = Dispatcher(
-            settings, self.store, self.sender, owner=self.owner, metrics=self.metrics
+            settings,
+            self.store,
+            self.sender,
+            owner=self.owner,
+            metrics=self.metrics,
+            after_delivery=self.pipe.after_delivery,
         )
         self.ingest = Ingest(
             settings.mqtt,
@@ -157,7 +168,11 @@ class Bridge:
 
     def _accept(self, result: Normalised, message: Message, received: float) -> Accepted:
         event = result.event
-        subscriptions = tuple(s.name for s in self.router.match(event))
+        subscriptions = tuple(
+            s.name
+            for s in self.router.match(event)
+            if s.filter_plugin is None or filter_allows(s.filter_plugin, event.to_dict())
+        )
         self.metrics.events_received.labels(event.type).inc()
         return Accepted(
             event=event,
@@ -217,6 +232,18 @@ class Bridge:
             except StoreUnavailable:
                 # The leases run out on their own; the lanes claim them then.
                 log.warning("could not release overflow deliveries", count=len(overflow))
+
+    async def publish_reply(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation: bytes | None = None,
+    ) -> None:
+        """Publish on ingest's connection (pipe replies, inbound webhooks); waits for the PUBACK."""
+        await self.ingest.publish(topic, payload, qos=qos, retain=retain, correlation=correlation)
 
     # -- helpers for the API and tests ---------------------------------------------
 

@@ -30,16 +30,21 @@ from pydantic import (
     model_validator,
 )
 
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, TemplateError
+from bridge.templates import check_filter, check_template
 from bridge.units import Rate, format_duration, parse_duration, parse_rate, parse_size
 
 __all__ = [
     "ApiSettings",
+    "BasicAuth",
+    "BearerAuth",
     "CircuitSettings",
     "InboundSettings",
     "LimitsSettings",
     "MqttSettings",
+    "OAuth2ClientCredentials",
     "PresenceSettings",
+    "ReceiverAuth",
     "RetentionSettings",
     "RetrySettings",
     "Rule",
@@ -88,13 +93,7 @@ RateLimit = Annotated[
 ]
 
 FEATURES_NOT_BUILT: dict[str, str] = {
-    "subscriptions.format=xml": "format 'xml' is not built yet",
-    "subscriptions.format=form": "format 'form' is not built yet",
-    "subscriptions.format=cloudevents": "format 'cloudevents' is not built yet",
-    "subscriptions.format=cloudevents-binary": "format 'cloudevents-binary' is not built yet",
-    "subscriptions.mode=pipe": "mode 'pipe' is not built yet",
     "subscriptions.ordered=True": "ordered delivery is not built yet",
-    "inbound": "inbound webhooks are not built yet",
 }
 """Config values whose feature is not built yet: ``"place=value"`` → why.
 
@@ -229,6 +228,32 @@ class Rule(_Model):
         return value
 
 
+class BearerAuth(_Model):
+    type: Literal["bearer"]
+    token: SecretStr
+
+
+class BasicAuth(_Model):
+    type: Literal["basic"]
+    username: str
+    password: SecretStr
+
+
+class OAuth2ClientCredentials(_Model):
+    type: Literal["oauth2_client_credentials"]
+    token_url: str = Field(pattern=r"^https?://[^\s/]+")
+    client_id: str
+    client_secret: SecretStr
+    scope: str | None = None
+    # A token is renewed this long before the expiry its endpoint announced.
+    refresh_margin: Duration = 30.0
+
+
+ReceiverAuth = Annotated[
+    BearerAuth | BasicAuth | OAuth2ClientCredentials, Field(discriminator="type")
+]
+
+
 class CircuitSettings(_Model):
     """The per-subscription circuit breaker (see :mod:`bridge.circuit`)."""
 
@@ -243,7 +268,8 @@ class Subscription(_Model):
     events: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
     filter: str | None = None
     secret: SecretStr | list[SecretStr] | None = None
-    format: Literal["json", "xml", "cloudevents", "cloudevents-binary", "form"] = "json"
+    # json | xml | form | cloudevents | cloudevents-binary, or a format a plugin adds
+    format: str = Field(default="json", pattern=r"^[A-Za-z0-9_.-]+$")
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     timeout: Duration = 10.0
     verify_tls: bool = True
@@ -256,6 +282,12 @@ class Subscription(_Model):
     enabled: bool = True
     hub_signature: bool = False
     circuit: CircuitSettings = CircuitSettings()
+    auth: ReceiverAuth | None = None
+    client_cert: Path | None = None  # mutual TLS: PEM certificate (chain) shown to the receiver
+    client_key: Path | None = None  # its private key, when not in client_cert
+    proxy: str | None = Field(default=None, pattern=r"^http://[^\s/]+")
+    pipe_max_reply: Size = 64 * 1024  # pipe: a longer answer is not published
+    filter_plugin: str | None = None  # a predicate from the hookbridge.filters entry points
 
     @field_validator("url")
     @classmethod
@@ -285,6 +317,42 @@ class Subscription(_Model):
                 raise ValueError("a webhook secret must have at least 8 characters")
         return value
 
+    @field_validator("reply_topic")
+    @classmethod
+    def _check_reply_topic(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_template(value, roots=("id", "type", "timestamp", "source", "data"))
+            except TemplateError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("format")
+    @classmethod
+    def _check_format(cls, value: str) -> str:
+        from bridge.formats import FORMATS
+        from bridge.plugins import load_plugins  # plugins may add formats
+
+        load_plugins()
+        if value not in FORMATS:
+            raise ValueError(f"unknown format '{value}'; known: {', '.join(sorted(FORMATS))}")
+        return value
+
+    @field_validator("filter_plugin")
+    @classmethod
+    def _check_filter_plugin(cls, value: str | None) -> str | None:
+        from bridge.plugins import filter_for
+
+        if value is not None and filter_for(value) is None:
+            raise ValueError(f"no installed plugin provides the filter '{value}'")
+        return value
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> Subscription:
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("client_key needs client_cert")
+        return self
+
     @model_validator(mode="after")
     def _pipe_needs_reply_topic(self) -> Subscription:
         if self.mode == "pipe" and not self.reply_topic:
@@ -308,6 +376,25 @@ class InboundSettings(_Model):
     allow_topics: list[str] = Field(min_length=1)
     signature: Literal["standard", "github"] = "standard"
     max_body: Size = 256 * 1024
+
+    @field_validator("topic")
+    @classmethod
+    def _check_topic(cls, value: str) -> str:
+        try:
+            check_template(value, roots=("body",))
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("allow_topics")
+    @classmethod
+    def _check_allow_topics(cls, value: list[str]) -> list[str]:
+        for topic_filter in value:
+            try:
+                check_filter(topic_filter)
+            except TemplateError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class ApiSettings(_Model):

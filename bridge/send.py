@@ -15,6 +15,10 @@ loopback, private, link-local, multicast and reserved addresses unless
 ``security.allow_private_targets`` is set.
 
 Header values of a subscription are secrets: they are sent, never logged.
+Receiver authentication (bearer, basic, OAuth2 client credentials) comes from
+:mod:`bridge.auth`; an OAuth2 receiver answering 401 gets one retry with a
+fresh token. ``client_cert``/``client_key`` give mutual TLS and ``proxy`` an
+explicit HTTP proxy, both per subscription.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import structlog
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
+from bridge.auth import ReceiverAuth
 from bridge.config import Settings, Subscription
 from bridge.errors import BridgeError, DeliveryError
 from bridge.events import Event
@@ -88,7 +93,7 @@ def default_user_agent() -> str:
 class _Endpoint:
     """The session and connection pool of one version of one subscription."""
 
-    __slots__ = ("in_flight", "resolver", "session", "subscription")
+    __slots__ = ("auth", "in_flight", "resolver", "session", "subscription")
 
     def __init__(
         self, subscription: Subscription, session: aiohttp.ClientSession, resolver: AbstractResolver
@@ -96,6 +101,7 @@ class _Endpoint:
         self.subscription = subscription
         self.session = session
         self.resolver = resolver
+        self.auth = ReceiverAuth(subscription)
         self.in_flight = 0
 
     async def close(self) -> None:
@@ -104,16 +110,32 @@ class _Endpoint:
 
 
 def _ssl_for(subscription: Subscription) -> ssl.SSLContext | bool:
-    if not subscription.verify_tls:
-        return False
-    if subscription.ca_file is None:
-        return True
+    if subscription.client_cert is None:
+        if not subscription.verify_tls:
+            return False
+        if subscription.ca_file is None:
+            return True
     try:
-        return ssl.create_default_context(cafile=str(subscription.ca_file))
+        context = ssl.create_default_context(
+            cafile=str(subscription.ca_file) if subscription.ca_file else None
+        )
     except (OSError, ssl.SSLError) as exc:
         raise DeliveryError(
             f"ca_file of subscription {subscription.name} cannot be loaded ({type(exc).__name__})"
         ) from exc
+    if not subscription.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if subscription.client_cert is not None:
+        key = subscription.client_key
+        try:
+            context.load_cert_chain(str(subscription.client_cert), str(key) if key else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise DeliveryError(
+                f"client_cert of subscription {subscription.name} cannot be loaded"
+                f" ({type(exc).__name__})"
+            ) from exc
+    return context
 
 
 class Sender:
@@ -256,7 +278,7 @@ class Sender:
         else:
             endpoint.in_flight += 1
             try:
-                result = await self._post(endpoint, encoded.body, headers, started)
+                result = await self._authorised_post(endpoint, encoded.body, headers, started)
             finally:
                 endpoint.in_flight -= 1
                 await self._close_idle_retired()
@@ -273,6 +295,24 @@ class Sender:
         )
         return result
 
+    async def _authorised_post(
+        self, endpoint: _Endpoint, body: bytes, headers: dict[str, str], started: float
+    ) -> AttemptResult:
+        """POST with the receiver's auth; on a 401 with OAuth2, once more with a fresh token."""
+        try:
+            headers.update(await endpoint.auth.headers(endpoint.session))
+        except BridgeError as exc:
+            return _failure(started, str(exc))
+        result = await self._post(endpoint, body, headers, started)
+        if result.status_code == 401 and endpoint.auth.refreshable:
+            endpoint.auth.invalidate(headers)
+            try:
+                headers.update(await endpoint.auth.headers(endpoint.session))
+            except BridgeError as exc:
+                return _failure(started, str(exc))
+            result = await self._post(endpoint, body, headers, started)
+        return result
+
     async def _post(
         self, endpoint: _Endpoint, body: bytes, headers: Mapping[str, str], started: float
     ) -> AttemptResult:
@@ -281,7 +321,11 @@ class Sender:
         cap = max(kept, PIPE_BODY_LIMIT) if subscription.mode == "pipe" else kept
         try:
             async with endpoint.session.post(
-                subscription.url, data=body, headers=headers, allow_redirects=False
+                subscription.url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                proxy=subscription.proxy,  # explicit per subscription; never from the environment
             ) as response:
                 content = await _read_capped(response.content, cap)
                 return _classify(response, content, kept, started)

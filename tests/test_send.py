@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 
 from bridge.config import Settings, Subscription
 from bridge.events import Event
+from bridge.formats import FORMATS, encode_json
 from bridge.send import PIPE_BODY_LIMIT, AttemptResult, Sender, default_user_agent
 from bridge.signing import verify_hub_signature
 from bridge.targets import target_refusal
@@ -502,14 +503,19 @@ async def test_reconfigure_replaces_changed_pools(
 
 
 async def test_unavailable_format_and_closed_sender_are_failed_attempts(
-    serve: Serve, open_sender: Callable[[Settings], Awaitable[Sender]]
+    serve: Serve,
+    open_sender: Callable[[Settings], Awaitable[Sender]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     receiver = await serve()
-    xml = _subscription(receiver.url, format="xml")
-    sender = await open_sender(_settings(xml))
-    result = await _send(sender, xml)
+    # A format a plugin provided when the configuration was read, gone since.
+    monkeypatch.setitem(FORMATS, "vanishing", encode_json)
+    gone = _subscription(receiver.url, format="vanishing")
+    sender = await open_sender(_settings(gone))
+    monkeypatch.delitem(FORMATS, "vanishing")
+    result = await _send(sender, gone)
     assert result.outcome == "failed"
-    assert result.error == "format 'xml' is not available"
+    assert result.error == "format 'vanishing' is not available"
     await sender.close()
     after = await _send(sender, _subscription(receiver.url))
     assert after.error == "the sender is closed"
