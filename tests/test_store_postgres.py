@@ -7,13 +7,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from bridge.config import StoreSettings
 from bridge.errors import ConfigError, StoreError, StoreUnavailable
+from bridge.events import Event
+from bridge.presence import Observation, Presence, Transition
 from bridge.store import Store, open_store
+from bridge.store.base import (
+    Accepted,
+    AttemptOutcome,
+    AttemptRecord,
+    DeliveryStatus,
+    PresencePolicy,
+)
 from bridge.store.postgres import PostgresStore, parse_postgres_url
 from bridge.store.postgres_schema import SCHEMA_VERSION
 from tests.store_contract import T0, Reopen, StoreContract, accepted, make_event
@@ -94,7 +104,7 @@ async def test_opening_migrates_once_and_records_the_version(pg_url: str) -> Non
     await asyncio.gather(*(s.open() for s in stores))
     try:
         rows = await _fetch(pg_url, "SELECT version FROM schema_version")
-        assert [row[0] for row in rows] == [SCHEMA_VERSION]
+        assert sorted(row[0] for row in rows) == list(range(1, SCHEMA_VERSION + 1))
     finally:
         for s in stores:
             await s.close()
@@ -237,3 +247,89 @@ async def test_group_commit_throughput(pg_store: PostgresStore) -> None:
     print(f"postgres ingest: {rate:,.0f} events/s in batches of 500")
     # The floor is set below the measured rate so a loaded CI machine still passes.
     assert rate > 5_000
+
+
+async def test_ordered_claims_hold_per_device_across_instances(pg_url: str) -> None:
+    stores = [PostgresStore(pg_url) for _ in range(2)]
+    for s in stores:
+        await s.open()
+    try:
+        items = [accepted(make_event(i, device="dev-1"), "crm") for i in range(3)]
+        items.append(accepted(make_event(9, device="dev-2"), "crm"))
+        created = await stores[0].ingest(items, [], now=T0, owner="a", lease_until=T0 - 1)
+        claims = await asyncio.gather(
+            *(
+                s.claim_due(
+                    "crm", now=T0, owner=f"b{n}", lease_until=T0 + 60, limit=10, ordered=True
+                )
+                for n, s in enumerate(stores)
+            )
+        )
+        # One head of line per device, whichever instance took it.
+        taken = sorted(d.id for batch in claims for d in batch)
+        assert taken == sorted([created.deliveries[0].id, created.deliveries[3].id])
+        assert await stores[1].next_due_at("crm", ordered=True) is None
+        head = created.deliveries[0]
+        await stores[1].record_attempts(
+            [
+                (
+                    AttemptRecord(head.id, 1, T0, 1.0, 200, None, None),
+                    AttemptOutcome(DeliveryStatus.DELIVERED),
+                )
+            ],
+            now=T0,
+        )
+        following = await stores[1].claim_due(
+            "crm", now=T0, owner="b1", lease_until=T0 + 60, limit=10, ordered=True
+        )
+        assert [d.id for d in following] == [created.deliveries[1].id]
+    finally:
+        for s in stores:
+            await s.close()
+
+
+def _announce(transition: Transition) -> Accepted:
+    event = Event(
+        id=f"evt_presence_{transition.device_id}_{transition.changed_at!r}",
+        type=f"device.{transition.state.value}",
+        timestamp=datetime.fromtimestamp(round(transition.changed_at, 3), UTC),
+        source="hookbridge://presence",
+        data={"device_id": transition.device_id, "reason": transition.reason},
+    )
+    return Accepted(event, ("crm",), transition.changed_at)
+
+
+async def test_presence_timeouts_are_emitted_by_one_instance(pg_url: str) -> None:
+    policy = PresencePolicy(offline_after=90.0, announce=_announce)
+    stores = [PostgresStore(pg_url) for _ in range(3)]
+    for s in stores:
+        await s.open()
+    try:
+        seen = [
+            Accepted(
+                make_event(i, device=f"dev-{i}", kind="session.started"),
+                ("crm",),
+                T0,
+                presence=Observation(f"dev-{i}", T0),
+            )
+            for i in range(20)
+        ]
+        await stores[0].ingest(seen, [], now=T0, owner="a", lease_until=T0, presence=policy)
+        state = await stores[1].get_presence("dev-3")
+        assert state is not None and state.state is Presence.ONLINE
+        results = await asyncio.gather(
+            *(
+                s.claim_presence_timeouts(
+                    now=T0 + 100, policy=policy, owner=f"b{n}", lease_until=T0 + 200, limit=50
+                )
+                for n, s in enumerate(stores)
+            )
+        )
+        offline_events = [d.event.id for r in results for d in r.deliveries]
+        assert len(offline_events) == len(set(offline_events)) == 20
+        state = await stores[2].get_presence("dev-3")
+        assert state is not None and state.state is Presence.OFFLINE
+        assert state.reason == "heartbeat_timeout"
+    finally:
+        for s in stores:
+            await s.close()

@@ -36,6 +36,8 @@ import orjson
 from bridge.config import StoreSettings, redact_url
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import Event
+from bridge.presence import PresenceState
+from bridge.store import postgres_device as device
 from bridge.store import postgres_queries as sql
 from bridge.store.base import (
     Accepted,
@@ -44,6 +46,7 @@ from bridge.store.base import (
     Delivery,
     DeliveryStatus,
     IngestResult,
+    PresencePolicy,
     Rejection,
     SubscriptionState,
 )
@@ -216,6 +219,7 @@ class PostgresStore:
         now: float,
         owner: str,
         lease_until: float,
+        presence: PresencePolicy | None = None,
     ) -> IngestResult:
         return await self._run(
             lambda conn: sql.ingest(
@@ -225,22 +229,59 @@ class PostgresStore:
                 now=now,
                 owner=owner,
                 lease_until=lease_until,
+                presence=presence,
             ),
             action="ingest",
         )
 
+    async def claim_presence_timeouts(
+        self,
+        *,
+        now: float,
+        policy: PresencePolicy,
+        owner: str,
+        lease_until: float,
+        limit: int,
+    ) -> IngestResult:
+        async def work(conn: Any) -> IngestResult:
+            announced = await device.timed_out(conn, policy, now, limit)
+            fresh, deliveries = await sql.store_items(
+                conn, announced, now=now, owner=owner, lease_until=lease_until
+            )
+            return IngestResult(deliveries, stored=len(fresh), duplicates=0)
+
+        return await self._run(work, action="claim_presence_timeouts")
+
+    async def get_presence(self, device_id: str) -> PresenceState | None:
+        async def work(conn: Any) -> PresenceState | None:
+            row = await conn.fetchrow(device.GET_PRESENCE, device_id)
+            return None if row is None else device.presence_from_row(row)
+
+        return await self._run(work, action="get_presence", write=False)
+
     async def claim_due(
-        self, subscription: str, *, now: float, owner: str, lease_until: float, limit: int
+        self,
+        subscription: str,
+        *,
+        now: float,
+        owner: str,
+        lease_until: float,
+        limit: int,
+        ordered: bool = False,
     ) -> list[Delivery]:
+        query = device.CLAIM_ORDERED if ordered else sql.CLAIM
+
         async def work(conn: Any) -> list[Delivery]:
-            rows = await conn.fetch(sql.CLAIM, subscription, now, owner, lease_until, limit)
+            rows = await conn.fetch(query, subscription, now, owner, lease_until, limit)
             return [delivery_from_row(row) for row in rows]
 
         return await self._run(work, action="claim_due")
 
-    async def next_due_at(self, subscription: str) -> float | None:
+    async def next_due_at(self, subscription: str, *, ordered: bool = False) -> float | None:
+        query = device.NEXT_DUE_ORDERED if ordered else sql.NEXT_DUE
+
         async def work(conn: Any) -> float | None:
-            found = await conn.fetchval(sql.NEXT_DUE, subscription)
+            found = await conn.fetchval(query, subscription)
             return None if found is None else float(found)
 
         return await self._run(work, action="next_due_at", write=False)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.events import Event
+from bridge.store import postgres_device as device
 from bridge.store.base import (
     Accepted,
     AttemptOutcome,
@@ -20,6 +21,7 @@ from bridge.store.base import (
     Delivery,
     DeliveryStatus,
     IngestResult,
+    PresencePolicy,
     Rejection,
 )
 from bridge.store.ids import new_delivery_ids
@@ -49,6 +51,7 @@ __all__ = [
     "purge",
     "record_attempts",
     "rowcount",
+    "store_items",
 ]
 
 _PENDING = DeliveryStatus.PENDING
@@ -190,18 +193,63 @@ async def ingest(
     now: float,
     owner: str,
     lease_until: float,
+    presence: PresencePolicy | None = None,
 ) -> IngestResult:
     """Store new events with leased deliveries, and rejections; skip duplicates.
 
     Duplicates inside the batch and against stored events are sorted out here
     (one lookup each for ids and redelivery hashes); an event another instance
     stores concurrently is caught by ``ON CONFLICT`` and counted a duplicate.
+    With ``presence`` the batch's devices are locked first, so the duplicate
+    check and the presence decisions see every earlier batch of those devices.
     """
-    candidates = await _not_yet_stored(conn, accepted)
-    fresh = candidates
-    if candidates:
+    collapsed = 0
+    if presence is not None:
+        await device.lock_devices(conn, accepted)
+    items = await _not_yet_stored(conn, accepted)
+    synthetic: set[int] = set()
+    if presence is not None:
+        items, collapsed, announced = await device.apply_presence(conn, items, presence, now)
+        synthetic = {id(item) for item in announced}
+    fresh, deliveries = await store_items(
+        conn, items, now=now, owner=owner, lease_until=lease_until
+    )
+    if rejected:
+        await conn.execute(
+            _INSERT_REJECTED,
+            [r.received_at for r in rejected],
+            [r.topic for r in rejected],
+            [r.payload for r in rejected],
+            [r.reason for r in rejected],
+            [r.detail for r in rejected],
+        )
+    from_batch = sum(1 for item in fresh if id(item) not in synthetic)
+    return IngestResult(
+        deliveries,
+        stored=len(fresh),
+        duplicates=len(accepted) - from_batch,
+        collapsed=collapsed,
+    )
+
+
+async def store_items(
+    conn: Any, items: Sequence[Accepted], *, now: float, owner: str, lease_until: float
+) -> tuple[list[Accepted], list[Delivery]]:
+    """Insert events not stored yet and their deliveries leased to ``owner``.
+
+    Returns the items really stored (an id repeated in ``items`` or stored
+    meanwhile by another instance is skipped) and the deliveries created.
+    """
+    unique: list[Accepted] = []
+    ids_in_batch: set[str] = set()
+    for item in items:
+        if item.event.id not in ids_in_batch:
+            ids_in_batch.add(item.event.id)
+            unique.append(item)
+    fresh = unique
+    if unique:
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
-        for item in candidates:
+        for item in unique:
             event = item.event
             for column, value in zip(
                 columns,
@@ -219,8 +267,8 @@ async def ingest(
             ):
                 column.append(value)
         inserted = {row[0] for row in await conn.fetch(_INSERT_EVENTS, *columns)}
-        if len(inserted) < len(candidates):
-            fresh = [item for item in candidates if item.event.id in inserted]
+        if len(inserted) < len(unique):
+            fresh = [item for item in unique if item.event.id in inserted]
 
     ids = iter(new_delivery_ids(now, sum(len(item.subscriptions) for item in fresh)))
     deliveries: list[Delivery] = []
@@ -241,16 +289,7 @@ async def ingest(
         await conn.execute(
             _INSERT_DELIVERIES, d_ids, d_events, d_subs, d_devices, now, owner, lease_until
         )
-    if rejected:
-        await conn.execute(
-            _INSERT_REJECTED,
-            [r.received_at for r in rejected],
-            [r.topic for r in rejected],
-            [r.payload for r in rejected],
-            [r.reason for r in rejected],
-            [r.detail for r in rejected],
-        )
-    return IngestResult(deliveries, stored=len(fresh), duplicates=len(accepted) - len(fresh))
+    return fresh, deliveries
 
 
 async def record_attempts(

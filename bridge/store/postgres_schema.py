@@ -98,7 +98,23 @@ _V1 = (
     "INSERT INTO probe (id, at) VALUES (1, 0)",
 )
 
-MIGRATIONS: list[tuple[str, ...]] = [_V1]
+# Presence rows (one per device, decided in the ingest transaction so every
+# instance agrees) and the index that keeps ordered claims cheap: "is an earlier
+# delivery of this device still pending?" is one index probe.
+_V2 = (
+    """CREATE TABLE presence (
+        device_id text PRIMARY KEY,
+        state text NOT NULL CHECK (state IN ('online', 'offline')),
+        last_seen double precision NOT NULL,
+        changed_at double precision NOT NULL,
+        reason text
+    )""",
+    "CREATE INDEX presence_online ON presence (last_seen) WHERE state = 'online'",
+    """CREATE INDEX deliveries_pending_device ON deliveries (subscription, device_id, seq)
+        WHERE status = 'pending'""",
+)
+
+MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2]
 """Step *n* (1-based) brings the schema to version *n*."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
