@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from aiohttp import web
+
+from bridge.api import AdminServer
 from bridge.auth import auth_secret_values
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher
@@ -23,6 +27,7 @@ from bridge.ingest import Ingest
 from bridge.logs import get_logger, register_secrets
 from bridge.metrics import Metrics
 from bridge.normalise import Message, Normalised, Normaliser, Rejected
+from bridge.operations import Operations, ReloadResult
 from bridge.pipe import Pipe
 from bridge.plugins import filter_allows, load_plugins
 from bridge.retention import Retention
@@ -58,8 +63,15 @@ def _secret_values(settings: Settings) -> list[str]:
 
 
 class Bridge:
-    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        config_path: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.settings = settings
+        self.config_path = config_path  # what reload() re-reads
         register_secrets(_secret_values(settings))
         load_plugins()  # before the normaliser: plugins add profiles and formats
         self.metrics = Metrics()
@@ -79,6 +91,7 @@ class Bridge:
             owner=self.owner,
             metrics=self.metrics,
             after_delivery=self.pipe.after_delivery,
+            alert=self._alert,
         )
         self.ingest = Ingest(
             settings.mqtt,
@@ -88,6 +101,10 @@ class Bridge:
             commit_interval=settings.store.commit_interval,
         )
         self.retention = Retention(settings.retention, self.store)
+        self.operations = Operations(self)
+        # Routes served beside the admin API (inbound webhooks add theirs here before run()).
+        self.api_routes: list[web.AbstractRouteDef] = []
+        self.admin = AdminServer(self)
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
 
@@ -97,6 +114,7 @@ class Bridge:
         await self.store.open()
         await self.sender.start()
         try:
+            await self.admin.start()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.dispatcher.run(), name="dispatcher")
                 tasks.create_task(self.retention.run(), name="retention")
@@ -113,6 +131,7 @@ class Bridge:
                 await self.dispatcher.stop(grace)
                 self.retention.stop()
         finally:
+            await self.admin.stop()
             await self.sender.close()
             with contextlib.suppress(StoreError):
                 await self.store.close()
@@ -123,7 +142,18 @@ class Bridge:
 
     async def ready(self) -> bool:
         """Broker connected and the store takes writes."""
-        return self.ingest.connected and not self.ingest.store_blocked
+        return (
+            self.ingest.connected
+            and not self.ingest.store_blocked
+            and await self.store.is_writable()
+        )
+
+    async def reload(self) -> ReloadResult:
+        """Re-read the configuration file (SIGHUP, ``POST /api/reload``); see Operations."""
+        return await self.operations.reload()
+
+    async def _alert(self, kind: str, subscription: str, details: dict[str, object]) -> None:
+        await self.operations.alert(kind, subscription, details)
 
     # -- the commit step of ingest ------------------------------------------------------
 

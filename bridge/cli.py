@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from bridge.admin_cli import register as register_admin_commands
 from bridge.config import Settings, load_config, redact_url
 from bridge.errors import BridgeError, ConfigError
 from bridge.logs import configure_logging
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Configuration helpers.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+register_admin_commands(app)  # deliveries, rejected, subscriptions, test-endpoint
 events_app = typer.Typer(help="The event catalogue.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 
@@ -56,10 +58,18 @@ def run(
     from bridge.app import Bridge
 
     async def main() -> None:
-        bridge = Bridge(settings)
+        bridge = Bridge(settings, config_path=config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, bridge.stop)
+        reloads: set[asyncio.Task[object]] = set()
+
+        def reload() -> None:  # SIGHUP: re-read the file; an invalid one is logged and ignored
+            task = asyncio.ensure_future(bridge.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
         await bridge.run(grace=grace)
 
     try:

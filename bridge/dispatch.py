@@ -188,6 +188,33 @@ class Dispatcher:
         self.poke(name)
         return True
 
+    async def reconfigure(self, settings: Settings) -> None:
+        """Adopt a reloaded configuration: lanes are added, updated or retired.
+
+        A retired lane starts nothing new and hands its buffer back to the store;
+        attempts already in flight finish and are recorded as usual.
+        """
+        self._settings = settings
+        wanted = {s.name: s for s in settings.subscriptions}
+        for name in [n for n in self.lanes if n not in wanted]:
+            retired = self.lanes.pop(name)
+            retired.closed = True
+            retired.wake.set()
+        states = await self._store.subscription_states()
+        for name, sub in wanted.items():
+            found = self.lanes.get(name)
+            if found is None:
+                lane = Lane(sub, states.get(name, SubscriptionState(name)))
+                self.lanes[name] = lane
+                if self._group is not None and not self._stopping:
+                    self._group.create_task(self._drive(lane), name=f"lane-{name}")
+            else:
+                lane = found
+                lane.update(sub)
+            if lane.paused:
+                await self._release_buffer(lane)
+            self._metrics.subscription_disabled.labels(name).set(1 if lane.paused else 0)
+
     async def stop(self, grace: float) -> None:
         """Stop starting attempts; let those in flight finish within ``grace``; release the rest."""
         self._stopping = True
@@ -207,7 +234,7 @@ class Dispatcher:
     # -- lanes ---------------------------------------------------------------------
 
     async def _drive(self, lane: Lane) -> None:
-        while not self._stopping:
+        while not self._stopping and not lane.closed:
             lane.wake.clear()
             now = self._clock()
             if not lane.paused:
@@ -221,6 +248,8 @@ class Dispatcher:
                 timeout = max(0.0, reopens - self._clock())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lane.wake.wait(), min(timeout, _FALLBACK_POLL))
+        if lane.closed:  # removed by a reload: what it holds goes back to the store
+            await self._release_buffer(lane)
 
     async def _claim(self, lane: Lane, now: float) -> None:
         try:

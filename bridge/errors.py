@@ -12,7 +12,10 @@ into these at the boundary where they enter, with ``raise ... from exc``::
     │   └── TargetRefused      the SSRF guard refused the address a URL resolves to
     ├── BrokerError            the MQTT broker cannot be reached or refused us
     ├── TemplateError          a topic template could not be rendered safely
-    └── ApiError               an admin API call failed (CLI side)
+    ├── ApiError               an admin API call failed (CLI side)
+    └── OperatorError          an admin action cannot be done as asked (bad request)
+        ├── NotFound           it names a subscription, delivery or event that does not exist
+        └── Conflict           it does not fit the current state (retrying a pending delivery)
 
 No message of any of these may contain a secret: callers pass names and
 reasons, never values of ``SecretStr`` fields.
@@ -25,7 +28,10 @@ __all__ = [
     "BridgeError",
     "BrokerError",
     "ConfigError",
+    "Conflict",
     "DeliveryError",
+    "NotFound",
+    "OperatorError",
     "SignatureError",
     "StoreError",
     "StoreUnavailable",
@@ -76,3 +82,15 @@ class TemplateError(BridgeError):
 
 class ApiError(BridgeError):
     """A call to the running bridge's admin API failed."""
+
+
+class OperatorError(BridgeError):
+    """An admin action (API, CLI) cannot be done as asked; the message says why."""
+
+
+class NotFound(OperatorError):
+    """The action names a subscription, delivery or event that does not exist."""
+
+
+class Conflict(OperatorError):
+    """The action does not fit the current state of what it names."""

@@ -106,6 +106,20 @@ class BridgeTest(_Data):
     subscription: str | None = None
 
 
+class BridgeAlert(_Data):
+    """An operational event about one subscription; it names no device.
+
+    ``reason`` is a short code (``gone``, ``disable_after``, ``exhausted``,
+    ``too_old``, ``failures``…); delivery alerts also carry the delivery and
+    event they are about.
+    """
+
+    subscription: str = Field(min_length=1)
+    reason: str = ""
+    delivery_id: str | None = None
+    event_id: str | None = None
+
+
 CATALOGUE: dict[str, type[_Data]] = {
     "device.added": DeviceAdded,
     "device.deleted": DeviceDeleted,
@@ -122,6 +136,9 @@ CATALOGUE: dict[str, type[_Data]] = {
     "bulk_deployment.completed": BulkDeployment,
     "bulk_deployment.failed": BulkDeploymentFailed,
     "bridge.test": BridgeTest,
+    "bridge.subscription_disabled": BridgeAlert,
+    "bridge.circuit_opened": BridgeAlert,
+    "bridge.delivery_dead": BridgeAlert,
 }
 """Every canonical event type and the model of its ``data``."""
 

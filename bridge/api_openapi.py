@@ -1,0 +1,307 @@
+"""The OpenAPI 3 document of the admin API, written by hand.
+
+A test checks that every route of the application is described here and
+every path described here is routed, and a property-based test sends
+requests generated from the parameters below, so the document cannot drift
+from the code unnoticed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["openapi_document"]
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+_JSON_ANY = {"application/json": {"schema": {"type": "object"}}}
+
+
+def _ok(description: str, schema: str | None = None) -> dict[str, Any]:
+    content = (
+        {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+        if schema
+        else _JSON_ANY
+    )
+    return {"description": description, "content": content}
+
+
+def _path_param(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "minLength": 1},
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_TIME = {"type": "string", "description": "RFC 3339 time or UNIX epoch seconds"}
+_STATUS = {"type": "string", "enum": ["pending", "delivered", "dead"]}
+_NAME = _path_param("name", "Subscription name")
+_DELIVERY = _path_param("delivery_id", "Delivery id (dlv_…)")
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    *,
+    errors: tuple[int, ...] = (401,),
+    parameters: list[dict[str, Any]] | None = None,
+    body: str | None = None,
+    secured: bool = True,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {"200": ok, **{str(code): _ERROR for code in errors}},
+    }
+    if parameters:
+        op["parameters"] = parameters
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
+    op["security"] = _SECURED if secured else []
+    return op
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+    },
+    "Delivery": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "event_id": {"type": "string"},
+            "event_type": {"type": "string"},
+            "subscription": {"type": "string"},
+            "status": _STATUS,
+            "attempts": {"type": "integer"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "next_attempt_at": {"type": ["string", "null"]},
+            "dead_reason": {"type": ["string", "null"]},
+            "last_status_code": {"type": ["integer", "null"]},
+            "last_error": {"type": ["string", "null"]},
+        },
+    },
+    "DeliveryPage": {
+        "type": "object",
+        "properties": {
+            "deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/Delivery"}},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    },
+    "Subscription": {
+        "type": "object",
+        "description": "Never carries a secret: secret is 'set' or null, headers are names only",
+        "properties": {
+            "name": {"type": "string"},
+            "url": {"type": "string"},
+            "events": {"type": "array", "items": {"type": "string"}},
+            "secret": {"type": ["string", "null"], "enum": ["set", None]},
+            "headers": {"type": "array", "items": {"type": "string"}},
+            "health": {
+                "type": "object",
+                "properties": {
+                    "disabled": {"type": "boolean"},
+                    "last_success": {"type": ["string", "null"]},
+                    "last_failure": {"type": ["string", "null"]},
+                    "failing_since": {"type": ["string", "null"]},
+                    "queue_depth": {"type": "integer"},
+                    "in_flight": {"type": "integer"},
+                    "circuit_open": {"type": "boolean"},
+                },
+            },
+        },
+    },
+    "TestPing": {
+        "type": "object",
+        "properties": {
+            "delivery_id": {"type": "string"},
+            "event_id": {"type": "string"},
+            "outcome": {"type": "string", "enum": ["delivered", "failed", "gone"]},
+            "status_code": {"type": ["integer", "null"]},
+            "latency_ms": {"type": "number"},
+            "error": {"type": ["string", "null"]},
+            "response_excerpt": {"type": ["string", "null"]},
+        },
+    },
+    "Replay": {
+        "type": "object",
+        "description": "Either event_ids, or a subscription with an optional since/until window",
+        "additionalProperties": False,
+        "properties": {
+            "event_ids": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
+            "subscription": {"type": "string"},
+            "since": _TIME,
+            "until": _TIME,
+            "status": _STATUS,
+            "to": {"type": "string", "description": "Send to this subscription instead"},
+            "as_new": {"type": "boolean", "description": "A fresh event id"},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 100000},
+        },
+    },
+}
+
+_PATHS: dict[str, Any] = {
+    "/healthz": {"get": _op("The process is alive", _ok("alive"), errors=(), secured=False)},
+    "/readyz": {
+        "get": _op(
+            "Broker connected and store writable (503 when not)",
+            _ok("ready"),
+            errors=(503,),
+            secured=False,
+        )
+    },
+    "/metrics": {
+        "get": _op(
+            "Prometheus metrics",
+            {"description": "text exposition format", "content": {"text/plain": {}}},
+        )
+    },
+    "/": {
+        "get": _op(
+            "The dashboard page",
+            {"description": "HTML", "content": {"text/html": {}}},
+            errors=(),
+            secured=False,
+        )
+    },
+    "/dashboard": {
+        "get": _op(
+            "The dashboard page",
+            {"description": "HTML", "content": {"text/html": {}}},
+            errors=(),
+            secured=False,
+        )
+    },
+    "/api/openapi.json": {"get": _op("This document", _ok("OpenAPI 3 document"))},
+    "/api/subscriptions": {"get": _op("Subscriptions with their health", _ok("subscriptions"))},
+    "/api/subscriptions/{name}/disable": {
+        "post": _op(
+            "Stop sending to a subscription (its deliveries are kept)",
+            _ok("the subscription", "Subscription"),
+            errors=(401, 404),
+            parameters=[_NAME],
+        )
+    },
+    "/api/subscriptions/{name}/enable": {
+        "post": _op(
+            "Resume sending to a subscription",
+            _ok("the subscription", "Subscription"),
+            errors=(401, 404),
+            parameters=[_NAME],
+        )
+    },
+    "/api/subscriptions/{name}/test": {
+        "post": _op(
+            "Send a bridge.test event now and answer with the attempt",
+            _ok("the attempt", "TestPing"),
+            errors=(401, 404),
+            parameters=[_NAME],
+        )
+    },
+    "/api/events/{event_id}": {
+        "get": _op(
+            "One stored event (its envelope)",
+            _ok("the event"),
+            errors=(401, 404),
+            parameters=[_path_param("event_id", "Event id (evt_…)")],
+        )
+    },
+    "/api/deliveries": {
+        "get": _op(
+            "Deliveries, newest first, cursor-paged",
+            _ok("one page", "DeliveryPage"),
+            errors=(400, 401),
+            parameters=[
+                _query("subscription", "Only this subscription", {"type": "string"}),
+                _query("status", "Only this status", _STATUS),
+                _query("since", "Created at or after", _TIME),
+                _query("until", "Created before", _TIME),
+                _query("cursor", "next_cursor of the previous page", {"type": "string"}),
+                _query("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 500}),
+            ],
+        )
+    },
+    "/api/deliveries/{delivery_id}": {
+        "get": _op(
+            "One delivery with its event and attempt log",
+            _ok("the delivery"),
+            errors=(401, 404),
+            parameters=[_DELIVERY],
+        )
+    },
+    "/api/deliveries/{delivery_id}/retry": {
+        "post": _op(
+            "Make a dead or delivered delivery due now",
+            _ok("the delivery", "Delivery"),
+            errors=(401, 404, 409),
+            parameters=[_DELIVERY],
+        )
+    },
+    "/api/replay": {
+        "post": _op(
+            "Deliver stored events again (same event id unless as_new)",
+            _ok("the new deliveries"),
+            errors=(400, 401, 404),
+            body="Replay",
+        )
+    },
+    "/api/rejected": {
+        "get": _op(
+            "Messages that could not become events, newest first, with reasons",
+            _ok("rejected messages"),
+            errors=(400, 401),
+            parameters=[
+                _query("limit", "How many", {"type": "integer", "minimum": 1, "maximum": 500})
+            ],
+        )
+    },
+    "/api/reload": {
+        "post": _op(
+            "Re-read the configuration file; 400 with the problems if it is invalid",
+            _ok("what changed"),
+            errors=(400, 401),
+        )
+    },
+    "/api/stats": {"get": _op("Totals for the dashboard's throughput chart", _ok("totals"))},
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "HookBridge admin API",
+            "version": "1",
+            "description": "Operate a running HookBridge: health, deliveries, replay, test pings.",
+        },
+        "paths": _PATHS,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": _SCHEMAS,
+            "responses": {
+                "Error": {
+                    "description": "An error, in words",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                }
+            },
+        },
+    }
