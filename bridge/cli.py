@@ -124,6 +124,31 @@ def events_schema(
     typer.echo(dumps(event_schema(event_type)), nl=False)
 
 
+@app.command()
+def demo(
+    events: Annotated[
+        int | None, typer.Option("--events", help="Stop after this many verified events.")
+    ] = None,
+    rate: Annotated[float, typer.Option("--rate", help="Device messages per second.")] = 4.0,
+    broker: Annotated[
+        str, typer.Option("--broker", help="auto, mosquitto or embedded (amqtt).")
+    ] = "auto",
+) -> None:
+    """Run a private broker, simulated devices, a verifying receiver and the bridge."""
+    from bridge.demo.runner import run_demo
+
+    if broker not in {"auto", "mosquitto", "embedded"}:
+        typer.echo("error: --broker must be auto, mosquitto or embedded", err=True)
+        raise typer.Exit(2)
+    if events is not None and events < 1:
+        typer.echo("error: --events must be at least 1", err=True)
+        raise typer.Exit(2)
+    if rate <= 0:
+        typer.echo("error: --rate must be positive", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(run_demo(events=events, rate=rate, broker=broker))
+
+
 def main() -> None:
     try:
         app()
