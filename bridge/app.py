@@ -30,11 +30,12 @@ from bridge.normalise import Message, Normalised, Normaliser, Rejected
 from bridge.operations import Operations, ReloadResult
 from bridge.pipe import Pipe
 from bridge.plugins import filter_allows, load_plugins
+from bridge.presence_tracker import PresenceTracker
 from bridge.retention import Retention
 from bridge.route import Router
 from bridge.send import Sender
 from bridge.store import open_store
-from bridge.store.base import Accepted, Rejection, Store
+from bridge.store.base import Accepted, IngestResult, Rejection, Store
 
 __all__ = ["Bridge", "bridge_version"]
 
@@ -82,6 +83,19 @@ class Bridge:
         source = f"mqtt://{settings.mqtt.host}:{settings.mqtt.port}"
         self.normaliser = Normaliser(settings, source=source)
         self.router = Router(settings.subscriptions)
+        self.presence: PresenceTracker | None = (
+            PresenceTracker(
+                settings.presence,
+                self.store,
+                self.router,
+                source=source,
+                owner=self.owner,
+                lease=settings.store.lease,
+                hand_over=self._hand_over,
+            )
+            if settings.presence.enabled
+            else None
+        )
         self.sender = Sender(settings, user_agent=f"hookbridge/{bridge_version()}")
         self.pipe = Pipe(self.publish_reply)
         self.dispatcher = Dispatcher(
@@ -119,6 +133,8 @@ class Bridge:
                 tasks.create_task(self.dispatcher.run(), name="dispatcher")
                 tasks.create_task(self.retention.run(), name="retention")
                 tasks.create_task(self.ingest.run(), name="ingest")
+                if self.presence is not None:
+                    tasks.create_task(self.presence.run(), name="presence")
                 self.started.set()
                 log.info(
                     "bridge started",
@@ -128,6 +144,8 @@ class Bridge:
                 await self._stop.wait()
                 log.info("stopping: no new messages, finishing deliveries in flight", grace_s=grace)
                 await self.ingest.stop()
+                if self.presence is not None:
+                    self.presence.stop()
                 await self.dispatcher.stop(grace)
                 self.retention.stop()
         finally:
@@ -198,6 +216,8 @@ class Bridge:
 
     def _accept(self, result: Normalised, message: Message, received: float) -> Accepted:
         event = result.event
+        if self.presence is not None:
+            event = self.presence.annotate(event)
         subscriptions = tuple(
             s.name
             for s in self.router.match(event)
@@ -210,6 +230,11 @@ class Bridge:
             received_at=received,
             content_hash=result.content_hash,
             redelivery=message.dup,
+            presence=(
+                self.presence.observe(event, at=received, retained=message.retain)
+                if self.presence is not None
+                else None
+            ),
         )
 
     def _prepare_one_by_one(
@@ -250,11 +275,16 @@ class Bridge:
             now=now,
             owner=self.owner,
             lease_until=now + self.settings.store.lease,
+            presence=self.presence.policy if self.presence is not None else None,
         )
         self.metrics.store_commit_latency.observe(time.perf_counter() - started)
         self.metrics.ingest_batch_size.observe(len(accepted) + len(rejected))
         if result.duplicates:
             self.metrics.events_duplicate.inc(result.duplicates)
+        await self._hand_over(result)
+
+    async def _hand_over(self, result: IngestResult) -> None:
+        """Give freshly stored deliveries to the dispatcher; release what it cannot take."""
         overflow = self.dispatcher.offer(result.deliveries)
         if overflow:
             try:
@@ -262,6 +292,11 @@ class Bridge:
             except StoreUnavailable:
                 # The leases run out on their own; the lanes claim them then.
                 log.warning("could not release overflow deliveries", count=len(overflow))
+                return
+            # Released now: their lanes (ordered ones claim only from the store) look again.
+            released = set(overflow)
+            for name in {d.subscription for d in result.deliveries if d.id in released}:
+                self.dispatcher.poke(name)
 
     async def publish_reply(
         self,

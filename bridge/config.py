@@ -92,9 +92,7 @@ RateLimit = Annotated[
     ),
 ]
 
-FEATURES_NOT_BUILT: dict[str, str] = {
-    "subscriptions.ordered=True": "ordered delivery is not built yet",
-}
+FEATURES_NOT_BUILT: dict[str, str] = {}
 """Config values whose feature is not built yet: ``"place=value"`` → why.
 
 A key of a feature that does not exist yet is an error that says so, never

@@ -154,7 +154,15 @@ class Dispatcher:
         overflow: list[str] = []
         for delivery in deliveries:
             lane = self.lanes.get(delivery.subscription)
-            if lane is None or lane.paused or lane.capacity <= 0 or self._stopping:
+            # An ordered lane takes deliveries only through the store's claim, which
+            # holds a device's next one back until the previous is settled.
+            if (
+                lane is None
+                or lane.paused
+                or lane.capacity <= 0
+                or self._stopping
+                or lane.subscription.ordered
+            ):
                 overflow.append(delivery.id)
                 if lane is not None:
                     lane.poll_at = 0.0
@@ -259,8 +267,9 @@ class Dispatcher:
                 owner=self._owner,
                 lease_until=now + self._settings.store.lease,
                 limit=lane.capacity,
+                ordered=lane.subscription.ordered,
             )
-            next_due = await self._store.next_due_at(lane.name)
+            next_due = await self._store.next_due_at(lane.name, ordered=lane.subscription.ordered)
         except StoreError as exc:
             log.warning("cannot claim due deliveries", subscription=lane.name, error=str(exc))
             lane.poll_at = now + 1.0
@@ -493,6 +502,11 @@ class Dispatcher:
             batch, self._records = self._records, []
             if batch:
                 await self._write_records(batch)
+                # A settled delivery unblocks its device's next one in ordered lanes.
+                for lane in self.lanes.values():
+                    if lane.subscription.ordered:
+                        lane.poll_at = 0.0
+                        lane.wake.set()
             if self._stopped.is_set() and not self._records:
                 return
 

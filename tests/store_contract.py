@@ -33,6 +33,7 @@ from bridge.store.base import (
     Store,
     SubscriptionState,
 )
+from tests.store_contract_device import DeviceStoreContract
 
 __all__ = ["T0", "Reopen", "StoreContract", "accepted", "make_event"]
 
@@ -93,7 +94,7 @@ def attempt(
     return AttemptRecord(delivery.id, delivery.attempts + 1, at, 12.5, code, error, "ok")
 
 
-class StoreContract:
+class StoreContract(DeviceStoreContract):
     """Conformance tests; see the module docstring for the fixtures they need."""
 
     async def test_ingest_stores_events_and_leased_deliveries(self, store: Store) -> None:

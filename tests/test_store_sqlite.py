@@ -79,9 +79,9 @@ async def test_opening_creates_directory_wal_file_and_records_schema_version(
 ) -> None:
     assert db_path.parent.is_dir()
     assert _read(db_path, "PRAGMA journal_mode") == [("wal",)]
-    assert [row[0] for row in _read(db_path, "SELECT version FROM schema_version")] == [
-        SCHEMA_VERSION
-    ]
+    assert [row[0] for row in _read(db_path, "SELECT version FROM schema_version")] == list(
+        range(1, SCHEMA_VERSION + 1)
+    )
     await sqlite_store.close()
     # Reopening applies nothing twice.
     again = SQLiteStore(db_path)

@@ -12,8 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from bridge.errors import ConfigError
+from bridge.profiles.aws_iot import AwsIotProfile
 from bridge.profiles.base import Draft, Payload, Profile, Rejected
+from bridge.profiles.emqx import EmqxProfile
 from bridge.profiles.native import NativeProfile
+from bridge.profiles.remote_access import RemoteAccessProfile
 
 __all__ = [
     "Draft",
@@ -58,3 +61,6 @@ def load_profiles(names: Sequence[str]) -> list[Profile]:
 
 
 register_profile("native", NativeProfile)
+register_profile("emqx", EmqxProfile)
+register_profile("aws_iot", AwsIotProfile)
+register_profile("remote_access", RemoteAccessProfile)

@@ -12,12 +12,13 @@ logic stays testable with a fake clock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from bridge.events import Event
+from bridge.presence import Observation, PresenceState, Transition
 
 __all__ = [
     "Accepted",
@@ -26,6 +27,7 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "IngestResult",
+    "PresencePolicy",
     "Rejection",
     "Store",
     "SubscriptionState",
@@ -49,6 +51,25 @@ class Accepted:
     # (DUP flag) of an already stored message be recognised and skipped.
     content_hash: str | None = None
     redelivery: bool = False
+    # The device was seen (see bridge.presence); None when presence is not tracked
+    # or the event names no device.
+    presence: Observation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PresencePolicy:
+    """How the store tracks presence during ``ingest`` and ``claim_presence_timeouts``.
+
+    The store applies :func:`bridge.presence.decide` inside its transaction, in
+    batch order, to every new (non-duplicate) event carrying an observation, and
+    keeps one presence row per device. ``announce`` turns a synthetic transition
+    into a routed event (pure, cheap, callable from the store's thread); its
+    event id is stable (derived from ``Transition.key``), and one already stored
+    is skipped like any duplicate.
+    """
+
+    offline_after: float
+    announce: Callable[[Transition], Accepted]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +109,8 @@ class IngestResult:
     deliveries: list[Delivery]  # created by this call, leased to the caller
     stored: int  # events newly stored
     duplicates: int  # events already in the store (same id, or a recognised redelivery)
+    # Presence events that repeated the known state: stored, delivered to nobody.
+    collapsed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +170,7 @@ class Store(Protocol):
         now: float,
         owner: str,
         lease_until: float,
+        presence: PresencePolicy | None = None,
     ) -> IngestResult:
         """Store events, their deliveries and rejections in one commit.
 
@@ -154,20 +178,67 @@ class Store(Protocol):
         created for it. A redelivery whose content hash is already stored is
         a duplicate too. New deliveries are leased to ``owner`` until
         ``lease_until`` and returned, so the caller can send them at once.
+
+        With ``presence``, each new event's observation goes through
+        :func:`bridge.presence.decide` against the stored presence row of its
+        device (rows read and written in this same transaction, in batch
+        order): synthetic transitions are stored (with their deliveries) just
+        before the event that caused them, and an event that repeats the known
+        state is stored without deliveries (counted in ``collapsed``).
         """
         ...
 
-    async def claim_due(
-        self, subscription: str, *, now: float, owner: str, lease_until: float, limit: int
-    ) -> list[Delivery]:
-        """Lease up to ``limit`` pending deliveries of one subscription that are due
-        (``next_attempt_at <= now``) and not leased by a live lease, oldest first."""
+    async def claim_presence_timeouts(
+        self,
+        *,
+        now: float,
+        policy: PresencePolicy,
+        owner: str,
+        lease_until: float,
+        limit: int,
+    ) -> IngestResult:
+        """In one transaction: up to ``limit`` online devices last seen before
+        ``now - policy.offline_after`` (oldest first) become offline per
+        :func:`bridge.presence.decide` with observation None, and the announced
+        ``heartbeat_timeout`` events are stored with deliveries leased to
+        ``owner``, as ``ingest`` does. Rows another instance is claiming are
+        skipped (PostgreSQL: ``FOR UPDATE SKIP LOCKED``), so each timeout is
+        emitted by one instance only."""
         ...
 
-    async def next_due_at(self, subscription: str) -> float | None:
+    async def get_presence(self, device_id: str) -> PresenceState | None:
+        """The stored presence row of a device, or None for a device never seen."""
+        ...
+
+    async def claim_due(
+        self,
+        subscription: str,
+        *,
+        now: float,
+        owner: str,
+        lease_until: float,
+        limit: int,
+        ordered: bool = False,
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` pending deliveries of one subscription that are due
+        (``next_attempt_at <= now``) and not leased by a live lease, oldest first.
+
+        ``ordered`` (the subscription's ``ordered: true``) makes it FIFO per device
+        by arrival (creation) order: a delivery with a device id is claimable only
+        when no earlier-created delivery of the same subscription and device is
+        still pending (leased, in flight or waiting for its retry). So at most one
+        delivery per device is out at a time, and a device's next one waits until
+        the previous is delivered or dead. Deliveries without a device id are not
+        held back."""
+        ...
+
+    async def next_due_at(self, subscription: str, *, ordered: bool = False) -> float | None:
         """The earliest ``next_attempt_at`` of the subscription's pending deliveries
         that nobody holds a lease on. Leased ones are being sent; one whose lease
-        has run out (its owner died) is found by the next ``claim_due``, not here."""
+        has run out (its owner died) is found by the next ``claim_due``, not here.
+        With ``ordered``, only deliveries ``claim_due(ordered=True)`` could take
+        count (a device's head of line), so a blocked device does not make the
+        dispatcher poll."""
         ...
 
     async def record_attempts(
@@ -218,6 +289,16 @@ class Store(Protocol):
 
     async def is_writable(self) -> bool:
         """A cheap write probe: False when the store refuses writes (read-only, full)."""
+        ...
+
+    async def remember_inbound_id(
+        self, source: str, msg_id: str, *, now: float, ttl: float
+    ) -> bool:
+        """Note an inbound webhook id for ``ttl`` seconds; False when already noted and unexpired.
+
+        Inbound webhooks refuse a replayed ``webhook-id``: the check and the
+        note are one atomic step, so two instances cannot both accept it.
+        """
         ...
 
     async def list_deliveries(

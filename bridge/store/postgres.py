@@ -106,6 +106,19 @@ def _translate(exc: BaseException, action: str) -> StoreError:
 _FOREIGN_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
+_INBOUND_IDS_TABLE = """CREATE TABLE IF NOT EXISTS inbound_ids (
+    source TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (source, msg_id)
+)"""
+# Inserts a new id, or renews one whose time ran out; an unexpired one returns no row.
+_REMEMBER_INBOUND_ID = """INSERT INTO inbound_ids (source, msg_id, expires_at) VALUES ($1, $2, $3)
+    ON CONFLICT (source, msg_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+    WHERE inbound_ids.expires_at < $4
+    RETURNING 1"""
+
+
 class PostgresStore:
     """The durable outbox in a PostgreSQL database (see the module docstring).
 
@@ -131,6 +144,7 @@ class PostgresStore:
         self.connect_timeout = connect_timeout
         self.acquire_timeout = acquire_timeout
         self._pool: asyncpg.Pool | None = None
+        self._inbound_table_ready = False
 
     @classmethod
     def from_settings(cls, settings: StoreSettings, *, owner: str = "") -> PostgresStore:
@@ -433,6 +447,21 @@ class PostgresStore:
             return sql.rowcount(await conn.execute(sql.EXPIRE, now, occurred_before))
 
         return await self._run(work, action="expire_older_than")
+
+    async def remember_inbound_id(
+        self, source: str, msg_id: str, *, now: float, ttl: float
+    ) -> bool:
+        async def work(conn: Any) -> bool:
+            # Created on first use: a side table of the inbound feature, outside the outbox schema.
+            if not self._inbound_table_ready:
+                await conn.execute(_INBOUND_IDS_TABLE)
+            await conn.execute("DELETE FROM inbound_ids WHERE expires_at < $1", now)
+            inserted = await conn.fetchval(_REMEMBER_INBOUND_ID, source, msg_id, now + ttl, now)
+            return inserted is not None
+
+        remembered = await self._run(work, action="remember_inbound_id")
+        self._inbound_table_ready = True
+        return remembered
 
     async def is_writable(self) -> bool:
         try:

@@ -32,6 +32,8 @@ import orjson
 from bridge.config import StoreSettings
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import Event
+from bridge.presence import PresenceState
+from bridge.store import sqlite_device as per_device
 from bridge.store import sqlite_queries as sql
 from bridge.store.base import (
     Accepted,
@@ -40,6 +42,7 @@ from bridge.store.base import (
     Delivery,
     DeliveryStatus,
     IngestResult,
+    PresencePolicy,
     Rejection,
     SubscriptionState,
 )
@@ -67,6 +70,18 @@ def _translate(exc: sqlite3.Error, action: str) -> StoreError:
     if code.startswith(_UNAVAILABLE_CODES) or any(t in text.lower() for t in _UNAVAILABLE_TEXT):
         return StoreUnavailable(f"the store cannot take writes ({action}): {text}")
     return StoreError(f"the store failed ({action}): {text}")
+
+
+_INBOUND_IDS_TABLE = """CREATE TABLE IF NOT EXISTS inbound_ids (
+    source TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (source, msg_id)
+)"""
+# Inserts a new id, or renews one whose time ran out; an unexpired one changes no row.
+_REMEMBER_INBOUND_ID = """INSERT INTO inbound_ids (source, msg_id, expires_at) VALUES (?, ?, ?)
+    ON CONFLICT (source, msg_id) DO UPDATE SET expires_at = excluded.expires_at
+    WHERE inbound_ids.expires_at < ?"""
 
 
 class SQLiteStore:
@@ -219,6 +234,7 @@ class SQLiteStore:
         now: float,
         owner: str,
         lease_until: float,
+        presence: PresencePolicy | None = None,
     ) -> IngestResult:
         return await self._run(
             lambda conn: sql.ingest(
@@ -228,15 +244,50 @@ class SQLiteStore:
                 now=now,
                 owner=owner,
                 lease_until=lease_until,
+                presence=presence,
             ),
             action="ingest",
         )
 
+    async def claim_presence_timeouts(
+        self,
+        *,
+        now: float,
+        policy: PresencePolicy,
+        owner: str,
+        lease_until: float,
+        limit: int,
+    ) -> IngestResult:
+        def work(conn: sqlite3.Connection) -> IngestResult:
+            # BEGIN IMMEDIATE holds the write lock: no other instance claims the same rows.
+            announced = per_device.timed_out(conn, policy, now, limit)
+            return sql.ingest(
+                conn, accepted=announced, rejected=(), now=now, owner=owner, lease_until=lease_until
+            )
+
+        return await self._run(work, action="claim_presence_timeouts")
+
+    async def get_presence(self, device_id: str) -> PresenceState | None:
+        def work(conn: sqlite3.Connection) -> PresenceState | None:
+            row = conn.execute(per_device.GET_PRESENCE, (device_id,)).fetchone()
+            return None if row is None else per_device.presence_from_row(row)
+
+        return await self._run(work, action="get_presence", write=False)
+
     async def claim_due(
-        self, subscription: str, *, now: float, owner: str, lease_until: float, limit: int
+        self,
+        subscription: str,
+        *,
+        now: float,
+        owner: str,
+        lease_until: float,
+        limit: int,
+        ordered: bool = False,
     ) -> list[Delivery]:
+        query = per_device.CLAIMABLE_ORDERED if ordered else sql.CLAIMABLE
+
         def work(conn: sqlite3.Connection) -> list[Delivery]:
-            rows = conn.execute(sql.CLAIMABLE, (subscription, now, now, limit)).fetchall()
+            rows = conn.execute(query, (subscription, now, now, limit)).fetchall()
             if rows:
                 ids = orjson.dumps([row[0] for row in rows])
                 conn.execute(sql.LEASE, (owner, lease_until, now, ids))
@@ -244,9 +295,11 @@ class SQLiteStore:
 
         return await self._run(work, action="claim_due")
 
-    async def next_due_at(self, subscription: str) -> float | None:
+    async def next_due_at(self, subscription: str, *, ordered: bool = False) -> float | None:
+        query = per_device.NEXT_DUE_ORDERED if ordered else sql.NEXT_DUE
+
         def work(conn: sqlite3.Connection) -> float | None:
-            row = conn.execute(sql.NEXT_DUE, (subscription,)).fetchone()
+            row = conn.execute(query, (subscription,)).fetchone()
             return None if row is None or row[0] is None else float(row[0])
 
         return await self._run(work, action="next_due_at", write=False)
@@ -400,6 +453,18 @@ class SQLiteStore:
             return conn.execute(sql.EXPIRE, (now, occurred_before, now)).rowcount
 
         return await self._run(work, action="expire_older_than")
+
+    async def remember_inbound_id(
+        self, source: str, msg_id: str, *, now: float, ttl: float
+    ) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            # Created on first use: a side table of the inbound feature, outside the outbox schema.
+            conn.execute(_INBOUND_IDS_TABLE)
+            conn.execute("DELETE FROM inbound_ids WHERE expires_at < ?", (now,))
+            cursor = conn.execute(_REMEMBER_INBOUND_ID, (source, msg_id, now + ttl, now))
+            return cursor.rowcount == 1
+
+        return await self._run(work, action="remember_inbound_id")
 
     async def is_writable(self) -> bool:
         def work(conn: sqlite3.Connection) -> None:

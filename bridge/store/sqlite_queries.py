@@ -26,9 +26,11 @@ from bridge.store.base import (
     Delivery,
     DeliveryStatus,
     IngestResult,
+    PresencePolicy,
     Rejection,
 )
 from bridge.store.ids import DELIVERY_ID_PREFIX, new_delivery_ids
+from bridge.store.sqlite_device import apply_presence
 
 __all__ = [
     "ATTEMPTS",
@@ -192,6 +194,7 @@ def ingest(
     now: float,
     owner: str,
     lease_until: float,
+    presence: PresencePolicy | None = None,
 ) -> IngestResult:
     """Store new events with leased deliveries, and rejections; skip duplicates.
 
@@ -214,7 +217,6 @@ def ingest(
         else set()
     )
     fresh: list[Accepted] = []
-    event_rows: list[tuple[Any, ...]] = []
     for item in accepted:
         event = item.event
         digest = item.content_hash
@@ -225,18 +227,23 @@ def ingest(
         if digest:
             seen_hashes.add(digest)
         fresh.append(item)
-        event_rows.append(
-            (
-                event.id,
-                event.type,
-                event.source,
-                event.device_id,
-                event.timestamp.timestamp(),
-                item.received_at,
-                digest,
-                event.body(),
-            )
+    duplicates = len(accepted) - len(fresh)
+    collapsed = 0
+    if presence is not None:
+        fresh, collapsed = apply_presence(conn, fresh, presence, now)
+    event_rows = [
+        (
+            item.event.id,
+            item.event.type,
+            item.event.source,
+            item.event.device_id,
+            item.event.timestamp.timestamp(),
+            item.received_at,
+            item.content_hash,
+            item.event.body(),
         )
+        for item in fresh
+    ]
     conn.executemany(_INSERT_EVENT, event_rows)
 
     ids = iter(new_delivery_ids(now, sum(len(item.subscriptions) for item in fresh)))
@@ -267,7 +274,7 @@ def ingest(
             _INSERT_REJECTED,
             [(r.received_at, r.topic, r.payload, r.reason, r.detail) for r in rejected],
         )
-    return IngestResult(deliveries, stored=len(fresh), duplicates=len(accepted) - len(fresh))
+    return IngestResult(deliveries, stored=len(fresh), duplicates=duplicates, collapsed=collapsed)
 
 
 def record_attempts(

@@ -91,7 +91,22 @@ _V1 = (
     "INSERT INTO probe (id, at) VALUES (1, 0)",
 )
 
-MIGRATIONS: list[tuple[str, ...]] = [_V1]
+# Presence rows (one per device) and the index that keeps ordered claims cheap:
+# "is an earlier delivery of this device still pending?" is one index probe.
+_V2 = (
+    """CREATE TABLE presence (
+        device_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL CHECK (state IN ('online', 'offline')),
+        last_seen REAL NOT NULL,
+        changed_at REAL NOT NULL,
+        reason TEXT
+    )""",
+    "CREATE INDEX presence_online ON presence (state, last_seen)",
+    """CREATE INDEX deliveries_pending_device ON deliveries (subscription, device_id)
+        WHERE status = 'pending'""",
+)
+
+MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2]
 """Step *n* (1-based) brings the schema to version *n*."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,212 @@
+"""Inbound webhooks: signed HTTP requests turned into MQTT messages, under topic ACLs.
+
+Each ``inbound:`` entry is one POST path. A request is accepted only when
+all of this holds, checked in this order (nothing is published otherwise):
+
+1. the body is at most ``max_body`` bytes (``Content-Length`` checked first,
+   then the read is capped) — else **413**;
+2. the signature verifies: Standard Webhooks (``webhook-id``,
+   ``webhook-timestamp`` within 5 minutes of now, ``webhook-signature``) or,
+   with ``signature: github``, ``x-hub-signature-256`` — else **401**;
+3. the body is a JSON object — else **400**;
+4. the topic template renders from ``{body.…}`` with safe values (non-empty,
+   no ``/``, ``+``, ``#``) — else **400**;
+5. the topic matches one of ``allow_topics`` — else **403**;
+6. the message id (``webhook-id``; ``x-github-delivery`` for GitHub) was not
+   seen in the last 10 minutes, kept in the store so every instance sharing
+   it agrees — else **409**.
+
+Then the raw body is published with QoS 1 (MQTT 5 correlation data: our id
+for the message) and the answer is **202** ``{"id": "inb_…", "topic": "…"}``.
+A broker or store outage is a **503**; the sender retries, though its id is
+then already remembered and the retry is refused as a replay.
+
+The routes are served by the admin API server, or only by a separate
+listener on ``api.inbound_listen`` when that is set (:class:`InboundServer`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Protocol
+
+import orjson
+from aiohttp import web
+
+from bridge.config import InboundSettings, Settings
+from bridge.errors import BridgeError, ConfigError, SignatureError, StoreError, TemplateError
+from bridge.logs import get_logger
+from bridge.signing import verify, verify_hub_signature
+from bridge.store.base import Store
+from bridge.templates import render_topic, topic_matches
+
+__all__ = ["REPLAY_WINDOW", "InboundServer", "inbound_routes"]
+
+log = get_logger("hookbridge.inbound")
+
+TOLERANCE = 300.0
+REPLAY_WINDOW = 2 * TOLERANCE
+"""How long an id is remembered: a timestamp may be up to 5 minutes either side of now."""
+
+_RESERVED = ("/api", "/metrics", "/healthz", "/readyz", "/dashboard")
+_CHUNK = 64 * 1024
+
+
+class InboundHost(Protocol):
+    """What inbound webhooks need of the running bridge."""
+
+    settings: Settings
+    store: Store
+
+    def publish_reply(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation: bytes | None = None,
+    ) -> Awaitable[None]: ...
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise _Refused(413, f"the body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise _Refused(413, f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+
+
+def _check_signature(entry: InboundSettings, headers: Mapping[str, str], body: bytes) -> str:
+    """Verify; return the sender's message id (for replay detection)."""
+    secret = entry.secret.get_secret_value()
+    try:
+        if entry.signature == "github":
+            verify_hub_signature(secret, headers.get("x-hub-signature-256"), body)
+            return headers.get("x-github-delivery", "")
+        verify([secret], headers, body, now=time.time(), tolerance=TOLERANCE)
+    except SignatureError as exc:
+        raise _Refused(401, str(exc)) from None
+    return headers.get("webhook-id", "")
+
+
+def _topic_for(entry: InboundSettings, body: bytes) -> str:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise _Refused(400, "the body is not JSON") from None
+    if not isinstance(document, dict):
+        raise _Refused(400, "the body is not a JSON object")
+    try:
+        topic = render_topic(entry.topic, {"body": document})
+    except TemplateError as exc:
+        raise _Refused(400, f"topic: {exc}") from None
+    if not any(topic_matches(allowed, topic) for allowed in entry.allow_topics):
+        raise _Refused(403, f"topic {topic!r} is not in allow_topics")
+    return topic
+
+
+class _InboundHandler:
+    def __init__(self, host: InboundHost, entry: InboundSettings) -> None:
+        self._host = host
+        self._entry = entry
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        entry = self._entry
+        try:
+            body = await _read_capped(request, entry.max_body)
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            msg_id = _check_signature(entry, headers, body)
+            topic = _topic_for(entry, body)
+            our_id = f"inb_{uuid.uuid4().hex}"
+            await self._remember(msg_id)
+            await self._publish(topic, body, our_id)
+        except _Refused as refused:
+            log.info("inbound webhook refused", inbound=entry.name, status=refused.status)
+            return web.json_response({"error": refused.reason}, status=refused.status)
+        log.info("inbound webhook published", inbound=entry.name, topic=topic, id=our_id)
+        return web.json_response({"id": our_id, "topic": topic}, status=202)
+
+    async def _remember(self, msg_id: str) -> None:
+        if not msg_id:
+            return  # GitHub style without a delivery id: nothing to deduplicate on
+        try:
+            fresh = await self._host.store.remember_inbound_id(
+                self._entry.name, msg_id, now=time.time(), ttl=REPLAY_WINDOW
+            )
+        except StoreError as exc:
+            raise _Refused(503, "the store is unavailable; try again later") from exc
+        if not fresh:
+            raise _Refused(409, "this webhook-id was already received")
+
+    async def _publish(self, topic: str, body: bytes, our_id: str) -> None:
+        try:
+            await self._host.publish_reply(topic, body, qos=1, correlation=our_id.encode())
+        except BridgeError as exc:
+            log.warning("inbound webhook not published", inbound=self._entry.name, error=str(exc))
+            raise _Refused(503, "the broker is unavailable; try again later") from exc
+
+
+def inbound_routes(host: InboundHost) -> list[web.RouteDef]:
+    """One POST route per ``inbound:`` entry; a path the admin API uses is a ConfigError."""
+    routes: list[web.RouteDef] = []
+    for entry in host.settings.inbound:
+        if any(entry.path == p or entry.path.startswith(p + "/") for p in _RESERVED):
+            raise ConfigError(f"inbound '{entry.name}': path {entry.path} is reserved")
+        # aiohttp wants a coroutine function, not a callable object
+        routes.append(web.post(entry.path, _InboundHandler(host, entry).handle))
+    return routes
+
+
+class InboundServer:
+    """The inbound paths alone on ``api.inbound_listen`` (a public listener)."""
+
+    def __init__(self, host: InboundHost) -> None:
+        self._host = host
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        listen = self._host.settings.api.inbound_listen
+        if listen is None or not self._host.settings.inbound:
+            return
+        host, _, port = listen.rpartition(":")
+        # The largest body any entry accepts; each handler enforces its own limit.
+        limit = max(entry.max_body for entry in self._host.settings.inbound)
+        app = web.Application(client_max_size=limit + 1)
+        app.router.add_routes(inbound_routes(self._host))
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host.strip("[]"), int(port))
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise BridgeError(
+                f"inbound webhooks cannot listen on {listen}: {exc.strerror}"
+            ) from exc
+        self._runner = runner
+        sockets: Sequence[object] = getattr(site._server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else int(port)  # type: ignore[attr-defined]
+        log.info("inbound webhooks listening", listen=f"{host}:{self.port}")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

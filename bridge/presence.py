@@ -1,0 +1,168 @@
+"""Device presence: the pure state machine behind ``device.online`` / ``device.offline``.
+
+Receivers want each transition of a device once and in order, not every
+message that repeats what they already know. :func:`decide` takes what the
+store knows about a device (:class:`PresenceState`, or None for a device never
+seen) and one observation, and answers with the device's new state, the
+synthetic transitions to emit *before* the observed event, and whether the
+observed event itself is still news.
+
+The rules, in one place:
+
+* Every accepted event that names a device is an :class:`Observation`: the
+  device was seen at ``at``. An event of type ``device.online`` /
+  ``device.offline`` also *says* a state.
+* A state that repeats the known one is collapsed: the event is kept in the
+  store for inspection but delivered to nobody. A Last Will ``offline`` after
+  a ``heartbeat_timeout`` offline is therefore not sent twice, nor an
+  ``online`` while already online.
+* Any other event from a device known to be offline first gives a synthetic
+  ``device.online`` with ``reason: seen_again``.
+* A device silent longer than ``offline_after`` (observation None: the
+  scanner's clock check) goes offline with ``reason: heartbeat_timeout``,
+  dated ``last_seen + offline_after`` so every instance computes the same.
+* A retained status message is the broker's memory, not news: for a device
+  never seen it only sets the starting state. When it contradicts the stored
+  state (after a restart of the bridge, the device dropped or came back while
+  the bridge was away) it *is* the transition the receivers missed, and is
+  delivered like a live one. Either way it does not count as a sign of life
+  (``last_seen`` stays).
+* The first event of a device never seen sets the starting state (online)
+  without a synthetic event: there is no earlier state to leave.
+
+Pure: no clock, no I/O. The store runs :func:`decide` inside its ingest
+transaction, so several instances sharing a store agree on every decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+__all__ = [
+    "CONNECTION_LOST",
+    "HEARTBEAT_TIMEOUT",
+    "SEEN_AGAIN",
+    "Decision",
+    "Observation",
+    "Presence",
+    "PresenceState",
+    "Transition",
+    "decide",
+    "presence_of",
+]
+
+HEARTBEAT_TIMEOUT = "heartbeat_timeout"
+SEEN_AGAIN = "seen_again"
+CONNECTION_LOST = "connection_lost"
+
+
+class Presence(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+_BY_TYPE = {"device.online": Presence.ONLINE, "device.offline": Presence.OFFLINE}
+
+
+def presence_of(event_type: str) -> Presence | None:
+    """The state an event type states, if it is a presence event."""
+    return _BY_TYPE.get(event_type)
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceState:
+    """What the store knows about one device."""
+
+    device_id: str
+    state: Presence
+    last_seen: float  # epoch seconds of the latest message from the device
+    changed_at: float  # when ``state`` began
+    reason: str | None = None  # why it is in ``state``, when known
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A message from a device, seen at ``at``; ``says`` a state when it is a presence event."""
+
+    device_id: str
+    at: float
+    says: Presence | None = None
+    reason: str | None = None  # the event's own ``reason``
+    retained: bool = False  # the broker's retained copy, not a live message
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A synthetic presence event to emit."""
+
+    device_id: str
+    state: Presence
+    reason: str
+    changed_at: float
+    last_seen: float
+
+    @property
+    def key(self) -> str:
+        """Names the transition for its stable event id: the same on every instance."""
+        return f"presence:{self.state.value}:{self.changed_at!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    state: PresenceState | None  # the state to keep (None: still unknown)
+    emit: tuple[Transition, ...] = ()  # synthetic events, before the observed one
+    keep_event: bool = True  # False: the observed event repeats the known state
+
+
+def decide(
+    previous: PresenceState | None,
+    observation: Observation | None,
+    now: float,
+    offline_after: float,
+) -> Decision:
+    """The next presence state of a device; ``observation`` None is the timeout check at ``now``."""
+    if observation is None:
+        return _check_timeout(previous, now, offline_after)
+    device = observation.device_id
+    at = observation.at
+    # A retained copy is the broker's memory, not a sign of life now.
+    seen = (
+        at
+        if previous is None
+        else previous.last_seen
+        if observation.retained
+        else max(at, previous.last_seen)
+    )
+    says = observation.says
+    if previous is None:
+        # The starting state: from a retained status it is no news; a live
+        # presence event is; any other event just makes the device known.
+        state = PresenceState(device, says or Presence.ONLINE, seen, at, observation.reason)
+        return Decision(state, keep_event=says is None or not observation.retained)
+    if says is None:
+        if previous.state is Presence.ONLINE:
+            return Decision(replace(previous, last_seen=seen))
+        back = Transition(device, Presence.ONLINE, SEEN_AGAIN, at, seen)
+        return Decision(PresenceState(device, Presence.ONLINE, seen, at, SEEN_AGAIN), (back,))
+    if says is previous.state:
+        return Decision(replace(previous, last_seen=seen), keep_event=False)
+    # A change. A retained one contradicts what we stored: it happened while we were away.
+    return Decision(PresenceState(device, says, seen, at, observation.reason))
+
+
+def _check_timeout(previous: PresenceState | None, now: float, offline_after: float) -> Decision:
+    if (
+        previous is None
+        or previous.state is Presence.OFFLINE
+        or now - previous.last_seen <= offline_after
+    ):
+        return Decision(previous, keep_event=False)
+    changed = previous.last_seen + offline_after
+    gone = Transition(
+        previous.device_id, Presence.OFFLINE, HEARTBEAT_TIMEOUT, changed, previous.last_seen
+    )
+    state = PresenceState(
+        previous.device_id, Presence.OFFLINE, previous.last_seen, changed, HEARTBEAT_TIMEOUT
+    )
+    return Decision(state, (gone,), keep_event=False)
