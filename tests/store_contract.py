@@ -474,6 +474,15 @@ class StoreContract(DeviceStoreContract):
         }
         assert await store.is_writable()
 
+    async def test_inbound_ids_are_remembered_until_they_expire(self, store: Store) -> None:
+        assert await store.remember_inbound_id("helpdesk", "msg_1", now=T0, ttl=300)
+        assert not await store.remember_inbound_id("helpdesk", "msg_1", now=T0 + 299, ttl=300)
+        # the same id from another source is another message
+        assert await store.remember_inbound_id("github", "msg_1", now=T0 + 1, ttl=300)
+        # once its window has passed, the id is new again (and remembered afresh)
+        assert await store.remember_inbound_id("helpdesk", "msg_1", now=T0 + 301, ttl=300)
+        assert not await store.remember_inbound_id("helpdesk", "msg_1", now=T0 + 302, ttl=300)
+
     async def test_everything_survives_reopen(self, store: Store, reopen_store: Reopen) -> None:
         created = await ingest(store, [accepted(make_event(1), "crm", "ops")])
         await store.record_attempts(
