@@ -1,0 +1,35 @@
+"""The benchmark harness still runs: a few hundred events through HookBridge and the naive peer.
+
+Correctness only (everything delivered, every report field present); timing
+is the benchmark's business, not the suite's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.__main__ import main
+
+FIELDS = {
+    "delivered", "sent", "duplicates", "throughput", "latency_ms", "peak_rss_mb", "cpu_s",
+    "connections", "elapsed_s",
+}  # fmt: skip
+
+
+def test_bench_harness_delivers_everything_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    summary = main(
+        ["--quick", "--scenario", "burst", "--peers", "hookbridge,naive", "--events", "300",
+         "--no-ceilings", "--out", str(out)]
+    )  # fmt: skip
+    runs = summary["results"]["burst"]
+    assert set(runs) == {"hookbridge", "naive"}
+    for peer, results in runs.items():
+        (result,) = results
+        assert "error" not in result, result
+        assert FIELDS <= set(result), (peer, result)
+        assert result["delivered"] == result["sent"] == 300, (peer, result)
+        assert set(result["latency_ms"]) == {"p50", "p90", "p99", "max"}
+    text = out.read_text()
+    assert "### burst" in text
+    assert "| hookbridge | 300/300 |" in text
