@@ -126,9 +126,9 @@ _INSERT_EVENTS = """INSERT INTO events
     ON CONFLICT (id) DO NOTHING RETURNING id"""
 _INSERT_DELIVERIES = """INSERT INTO deliveries
     (id, event_id, subscription, device_id, status, attempts, next_attempt_at,
-     lease_owner, lease_until, created_at, updated_at)
+     lease_owner, lease_until, created_at, updated_at, ingested_by)
     SELECT u.id, u.event_id, u.subscription, u.device_id, 'pending', 0, $5,
-           $6, $7, $5, $5
+           $6, $7, $5, $5, $6
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
          WITH ORDINALITY AS u (id, event_id, subscription, device_id, n)
     ORDER BY u.n"""

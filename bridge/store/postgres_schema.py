@@ -112,6 +112,9 @@ _V2 = (
     "CREATE INDEX presence_online ON presence (last_seen) WHERE state = 'online'",
     """CREATE INDEX deliveries_pending_device ON deliveries (subscription, device_id, seq)
         WHERE status = 'pending'""",
+    # Which instance took the message in (the lease owner is cleared after the
+    # attempt): tells operators, and the scale-out tests, how the work was shared.
+    "ALTER TABLE deliveries ADD COLUMN ingested_by text",
 )
 
 MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2]
