@@ -23,6 +23,7 @@ HTTP status, never a secret or a token.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Mapping
 
@@ -77,8 +78,7 @@ class ReceiverAuth:
         if isinstance(config, BearerAuth):
             return {"Authorization": f"Bearer {config.token.get_secret_value()}"}
         if isinstance(config, BasicAuth):
-            basic = aiohttp.BasicAuth(config.username, config.password.get_secret_value())
-            return {"Authorization": basic.encode()}
+            return {"Authorization": _basic(config.username, config.password.get_secret_value())}
         return {"Authorization": f"Bearer {await self._access_token(session, config)}"}
 
     def invalidate(self, headers: Mapping[str, str]) -> None:
@@ -105,13 +105,12 @@ class ReceiverAuth:
         form = {"grant_type": "client_credentials"}
         if config.scope:
             form["scope"] = config.scope
-        credentials = aiohttp.BasicAuth(config.client_id, config.client_secret.get_secret_value())
+        credentials = _basic(config.client_id, config.client_secret.get_secret_value())
         try:
             async with session.post(
                 config.token_url,
                 data=form,
-                auth=credentials,
-                headers={"Accept": "application/json"},
+                headers={"Accept": "application/json", "Authorization": credentials},
                 allow_redirects=False,
                 proxy=self._subscription.proxy,
             ) as response:
@@ -124,6 +123,11 @@ class ReceiverAuth:
         if status != 200:
             raise DeliveryError(f"oauth2 token request to {host} answered HTTP {status}")
         return _parse_token(body, host)
+
+
+def _basic(user: str, password: str) -> str:
+    """RFC 7617 credentials (UTF-8), as aiohttp's deprecated BasicAuth wrote them."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 def _parse_token(body: bytes, host: str | None) -> tuple[str, float]:

@@ -1,0 +1,86 @@
+"""Plugins from the example package installed in the test environment, end to end."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import pytest
+
+from bridge import plugins
+from bridge.config import parse_config
+from bridge.errors import ConfigError
+from tests.conftest import bridge_config, running_bridge
+from tests.support.mosquitto import Mosquitto
+from tests.support.publisher import Publisher
+from tests.support.receiver import Receiver
+from tests.support.waiting import wait_until
+
+
+def test_the_example_plugin_is_found() -> None:
+    loaded = plugins.load_plugins()
+    assert loaded.normalisers["example_sensors"] == "hookbridge_plugin_example:SensorProfile"
+    assert "example_text" in loaded.formats
+    assert "example_even_seq" in loaded.filters
+
+
+async def test_plugin_normaliser_format_and_filter_end_to_end(
+    mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
+) -> None:
+    subscriptions = [
+        {"name": "text", "url": receiver.url, "format": "example_text"},
+        {
+            "name": "even",
+            "url": receiver.url.replace("/hook", "/even"),
+            "filter_plugin": "example_even_seq",
+        },
+    ]
+    config = bridge_config(
+        mosquitto, tmp_path, subscriptions, profiles=["native", "example_sensors"]
+    )
+    async with running_bridge(config):
+        with Publisher(mosquitto.port) as device:
+            device.publish_all(
+                [
+                    ("sensors/s-1/alive", {"id": "a1"}),
+                    ("devices/dev-1/events", {"type": "session.started", "id": "m1", "seq": 1}),
+                    ("devices/dev-1/events", {"type": "session.started", "id": "m2", "seq": 2}),
+                ]
+            )
+            # text gets all three; even gets only seq 2
+            await wait_until(lambda: len(receiver.requests) >= 4, timeout=15)
+    text = [r for r in receiver.requests if r.path == "/hook"]
+    even = [r for r in receiver.requests if r.path == "/even"]
+    assert len(text) == 3 and len(even) == 1
+    lines = sorted(r.body.decode() for r in text)
+    assert any(line.startswith("device.online evt_") and line.endswith(" s-1\n") for line in lines)
+    assert all(r.headers["content-type"] == "text/plain; charset=utf-8" for r in text)
+    assert even[0].json()["data"]["seq"] == 2
+
+
+def test_unknown_plugin_names_are_config_errors() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "subscriptions": [
+                    {"name": "a", "url": "http://x.example", "format": "nope"},
+                    {"name": "b", "url": "http://x.example", "filter_plugin": "nope"},
+                ]
+            }
+        )
+    text = "\n".join(caught.value.problems)
+    assert "unknown format 'nope'" in text
+    assert "no installed plugin provides the filter 'nope'" in text
+
+
+def test_a_broken_plugin_is_a_startup_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = EntryPoint("broken_one", "no_such_module_hb:thing", plugins.FORMAT_GROUP)
+
+    def fake_entry_points(*, group: str) -> list[EntryPoint]:
+        return [broken] if group == plugins.FORMAT_GROUP else []
+
+    monkeypatch.setattr(plugins, "entry_points", fake_entry_points)
+    with pytest.raises(ConfigError, match=r"plugin 'broken_one'.*no_such_module_hb:thing"):
+        plugins.load_plugins(reload=True)
+    monkeypatch.undo()
+    plugins.load_plugins(reload=True)  # leave the registries as the suite expects
