@@ -1,0 +1,88 @@
+"""Ordered subscriptions: FIFO per device through a real broker and a failing receiver."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from tests.conftest import SECRET, bridge_config, running_bridge
+from tests.support.mosquitto import Mosquitto
+from tests.support.publisher import Publisher
+from tests.support.receiver import Answer, Received, Receiver
+from tests.support.waiting import wait_until
+
+DEVICES = 20
+EVENTS = 15
+
+
+def _first_successes(receiver: Receiver, statuses: list[int]) -> dict[str, list[int]]:
+    """Per device, the seq of each event at its first successful delivery, in arrival order."""
+    done: set[str] = set()
+    order: dict[str, list[int]] = {}
+    for request, status in zip(receiver.requests, statuses, strict=False):
+        event = request.json()
+        if status != 200 or event["id"] in done:
+            continue
+        done.add(event["id"])
+        order.setdefault(event["data"]["device_id"], []).append(event["data"]["seq"])
+    return order
+
+
+async def test_each_device_in_order_despite_failures_and_unordered_not_slowed(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    rng = random.Random(7)
+    statuses: list[int] = []
+
+    def flaky(_request: Received, _n: int) -> Answer:
+        status = 500 if rng.random() < 0.3 else 200
+        statuses.append(status)
+        return Answer(status)
+
+    ordered, plain = Receiver(flaky), Receiver()
+    await ordered.start()
+    await plain.start()
+    try:
+        config = bridge_config(
+            mosquitto,
+            tmp_path,
+            [
+                {"name": "ordered", "url": ordered.url, "secret": SECRET, "ordered": True},
+                {"name": "plain", "url": plain.url, "secret": SECRET},
+            ],
+            retry={"schedule": ["20ms"] * 30, "jitter": 0.0},
+            presence={"enabled": False},
+        )
+        total = DEVICES * EVENTS
+        async with running_bridge(config):
+            with Publisher(mosquitto.port) as device:
+                # Interleaved: event n of every device, then event n + 1.
+                device.publish_all(
+                    [
+                        (
+                            f"devices/ord-{d}/events",
+                            {"type": "session.started", "id": f"{d}-{n}", "seq": n},
+                        )
+                        for n in range(EVENTS)
+                        for d in range(DEVICES)
+                    ]
+                )
+            await wait_until(lambda: len(plain.unique_ids()) >= total, timeout=30)
+            plain_done = plain.requests[-1].at
+            await wait_until(
+                lambda: sum(map(len, _first_successes(ordered, statuses).values())) >= total,
+                timeout=60,
+                message="every event delivered to the ordered subscription",
+            )
+            ordered_done = ordered.requests[-1].at
+        order = _first_successes(ordered, statuses)
+        assert sorted(order) == sorted(f"ord-{d}" for d in range(DEVICES))
+        for device_id, seqs in order.items():
+            assert seqs == list(range(EVENTS)), device_id
+        assert statuses.count(500) > 0.15 * total  # the receiver really failed
+        # The unordered lane never waits for the ordered one's retries.
+        assert plain_done < ordered_done
+        assert len(plain.unique_ids()) >= total
+    finally:
+        await ordered.stop()
+        await plain.stop()
