@@ -8,7 +8,6 @@ trusts another CA never gets a session.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,14 +61,13 @@ class TlsMosquitto(Mosquitto):
 
     def __init__(self, workdir: Path, pki: Pki, *, require_certificate: bool) -> None:
         # Certificate options apply to the listener defined before them: the only one.
+        # (The base config keeps mosquitto as root when started as root, so it can read
+        # the certificates in the test's private directory.)
         super().__init__(
             workdir,
             extra=(
                 f"cafile {pki.ca}\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}\n"
                 f"require_certificate {'true' if require_certificate else 'false'}\n"
-                # Started as root, mosquitto drops to its own user before reading the
-                # certificates, which then cannot enter the test's private temp dir.
-                + ("user root\n" if os.geteuid() == 0 else "")
             ),
         )
 
