@@ -87,8 +87,8 @@ def _http_error(exc: urllib.error.HTTPError) -> str:
 
 
 def _client(url: str | None, token: str | None, config: Path | None) -> ApiClient:
-    url = url or os.environ.get("HOOKBRIDGE_URL")
-    token = token or os.environ.get("HOOKBRIDGE_ADMIN_TOKEN")
+    url = url or os.environ.get("HOOKBRIDGE_URL") or None
+    token = token or os.environ.get("HOOKBRIDGE_ADMIN_TOKEN") or None
     if config is not None and (url is None or token is None):
         try:
             settings = load_config(config)
@@ -104,6 +104,8 @@ def _client(url: str | None, token: str | None, config: Path | None) -> ApiClien
             token = settings.api.token.get_secret_value()
     if url is None:
         raise ApiError("where is the bridge? give --url, HOOKBRIDGE_URL or -c config.yaml")
+    if not url.startswith(("http://", "https://")):
+        raise ApiError(f"the admin API URL must start with http:// or https://, not {url!r}")
     return ApiClient(url, token)
 
 
