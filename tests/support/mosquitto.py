@@ -7,6 +7,7 @@ the system broker on 1883 would not allow.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
@@ -46,11 +47,14 @@ class Mosquitto:
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
-            "autosave_interval 1\n"
+            "autosave_interval 30\n"  # saved on exit; saving a deep queue every second costs
             "max_inflight_messages 1000\n"
             "max_queued_messages 1000000\n"
             "max_queued_bytes 0\n"
             "persistent_client_expiration 1d\n"
+            # Started as root, mosquitto drops to its own user, which cannot write
+            # into the test's private directory: persistence would silently fail.
+            f"{'user root' if os.geteuid() == 0 else ''}\n"
             f"{self.extra}\n"
         )
 
