@@ -42,6 +42,7 @@ from bridge.config import Settings, Subscription
 from bridge.errors import BridgeError, DeliveryError
 from bridge.events import Event
 from bridge.formats import Encoded, encoder_for
+from bridge.logs import scrub_secrets
 from bridge.retry import parse_retry_after
 from bridge.signing import hub_signature, signature_header
 from bridge.targets import GuardedResolver, check_url_target
@@ -382,7 +383,8 @@ def _classify(
         status_code=status,
         latency_ms=(time.perf_counter() - started) * 1000,
         error=error,
-        response_excerpt=content[:kept].decode("utf-8", errors="replace"),
+        # Kept, listed by the API and logged: a receiver echoing our headers must not leak them.
+        response_excerpt=scrub_secrets(content[:kept].decode("utf-8", errors="replace")),
         response_body=content,
         retry_after=retry_after,
         content_type=response.headers.get("Content-Type"),
