@@ -472,7 +472,11 @@ class Dispatcher:
                 await self._emit(
                     "circuit_opened",
                     lane.name,
-                    {"failures": lane.circuit.consecutive_failures, "cool_down_s": cool_down},
+                    {
+                        "reason": "failures",
+                        "failures": lane.circuit.consecutive_failures,
+                        "cool_down_s": cool_down,
+                    },
                 )
         elif before.is_open and not lane.circuit.is_open:
             log.info("circuit closed: endpoint answers again", subscription=lane.name)
