@@ -31,12 +31,12 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
-import orjson
 
 from bridge.config import StoreSettings, redact_url
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import Event
 from bridge.presence import PresenceState
+from bridge.store import common
 from bridge.store import postgres_device as device
 from bridge.store import postgres_queries as sql
 from bridge.store.base import (
@@ -51,12 +51,6 @@ from bridge.store.base import (
     SubscriptionState,
 )
 from bridge.store.postgres_schema import SCHEMA_VERSION, migrate
-from bridge.store.sqlite_queries import (
-    decode_cursor,
-    delivery_from_row,
-    encode_cursor,
-    event_from_body,
-)
 
 __all__ = ["PostgresStore", "parse_postgres_url"]
 
@@ -269,7 +263,7 @@ class PostgresStore:
     async def get_presence(self, device_id: str) -> PresenceState | None:
         async def work(conn: Any) -> PresenceState | None:
             row = await conn.fetchrow(device.GET_PRESENCE, device_id)
-            return None if row is None else device.presence_from_row(row)
+            return None if row is None else common.presence_from_row(row)
 
         return await self._run(work, action="get_presence", write=False)
 
@@ -287,7 +281,7 @@ class PostgresStore:
 
         async def work(conn: Any) -> list[Delivery]:
             rows = await conn.fetch(query, subscription, now, owner, lease_until, limit)
-            return [delivery_from_row(row) for row in rows]
+            return [common.delivery_from_row(row) for row in rows]
 
         return await self._run(work, action="claim_due")
 
@@ -318,7 +312,7 @@ class PostgresStore:
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         async def work(conn: Any) -> Delivery | None:
             row = await conn.fetchrow(sql.GET_DELIVERY, delivery_id)
-            return None if row is None else delivery_from_row(row)
+            return None if row is None else common.delivery_from_row(row)
 
         return await self._run(work, action="get_delivery", write=False)
 
@@ -331,7 +325,7 @@ class PostgresStore:
     async def get_event(self, event_id: str) -> Event | None:
         async def work(conn: Any) -> Event | None:
             body = await conn.fetchval(sql.GET_EVENT, event_id)
-            return None if body is None else event_from_body(body)
+            return None if body is None else common.event_from_body(body)
 
         return await self._run(work, action="get_event", write=False)
 
@@ -344,15 +338,7 @@ class PostgresStore:
     async def subscription_states(self) -> dict[str, SubscriptionState]:
         async def work(conn: Any) -> dict[str, SubscriptionState]:
             return {
-                row[0]: SubscriptionState(
-                    name=row[0],
-                    disabled=bool(row[1]),
-                    disabled_reason=row[2],
-                    failing_since=row[3],
-                    last_success=row[4],
-                    last_failure=row[5],
-                    extra=orjson.loads(row[6]),
-                )
+                row[0]: common.subscription_state_from_row(row)
                 for row in await conn.fetch(sql.SUBSCRIPTION_STATES)
             }
 
@@ -361,17 +347,17 @@ class PostgresStore:
     async def list_rejected(self, *, limit: int) -> list[Rejection]:
         async def work(conn: Any) -> list[Rejection]:
             rows = await conn.fetch(sql.LIST_REJECTED, limit)
-            return [Rejection(row[0], row[1], bytes(row[2]), row[3], row[4]) for row in rows]
+            return [common.rejection_from_row(row) for row in rows]
 
         return await self._run(work, action="list_rejected", write=False)
 
     async def counts(self) -> dict[str, int]:
         async def work(conn: Any) -> dict[str, int]:
-            found = {status.value: 0 for status in DeliveryStatus}
-            found.update({row[0]: row[1] for row in await conn.fetch(sql.COUNT_BY_STATUS)})
-            found["events"] = await conn.fetchval(sql.COUNT_EVENTS)
-            found["rejected"] = await conn.fetchval(sql.COUNT_REJECTED)
-            return found
+            return common.delivery_counts(
+                await conn.fetch(sql.COUNT_BY_STATUS),
+                events=await conn.fetchval(sql.COUNT_EVENTS),
+                rejected=await conn.fetchval(sql.COUNT_REJECTED),
+            )
 
         return await self._run(work, action="counts", write=False)
 
@@ -385,39 +371,23 @@ class PostgresStore:
         cursor: str | None,
         limit: int,
     ) -> tuple[list[Delivery], str | None]:
-        if limit < 1:
-            raise StoreError("a delivery list page needs a limit of at least 1")
+        common.check_page_limit(limit)
         # Delivery ids sort by creation time (COLLATE "C"), so the key alone pages.
-        query, params = sql.list_deliveries_query(
-            subscription=subscription,
-            status=status.value if status else None,
-            since=since,
-            until=until,
-            before_id=decode_cursor(cursor) if cursor is not None else None,
-            limit=limit + 1,
+        filters = common.delivery_filters(
+            subscription=subscription, status=status, since=since, until=until, cursor=cursor
         )
+        query, params = sql.list_deliveries_query(filters, limit=limit + 1)
 
         async def work(conn: Any) -> list[Delivery]:
-            return [delivery_from_row(row) for row in await conn.fetch(query, *params)]
+            return [common.delivery_from_row(row) for row in await conn.fetch(query, *params)]
 
-        page = await self._run(work, action="list_deliveries", write=False)
-        if len(page) > limit:
-            page = page[:limit]
-            return page, encode_cursor(page[-1].id)
-        return page, None
+        rows = await self._run(work, action="list_deliveries", write=False)
+        return common.page_and_cursor(rows, limit)
 
     # -- operator and housekeeping writes ---------------------------------------------
 
     async def save_subscription_state(self, state: SubscriptionState) -> None:
-        params = (
-            state.name,
-            state.disabled,
-            state.disabled_reason,
-            state.failing_since,
-            state.last_success,
-            state.last_failure,
-            orjson.dumps(state.extra).decode(),
-        )
+        params = common.subscription_state_values(state)
         await self._run(
             lambda conn: conn.execute(sql.SAVE_SUBSCRIPTION_STATE, *params),
             action="save_subscription_state",

@@ -19,11 +19,18 @@ pending, and a leased delivery stays pending until its attempt is recorded.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
-from bridge.presence import Observation, Presence, PresenceState, decide
+from bridge.presence import PresenceState
 from bridge.store.base import Accepted, PresencePolicy
+from bridge.store.common import (
+    DELIVERY_COLUMNS,
+    PRESENCE_COLUMNS,
+    decide_presence,
+    decide_timeouts,
+    observed_devices,
+    presence_from_row,
+)
 
 __all__ = [
     "CLAIM_ORDERED",
@@ -31,7 +38,6 @@ __all__ = [
     "NEXT_DUE_ORDERED",
     "apply_presence",
     "lock_devices",
-    "presence_from_row",
     "timed_out",
 ]
 
@@ -41,8 +47,6 @@ _HEAD_OF_LINE = """(d.device_id IS NULL OR NOT EXISTS (
         SELECT 1 FROM deliveries AS p
         WHERE p.subscription = d.subscription AND p.device_id = d.device_id
           AND p.status = 'pending' AND p.seq < d.seq))"""
-_DELIVERY_COLUMNS = """d.id, d.subscription, d.attempts, d.created_at, d.status,
-    d.next_attempt_at, e.body, d.dead_reason, d.last_status_code, d.last_error"""
 # f-strings here only join constant fragments; values are always $n.
 CLAIM_ORDERED = f"""WITH due AS (
         SELECT d.id FROM deliveries AS d
@@ -55,37 +59,32 @@ CLAIM_ORDERED = f"""WITH due AS (
         UPDATE deliveries AS d SET lease_owner = $3, lease_until = $4, updated_at = $2
         FROM due WHERE d.id = due.id
         RETURNING d.*)
-    SELECT {_DELIVERY_COLUMNS} FROM leased AS d JOIN events AS e ON e.id = d.event_id
+    SELECT {DELIVERY_COLUMNS} FROM leased AS d JOIN events AS e ON e.id = d.event_id
     ORDER BY d.next_attempt_at, d.seq"""  # noqa: S608
 NEXT_DUE_ORDERED = f"""SELECT min(d.next_attempt_at) FROM deliveries AS d
     WHERE d.subscription = $1 AND d.status = 'pending' AND d.lease_until IS NULL
       AND {_HEAD_OF_LINE}"""  # noqa: S608
 
-_PRESENCE_COLUMNS = "device_id, state, last_seen, changed_at, reason"
-GET_PRESENCE = f"SELECT {_PRESENCE_COLUMNS} FROM presence WHERE device_id = $1"  # noqa: S608
+GET_PRESENCE = f"SELECT {PRESENCE_COLUMNS} FROM presence WHERE device_id = $1"  # noqa: S608
 # OFFSET 0 keeps the sort below the lock calls: the locks are taken in device order.
 _LOCK_DEVICES = """SELECT count(pg_advisory_xact_lock(k)) FROM (
     SELECT DISTINCT hashtextextended('presence:' || d, 0) AS k
     FROM unnest($1::text[]) AS d ORDER BY k OFFSET 0) AS sorted"""
-_PRESENCE_OF = f"""SELECT {_PRESENCE_COLUMNS} FROM presence
+_PRESENCE_OF = f"""SELECT {PRESENCE_COLUMNS} FROM presence
     WHERE device_id = ANY($1::text[]) ORDER BY device_id FOR UPDATE"""  # noqa: S608
-_TIMED_OUT = f"""SELECT {_PRESENCE_COLUMNS} FROM presence
+_TIMED_OUT = f"""SELECT {PRESENCE_COLUMNS} FROM presence
     WHERE state = 'online' AND last_seen < $1 ORDER BY last_seen LIMIT $2
     FOR UPDATE SKIP LOCKED"""  # noqa: S608
-_SAVE_PRESENCE = f"""INSERT INTO presence ({_PRESENCE_COLUMNS})
+_SAVE_PRESENCE = f"""INSERT INTO presence ({PRESENCE_COLUMNS})
     SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::text[])
     ON CONFLICT (device_id) DO UPDATE SET state = excluded.state,
       last_seen = excluded.last_seen, changed_at = excluded.changed_at,
       reason = excluded.reason"""  # noqa: S608
 
 
-def presence_from_row(row: Sequence[Any]) -> PresenceState:
-    return PresenceState(row[0], Presence(row[1]), row[2], row[3], row[4])
-
-
 async def lock_devices(conn: Any, accepted: Sequence[Accepted]) -> None:
     """Take the per-device advisory locks of a batch (held until the transaction ends)."""
-    devices = sorted({item.presence.device_id for item in accepted if item.presence is not None})
+    devices = observed_devices(accepted)
     if devices:
         await conn.fetchval(_LOCK_DEVICES, devices)
 
@@ -112,47 +111,18 @@ async def apply_presence(
     The caller holds the device locks (:func:`lock_devices`) and drops synthetic
     events whose stable id is stored already (another instance emitted them).
     """
-    observed = sorted({item.presence.device_id for item in fresh if item.presence is not None})
+    observed = observed_devices(fresh)
     if not observed:
         return list(fresh), 0, []
-    states: dict[str, PresenceState | None] = {
-        row[0]: presence_from_row(row) for row in await conn.fetch(_PRESENCE_OF, observed)
-    }
-    changed: dict[str, PresenceState] = {}
-    result: list[Accepted] = []
-    synthetic: list[Accepted] = []
-    collapsed = 0
-    for item in fresh:
-        observation: Observation | None = item.presence
-        if observation is None:
-            result.append(item)
-            continue
-        decision = decide(states.get(observation.device_id), observation, now, policy.offline_after)
-        if decision.state is not None:
-            states[observation.device_id] = decision.state
-            changed[observation.device_id] = decision.state
-        announced = [policy.announce(transition) for transition in decision.emit]
-        synthetic.extend(announced)
-        result.extend(announced)
-        if decision.keep_event:
-            result.append(item)
-        else:
-            collapsed += 1
-            result.append(replace(item, subscriptions=()))
-    await _save(conn, list(changed.values()))
-    return result, collapsed, synthetic
+    rows = await conn.fetch(_PRESENCE_OF, observed)
+    batch = decide_presence(fresh, {row[0]: presence_from_row(row) for row in rows}, policy, now)
+    await _save(conn, batch.changed)
+    return batch.items, batch.collapsed, batch.synthetic
 
 
 async def timed_out(conn: Any, policy: PresencePolicy, now: float, limit: int) -> list[Accepted]:
     """Online devices silent past ``offline_after`` become offline; their announced events."""
     rows = await conn.fetch(_TIMED_OUT, now - policy.offline_after, limit)
-    changed: list[PresenceState] = []
-    announced: list[Accepted] = []
-    for row in rows:
-        decision = decide(presence_from_row(row), None, now, policy.offline_after)
-        if decision.state is None or not decision.emit:
-            continue
-        changed.append(decision.state)
-        announced.extend(policy.announce(transition) for transition in decision.emit)
+    changed, announced = decide_timeouts(map(presence_from_row, rows), policy, now)
     await _save(conn, changed)
     return announced

@@ -24,6 +24,14 @@ from bridge.store.base import (
     PresencePolicy,
     Rejection,
 )
+from bridge.store.common import (
+    DELIVERY_COLUMNS,
+    FROM_DELIVERIES,
+    event_values,
+    not_yet_stored,
+    outcome_values,
+    redelivery_hashes,
+)
 from bridge.store.ids import new_delivery_ids
 
 __all__ = [
@@ -32,7 +40,6 @@ __all__ = [
     "COUNT_BY_STATUS",
     "COUNT_EVENTS",
     "COUNT_REJECTED",
-    "DELIVERY_COLUMNS",
     "EXPIRE",
     "GET_DELIVERY",
     "GET_EVENT",
@@ -56,9 +63,6 @@ __all__ = [
 
 _PENDING = DeliveryStatus.PENDING
 
-DELIVERY_COLUMNS = """d.id, d.subscription, d.attempts, d.created_at, d.status,
-    d.next_attempt_at, e.body, d.dead_reason, d.last_status_code, d.last_error"""
-_FROM_DELIVERIES = "FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
 
 # f-strings here only join constant fragments of this module; values are always $n.
 # SKIP LOCKED: two instances claiming at once each get different rows instead
@@ -84,7 +88,7 @@ RELEASE = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
 # would make a dispatcher poll non-stop while its own attempts are running.
 NEXT_DUE = """SELECT min(next_attempt_at) FROM deliveries
     WHERE subscription = $1 AND status = 'pending' AND lease_until IS NULL"""
-GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {_FROM_DELIVERIES} WHERE d.id = $1"
+GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} WHERE d.id = $1"
 ATTEMPTS = """SELECT delivery_id, attempt, started_at, latency_ms, status_code, error,
     response_excerpt FROM attempts WHERE delivery_id = $1 ORDER BY attempt, id"""
 GET_EVENT = "SELECT body FROM events WHERE id = $1"
@@ -164,25 +168,15 @@ def rowcount(status: str) -> int:
 
 async def _not_yet_stored(conn: Any, accepted: Sequence[Accepted]) -> list[Accepted]:
     """The items of a batch that are neither stored already nor repeated in the batch."""
-    seen_ids: set[str] = set()
+    stored_ids: set[str] = set()
     if accepted:
         rows = await conn.fetch(_EXISTING_IDS, [a.event.id for a in accepted])
-        seen_ids = {row[0] for row in rows}
-    redelivered = [a.content_hash for a in accepted if a.redelivery and a.content_hash]
-    seen_hashes: set[str] = set()
+        stored_ids = {row[0] for row in rows}
+    redelivered = redelivery_hashes(accepted)
+    stored_hashes: set[str] = set()
     if redelivered:
-        seen_hashes = {row[0] for row in await conn.fetch(_KNOWN_HASHES, redelivered)}
-    candidates: list[Accepted] = []
-    for item in accepted:
-        digest = item.content_hash
-        if item.event.id in seen_ids or (item.redelivery and digest and digest in seen_hashes):
-            continue
-        # Later items of the same batch are checked against this one too.
-        seen_ids.add(item.event.id)
-        if digest:
-            seen_hashes.add(digest)
-        candidates.append(item)
-    return candidates
+        stored_hashes = {row[0] for row in await conn.fetch(_KNOWN_HASHES, redelivered)}
+    return not_yet_stored(accepted, stored_ids, stored_hashes)
 
 
 async def ingest(
@@ -250,21 +244,8 @@ async def store_items(
     if unique:
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
         for item in unique:
-            event = item.event
-            for column, value in zip(
-                columns,
-                (
-                    event.id,
-                    event.type,
-                    event.source,
-                    event.device_id,
-                    event.timestamp.timestamp(),
-                    item.received_at,
-                    item.content_hash,
-                    event.body(),
-                ),
-                strict=True,
-            ):
+            values = event_values(item.event, item.received_at, item.content_hash)
+            for column, value in zip(columns, values, strict=True):
                 column.append(value)
         inserted = {row[0] for row in await conn.fetch(_INSERT_EVENTS, *columns)}
         if len(inserted) < len(unique):
@@ -312,15 +293,11 @@ async def record_attempts(
     statuses: list[str] = []
     next_ats: list[float | None] = []
     reasons: list[str | None] = []
-    for _, outcome in results:
-        pending = outcome.status is DeliveryStatus.PENDING
-        statuses.append(outcome.status.value)
-        next_ats.append(
-            (outcome.next_attempt_at if outcome.next_attempt_at is not None else now)
-            if pending
-            else None
-        )
-        reasons.append(outcome.reason if outcome.status is DeliveryStatus.DEAD else None)
+    for record, outcome in results:
+        status, next_at, reason = outcome_values(record, outcome, now)
+        statuses.append(status)
+        next_ats.append(next_at)
+        reasons.append(reason)
     await conn.execute(
         _APPLY_OUTCOMES,
         [r.delivery_id for r in records],
@@ -338,17 +315,7 @@ async def create_deliveries(
     conn: Any, event: Event, subscriptions: Sequence[str], now: float
 ) -> list[Delivery]:
     """Store ``event`` if missing; one new pending, unleased delivery per subscription."""
-    await conn.execute(
-        _INSERT_EVENTS,
-        [event.id],
-        [event.type],
-        [event.source],
-        [event.device_id],
-        [event.timestamp.timestamp()],
-        [now],
-        [None],
-        [event.body()],
-    )
+    await conn.execute(_INSERT_EVENTS, *([value] for value in event_values(event, now, None)))
     ids = new_delivery_ids(now, len(subscriptions))
     if ids:
         await conn.execute(
@@ -378,31 +345,19 @@ async def purge(conn: Any, delivered_before: float, dead_before: float) -> int:
 
 
 def list_deliveries_query(
-    *,
-    subscription: str | None,
-    status: str | None,
-    since: float | None,
-    until: float | None,
-    before_id: str | None,
-    limit: int,
+    filters: Sequence[tuple[str, Any]], *, limit: int
 ) -> tuple[str, list[Any]]:
-    """The SELECT of one page of deliveries, newest (highest id) first."""
-    where: list[str] = []
-    params: list[Any] = []
-    for clause, value in (
-        ("d.subscription = ${}", subscription),
-        ("d.status = ${}", status),
-        ("d.created_at >= ${}", since),
-        ("d.created_at < ${}", until),
-        ("d.id < ${}", before_id),
-    ):
-        if value is not None:
-            params.append(value)
-            where.append(clause.format(len(params)))
+    """The SELECT of one page of deliveries, newest (highest id) first.
+
+    ``filters`` are (``column operator``, value) pairs from
+    :func:`bridge.store.common.delivery_filters`.
+    """
+    where = [f"{condition} ${n}" for n, (condition, _) in enumerate(filters, start=1)]
+    params = [value for _, value in filters]
     params.append(limit)
     condition = f"WHERE {' AND '.join(where)}" if where else ""
     query = (
-        f"SELECT {DELIVERY_COLUMNS} {_FROM_DELIVERIES} {condition} "
+        f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} {condition} "
         f"ORDER BY d.id DESC LIMIT ${len(params)}"
     )
     return query, params

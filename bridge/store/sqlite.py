@@ -33,6 +33,7 @@ from bridge.config import StoreSettings
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.events import Event
 from bridge.presence import PresenceState
+from bridge.store import common
 from bridge.store import sqlite_device as per_device
 from bridge.store import sqlite_queries as sql
 from bridge.store.base import (
@@ -270,7 +271,7 @@ class SQLiteStore:
     async def get_presence(self, device_id: str) -> PresenceState | None:
         def work(conn: sqlite3.Connection) -> PresenceState | None:
             row = conn.execute(per_device.GET_PRESENCE, (device_id,)).fetchone()
-            return None if row is None else per_device.presence_from_row(row)
+            return None if row is None else common.presence_from_row(row)
 
         return await self._run(work, action="get_presence", write=False)
 
@@ -291,7 +292,7 @@ class SQLiteStore:
             if rows:
                 ids = orjson.dumps([row[0] for row in rows])
                 conn.execute(sql.LEASE, (owner, lease_until, now, ids))
-            return [sql.delivery_from_row(row) for row in rows]
+            return [common.delivery_from_row(row) for row in rows]
 
         return await self._run(work, action="claim_due")
 
@@ -322,7 +323,7 @@ class SQLiteStore:
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         def work(conn: sqlite3.Connection) -> Delivery | None:
             row = conn.execute(sql.GET_DELIVERY, (delivery_id,)).fetchone()
-            return None if row is None else sql.delivery_from_row(row)
+            return None if row is None else common.delivery_from_row(row)
 
         return await self._run(work, action="get_delivery", write=False)
 
@@ -336,7 +337,7 @@ class SQLiteStore:
     async def get_event(self, event_id: str) -> Event | None:
         def work(conn: sqlite3.Connection) -> Event | None:
             row = conn.execute(sql.GET_EVENT, (event_id,)).fetchone()
-            return None if row is None else sql.event_from_body(row[0])
+            return None if row is None else common.event_from_body(row[0])
 
         return await self._run(work, action="get_event", write=False)
 
@@ -349,15 +350,7 @@ class SQLiteStore:
     async def subscription_states(self) -> dict[str, SubscriptionState]:
         def work(conn: sqlite3.Connection) -> dict[str, SubscriptionState]:
             return {
-                row[0]: SubscriptionState(
-                    name=row[0],
-                    disabled=bool(row[1]),
-                    disabled_reason=row[2],
-                    failing_since=row[3],
-                    last_success=row[4],
-                    last_failure=row[5],
-                    extra=orjson.loads(row[6]),
-                )
+                row[0]: common.subscription_state_from_row(row)
                 for row in conn.execute(sql.SUBSCRIPTION_STATES)
             }
 
@@ -366,17 +359,17 @@ class SQLiteStore:
     async def list_rejected(self, *, limit: int) -> list[Rejection]:
         def work(conn: sqlite3.Connection) -> list[Rejection]:
             rows = conn.execute(sql.LIST_REJECTED, (limit,)).fetchall()
-            return [Rejection(row[0], row[1], bytes(row[2]), row[3], row[4]) for row in rows]
+            return [common.rejection_from_row(row) for row in rows]
 
         return await self._run(work, action="list_rejected", write=False)
 
     async def counts(self) -> dict[str, int]:
         def work(conn: sqlite3.Connection) -> dict[str, int]:
-            found = {status.value: 0 for status in DeliveryStatus}
-            found.update({row[0]: row[1] for row in conn.execute(sql.COUNT_BY_STATUS)})
-            found["events"] = conn.execute(sql.COUNT_EVENTS).fetchone()[0]
-            found["rejected"] = conn.execute(sql.COUNT_REJECTED).fetchone()[0]
-            return found
+            return common.delivery_counts(
+                conn.execute(sql.COUNT_BY_STATUS),
+                events=conn.execute(sql.COUNT_EVENTS).fetchone()[0],
+                rejected=conn.execute(sql.COUNT_REJECTED).fetchone()[0],
+            )
 
         return await self._run(work, action="counts", write=False)
 
@@ -390,40 +383,23 @@ class SQLiteStore:
         cursor: str | None,
         limit: int,
     ) -> tuple[list[Delivery], str | None]:
-        if limit < 1:
-            raise StoreError("a delivery list page needs a limit of at least 1")
-        # Delivery ids sort by creation time, so the primary key alone pages newest first.
-        after = sql.decode_cursor(cursor) if cursor is not None else None
-        query, params = sql.list_deliveries_query(
-            subscription=subscription,
-            status=status.value if status else None,
-            since=since,
-            until=until,
-            before_id=after,
-            limit=limit + 1,
+        common.check_page_limit(limit)
+        filters = common.delivery_filters(
+            subscription=subscription, status=status, since=since, until=until, cursor=cursor
         )
+        query, params = sql.list_deliveries_query(filters, limit=limit + 1)
 
         def work(conn: sqlite3.Connection) -> list[Delivery]:
-            return [sql.delivery_from_row(row) for row in conn.execute(query, params)]
+            return [common.delivery_from_row(row) for row in conn.execute(query, params)]
 
-        page = await self._run(work, action="list_deliveries", write=False)
-        if len(page) > limit:
-            page = page[:limit]
-            return page, sql.encode_cursor(page[-1].id)
-        return page, None
+        rows = await self._run(work, action="list_deliveries", write=False)
+        return common.page_and_cursor(rows, limit)
 
     # -- operator and housekeeping writes ---------------------------------------------
 
     async def save_subscription_state(self, state: SubscriptionState) -> None:
-        params = (
-            state.name,
-            int(state.disabled),
-            state.disabled_reason,
-            state.failing_since,
-            state.last_success,
-            state.last_failure,
-            orjson.dumps(state.extra).decode(),
-        )
+        # sqlite3 binds the bool ``disabled`` as the integer 0 or 1.
+        params = common.subscription_state_values(state)
         await self._run(
             lambda conn: conn.execute(sql.SAVE_SUBSCRIPTION_STATE, params),
             action="save_subscription_state",

@@ -10,37 +10,41 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any
 
 import orjson
 
-from bridge.presence import Observation, Presence, PresenceState, decide
+from bridge.presence import PresenceState
 from bridge.store.base import Accepted, PresencePolicy
+from bridge.store.common import (
+    DELIVERY_COLUMNS,
+    FROM_DELIVERIES,
+    PRESENCE_COLUMNS,
+    decide_presence,
+    decide_timeouts,
+    observed_devices,
+    presence_from_row,
+)
 
 __all__ = [
     "CLAIMABLE_ORDERED",
     "GET_PRESENCE",
     "NEXT_DUE_ORDERED",
     "apply_presence",
-    "presence_from_row",
     "timed_out",
 ]
 
 # FIFO per (subscription, device) by creation order (the rowid): only a device's
 # oldest pending delivery may go, and only while nobody else holds it. The
 # partial index deliveries_pending_device answers the NOT EXISTS with one probe.
-# (Plain literals, not f-strings: the texts are constants, checked as such.)
-CLAIMABLE_ORDERED = """SELECT d.id, d.subscription, d.attempts, d.created_at, d.status,
-    d.next_attempt_at, e.body, d.dead_reason, d.last_status_code, d.last_error
-    FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
+# f-strings here only join constant fragments; values are always bound (?).
+CLAIMABLE_ORDERED = f"""SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES}
     WHERE d.subscription = ? AND d.status = 'pending' AND d.next_attempt_at <= ?
       AND (d.lease_until IS NULL OR d.lease_until < ?)
       AND (d.device_id IS NULL OR NOT EXISTS (
         SELECT 1 FROM deliveries AS p
         WHERE p.subscription = d.subscription AND p.device_id = d.device_id
           AND p.status = 'pending' AND p.rowid < d.rowid))
-    ORDER BY d.next_attempt_at, d.rowid LIMIT ?"""
+    ORDER BY d.next_attempt_at, d.rowid LIMIT ?"""  # noqa: S608
 NEXT_DUE_ORDERED = """SELECT min(d.next_attempt_at) FROM deliveries AS d
     WHERE d.subscription = ? AND d.status = 'pending' AND d.lease_until IS NULL
       AND (d.device_id IS NULL OR NOT EXISTS (
@@ -48,22 +52,17 @@ NEXT_DUE_ORDERED = """SELECT min(d.next_attempt_at) FROM deliveries AS d
         WHERE p.subscription = d.subscription AND p.device_id = d.device_id
           AND p.status = 'pending' AND p.rowid < d.rowid))"""
 
-GET_PRESENCE = """SELECT device_id, state, last_seen, changed_at, reason
-    FROM presence WHERE device_id = ?"""
-_PRESENCE_OF = """SELECT device_id, state, last_seen, changed_at, reason FROM presence
-    WHERE device_id IN (SELECT value FROM json_each(?))"""
-_TIMED_OUT = """SELECT device_id, state, last_seen, changed_at, reason FROM presence
-    WHERE state = 'online' AND last_seen < ? ORDER BY last_seen LIMIT ?"""
-_SAVE_PRESENCE = """INSERT INTO presence (device_id, state, last_seen, changed_at, reason)
+GET_PRESENCE = f"SELECT {PRESENCE_COLUMNS} FROM presence WHERE device_id = ?"  # noqa: S608
+_PRESENCE_OF = f"""SELECT {PRESENCE_COLUMNS} FROM presence
+    WHERE device_id IN (SELECT value FROM json_each(?))"""  # noqa: S608
+_TIMED_OUT = f"""SELECT {PRESENCE_COLUMNS} FROM presence
+    WHERE state = 'online' AND last_seen < ? ORDER BY last_seen LIMIT ?"""  # noqa: S608
+_SAVE_PRESENCE = f"""INSERT INTO presence ({PRESENCE_COLUMNS})
     VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (device_id) DO UPDATE SET state = excluded.state,
       last_seen = excluded.last_seen, changed_at = excluded.changed_at,
-      reason = excluded.reason"""
+      reason = excluded.reason"""  # noqa: S608
 _EXISTING_IDS = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
-
-
-def presence_from_row(row: Sequence[Any]) -> PresenceState:
-    return PresenceState(row[0], Presence(row[1]), row[2], row[3], row[4])
 
 
 def _save(conn: sqlite3.Connection, states: Sequence[PresenceState]) -> None:
@@ -80,36 +79,13 @@ def apply_presence(
 
     Returns the new list (in the order to store) and how many events were collapsed.
     """
-    observed = [item.presence for item in fresh if item.presence is not None]
-    if not observed:
+    devices = observed_devices(fresh)
+    if not devices:
         return list(fresh), 0
-    devices = orjson.dumps(sorted({o.device_id for o in observed})).decode()
-    states: dict[str, PresenceState | None] = {
-        row[0]: presence_from_row(row) for row in conn.execute(_PRESENCE_OF, (devices,))
-    }
-    changed: dict[str, PresenceState] = {}
-    result: list[Accepted] = []
-    synthetic: list[Accepted] = []
-    collapsed = 0
-    for item in fresh:
-        observation: Observation | None = item.presence
-        if observation is None:
-            result.append(item)
-            continue
-        decision = decide(states.get(observation.device_id), observation, now, policy.offline_after)
-        if decision.state is not None:
-            states[observation.device_id] = decision.state
-            changed[observation.device_id] = decision.state
-        announced = [policy.announce(transition) for transition in decision.emit]
-        synthetic.extend(announced)
-        result.extend(announced)
-        if decision.keep_event:
-            result.append(item)
-        else:
-            collapsed += 1
-            result.append(replace(item, subscriptions=()))
-    _save(conn, list(changed.values()))
-    return _without_stored_synthetics(conn, result, synthetic), collapsed
+    rows = conn.execute(_PRESENCE_OF, (orjson.dumps(devices).decode(),))
+    batch = decide_presence(fresh, {row[0]: presence_from_row(row) for row in rows}, policy, now)
+    _save(conn, batch.changed)
+    return _without_stored_synthetics(conn, batch.items, batch.synthetic), batch.collapsed
 
 
 def _without_stored_synthetics(
@@ -137,13 +113,6 @@ def timed_out(
 ) -> list[Accepted]:
     """Online devices silent past ``offline_after`` become offline; their announced events."""
     rows = conn.execute(_TIMED_OUT, (now - policy.offline_after, limit)).fetchall()
-    changed: list[PresenceState] = []
-    announced: list[Accepted] = []
-    for row in rows:
-        decision = decide(presence_from_row(row), None, now, policy.offline_after)
-        if decision.state is None or not decision.emit:
-            continue
-        changed.append(decision.state)
-        announced.extend(policy.announce(transition) for transition in decision.emit)
+    changed, announced = decide_timeouts(map(presence_from_row, rows), policy, now)
     _save(conn, changed)
     return announced

@@ -9,15 +9,12 @@ read with ``json_each``: one statement of fixed text, whatever the length.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from bridge.errors import StoreError
 from bridge.events import Event
 from bridge.store.base import (
     Accepted,
@@ -29,7 +26,15 @@ from bridge.store.base import (
     PresencePolicy,
     Rejection,
 )
-from bridge.store.ids import DELIVERY_ID_PREFIX, new_delivery_ids
+from bridge.store.common import (
+    DELIVERY_COLUMNS,
+    FROM_DELIVERIES,
+    event_values,
+    not_yet_stored,
+    outcome_values,
+    redelivery_hashes,
+)
+from bridge.store.ids import new_delivery_ids
 from bridge.store.sqlite_device import apply_presence
 
 __all__ = [
@@ -52,10 +57,6 @@ __all__ = [
     "SAVE_SUBSCRIPTION_STATE",
     "SUBSCRIPTION_STATES",
     "create_deliveries",
-    "decode_cursor",
-    "delivery_from_row",
-    "encode_cursor",
-    "event_from_body",
     "ingest",
     "list_deliveries_query",
     "purge",
@@ -64,11 +65,8 @@ __all__ = [
 
 _PENDING = DeliveryStatus.PENDING
 
-DELIVERY_COLUMNS = """d.id, d.subscription, d.attempts, d.created_at, d.status,
-    d.next_attempt_at, e.body, d.dead_reason, d.last_status_code, d.last_error"""
-_FROM_DELIVERIES = "FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
 
-CLAIMABLE = f"""SELECT {DELIVERY_COLUMNS} {_FROM_DELIVERIES}
+CLAIMABLE = f"""SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES}
     WHERE d.subscription = ? AND d.status = 'pending' AND d.next_attempt_at <= ?
       AND (d.lease_until IS NULL OR d.lease_until < ?)
     ORDER BY d.next_attempt_at, d.rowid LIMIT ?"""
@@ -84,7 +82,7 @@ RELEASE = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
 NEXT_DUE = """SELECT next_attempt_at FROM deliveries
     WHERE subscription = ? AND status = 'pending' AND lease_until IS NULL
     ORDER BY next_attempt_at LIMIT 1"""
-GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {_FROM_DELIVERIES} WHERE d.id = ?"
+GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} WHERE d.id = ?"
 ATTEMPTS = """SELECT delivery_id, attempt, started_at, latency_ms, status_code, error,
     response_excerpt FROM attempts WHERE delivery_id = ? ORDER BY attempt, rowid"""
 GET_EVENT = "SELECT body FROM events WHERE id = ?"
@@ -142,45 +140,6 @@ _PURGE_EVENTS = """DELETE FROM events WHERE received_at < ?
     AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = events.id)"""
 
 
-def event_from_body(body: bytes) -> Event:
-    """The stored envelope as an Event; a damaged one is a store error, not a crash."""
-    try:
-        return Event.from_json(body)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"a stored event cannot be read ({type(exc).__name__})") from exc
-
-
-def delivery_from_row(row: Sequence[Any]) -> Delivery:
-    """A row of ``DELIVERY_COLUMNS`` as a Delivery carrying its rebuilt Event."""
-    return Delivery(
-        id=row[0],
-        event=event_from_body(row[6]),
-        subscription=row[1],
-        attempts=row[2],
-        created_at=row[3],
-        status=DeliveryStatus(row[4]),
-        next_attempt_at=row[5],
-        dead_reason=row[7],
-        last_status_code=row[8],
-        last_error=row[9],
-    )
-
-
-def encode_cursor(delivery_id: str) -> str:
-    """The opaque cursor of the page after ``delivery_id``."""
-    return base64.urlsafe_b64encode(delivery_id.encode("ascii")).decode("ascii").rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        text = ""
-    if not text.startswith(DELIVERY_ID_PREFIX):
-        raise StoreError("invalid delivery list cursor")
-    return text
-
-
 def _json_list(values: list[str]) -> str:
     # JSON functions of older SQLite refuse BLOBs, so the array goes in as text.
     return orjson.dumps(values).decode()
@@ -202,48 +161,21 @@ def ingest(
     write lock (``BEGIN IMMEDIATE``), so no other writer can slip in between
     the check and the insert, and the inserts stay plain ``executemany``.
     """
-    seen_ids = (
-        {
-            row[0]
-            for row in conn.execute(_EXISTING_IDS, (_json_list([a.event.id for a in accepted]),))
-        }
-        if accepted
-        else set()
-    )
-    redelivered = [a.content_hash for a in accepted if a.redelivery and a.content_hash]
-    seen_hashes = (
-        {row[0] for row in conn.execute(_KNOWN_HASHES, (_json_list(redelivered),))}
-        if redelivered
-        else set()
-    )
-    fresh: list[Accepted] = []
-    for item in accepted:
-        event = item.event
-        digest = item.content_hash
-        if event.id in seen_ids or (item.redelivery and digest and digest in seen_hashes):
-            continue
-        # Later items of the same batch are checked against this one too.
-        seen_ids.add(event.id)
-        if digest:
-            seen_hashes.add(digest)
-        fresh.append(item)
+    stored_ids: set[str] = set()
+    if accepted:
+        ids_text = _json_list([a.event.id for a in accepted])
+        stored_ids = {row[0] for row in conn.execute(_EXISTING_IDS, (ids_text,))}
+    redelivered = redelivery_hashes(accepted)
+    stored_hashes: set[str] = set()
+    if redelivered:
+        hashes_text = _json_list(redelivered)
+        stored_hashes = {row[0] for row in conn.execute(_KNOWN_HASHES, (hashes_text,))}
+    fresh = not_yet_stored(accepted, stored_ids, stored_hashes)
     duplicates = len(accepted) - len(fresh)
     collapsed = 0
     if presence is not None:
         fresh, collapsed = apply_presence(conn, fresh, presence, now)
-    event_rows = [
-        (
-            item.event.id,
-            item.event.type,
-            item.event.source,
-            item.event.device_id,
-            item.event.timestamp.timestamp(),
-            item.received_at,
-            item.content_hash,
-            item.event.body(),
-        )
-        for item in fresh
-    ]
+    event_rows = [event_values(item.event, item.received_at, item.content_hash) for item in fresh]
     conn.executemany(_INSERT_EVENT, event_rows)
 
     ids = iter(new_delivery_ids(now, sum(len(item.subscriptions) for item in fresh)))
@@ -297,18 +229,13 @@ def record_attempts(
                 record.response_excerpt,
             )
         )
-        pending = outcome.status is DeliveryStatus.PENDING
-        next_at = (
-            (outcome.next_attempt_at if outcome.next_attempt_at is not None else now)
-            if pending
-            else None
-        )
+        status, next_at, reason = outcome_values(record, outcome, now)
         outcome_rows.append(
             (
-                outcome.status.value,
+                status,
                 record.attempt,
                 next_at,
-                outcome.reason if outcome.status is DeliveryStatus.DEAD else None,
+                reason,
                 record.status_code,
                 record.error,
                 now,
@@ -323,19 +250,7 @@ def create_deliveries(
     conn: sqlite3.Connection, event: Event, subscriptions: Sequence[str], now: float
 ) -> list[Delivery]:
     """Store ``event`` if missing; one new pending, unleased delivery per subscription."""
-    conn.execute(
-        _INSERT_EVENT_IF_NEW,
-        (
-            event.id,
-            event.type,
-            event.source,
-            event.device_id,
-            event.timestamp.timestamp(),
-            now,
-            None,
-            event.body(),
-        ),
-    )
+    conn.execute(_INSERT_EVENT_IF_NEW, event_values(event, now, None))
     ids = new_delivery_ids(now, len(subscriptions))
     conn.executemany(
         _INSERT_DELIVERY,
@@ -362,27 +277,14 @@ def purge(conn: sqlite3.Connection, delivered_before: float, dead_before: float)
 
 
 def list_deliveries_query(
-    *,
-    subscription: str | None,
-    status: str | None,
-    since: float | None,
-    until: float | None,
-    before_id: str | None,
-    limit: int,
+    filters: Sequence[tuple[str, Any]], *, limit: int
 ) -> tuple[str, tuple[Any, ...]]:
-    """The SELECT of one page of deliveries, newest (highest id) first."""
-    where: list[str] = []
-    params: list[Any] = []
-    for clause, value in (
-        ("d.subscription = ?", subscription),
-        ("d.status = ?", status),
-        ("d.created_at >= ?", since),
-        ("d.created_at < ?", until),
-        ("d.id < ?", before_id),
-    ):
-        if value is not None:
-            where.append(clause)
-            params.append(value)
+    """The SELECT of one page of deliveries, newest (highest id) first.
+
+    ``filters`` are (``column operator``, value) pairs from
+    :func:`bridge.store.common.delivery_filters`.
+    """
+    where = [f"{condition} ?" for condition, _ in filters]
     condition = f"WHERE {' AND '.join(where)}" if where else ""
-    query = f"SELECT {DELIVERY_COLUMNS} {_FROM_DELIVERIES} {condition} ORDER BY d.id DESC LIMIT ?"
-    return query, (*params, limit)
+    query = f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} {condition} ORDER BY d.id DESC LIMIT ?"
+    return query, (*(value for _, value in filters), limit)
