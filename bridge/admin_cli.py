@@ -16,7 +16,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -137,13 +137,19 @@ def _emit(as_json: bool, answer: Any, text: str) -> None:
     typer.echo(json.dumps(answer, indent=2) if as_json else text)
 
 
+def _status_text(delivery: dict[str, Any]) -> str:
+    status = str(delivery["status"])
+    reason = delivery.get("dead_reason")
+    return status + (f" ({reason})" if reason else "")
+
+
 def _delivery_rows(deliveries: list[dict[str, Any]]) -> str:
     rows = [
         (
             d["id"],
             d["subscription"],
             d["event_type"],
-            d["status"] + (f" ({d['dead_reason']})" if d.get("dead_reason") else ""),
+            _status_text(d),
             d["attempts"],
             d.get("last_status_code") or d.get("last_error"),
             d["created_at"],
@@ -212,7 +218,7 @@ def deliveries_show(
         f"delivery      {d['id']}",
         f"subscription  {d['subscription']}",
         f"event         {d['event_id']} ({d['event_type']})",
-        f"status        {d['status']}" + (f" ({d['dead_reason']})" if d.get("dead_reason") else ""),
+        f"status        {_status_text(d)}",
         f"attempts      {d['attempts']}",
         f"created       {d['created_at']}",
     ]
@@ -327,34 +333,28 @@ def subscriptions_list(
     _emit(as_json, answer, _table(rows, header) if rows else "no subscriptions")
 
 
-def _toggle(name: str, action: str, url: str | None, token: str | None, config: Path | None) -> Any:
-    return _run(url, token, config, "POST", path=f"/api/subscriptions/{_quote(name)}/{action}")
+def _toggle_command(action: str, done: str, summary: str) -> Callable[..., None]:
+    """The ``subscriptions enable|disable`` command: POST ``action``, then say ``done``."""
+
+    def toggle(
+        name: Annotated[str, typer.Argument(help="Subscription name.")],
+        url: UrlOption = None,
+        token: TokenOption = None,
+        config: ConfigOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        path = f"/api/subscriptions/{_quote(name)}/{action}"
+        answer = _run(url, token, config, "POST", path=path)
+        _emit(as_json, answer, f"{name}: {done}")
+
+    toggle.__doc__ = summary
+    return subscriptions_app.command(action)(toggle)
 
 
-@subscriptions_app.command("disable")
-def subscriptions_disable(
-    name: Annotated[str, typer.Argument(help="Subscription name.")],
-    url: UrlOption = None,
-    token: TokenOption = None,
-    config: ConfigOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Stop sending to a subscription; its deliveries wait."""
-    answer = _toggle(name, "disable", url, token, config)
-    _emit(as_json, answer, f"{name}: disabled")
-
-
-@subscriptions_app.command("enable")
-def subscriptions_enable(
-    name: Annotated[str, typer.Argument(help="Subscription name.")],
-    url: UrlOption = None,
-    token: TokenOption = None,
-    config: ConfigOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Resume sending to a subscription."""
-    answer = _toggle(name, "enable", url, token, config)
-    _emit(as_json, answer, f"{name}: enabled")
+subscriptions_disable = _toggle_command(
+    "disable", "disabled", "Stop sending to a subscription; its deliveries wait."
+)
+subscriptions_enable = _toggle_command("enable", "enabled", "Resume sending to a subscription.")
 
 
 def test_endpoint(
