@@ -15,9 +15,10 @@ Every time is an explicit ``now`` on a fake clock starting at ``T0``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -35,15 +36,48 @@ from bridge.store.base import (
 )
 from tests.store_contract_device import DeviceStoreContract
 
-__all__ = ["T0", "Reopen", "StoreContract", "accepted", "make_event"]
+__all__ = ["T0", "Reopen", "StoreContract", "accepted", "make_event", "opened", "reopening"]
 
 T0 = 1_800_000_000.0
 LEASE = 300.0
 PENDING, DELIVERED, DEAD = DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, DeliveryStatus.DEAD
 
 
+S = TypeVar("S", bound=Store)
+
+
 class Reopen(Protocol):
     def __call__(self, store: Store, *, owner: str) -> Awaitable[Store]: ...
+
+
+@asynccontextmanager
+async def opened(store: S) -> AsyncIterator[S]:
+    """``store`` opened, and closed on the way out."""
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def reopening(make: Callable[[str], Store]) -> AsyncIterator[Reopen]:
+    """The ``reopen_store`` callable of a backend whose instance for an owner is
+    ``make(owner)``; every store it opened is closed on the way out."""
+    stores: list[Store] = []
+
+    async def reopen(store: Store, *, owner: str) -> Store:
+        await store.close()
+        fresh = make(owner)
+        await fresh.open()
+        stores.append(fresh)
+        return fresh
+
+    try:
+        yield reopen
+    finally:
+        for fresh in stores:
+            await fresh.close()
 
 
 def make_event(

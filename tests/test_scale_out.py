@@ -18,13 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
-from bridge.store.postgres import parse_postgres_url
 from tests.conftest import SECRET, bridge_config
 from tests.support.mosquitto import Mosquitto
-from tests.support.postgres import PostgresDatabase
+from tests.support.postgres import PostgresDatabase, fetch
 from tests.support.process import BridgeProcess
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Receiver
@@ -44,17 +42,8 @@ def _messages(start: int, count: int) -> list[tuple[str, dict[str, object]]]:
     ]
 
 
-async def _query(url: str, query: str) -> list[asyncpg.Record]:
-    dsn, schema, _ = parse_postgres_url(url)
-    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
-    try:
-        return list(await conn.fetch(query))
-    finally:
-        await conn.close()
-
-
 async def _by_instance(url: str, where: str = "true") -> dict[str, int]:
-    rows = await _query(
+    rows = await fetch(
         url, f"SELECT ingested_by, count(*) FROM deliveries WHERE {where} GROUP BY 1"
     )
     return {row[0]: row[1] for row in rows}
@@ -125,7 +114,7 @@ async def test_two_instances_share_the_work_and_survive_a_kill(
         assert orphaned.get("hb-scale-b", 0) > 0
 
         async def nothing_pending() -> bool:
-            rows = await _query(url, "SELECT count(*) FROM deliveries WHERE status = 'pending'")
+            rows = await fetch(url, "SELECT count(*) FROM deliveries WHERE status = 'pending'")
             return rows[0][0] == 0
 
         # The survivor alone delivers everything the dead instance had committed.

@@ -26,8 +26,16 @@ from bridge.store.base import (
 )
 from bridge.store.postgres import PostgresStore, parse_postgres_url
 from bridge.store.postgres_schema import SCHEMA_VERSION
-from tests.store_contract import T0, Reopen, StoreContract, accepted, make_event
-from tests.support.postgres import PostgresDatabase
+from tests.store_contract import (
+    T0,
+    Reopen,
+    StoreContract,
+    accepted,
+    make_event,
+    opened,
+    reopening,
+)
+from tests.support.postgres import PostgresDatabase, fetch
 
 
 @pytest.fixture
@@ -37,12 +45,8 @@ def pg_url(postgres: PostgresDatabase) -> str:
 
 @pytest.fixture
 async def pg_store(pg_url: str) -> AsyncIterator[PostgresStore]:
-    store = PostgresStore(pg_url)
-    await store.open()
-    try:
+    async with opened(PostgresStore(pg_url)) as store:
         yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture
@@ -52,34 +56,12 @@ def store(pg_store: PostgresStore) -> Store:
 
 @pytest.fixture
 async def reopen_store(pg_url: str) -> AsyncIterator[Reopen]:
-    opened: list[PostgresStore] = []
-
-    async def reopen(store: Store, *, owner: str) -> Store:
-        await store.close()
-        fresh = PostgresStore(pg_url, owner=owner)
-        await fresh.open()
-        opened.append(fresh)
-        return fresh
-
-    try:
+    async with reopening(lambda owner: PostgresStore(pg_url, owner=owner)) as reopen:
         yield reopen
-    finally:
-        for fresh in opened:
-            await fresh.close()
 
 
 class TestPostgresStoreContract(StoreContract):
     """The shared suite against a schema of its own on the real server."""
-
-
-async def _fetch(url: str, query: str) -> list[asyncpg.Record]:
-    """Look at the database with a separate plain connection, as an operator would."""
-    dsn, schema, _ = parse_postgres_url(url)
-    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
-    try:
-        return list(await conn.fetch(query))
-    finally:
-        await conn.close()
 
 
 def test_urls_select_the_backend_and_keep_passwords_out(postgres: PostgresDatabase) -> None:
@@ -103,7 +85,7 @@ async def test_opening_migrates_once_and_records_the_version(pg_url: str) -> Non
     # makes one apply the step and the others find it applied.
     await asyncio.gather(*(s.open() for s in stores))
     try:
-        rows = await _fetch(pg_url, "SELECT version FROM schema_version")
+        rows = await fetch(pg_url, "SELECT version FROM schema_version")
         assert sorted(row[0] for row in rows) == list(range(1, SCHEMA_VERSION + 1))
     finally:
         for s in stores:
@@ -215,7 +197,7 @@ async def test_instances_claiming_together_never_share_a_delivery(pg_url: str) -
         every = [d for batch in claimed for d in batch]
         assert len(every) == len(set(every)) == 600
         assert all(claimed), "every instance got a share"
-        owners = await _fetch(
+        owners = await fetch(
             pg_url, "SELECT lease_owner, count(*) FROM deliveries GROUP BY lease_owner"
         )
         assert {row[0]: row[1] for row in owners} == {

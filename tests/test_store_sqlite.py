@@ -20,7 +20,15 @@ from bridge.store import Store, open_store
 from bridge.store.ids import new_delivery_id, new_delivery_ids
 from bridge.store.sqlite import SQLiteStore, sqlite_path
 from bridge.store.sqlite_schema import SCHEMA_VERSION
-from tests.store_contract import T0, Reopen, StoreContract, accepted, make_event
+from tests.store_contract import (
+    T0,
+    Reopen,
+    StoreContract,
+    accepted,
+    make_event,
+    opened,
+    reopening,
+)
 
 
 @pytest.fixture
@@ -30,12 +38,8 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def sqlite_store(db_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(db_path)
-    await store.open()
-    try:
+    async with opened(SQLiteStore(db_path)) as store:
         yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture
@@ -45,20 +49,8 @@ def store(sqlite_store: SQLiteStore) -> Store:
 
 @pytest.fixture
 async def reopen_store(db_path: Path) -> AsyncIterator[Reopen]:
-    opened: list[SQLiteStore] = []
-
-    async def reopen(store: Store, *, owner: str) -> Store:
-        await store.close()
-        fresh = SQLiteStore(db_path, owner=owner)
-        await fresh.open()
-        opened.append(fresh)
-        return fresh
-
-    try:
+    async with reopening(lambda owner: SQLiteStore(db_path, owner=owner)) as reopen:
         yield reopen
-    finally:
-        for fresh in opened:
-            await fresh.close()
 
 
 class TestSQLiteStoreContract(StoreContract):

@@ -13,7 +13,9 @@ import uuid
 
 import asyncpg
 
-__all__ = ["PostgresDatabase"]
+from bridge.store.postgres import parse_postgres_url
+
+__all__ = ["PostgresDatabase", "fetch"]
 
 SERVER = os.environ.get("HOOKBRIDGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 ADMIN_DB = "test"
@@ -44,3 +46,13 @@ class PostgresDatabase:
     def schema_url(self, prefix: str = "t") -> str:
         """The URL of a fresh, empty schema in this database (created on first open)."""
         return f"{self.url}?schema={prefix}_{uuid.uuid4().hex[:12]}"
+
+
+async def fetch(url: str, query: str) -> list[asyncpg.Record]:
+    """Look at a store's database with a separate plain connection, as an operator would."""
+    dsn, schema, _ = parse_postgres_url(url)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        return list(await conn.fetch(query))
+    finally:
+        await conn.close()
