@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,16 @@ def admin_config(
 
 def api_url(config: dict[str, Any]) -> str:
     return f"http://{config['api']['listen']}"
+
+
+@contextlib.asynccontextmanager
+async def admin_client(config: dict[str, Any]) -> AsyncIterator[Admin]:
+    """A client of the admin API ``config`` describes, closed when the block ends."""
+    admin = Admin(api_url(config))
+    try:
+        yield admin
+    finally:
+        await admin.close()
 
 
 class Admin:
