@@ -16,7 +16,7 @@ import yaml
 from tests.conftest import SECRET, running_bridge
 from tests.support.admin import TOKEN, admin_config, api_url
 from tests.support.mosquitto import Mosquitto, free_port
-from tests.support.process import BridgeProcess
+from tests.support.process import BridgeProcess, started_bridge
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Receiver
 from tests.support.waiting import wait_until
@@ -153,10 +153,7 @@ async def test_bridge_last_will_says_offline_when_killed(
         [{"name": "crm", "url": receiver.url}],
         mqtt={"keepalive": "1s"},
     )
-    bridge = BridgeProcess(config, tmp_path)
-    try:
-        bridge.start()
-        bridge.wait_subscribed()
+    with started_bridge(config, tmp_path) as bridge:
         with Publisher(mosquitto.port) as watcher:
             watcher.subscribe(f"hookbridge/{config['mqtt']['client_id']}/status")
             await wait_until(lambda: any(m.payload == b"online" for m in watcher.received))
@@ -171,8 +168,6 @@ async def test_bridge_last_will_says_offline_when_killed(
             late.subscribe(f"hookbridge/{config['mqtt']['client_id']}/status")
             await wait_until(lambda: bool(late.received), message="retained status")
             assert late.received[0].payload == b"offline"
-    finally:
-        bridge.ensure_stopped()
 
 
 async def test_sighup_reloads_the_file_of_a_running_process(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.conftest import SECRET, bridge_config
 from tests.support.mosquitto import Mosquitto
-from tests.support.process import BridgeProcess
+from tests.support.process import BridgeProcess, started_bridge
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Receiver
 from tests.support.waiting import wait_until
@@ -61,17 +61,23 @@ async def test_sigterm_exits_zero_and_publishes_offline(
     mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:
     config = bridge_config(mosquitto, tmp_path, [{"name": "crm", "url": receiver.url}])
-    bridge = BridgeProcess(config, tmp_path)
-    try:
-        bridge.start()
-        bridge.wait_subscribed()
-        with Publisher(mosquitto.port) as watcher:
-            watcher.subscribe(f"hookbridge/{config['mqtt']['client_id']}/status")
-            await wait_until(lambda: any(m.payload == b"online" for m in watcher.received))
-            assert bridge.terminate() == 0
-            await wait_until(lambda: watcher.received[-1].payload == b"offline", timeout=10)
-    finally:
-        bridge.ensure_stopped()
+    with started_bridge(config, tmp_path) as bridge, Publisher(mosquitto.port) as watcher:
+        watcher.subscribe(f"hookbridge/{config['mqtt']['client_id']}/status")
+        await wait_until(lambda: any(m.payload == b"online" for m in watcher.received))
+        assert bridge.terminate() == 0
+        await wait_until(lambda: watcher.received[-1].payload == b"offline", timeout=10)
+
+
+def _check_config(
+    path: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
 
 
 def test_check_config_reports_every_problem_with_its_place(tmp_path: Path) -> None:
@@ -83,12 +89,7 @@ def test_check_config_reports_every_problem_with_its_place(tmp_path: Path) -> No
         "  - {name: b, url: 'https://b.example/h', colour: red}\n"
         "  - {name: c, url: 'ftp://c.example', secret: whsec_topsecretvalue2}\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "check-config", str(bad)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _check_config(bad)
     assert done.returncode == 2
     assert "mqtt.url:" in done.stderr
     assert "retry.schedule[1]:" in done.stderr
@@ -105,12 +106,8 @@ def test_check_config_summary_for_a_valid_file(tmp_path: Path) -> None:
         "    events: ['device.*', session.started]\n    secret: ${HB_TEST_SECRET}\n"
         "    headers: {Authorization: 'Bearer ${HB_TEST_TOKEN:-tok_hidden_123}'}\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "check-config", str(good)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"HB_TEST_SECRET": "whsec_abcdefghijklmnop", "PATH": "/usr/bin:/bin"},
+    done = _check_config(
+        good, env={"HB_TEST_SECRET": "whsec_abcdefghijklmnop", "PATH": "/usr/bin:/bin"}
     )
     assert done.returncode == 0, done.stderr
     assert "crm: device.*, session.started -> https://crm.example.com/hooks" in done.stdout
@@ -127,11 +124,6 @@ def test_missing_env_and_bad_yaml_are_config_errors(tmp_path: Path) -> None:
         (missing, "HB_SURELY_UNSET_VAR is not set"),
         (broken, "not valid YAML at line"),
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "bridge.cli", "check-config", str(path)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        done = _check_config(path)
         assert done.returncode == 2
         assert expected in done.stderr

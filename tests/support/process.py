@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +63,17 @@ class BridgeProcess:
             assert self.process is not None
             self.process.kill()
             self.process.wait(10)
+
+
+@contextlib.contextmanager
+def started_bridge(
+    config: dict[str, Any], workdir: Path, name: str = "bridge"
+) -> Iterator[BridgeProcess]:
+    """A bridge process connected to its broker; killed if still alive when the block ends."""
+    bridge = BridgeProcess(config, workdir, name)
+    try:
+        bridge.start()
+        bridge.wait_subscribed()
+        yield bridge
+    finally:
+        bridge.ensure_stopped()
