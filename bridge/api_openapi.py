@@ -76,6 +76,11 @@ def _op(
     return op
 
 
+def _on_one(summary: str, ok: dict[str, Any], parameter: dict[str, Any]) -> dict[str, Any]:
+    """An operation on one resource named in the path: unknown names answer 404."""
+    return _op(summary, ok, errors=(401, 404), parameters=[parameter])
+
+
 _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -192,35 +197,29 @@ _PATHS: dict[str, Any] = {
     "/api/openapi.json": {"get": _op("This document", _ok("OpenAPI 3 document"))},
     "/api/subscriptions": {"get": _op("Subscriptions with their health", _ok("subscriptions"))},
     "/api/subscriptions/{name}/disable": {
-        "post": _op(
+        "post": _on_one(
             "Stop sending to a subscription (its deliveries are kept)",
             _ok("the subscription", "Subscription"),
-            errors=(401, 404),
-            parameters=[_NAME],
+            _NAME,
         )
     },
     "/api/subscriptions/{name}/enable": {
-        "post": _op(
-            "Resume sending to a subscription",
-            _ok("the subscription", "Subscription"),
-            errors=(401, 404),
-            parameters=[_NAME],
+        "post": _on_one(
+            "Resume sending to a subscription", _ok("the subscription", "Subscription"), _NAME
         )
     },
     "/api/subscriptions/{name}/test": {
-        "post": _op(
+        "post": _on_one(
             "Send a bridge.test event now and answer with the attempt",
             _ok("the attempt", "TestPing"),
-            errors=(401, 404),
-            parameters=[_NAME],
+            _NAME,
         )
     },
     "/api/events/{event_id}": {
-        "get": _op(
+        "get": _on_one(
             "One stored event (its envelope)",
             _ok("the event"),
-            errors=(401, 404),
-            parameters=[_path_param("event_id", "Event id (evt_…)")],
+            _path_param("event_id", "Event id (evt_…)"),
         )
     },
     "/api/deliveries": {
@@ -239,11 +238,8 @@ _PATHS: dict[str, Any] = {
         )
     },
     "/api/deliveries/{delivery_id}": {
-        "get": _op(
-            "One delivery with its event and attempt log",
-            _ok("the delivery"),
-            errors=(401, 404),
-            parameters=[_DELIVERY],
+        "get": _on_one(
+            "One delivery with its event and attempt log", _ok("the delivery"), _DELIVERY
         )
     },
     "/api/deliveries/{delivery_id}/retry": {
