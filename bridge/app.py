@@ -23,6 +23,7 @@ from bridge.auth import auth_secret_values
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher
 from bridge.errors import StoreError, StoreUnavailable
+from bridge.inbound import InboundServer, inbound_routes
 from bridge.ingest import Ingest
 from bridge.logs import get_logger, register_secrets
 from bridge.metrics import Metrics
@@ -118,7 +119,11 @@ class Bridge:
         self.operations = Operations(self)
         # Routes served beside the admin API (inbound webhooks add theirs here before run()).
         self.api_routes: list[web.AbstractRouteDef] = []
-        self.admin = AdminServer(self)
+        # Inbound webhooks: on api.inbound_listen alone when set, else beside the admin API.
+        self.inbound = InboundServer(self)
+        if settings.inbound and settings.api.inbound_listen is None:
+            self.api_routes.extend(inbound_routes(self))
+        self.admin = AdminServer(self, extra_routes=self.api_routes)
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
 
@@ -129,6 +134,7 @@ class Bridge:
         await self.sender.start()
         try:
             await self.admin.start()
+            await self.inbound.start()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.dispatcher.run(), name="dispatcher")
                 tasks.create_task(self.retention.run(), name="retention")
@@ -149,6 +155,7 @@ class Bridge:
                 await self.dispatcher.stop(grace)
                 self.retention.stop()
         finally:
+            await self.inbound.stop()
             await self.admin.stop()
             await self.sender.close()
             with contextlib.suppress(StoreError):
