@@ -190,7 +190,47 @@ class Bridge:
             # Some message breaks processing itself: find it one by one.
             log.exception("batch processing failed; isolating the message that breaks it")
             accepted, rejected = self._prepare_one_by_one(messages)
-        await self._store_batch(accepted, rejected)
+        try:
+            await self._store_batch(accepted, rejected)
+        except StoreUnavailable:
+            raise  # ingest keeps the batch unacknowledged and tries again
+        except StoreError:
+            # One item the store cannot take must not stop the others, nor come
+            # back forever as a broker redelivery: store the batch item by item.
+            log.exception("batch commit failed; storing its items one by one")
+            await self._store_one_by_one(accepted, rejected)
+
+    async def _store_one_by_one(
+        self, accepted: Sequence[Accepted], rejected: Sequence[Rejection]
+    ) -> None:
+        for rejection in rejected:
+            try:
+                await self._store_batch([], [rejection])
+            except StoreUnavailable:
+                raise
+            except StoreError:
+                log.exception("dropped a rejection the store refuses", topic=rejection.topic)
+        for item in accepted:
+            try:
+                await self._store_batch([item], [])
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:
+                log.error("quarantined an event the store refuses", event_id=item.event.id)
+                self.metrics.rejected.labels("store_error").inc()
+                quarantined = Rejection(
+                    received_at=item.received_at,
+                    topic=item.event.source,
+                    payload=item.event.body()[: self.settings.limits.max_payload],
+                    reason="store_error",
+                    detail=f"the store refused this event: {type(exc).__name__}",
+                )
+                try:
+                    await self._store_batch([], [quarantined])
+                except StoreUnavailable:
+                    raise
+                except StoreError:
+                    log.exception("dropped an event the store refuses", event_id=item.event.id)
 
     def _prepare(self, messages: Sequence[Message]) -> tuple[list[Accepted], list[Rejection]]:
         accepted: list[Accepted] = []
