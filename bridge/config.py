@@ -333,7 +333,7 @@ class Subscription(_Model):
 
         load_plugins()
         if value not in FORMATS:
-            raise ValueError(f"unknown format '{value}'; known: {', '.join(sorted(FORMATS))}")
+            raise ValueError(f"unknown format; known: {', '.join(sorted(FORMATS))}")
         return value
 
     @field_validator("filter_plugin")
@@ -342,7 +342,7 @@ class Subscription(_Model):
         from bridge.plugins import filter_for
 
         if value is not None and filter_for(value) is None:
-            raise ValueError(f"no installed plugin provides the filter '{value}'")
+            raise ValueError("no installed plugin provides this filter")
         return value
 
     @model_validator(mode="after")

@@ -1,7 +1,8 @@
 """Parsing of the human units the configuration speaks: durations, sizes, rates.
 
 Pure functions; each raises ``ValueError`` with the reason, which pydantic turns
-into a place-qualified config error.
+into a place-qualified config error. Messages never repeat the offending value:
+a secret pasted under the wrong key must not be printed back.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ def parse_duration(value: object) -> float:
         raise ValueError("a duration must be a number of seconds or a string like '10s'")
     match = _NUMBER_UNIT.match(value)
     if match is None:
-        raise ValueError(f"'{value}' is not a duration; use e.g. 200ms, 10s, 5m, 2h, 7d")
+        raise ValueError("not a duration; use e.g. 200ms, 10s, 5m, 2h, 7d")
     number, unit = match.groups()
     factor = _DURATION_UNITS.get(unit.lower() if unit else "s")
     if factor is None:
-        raise ValueError(f"unknown duration unit '{unit}' in '{value}'; use ms, s, m, h or d")
+        raise ValueError("unknown duration unit; use ms, s, m, h or d")
     return float(number) * factor
 
 
@@ -56,11 +57,11 @@ def parse_size(value: object) -> int:
         raise ValueError("a size must be a number of bytes or a string like '256KB'")
     match = _NUMBER_UNIT.match(value)
     if match is None:
-        raise ValueError(f"'{value}' is not a size; use e.g. 512B, 256KB, 1MB")
+        raise ValueError("not a size; use e.g. 512B, 256KB, 1MB")
     number, unit = match.groups()
     factor = _SIZE_UNITS.get(unit.lower() if unit else "b")
     if factor is None:
-        raise ValueError(f"unknown size unit '{unit}' in '{value}'; use B, KB, MB or GB")
+        raise ValueError("unknown size unit; use B, KB, MB or GB")
     return int(float(number) * factor)
 
 
@@ -85,9 +86,9 @@ def parse_rate(value: object) -> Rate:
     try:
         count = float(count_text.strip())
     except ValueError:
-        raise ValueError(f"'{count_text.strip()}' in rate '{value}' is not a number") from None
+        raise ValueError("the count of a rate must be a number, as in '50/s'") from None
     per_text = per_text.strip()
     per = parse_duration(per_text if per_text[:1].isdigit() else f"1{per_text}")
     if count <= 0 or per <= 0:
-        raise ValueError(f"rate '{value}' must be positive")
+        raise ValueError("a rate must be positive")
     return Rate(count=count, per=per)

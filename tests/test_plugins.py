@@ -69,8 +69,9 @@ def test_unknown_plugin_names_are_config_errors() -> None:
             }
         )
     text = "\n".join(caught.value.problems)
-    assert "unknown format 'nope'" in text
-    assert "no installed plugin provides the filter 'nope'" in text
+    assert "subscriptions[0].format: unknown format; known:" in text
+    assert "subscriptions[1].filter_plugin: no installed plugin provides this filter" in text
+    assert "nope" not in text  # values are never echoed back (a misplaced secret stays hidden)
 
 
 def test_a_broken_plugin_is_a_startup_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
