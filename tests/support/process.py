@@ -23,9 +23,11 @@ class BridgeProcess:
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._log_start = 0  # where this run's output begins in the (appended) log
 
     def start(self, *extra: str) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "bridge.cli", "run", "-c", str(self.config_path), *extra],
@@ -35,8 +37,10 @@ class BridgeProcess:
             )
 
     def wait_subscribed(self, timeout: float = 20.0) -> None:
+        # Only this run's lines count: a restarted bridge must not be taken as
+        # connected on the strength of what its previous run logged.
         wait_until_sync(
-            lambda: "connected to broker" in self.log() or not self.alive(),
+            lambda: "connected to broker" in self.run_log() or not self.alive(),
             timeout=timeout,
             message="bridge process connected",
         )
@@ -47,6 +51,14 @@ class BridgeProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def run_log(self) -> str:
+        """What the current run has logged so far."""
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode(errors="replace")
 
     def kill(self) -> None:
         assert self.process is not None
