@@ -341,6 +341,13 @@ async def test_rejected_metrics_and_stats(
         assert rejection["payload_excerpt"] == "{not json"
         assert (await admin.get("/api/rejected", params={"limit": "0"}))[0] == 400
 
+        settled = 'hookbridge_queue_depth{subscription="crm"} 0.0'
+
+        async def queue_drained() -> bool:
+            # The receiver has its request before the attempt's result is committed.
+            return settled in (await admin.get("/metrics"))[1]
+
+        await wait_until(queue_drained, message="queue depth back to 0")
         status, text = await admin.get("/metrics")
         assert status == 200
         for name in (
@@ -357,7 +364,7 @@ async def test_rejected_metrics_and_stats(
         ):
             assert name in text, name
         assert 'hookbridge_messages_rejected_total{reason="invalid_json"} 1.0' in text
-        assert 'hookbridge_queue_depth{subscription="crm"} 0.0' in text
+        assert settled in text
 
         status, stats = await admin.get("/api/stats")
         assert status == 200
