@@ -137,6 +137,8 @@ class Ingest:
         self._subscribed = asyncio.Event()
         self._ever_connected = False
         self._pending: list[Received] = []
+        self._read_limit = 2 * settings.receive_maximum
+        self._reading_paused = False
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._stopping = False
@@ -261,11 +263,20 @@ class Ingest:
         self._loop.call_soon_threadsafe(func, *args)
 
     def _read(self) -> None:
+        if len(self._pending) >= self._read_limit:
+            # Backpressure of our own: brokers do not all hold to our Receive
+            # Maximum, so stop reading until the batcher takes what we hold;
+            # the broker keeps the rest in our session (TCP flow control).
+            self._pause_reading()
+            return
         rc = self._client.loop_read()
         # Bounded: what was read ahead is at most 64 KiB of packets.
         for _ in range(65536):
             if rc or not self._client.read_ahead_pending:
                 break
+            if len(self._pending) >= self._read_limit:
+                self._pause_reading()  # the read-ahead is taken up on resume
+                return
             rc = self._client.loop_read()
         sock = self._client.socket()
         # TLS keeps decrypted bytes the selector cannot see; drain them now.
@@ -274,12 +285,31 @@ class Ingest:
                 break
             rc = self._client.loop_read()
 
+    def _pause_reading(self) -> None:
+        sock = self._client.socket()
+        if self._loop is not None and sock is not None and not self._reading_paused:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(sock)
+            self._reading_paused = True
+
+    def _resume_reading(self) -> None:
+        if not self._reading_paused:
+            return
+        self._reading_paused = False
+        sock = self._client.socket()
+        if sock is not None and self._loop is not None:
+            self._add_reader(sock)
+            if self._client.read_ahead_pending:
+                # Bytes already read ahead: the selector will not report them.
+                self._loop.call_soon(self._read)
+
     def _on_socket_open(self, _c: paho.Client, _u: Any, sock: Any) -> None:
         self._client.drop_read_ahead()
         self._call_in_loop(self._add_reader, sock)
 
-    def _add_reader(self, sock: socket.socket) -> None:
+    def _add_reader(self, sock: Any) -> None:
         assert self._loop is not None
+        self._reading_paused = False
         with contextlib.suppress(ValueError, OSError):
             self._loop.add_reader(sock, self._read)
 
@@ -322,6 +352,10 @@ class Ingest:
             return
         self._connection += 1
         self._subscribed.clear()
+        # Messages of the old connection not yet in a commit can never be acked
+        # now; the broker sends them again on this one. Holding them would only
+        # pile up duplicates at every reconnect.
+        self._pending = [r for r in self._pending if r.connection == self._connection]
         if self._ever_connected and not flags.session_present:
             log.warning(
                 "broker has no session for us: messages sent while we were away are lost "
@@ -494,6 +528,7 @@ class Ingest:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), gather)
             batch, self._pending = self._pending, []
+            self._resume_reading()
             now = time.monotonic()
             rate = len(batch) / max(now - cycle_start, 1e-3)
             cycle_start = now
