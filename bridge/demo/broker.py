@@ -79,8 +79,13 @@ class DemoBroker:
         )
         log = (workdir / "mosquitto.log").open("wb")
         try:
+            # A session of its own: Ctrl-C in the terminal reaches the demo, which
+            # stops the bridge first and the broker last, not the broker under it.
             self._process = subprocess.Popen(  # noqa: ASYNC220, S603 - our own broker binary; waits are async
-                [binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+                [binary, "-c", str(conf)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         finally:
             log.close()
