@@ -432,8 +432,7 @@ class Dispatcher:
                     else outcome.next_attempt_at
                 )
         self._records.append((record, outcome))
-        if len(self._records) >= _RECORD_BATCH or len(self._records) == 1:
-            self._record_wake.set()
+        self._record_wake.set()
 
     async def _note_success(self, lane: Lane, now: float) -> None:
         had_failures = lane.state.failing_since is not None
@@ -499,11 +498,16 @@ class Dispatcher:
     async def _recorder(self) -> None:
         while True:
             await self._record_wake.wait()
-            if not self._stopped.is_set():
+            if not self._stopped.is_set() and len(self._records) < _RECORD_BATCH:
                 # Let a burst of results gather: one commit for many attempts.
                 await asyncio.sleep(_RECORD_INTERVAL)
             self._record_wake.clear()
-            batch, self._records = self._records, []
+            # At most one batch per commit: what a kill can lose unrecorded (and
+            # so send again) stays bounded; the rest goes in the next round at once.
+            batch = self._records[:_RECORD_BATCH]
+            del self._records[:_RECORD_BATCH]
+            if self._records:
+                self._record_wake.set()
             if batch:
                 await self._write_records(batch)
                 # A settled delivery unblocks its device's next one in ordered lanes.
