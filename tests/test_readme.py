@@ -145,8 +145,10 @@ def test_every_section_of_the_config_is_in_the_reference() -> None:
         assert f"\n## `{section}`\n" in reference, section
 
 
-def test_the_quick_start_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    block = _block(README, "## Running it against your broker", "sh")
+@pytest.mark.parametrize("page", ["README.md", "docs/index.md"])
+def test_the_quick_start_config_is_valid(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (ROOT / page).read_text(encoding="utf-8")
+    block = _block(text, "## Running it against your broker", "sh")
     document = block.split("<<'YAML'\n", 1)[1].split("\nYAML\n", 1)[0]
     _env_for(document, monkeypatch)
     settings = parse_config(yaml.safe_load(document))
