@@ -10,6 +10,7 @@ from typing import Any
 import typer.main
 from pydantic import BaseModel
 
+from bridge.api_openapi import openapi_document
 from bridge.cli import app
 from bridge.config import Settings
 from tests.conftest import SECRET, running_bridge
@@ -135,3 +136,14 @@ def test_commands_in_the_docs_exist_and_every_command_is_documented() -> None:
                     f"{name}: `hookbridge {path}` has no option {option}"
                 )
     assert mentioned == set(commands), f"commands no page shows: {set(commands) - mentioned}"
+
+
+def test_every_route_of_the_api_is_in_the_reference_and_nothing_else() -> None:
+    routes = {
+        f"{method.upper()} {path}"
+        for path, operations in openapi_document()["paths"].items()
+        for method in operations
+    }
+    table = TEXTS["docs/api.md"].split("| endpoint | what it does |", 1)[1].split("\n\n", 1)[0]
+    documented = set(re.findall(r"`((?:GET|POST|PUT|PATCH|DELETE) /[^`]*)`", table))
+    assert documented == routes, (routes - documented, documented - routes)
