@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import unicodedata
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from jsonschema import Draft202012Validator
 
 from bridge.config import Settings, parse_config
 from bridge.events import CATALOGUE
+from bridge.normalise import Message, Normalised, Normaliser, Rejected
 from bridge.signing import sign
 from tests.conftest import SECRET
 
@@ -169,10 +171,22 @@ def test_every_yaml_example_in_the_docs_is_a_valid_config(
     assert checked >= 7
 
 
-def test_rule_example_is_a_valid_config() -> None:
-    rules = yaml.safe_load(_block(PAGES["devices.md"], "## Mapping your own topics", "yaml"))
-    settings = parse_config(rules)
-    assert settings.rules[0].topic == "site/{site}/rdp/{device_id}/{action}"
+def test_rule_example_maps_the_message_as_the_page_says() -> None:
+    page = PAGES["devices.md"]
+    rules = yaml.safe_load(_block(page, "## Mapping your own topics", "yaml"))
+    normaliser = Normaliser(parse_config(rules), source="mqtt://broker-1:1883")
+    given = re.search(r"with\n`(\{.*?\})` becomes", page)
+    said = re.search(r"`data: (\{.*?\})`", page, re.S)
+    assert given and said, "the worked example of the rule is missing"
+    payload = json.loads(given.group(1))
+    received = datetime(2026, 11, 22, 4, 36, 14, tzinfo=UTC)
+    message = Message("site/jkt/rdp/pc-9/connect", json.dumps(payload).encode(), received)
+    result = normaliser.normalise(message)
+    assert isinstance(result, Normalised), result
+    assert result.event.type == "session.started"
+    assert result.event.data == json.loads(said.group(1).replace("\n", " "))
+    reboot = Message("site/jkt/rdp/pc-9/reboot", json.dumps(payload).encode(), received)
+    assert isinstance(normaliser.normalise(reboot), Rejected)
 
 
 @pytest.mark.parametrize("page", ["README.md", "docs/events.md"])
