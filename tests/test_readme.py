@@ -226,3 +226,35 @@ try {{
         ["node", str(script)], capture_output=True, text=True, check=True, timeout=30
     )
     assert done.stdout.split() == ["session.started", "refused", "tampered"]
+
+
+def _profile_examples() -> list[tuple[str, str, str, str]]:
+    """(topic, payload, type, shown data) of each worked example under Built-in profiles."""
+    section = PAGES["devices.md"].split("## Built-in profiles", 1)[1].split("\n## ", 1)[0]
+    examples = []
+    for block in re.findall(r"```\n(.*?)```", section, re.DOTALL):
+        for example in block.strip().split("\n\n"):
+            topic, rest = example.split("\n", 1)
+            payload, arrow = rest.split("→ ", 1)
+            kind, _, shown = arrow.strip().partition(" ")
+            examples.append((topic, payload, kind, shown.strip()))
+    return examples
+
+
+def test_profile_examples_map_as_the_page_says() -> None:
+    profiles = {"profiles": ["native", "emqx", "aws_iot", "remote_access"]}
+    normaliser = Normaliser(parse_config(profiles), source="mqtt://broker-1:1883")
+    received = datetime(2026, 11, 22, 4, 36, 14, tzinfo=UTC)
+    examples = _profile_examples()
+    assert len(examples) == 5
+    for topic, payload, kind, shown in examples:
+        result = normaliser.normalise(Message(topic, payload.encode(), received))
+        assert isinstance(result, Normalised), (topic, result)
+        assert result.event.type == kind, topic
+        if not shown:
+            continue
+        partial = shown.endswith("…}")
+        expected = json.loads(shown.replace(", …}", "}"))
+        data = result.event.data
+        got = {k: data.get(k) for k in expected} if partial else data
+        assert got == expected, topic
