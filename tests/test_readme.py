@@ -18,7 +18,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator
 
 from bridge.config import Settings, parse_config
-from bridge.events import CATALOGUE
+from bridge.events import CATALOGUE, Event
+from bridge.formats import FORMATS
 from bridge.normalise import Message, Normalised, Normaliser, Rejected
 from bridge.signing import sign
 from tests.conftest import SECRET
@@ -258,3 +259,22 @@ def test_profile_examples_map_as_the_page_says() -> None:
         data = result.event.data
         got = {k: data.get(k) for k in expected} if partial else data
         assert got == expected, topic
+
+
+def test_payload_format_samples_are_what_the_encoders_send() -> None:
+    section = EVENTS.split("## Payload formats", 1)[1]
+    event = Event(
+        "evt_2nfxk3jq8wlm0az1cd5gq7ptwe",
+        "session.started",
+        datetime(2026, 11, 22, 4, 36, 14, 553000, tzinfo=UTC),
+        "mqtt://broker-1:1883/devices/dev-42/events",
+        {"device_id": "dev-42", "seq": 17, "tags": ["a"]},
+    )
+    xml = FORMATS["xml"](event)
+    assert xml.body.decode().strip() == _block(section, "", "xml").strip()
+    structured = FORMATS["cloudevents"](event)
+    assert json.loads(structured.body) == json.loads(_block(section, "", "json"))
+    binary = FORMATS["cloudevents-binary"](event)
+    for header in binary.extra_headers:
+        assert f"`{header}`" in section, header
+    assert f"the body is `{binary.body.decode().replace(',', ', ').replace(':', ': ')}`" in section
