@@ -161,7 +161,7 @@ async def test_full_database_is_unavailable_and_recovers(sqlite_store: SQLiteSto
         lambda conn: conn.execute("PRAGMA page_count").fetchone()[0], action="test", write=False
     )
     await sqlite_store._run(
-        lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"), action="test", write=False
+        lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"), action="test", write=True
     )
     batch = [accepted(make_event(i), "crm") for i in range(300)]
     with pytest.raises(StoreUnavailable, match="full"):
@@ -169,7 +169,7 @@ async def test_full_database_is_unavailable_and_recovers(sqlite_store: SQLiteSto
     # The failed batch left nothing behind.
     assert (await sqlite_store.counts())["events"] == 0
     await sqlite_store._run(
-        lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"), action="test", write=False
+        lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"), action="test", write=True
     )
     result = await sqlite_store.ingest(batch, [], now=T0, owner="a", lease_until=T0)
     assert result.stored == 300

@@ -31,6 +31,7 @@ from bridge.store.common import (
     observed_devices,
     presence_from_row,
 )
+from bridge.store.postgres_leases import LEASE_LAPSED, NEXT_FENCE
 
 __all__ = [
     "CLAIM_ORDERED",
@@ -51,12 +52,13 @@ _HEAD_OF_LINE = """(d.device_id IS NULL OR NOT EXISTS (
 CLAIM_ORDERED = f"""WITH due AS (
         SELECT d.id FROM deliveries AS d
         WHERE d.subscription = $1 AND d.status = 'pending' AND d.next_attempt_at <= $2
-          AND (d.lease_until IS NULL OR d.lease_until < $2)
+          AND {LEASE_LAPSED}
           AND {_HEAD_OF_LINE}
         ORDER BY d.next_attempt_at, d.seq LIMIT $5
-        FOR UPDATE SKIP LOCKED),
+        FOR UPDATE OF d SKIP LOCKED),
     leased AS (
-        UPDATE deliveries AS d SET lease_owner = $3, lease_until = $4, updated_at = $2
+        UPDATE deliveries AS d SET lease_token = {NEXT_FENCE},
+          lease_owner = $3, lease_until = $4, updated_at = $2
         FROM due WHERE d.id = due.id
         RETURNING d.*)
     SELECT {DELIVERY_COLUMNS} FROM leased AS d JOIN events AS e ON e.id = d.event_id

@@ -24,6 +24,7 @@ from bridge.store.common import (
     observed_devices,
     presence_from_row,
 )
+from bridge.store.sqlite_leases import LEASE_LAPSED
 
 __all__ = [
     "CLAIMABLE_ORDERED",
@@ -38,13 +39,13 @@ __all__ = [
 # partial index deliveries_pending_device answers the NOT EXISTS with one probe.
 # f-strings here only join constant fragments; values are always bound (?).
 CLAIMABLE_ORDERED = f"""SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES}
-    WHERE d.subscription = ? AND d.status = 'pending' AND d.next_attempt_at <= ?
-      AND (d.lease_until IS NULL OR d.lease_until < ?)
+    WHERE d.subscription = :sub AND d.status = 'pending' AND d.next_attempt_at <= :now
+      AND {LEASE_LAPSED}
       AND (d.device_id IS NULL OR NOT EXISTS (
         SELECT 1 FROM deliveries AS p
         WHERE p.subscription = d.subscription AND p.device_id = d.device_id
           AND p.status = 'pending' AND p.rowid < d.rowid))
-    ORDER BY d.next_attempt_at, d.rowid LIMIT ?"""  # noqa: S608
+    ORDER BY d.next_attempt_at, d.rowid LIMIT :limit"""  # noqa: S608
 NEXT_DUE_ORDERED = """SELECT min(d.next_attempt_at) FROM deliveries AS d
     WHERE d.subscription = ? AND d.status = 'pending' AND d.lease_until IS NULL
       AND (d.device_id IS NULL OR NOT EXISTS (
