@@ -29,6 +29,7 @@ from tests.store_contract import (
     opened,
     reopening,
 )
+from tests.store_contract_leases import Instance, instances
 
 
 @pytest.fixture
@@ -51,6 +52,17 @@ def store(sqlite_store: SQLiteStore) -> Store:
 async def reopen_store(db_path: Path) -> AsyncIterator[Reopen]:
     async with reopening(lambda owner: SQLiteStore(db_path, owner=owner)) as reopen:
         yield reopen
+
+
+@pytest.fixture
+async def instance(db_path: Path) -> AsyncIterator[Instance]:
+    def make(owner: str, takeover_after: float) -> Store:
+        store = SQLiteStore(db_path, owner=owner)
+        store.takeover_after = takeover_after
+        return store
+
+    async with instances(make) as opened_for:
+        yield opened_for
 
 
 class TestSQLiteStoreContract(StoreContract):

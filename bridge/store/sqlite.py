@@ -247,7 +247,7 @@ class SQLiteStore:
         query = per_device.NEXT_DUE_ORDERED if ordered else sql.NEXT_DUE
 
         def work(conn: sqlite3.Connection) -> float | None:
-            row = conn.execute(query, (subscription,)).fetchone()
+            row = conn.execute(query, {"sub": subscription}).fetchone()
             return None if row is None or row[0] is None else float(row[0])
 
         return await self._run(work, action="next_due_at", write=False)

@@ -81,7 +81,7 @@ RELEASE = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
 # Deliveries under a lease (in flight here or elsewhere) are left out: counting them
 # would make a dispatcher poll non-stop while its own attempts are running.
 NEXT_DUE = """SELECT next_attempt_at FROM deliveries
-    WHERE subscription = ? AND status = 'pending' AND lease_until IS NULL
+    WHERE subscription = :sub AND status = 'pending' AND lease_until IS NULL
     ORDER BY next_attempt_at LIMIT 1"""
 GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} WHERE d.id = ?"
 ATTEMPTS = """SELECT delivery_id, attempt, started_at, latency_ms, status_code, error,
