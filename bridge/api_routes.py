@@ -162,10 +162,18 @@ async def _subscription_json(bridge: Bridge, sub: Subscription) -> dict[str, Any
 
 
 async def refresh_gauges(bridge: Bridge) -> None:
-    """Queue depth is the store's to know: read it when someone looks (scrape time)."""
-    for sub in bridge.settings.subscriptions:
-        depth = await bridge.store.queue_depth(sub.name)
-        bridge.metrics.queue_depth.labels(sub.name).set(depth)
+    """Queue depth and the oldest pending age are the store's to know: read them when
+    someone looks (scrape time), on the store's read connections."""
+    names = [sub.name for sub in bridge.settings.subscriptions]
+    for name in names:
+        depth = await bridge.store.queue_depth(name)
+        bridge.metrics.queue_depth.labels(name).set(depth)
+    oldest = await bridge.store.oldest_pending(names)
+    now = time.time()
+    for name in names:
+        created = oldest.get(name)
+        age = 0.0 if created is None else max(0.0, now - created)
+        bridge.metrics.oldest_pending_age.labels(name).set(age)
 
 
 # -- subscriptions ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from aiohttp import web
 from bridge.api import AdminServer
 from bridge.auth import auth_secret_values
 from bridge.config import Settings
+from bridge.dead_letter import DeadLetters, dead_letter_path
 from bridge.dispatch import Dispatcher
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.inbound import InboundServer, inbound_routes
@@ -37,12 +39,21 @@ from bridge.route import Router
 from bridge.send import Sender
 from bridge.store import open_store
 from bridge.store.base import Accepted, IngestResult, Rejection, Store
+from bridge.store.leases import keep_heartbeat
 
 __all__ = ["Bridge", "bridge_version"]
 
 log = get_logger("hookbridge.app")
 
 _POISON_TRIES = 3
+
+
+def _rejection_key(rejection: Rejection) -> str:
+    """A stable name of one rejected message across commit retries."""
+    digest = hashlib.sha256(rejection.topic.encode("utf-8", "surrogatepass") + b"\x00")
+    digest.update(rejection.payload)
+    digest.update(repr(rejection.received_at).encode())
+    return "rej_" + digest.hexdigest()[:32]
 
 
 def bridge_version() -> str:
@@ -115,6 +126,7 @@ class Bridge:
             metrics=self.metrics,
             commit_interval=settings.store.commit_interval,
         )
+        self.dead_letters = DeadLetters(dead_letter_path(settings.store))
         self.retention = Retention(settings.retention, self.store)
         self.operations = Operations(self)
         # Routes served beside the admin API (inbound webhooks add theirs here before run()).
@@ -125,6 +137,7 @@ class Bridge:
             self.api_routes.extend(inbound_routes(self))
         self.admin = AdminServer(self, extra_routes=self.api_routes)
         self._stop = asyncio.Event()
+        self._heartbeat_stop = asyncio.Event()
         self.started = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------
@@ -136,6 +149,14 @@ class Bridge:
             await self.admin.start()
             await self.inbound.start()
             async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(
+                    keep_heartbeat(
+                        self.store,
+                        interval=self.settings.store.heartbeat,
+                        stopping=self._heartbeat_stop,
+                    ),
+                    name="store-heartbeat",
+                )
                 tasks.create_task(self.dispatcher.run(), name="dispatcher")
                 tasks.create_task(self.retention.run(), name="retention")
                 tasks.create_task(self.ingest.run(), name="ingest")
@@ -154,6 +175,7 @@ class Bridge:
                     self.presence.stop()
                 await self.dispatcher.stop(grace)
                 self.retention.stop()
+                self._heartbeat_stop.set()
         finally:
             await self.inbound.stop()
             await self.admin.stop()
@@ -203,13 +225,14 @@ class Bridge:
     async def _store_one_by_one(
         self, accepted: Sequence[Accepted], rejected: Sequence[Rejection]
     ) -> None:
+        """Store a refused batch item by item; an item refused for itself is quarantined.
+
+        If a quarantine cannot be written either, nothing is acknowledged
+        (:class:`StoreUnavailable`): the batch comes back and is tried again,
+        until that item has used its tries and goes to the dead-letter file.
+        """
         for rejection in rejected:
-            try:
-                await self._store_batch([], [rejection])
-            except StoreUnavailable:
-                raise
-            except StoreError:
-                log.exception("dropped a rejection the store refuses", topic=rejection.topic)
+            await self._quarantine(rejection, key=_rejection_key(rejection))
         for item in accepted:
             try:
                 await self._store_batch([item], [])
@@ -217,7 +240,6 @@ class Bridge:
                 raise
             except StoreError as exc:
                 log.error("quarantined an event the store refuses", event_id=item.event.id)
-                self.metrics.rejected.labels("store_error").inc()
                 quarantined = Rejection(
                     received_at=item.received_at,
                     topic=item.event.source,
@@ -225,12 +247,47 @@ class Bridge:
                     reason="store_error",
                     detail=f"the store refused this event: {type(exc).__name__}",
                 )
-                try:
-                    await self._store_batch([], [quarantined])
-                except StoreUnavailable:
-                    raise
-                except StoreError:
-                    log.exception("dropped an event the store refuses", event_id=item.event.id)
+                await self._quarantine(quarantined, key=item.event.id)
+
+    async def _quarantine(self, rejection: Rejection, *, key: str) -> None:
+        try:
+            await self._store_batch([], [rejection])
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            if not self.dead_letters.refused(key):
+                raise StoreUnavailable(
+                    "the store refuses to keep a quarantined message; not acknowledging"
+                ) from exc
+            try:
+                record = {
+                    "received_at": rejection.received_at,
+                    "topic": rejection.topic,
+                    "reason": rejection.reason,
+                    "detail": rejection.detail,
+                }
+                self.dead_letters.write(key, record, rejection.payload)
+            except StoreError as written:
+                raise StoreUnavailable(str(written)) from written
+            log.error(
+                "the store refuses a message even in quarantine; written to the dead-letter file",
+                key=key,
+                file=str(self.dead_letters.path),
+            )
+            self.metrics.rejected.labels("dead_letter").inc()
+            await self._alert_safely(
+                "store_refused",
+                {"reason": "dead_letter", "key": key, "file": str(self.dead_letters.path)},
+            )
+        else:
+            self.dead_letters.forget(key)
+            self.metrics.rejected.labels(rejection.reason).inc()
+
+    async def _alert_safely(self, kind: str, details: dict[str, object]) -> None:
+        try:
+            await self._alert(kind, "", details)
+        except Exception:  # an alert must never undo what it reports
+            log.exception("alert failed", kind=kind)
 
     def _prepare(self, messages: Sequence[Message]) -> tuple[list[Accepted], list[Rejection]]:
         accepted: list[Accepted] = []

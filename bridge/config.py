@@ -166,6 +166,14 @@ class StoreSettings(_Model):
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     lease: Duration = 300.0
     commit_interval: Duration = 0.005
+    # Leases follow their holder: each instance renews a heartbeat row this often,
+    # and the others take over the work of one whose row is older than takeover_after.
+    heartbeat: Duration = Field(default=5.0, gt=0)
+    takeover_after: Duration = Field(default=30.0, gt=0)
+    # Where an event goes that the store refuses even as a quarantined rejection
+    # (JSON lines); default: hookbridge-dead-letter.jsonl beside a SQLite file,
+    # in the working directory for PostgreSQL.
+    dead_letter_file: str | None = None
 
     @field_validator("url")
     @classmethod

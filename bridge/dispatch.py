@@ -321,6 +321,7 @@ class Dispatcher:
         sub = lane.subscription
         attempt_no = delivery.attempts + 1
         started = self._clock()
+        recorded = False
         try:
             with structlog.contextvars.bound_contextvars(
                 event_id=delivery.event_id, delivery_id=delivery.id, subscription=sub.name
@@ -328,18 +329,23 @@ class Dispatcher:
                 max_age = self._settings.retention.max_event_age
                 if too_old(delivery.event.timestamp, now=started, max_event_age=max_age):
                     self._record_too_old(lane, delivery, attempt_no, started)
+                    recorded = True
                     return
                 result = await self._sender.attempt(
                     sub, delivery.event, delivery_id=delivery.id, attempt=attempt_no
                 )
                 await self._settle(lane, delivery, attempt_no, started, result)
+                recorded = True
         finally:
             if lane.probe == delivery.id:
                 # A probe that ended without a result (too old, cancelled) frees the slot.
                 lane.probe = None
                 lane.circuit = release_probe(lane.circuit)
             lane.in_flight -= 1
-            lane.held.discard(delivery.id)
+            if not recorded:
+                # A recorded one stays held until its result is committed (see _recorder):
+                # a claim in between must not take it again.
+                lane.held.discard(delivery.id)
             self._metrics.in_flight.labels(lane.name).set(lane.in_flight)
             lane.wake.set()
 
@@ -353,6 +359,7 @@ class Dispatcher:
             status_code=None,
             error=TOO_OLD_ERROR,
             response_excerpt=None,
+            lease_token=delivery.lease_token,
         )
         log.info("event older than retention.max_event_age; dead without sending")
         self._metrics.dead.labels(lane.name).inc()
@@ -387,6 +394,7 @@ class Dispatcher:
             status_code=result.status_code,
             error=error,
             response_excerpt=result.response_excerpt,
+            lease_token=delivery.lease_token,
         )
         self._metrics.attempt_latency.labels(name).observe(result.latency_ms / 1000)
         if result.outcome == "gone":
@@ -510,6 +518,9 @@ class Dispatcher:
                 self._record_wake.set()
             if batch:
                 await self._write_records(batch)
+                settled = {record.delivery_id for record, _ in batch}
+                for lane in self.lanes.values():
+                    lane.held.difference_update(settled)
                 # A settled delivery unblocks its device's next one in ordered lanes.
                 for lane in self.lanes.values():
                     if lane.subscription.ordered:

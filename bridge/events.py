@@ -139,6 +139,7 @@ CATALOGUE: dict[str, type[_Data]] = {
     "bridge.subscription_disabled": BridgeAlert,
     "bridge.circuit_opened": BridgeAlert,
     "bridge.delivery_dead": BridgeAlert,
+    "bridge.store_refused": BridgeAlert,
 }
 """Every canonical event type and the model of its ``data``."""
 

@@ -35,6 +35,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.config import MqttSettings
 from bridge.errors import BrokerError, StoreUnavailable
+from bridge.events import new_event_id
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.normalise import Message
@@ -400,14 +401,16 @@ class Ingest:
             properties = msg.properties
             content_type = getattr(properties, "ContentType", None) if properties else None
             user_props = getattr(properties, "UserProperty", None) if properties else None
+            received_at = datetime.now(UTC)
             message = Message(
                 topic=topic,
                 payload=bytes(msg.payload),
-                received_at=datetime.now(UTC),
+                received_at=received_at,
                 retain=bool(msg.retain),
                 dup=bool(msg.dup),
                 content_type=content_type,
                 user_properties=tuple(user_props or ()),
+                receipt_id=new_event_id(received_at),
             )
             self._pending.append(Received(message, msg.mid, msg.qos, self._connection))
             self._metrics.messages_received.inc()

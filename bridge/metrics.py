@@ -54,6 +54,12 @@ class Metrics:
         self.queue_depth = Gauge(
             "hookbridge_queue_depth", "Pending deliveries", ["subscription"], registry=r
         )
+        self.oldest_pending_age = Gauge(
+            "hookbridge_oldest_pending_age_seconds",
+            "Age of the oldest pending delivery (0 when none is pending)",
+            ["subscription"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "hookbridge_in_flight", "Attempts in flight", ["subscription"], registry=r
         )

@@ -51,6 +51,9 @@ class Message:
     dup: bool = False
     content_type: str | None = None
     user_properties: tuple[tuple[str, str], ...] = ()
+    # Minted once when the message arrives: the event id used when the device
+    # gives no message id of its own, so every commit retry keeps the same id.
+    receipt_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +163,8 @@ def _identity(
 ) -> tuple[str, str | None] | Rejected:
     """The event id, and the content hash that stands in when the device gave no id."""
     if message_id is None:
-        return new_event_id(message.received_at), content_hash(message.topic, message.payload)
+        minted = message.receipt_id or new_event_id(message.received_at)
+        return minted, content_hash(message.topic, message.payload)
     if (isinstance(message_id, str) and message_id) or (
         isinstance(message_id, int) and not isinstance(message_id, bool)
     ):

@@ -34,7 +34,7 @@ __all__ = ["ALERT_KINDS", "Operations", "ReloadResult", "ReplayRequest", "TestPi
 
 log = get_logger("hookbridge.operations")
 
-ALERT_KINDS = ("subscription_disabled", "circuit_opened", "delivery_dead")
+ALERT_KINDS = ("subscription_disabled", "circuit_opened", "delivery_dead", "store_refused")
 """Alert kinds of the dispatcher; each becomes an event of type ``bridge.<kind>``."""
 
 # A window replay walks the store page by page; this bounds one request.

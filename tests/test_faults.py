@@ -103,7 +103,7 @@ async def _set_max_pages(store: SQLiteStore, pages: int) -> None:
     # max_page_count caps this connection's file: SQLite answers SQLITE_FULL
     # exactly as on a full disk, without filling the machine's disk.
     await store._run(
-        lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"), action="test", write=False
+        lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"), action="test", write=True
     )
 
 

@@ -35,6 +35,7 @@ from tests.store_contract import (
     opened,
     reopening,
 )
+from tests.store_contract_leases import Instance, instances
 from tests.support.postgres import PostgresDatabase, fetch
 
 
@@ -58,6 +59,17 @@ def store(pg_store: PostgresStore) -> Store:
 async def reopen_store(pg_url: str) -> AsyncIterator[Reopen]:
     async with reopening(lambda owner: PostgresStore(pg_url, owner=owner)) as reopen:
         yield reopen
+
+
+@pytest.fixture
+async def instance(pg_url: str) -> AsyncIterator[Instance]:
+    def make(owner: str, takeover_after: float) -> Store:
+        store = PostgresStore(pg_url, owner=owner)
+        store.takeover_after = takeover_after
+        return store
+
+    async with instances(make) as opened_for:
+        yield opened_for
 
 
 class TestPostgresStoreContract(StoreContract):

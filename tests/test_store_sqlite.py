@@ -29,6 +29,7 @@ from tests.store_contract import (
     opened,
     reopening,
 )
+from tests.store_contract_leases import Instance, instances
 
 
 @pytest.fixture
@@ -51,6 +52,17 @@ def store(sqlite_store: SQLiteStore) -> Store:
 async def reopen_store(db_path: Path) -> AsyncIterator[Reopen]:
     async with reopening(lambda owner: SQLiteStore(db_path, owner=owner)) as reopen:
         yield reopen
+
+
+@pytest.fixture
+async def instance(db_path: Path) -> AsyncIterator[Instance]:
+    def make(owner: str, takeover_after: float) -> Store:
+        store = SQLiteStore(db_path, owner=owner)
+        store.takeover_after = takeover_after
+        return store
+
+    async with instances(make) as opened_for:
+        yield opened_for
 
 
 class TestSQLiteStoreContract(StoreContract):
@@ -161,7 +173,7 @@ async def test_full_database_is_unavailable_and_recovers(sqlite_store: SQLiteSto
         lambda conn: conn.execute("PRAGMA page_count").fetchone()[0], action="test", write=False
     )
     await sqlite_store._run(
-        lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"), action="test", write=False
+        lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"), action="test", write=True
     )
     batch = [accepted(make_event(i), "crm") for i in range(300)]
     with pytest.raises(StoreUnavailable, match="full"):
@@ -169,7 +181,7 @@ async def test_full_database_is_unavailable_and_recovers(sqlite_store: SQLiteSto
     # The failed batch left nothing behind.
     assert (await sqlite_store.counts())["events"] == 0
     await sqlite_store._run(
-        lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"), action="test", write=False
+        lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"), action="test", write=True
     )
     result = await sqlite_store.ingest(batch, [], now=T0, owner="a", lease_until=T0)
     assert result.stored == 300

@@ -3,8 +3,18 @@
 A backend keeps four things: events, deliveries (one per event and matching
 subscription), attempts (one per HTTP try) and rejected messages. It is the
 single source of truth: the dispatcher holds deliveries only under a *lease*
-(owner + expiry) taken in the store, so several instances can share one store
-and a killed instance's deliveries are taken over when its leases run out.
+taken in the store, so several instances can share one store.
+
+Leases follow their holder. A bridge instance keeps one heartbeat row in the
+store (``heartbeat()``, renewed every few seconds, stamped with the database's
+own clock); its leases hold for as long as that row is fresh, however long an
+attempt takes, and are taken over by the others once the row is older than
+``takeover_after`` (30 s by default). A holder with no heartbeat row (a tool,
+a test) holds until the lease's ``lease_until``; so does an instance for its
+own leases it has lost track of. Every claim stamps a *fencing token* on the
+delivery: a result is applied only while the token it was sent under is still
+the delivery's, so the late result of a lost lease never overwrites another
+outcome.
 
 Times are UNIX epoch seconds (float) throughout; callers pass ``now`` so the
 logic stays testable with a fake clock.
@@ -98,6 +108,8 @@ class Delivery:
     dead_reason: str | None = None  # for DEAD: "exhausted", "gone", "too_old"
     last_status_code: int | None = None
     last_error: str | None = None
+    # The fencing token of the claim this copy was taken under (see the module docstring).
+    lease_token: int = 0
 
     @property
     def event_id(self) -> str:
@@ -124,6 +136,9 @@ class AttemptRecord:
     status_code: int | None
     error: str | None
     response_excerpt: str | None
+    # The ``Delivery.lease_token`` the attempt was made under; None applies the
+    # outcome whoever holds the delivery now (operator tools).
+    lease_token: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +238,12 @@ class Store(Protocol):
         """Lease up to ``limit`` pending deliveries of one subscription that are due
         (``next_attempt_at <= now``) and not leased by a live lease, oldest first.
 
+        A lease is live while its holder's heartbeat row is fresh; a holder with
+        no row holds until ``lease_until``, and so does ``owner`` itself for its
+        own leases (it claims back what it lost track of; the caller skips what
+        it still holds). Claiming from another holder, or an unleased delivery,
+        gives the delivery a new fencing token.
+
         ``ordered`` (the subscription's ``ordered: true``) makes it FIFO per device
         by arrival (creation) order: a delivery with a device id is claimable only
         when no earlier-created delivery of the same subscription and device is
@@ -244,7 +265,21 @@ class Store(Protocol):
     async def record_attempts(
         self, results: Sequence[tuple[AttemptRecord, AttemptOutcome]], *, now: float
     ) -> None:
-        """Record attempts and apply their outcomes; releases the leases."""
+        """Record attempts and apply their outcomes; releases the leases.
+
+        An outcome whose record carries a ``lease_token`` is applied only while
+        the delivery still has that token (nobody claimed it since); the
+        attempt itself is kept in the history either way."""
+        ...
+
+    async def heartbeat(self) -> None:
+        """Renew this instance's heartbeat row (the store's ``owner``), stamped with
+        the database's clock; its leases hold while the row is fresh."""
+        ...
+
+    async def oldest_pending(self, subscriptions: Sequence[str]) -> dict[str, float]:
+        """For each named subscription with pending deliveries, the creation time of
+        its oldest pending one (read on a read connection: it never waits for ingest)."""
         ...
 
     async def release(self, delivery_ids: Sequence[str]) -> None:

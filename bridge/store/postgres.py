@@ -18,26 +18,27 @@ default ``public``) and ``pool_size=N`` caps the pool (default 10).
 
 asyncpg and socket errors are translated here: a refused or lost connection,
 a read-only transaction (a hot standby), a full disk or too many connections
-is :class:`StoreUnavailable` (the bridge stops acknowledging and reports not
-ready); anything else is :class:`StoreError`. The password in the URL never
+or a transient refusal (lock or statement timeout, deadlock, serialization
+failure, shutdown) is :class:`StoreUnavailable` (the bridge stops acknowledging,
+backs off and tries again); anything else is :class:`StoreError`. The password in the URL never
 reaches a message or a repr.
 """
 
 from __future__ import annotations
 
-import re
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
 from bridge.config import StoreSettings, redact_url
-from bridge.errors import StoreError, StoreUnavailable
+from bridge.errors import StoreError
 from bridge.events import Event
 from bridge.presence import PresenceState
 from bridge.store import common
 from bridge.store import postgres_device as device
+from bridge.store import postgres_leases as leases
 from bridge.store import postgres_queries as sql
 from bridge.store.base import (
     Accepted,
@@ -50,55 +51,16 @@ from bridge.store.base import (
     Rejection,
     SubscriptionState,
 )
+from bridge.store.leases import TAKEOVER_AFTER
+from bridge.store.postgres_connect import FOREIGN_ERRORS, parse_postgres_url, translate
 from bridge.store.postgres_schema import SCHEMA_VERSION, migrate
 
 __all__ = ["PostgresStore", "parse_postgres_url"]
 
+
 T = TypeVar("T")
 
-# SQLSTATE classes and codes that mean "cannot write now", not "this request is wrong":
-# 08 connection exceptions, 53 insufficient resources (53100 disk full, 53300 too
-# many connections), 57P01-57P03 shutdown / starting up, 25006 read-only transaction.
-_UNAVAILABLE_CLASSES = ("08", "53")
-_UNAVAILABLE_CODES = ("25006", "57P01", "57P02", "57P03")
-_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_OUR_OPTIONS = ("schema", "pool_size")
-
-
-def parse_postgres_url(url: str) -> tuple[str, str, int]:
-    """Split a store URL into (the DSN for asyncpg, schema, pool size)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres") or not parts.netloc:
-        raise StoreError("a PostgreSQL store URL looks like postgresql://user@host:5432/db")
-    options = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {key: value for key, value in options if key in _OUR_OPTIONS}
-    schema = ours.get("schema", "public")
-    if not _SCHEMA_NAME.match(schema):
-        raise StoreError("store.url: schema must be a plain SQL name (letters, digits, _)")
-    pool_text = ours.get("pool_size", "10")
-    if not pool_text.isdigit() or not 1 <= int(pool_text) <= 1000:
-        raise StoreError("store.url: pool_size must be a whole number from 1 to 1000")
-    rest = urlencode([(k, v) for k, v in options if k not in _OUR_OPTIONS])
-    return urlunsplit(parts._replace(query=rest)), schema, int(pool_text)
-
-
-def _translate(exc: BaseException, action: str) -> StoreError:
-    text = str(exc) or type(exc).__name__
-    code = getattr(exc, "sqlstate", None) or ""
-    unavailable = (
-        isinstance(exc, (OSError, TimeoutError, asyncpg.PostgresConnectionError))
-        or code.startswith(_UNAVAILABLE_CLASSES)
-        or code in _UNAVAILABLE_CODES
-        # The pool or connection was closed under us (e.g. the server went away).
-        or (isinstance(exc, asyncpg.InterfaceError) and "closed" in text.lower())
-    )
-    if unavailable:
-        return StoreUnavailable(f"the store cannot take writes ({action}): {text}")
-    return StoreError(f"the store failed ({action}): {text}")
-
-
-_FOREIGN_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-
+_READ_POOL_SIZE = 2
 
 _INBOUND_IDS_TABLE = """CREATE TABLE IF NOT EXISTS inbound_ids (
     source TEXT NOT NULL,
@@ -137,12 +99,18 @@ class PostgresStore:
         self.read_only = read_only
         self.connect_timeout = connect_timeout
         self.acquire_timeout = acquire_timeout
+        self.takeover_after = TAKEOVER_AFTER
         self._pool: asyncpg.Pool | None = None
+        # Reads (dashboard, metrics, API, next-due lookups) on connections of their
+        # own, so a slow count never waits for, nor holds, a writer connection.
+        self._read_pool: asyncpg.Pool | None = None
         self._inbound_table_ready = False
 
     @classmethod
     def from_settings(cls, settings: StoreSettings, *, owner: str = "") -> PostgresStore:
-        return cls(settings.url, owner=owner)
+        store = cls(settings.url, owner=owner)
+        store.takeover_after = settings.takeover_after
+        return store
 
     def __repr__(self) -> str:
         return (
@@ -154,8 +122,8 @@ class PostgresStore:
     async def _run(
         self, work: Callable[[Any], Awaitable[T]], *, action: str, write: bool = True
     ) -> T:
-        """Run ``work`` as one transaction on a pooled connection."""
-        pool = self._pool
+        """Run ``work`` as one transaction on a pooled connection (reads on the read pool)."""
+        pool = self._pool if write else self._read_pool
         if pool is None:
             raise StoreError("the store is not open")
         try:
@@ -164,32 +132,36 @@ class PostgresStore:
                 isolation = "read_committed" if write else "repeatable_read"
                 async with conn.transaction(isolation=isolation, readonly=not write):
                     return await work(conn)
-        except _FOREIGN_ERRORS as exc:
-            raise _translate(exc, action) from exc
+        except FOREIGN_ERRORS as exc:
+            raise translate(exc, action) from exc
+
+    async def _create_pool(self, size: int, *, read_only: bool) -> asyncpg.Pool:
+        settings = {"search_path": self.schema, "application_name": "hookbridge"}
+        if read_only:
+            settings["default_transaction_read_only"] = "on"
+        try:
+            return await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=size,
+                timeout=self.connect_timeout,
+                server_settings=settings,
+            )
+        except FOREIGN_ERRORS as exc:
+            raise translate(exc, "open") from exc
 
     async def open(self) -> None:
         if self._pool is not None:
             return
-        settings = {"search_path": self.schema, "application_name": "hookbridge"}
-        if self.read_only:
-            settings["default_transaction_read_only"] = "on"
-        try:
-            pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=1,
-                max_size=self.pool_size,
-                timeout=self.connect_timeout,
-                server_settings=settings,
-            )
-        except _FOREIGN_ERRORS as exc:
-            raise _translate(exc, "open") from exc
+        pool = await self._create_pool(self.pool_size, read_only=self.read_only)
         try:
             async with pool.acquire(timeout=self.acquire_timeout) as conn:
                 await self._prepare(conn)
+            self._read_pool = await self._create_pool(_READ_POOL_SIZE, read_only=True)
         except BaseException as exc:
             await pool.close()
-            if isinstance(exc, _FOREIGN_ERRORS):
-                raise _translate(exc, "open") from exc
+            if isinstance(exc, FOREIGN_ERRORS):
+                raise translate(exc, "open") from exc
             raise
         self._pool = pool
 
@@ -206,16 +178,39 @@ class PostgresStore:
             return
         await migrate(conn, self.schema)
         if self.owner:
-            # Without this a restarted instance would wait a whole lease for its own work.
+            # Without this a restarted instance would wait for its own work.
             await conn.execute(sql.RELEASE_OWNER, self.owner)
+            await conn.execute(leases.HEARTBEAT, self.owner)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            try:
-                await pool.close()
-            except _FOREIGN_ERRORS as exc:
-                raise _translate(exc, "close") from exc
+        read_pool, self._read_pool = self._read_pool, None
+        if pool is None:
+            return
+        try:
+            if self.owner and not self.read_only:
+                # Leaving: our leases go back at once and our heartbeat row goes.
+                with contextlib.suppress(*FOREIGN_ERRORS):
+                    async with pool.acquire(timeout=self.acquire_timeout) as conn:
+                        await conn.execute(sql.RELEASE_OWNER, self.owner)
+                        await conn.execute(leases.FORGET_INSTANCE, self.owner)
+            if read_pool is not None:
+                await read_pool.close()
+            await pool.close()
+        except FOREIGN_ERRORS as exc:
+            raise translate(exc, "close") from exc
+
+    async def heartbeat(self) -> None:
+        if not self.owner:
+            return
+        await self._run(lambda conn: conn.execute(leases.HEARTBEAT, self.owner), action="heartbeat")
+
+    async def oldest_pending(self, subscriptions: Sequence[str]) -> dict[str, float]:
+        async def work(conn: Any) -> dict[str, float]:
+            rows = await conn.fetch(leases.OLDEST_PENDING, list(subscriptions))
+            return {row[0]: float(row[1]) for row in rows if row[1] is not None}
+
+        return await self._run(work, action="oldest_pending", write=False)
 
     # -- the hot path -----------------------------------------------------------------
 
@@ -280,7 +275,9 @@ class PostgresStore:
         query = device.CLAIM_ORDERED if ordered else sql.CLAIM
 
         async def work(conn: Any) -> list[Delivery]:
-            rows = await conn.fetch(query, subscription, now, owner, lease_until, limit)
+            rows = await conn.fetch(
+                query, subscription, now, owner, lease_until, limit, self.takeover_after
+            )
             return [common.delivery_from_row(row) for row in rows]
 
         return await self._run(work, action="claim_due")
@@ -408,9 +405,17 @@ class PostgresStore:
         )
 
     async def purge(self, *, delivered_before: float, dead_before: float) -> int:
-        return await self._run(
-            lambda conn: sql.purge(conn, delivered_before, dead_before), action="purge"
-        )
+        # One bounded chunk per transaction: no long transaction for ingest to wait on.
+        removed = 0
+        for _ in range(leases.PURGE_MAX_CHUNKS):
+            done, chunk = await self._run(
+                lambda conn: sql.purge_chunk(conn, delivered_before, dead_before),
+                action="purge",
+            )
+            removed += chunk
+            if done:
+                break
+        return removed
 
     async def expire_older_than(self, *, occurred_before: float, now: float) -> int:
         async def work(conn: Any) -> int:

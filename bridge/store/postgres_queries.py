@@ -14,6 +14,7 @@ from typing import Any
 
 from bridge.events import Event
 from bridge.store import postgres_device as device
+from bridge.store import postgres_leases as leases
 from bridge.store.base import (
     Accepted,
     AttemptOutcome,
@@ -33,6 +34,8 @@ from bridge.store.common import (
     redelivery_hashes,
 )
 from bridge.store.ids import new_delivery_ids
+from bridge.store.leases import dedupe_since, next_watermark
+from bridge.store.postgres_leases import LEASE_LAPSED, NEXT_FENCE
 
 __all__ = [
     "ATTEMPTS",
@@ -55,7 +58,7 @@ __all__ = [
     "create_deliveries",
     "ingest",
     "list_deliveries_query",
-    "purge",
+    "purge_chunk",
     "record_attempts",
     "rowcount",
     "store_items",
@@ -69,13 +72,14 @@ _PENDING = DeliveryStatus.PENDING
 # of one waiting on the other's row locks. The outer ORDER BY restores the
 # order the CTE chose (UPDATE ... RETURNING has none of its own).
 CLAIM = f"""WITH due AS (
-        SELECT id, seq FROM deliveries
-        WHERE subscription = $1 AND status = 'pending' AND next_attempt_at <= $2
-          AND (lease_until IS NULL OR lease_until < $2)
-        ORDER BY next_attempt_at, seq LIMIT $5
-        FOR UPDATE SKIP LOCKED),
+        SELECT d.id, d.seq FROM deliveries AS d
+        WHERE d.subscription = $1 AND d.status = 'pending' AND d.next_attempt_at <= $2
+          AND {LEASE_LAPSED}
+        ORDER BY d.next_attempt_at, d.seq LIMIT $5
+        FOR UPDATE OF d SKIP LOCKED),
     leased AS (
-        UPDATE deliveries AS d SET lease_owner = $3, lease_until = $4, updated_at = $2
+        UPDATE deliveries AS d SET lease_token = {NEXT_FENCE},
+          lease_owner = $3, lease_until = $4, updated_at = $2
         FROM due WHERE d.id = due.id
         RETURNING d.*)
     SELECT {DELIVERY_COLUMNS} FROM leased AS d JOIN events AS e ON e.id = d.event_id
@@ -108,8 +112,10 @@ LIST_REJECTED = (
 COUNT_BY_STATUS = "SELECT status, count(*) FROM deliveries GROUP BY status"
 COUNT_EVENTS = "SELECT count(*) FROM events"
 COUNT_REJECTED = "SELECT count(*) FROM rejected"
+# A new fencing token: the result of an attempt still in flight no longer applies.
 REQUEUE = """UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_owner = NULL,
-    lease_until = NULL, dead_reason = NULL, updated_at = $1 WHERE id = $2"""
+    lease_until = NULL, dead_reason = NULL, updated_at = $1, lease_token = lease_token + 1
+    WHERE id = $2"""
 # A delivery under a live lease is being sent right now: its attempt decides.
 EXPIRE = """UPDATE deliveries SET status = 'dead', dead_reason = 'too_old',
     next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $1
@@ -119,7 +125,8 @@ EXPIRE = """UPDATE deliveries SET status = 'dead', dead_reason = 'too_old',
 PROBE = "UPDATE probe SET at = at + 1 WHERE id = 1"
 
 _EXISTING_IDS = "SELECT id FROM events WHERE id = ANY($1::text[])"
-_KNOWN_HASHES = "SELECT content_hash FROM events WHERE content_hash = ANY($1::text[])"
+_KNOWN_HASHES = """SELECT content_hash FROM events
+    WHERE content_hash = ANY($1::text[]) AND received_at >= $2"""
 # ON CONFLICT: another instance may store the same event between our lookup and
 # this insert (a redelivery to another member of the shared group); RETURNING
 # says which rows were really ours.
@@ -150,14 +157,9 @@ _APPLY_OUTCOMES = """UPDATE deliveries AS d SET status = u.status,
     dead_reason = u.reason, last_status_code = u.code, last_error = u.error,
     lease_owner = NULL, lease_until = NULL, updated_at = $8
     FROM unnest($1::text[], $2::text[], $3::int[], $4::float8[], $5::text[], $6::int[],
-                $7::text[]) AS u (id, status, attempt, next_at, reason, code, error)
-    WHERE d.id = u.id"""
-_PURGE_ATTEMPTS = """DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries
-    WHERE (status = 'delivered' AND updated_at < $1) OR (status = 'dead' AND updated_at < $2))"""
-_PURGE_DELIVERIES = """DELETE FROM deliveries
-    WHERE (status = 'delivered' AND updated_at < $1) OR (status = 'dead' AND updated_at < $2)"""
-_PURGE_EVENTS = """DELETE FROM events WHERE received_at < $1
-    AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = events.id)"""
+                $7::text[], $9::bigint[])
+        AS u (id, status, attempt, next_at, reason, code, error, token)
+    WHERE d.id = u.id AND (u.token IS NULL OR d.lease_token = u.token)"""
 
 
 def rowcount(status: str) -> int:
@@ -166,8 +168,14 @@ def rowcount(status: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-async def _not_yet_stored(conn: Any, accepted: Sequence[Accepted]) -> list[Accepted]:
-    """The items of a batch that are neither stored already nor repeated in the batch."""
+async def _not_yet_stored(
+    conn: Any, accepted: Sequence[Accepted], owner: str, now: float
+) -> list[Accepted]:
+    """The items of a batch that are neither stored already nor repeated in the batch.
+
+    A redelivery's content hash is compared only with events received since
+    ``owner``'s dedupe watermark (see :mod:`bridge.store.leases`).
+    """
     stored_ids: set[str] = set()
     if accepted:
         rows = await conn.fetch(_EXISTING_IDS, [a.event.id for a in accepted])
@@ -175,7 +183,9 @@ async def _not_yet_stored(conn: Any, accepted: Sequence[Accepted]) -> list[Accep
     redelivered = redelivery_hashes(accepted)
     stored_hashes: set[str] = set()
     if redelivered:
-        stored_hashes = {row[0] for row in await conn.fetch(_KNOWN_HASHES, redelivered)}
+        since = dedupe_since(await conn.fetchval(leases.GET_WATERMARK, owner), now)
+        rows = await conn.fetch(_KNOWN_HASHES, redelivered, since)
+        stored_hashes = {row[0] for row in rows}
     return not_yet_stored(accepted, stored_ids, stored_hashes)
 
 
@@ -200,7 +210,10 @@ async def ingest(
     collapsed = 0
     if presence is not None:
         await device.lock_devices(conn, accepted)
-    items = await _not_yet_stored(conn, accepted)
+    items = await _not_yet_stored(conn, accepted, owner, now)
+    mark = next_watermark(accepted, rejected) if owner else None
+    if mark is not None:
+        await conn.execute(leases.SET_WATERMARK, owner, mark)
     synthetic: set[int] = set()
     if presence is not None:
         items, collapsed, announced = await device.apply_presence(conn, items, presence, now)
@@ -308,6 +321,7 @@ async def record_attempts(
         [r.status_code for r in records],
         [r.error for r in records],
         now,
+        [r.lease_token for r in records],
     )
 
 
@@ -334,14 +348,25 @@ async def create_deliveries(
     ]
 
 
-async def purge(conn: Any, delivered_before: float, dead_before: float) -> int:
-    """Delete finished deliveries past retention, their attempts, then orphaned events."""
-    removed = rowcount(await conn.execute(_PURGE_ATTEMPTS, delivered_before, dead_before))
-    removed += rowcount(await conn.execute(_PURGE_DELIVERIES, delivered_before, dead_before))
+async def purge_chunk(conn: Any, delivered_before: float, dead_before: float) -> tuple[bool, int]:
+    """Delete up to ``PURGE_CHUNK`` finished deliveries past retention with their attempts,
+    or, once none is left, up to ``PURGE_CHUNK`` orphaned events.
+
+    Returns whether the purge is done and how many rows this chunk removed.
+    """
+    rows = await conn.fetch(leases.FINISHED, delivered_before, dead_before, leases.PURGE_CHUNK)
+    ids = [row[0] for row in rows]
+    removed = 0
+    if ids:
+        removed += rowcount(await conn.execute(leases.PURGE_ATTEMPTS, ids))
+        removed += rowcount(await conn.execute(leases.PURGE_DELIVERIES, ids))
+    if len(ids) >= leases.PURGE_CHUNK:
+        return False, removed
     # An event with no delivery left is kept until the later bound so that a
     # late broker redelivery of it is still recognised as a duplicate.
-    removed += rowcount(await conn.execute(_PURGE_EVENTS, max(delivered_before, dead_before)))
-    return removed
+    bound = max(delivered_before, dead_before)
+    events = rowcount(await conn.execute(leases.PURGE_EVENTS, bound, leases.PURGE_CHUNK))
+    return events < leases.PURGE_CHUNK, removed + events
 
 
 def list_deliveries_query(

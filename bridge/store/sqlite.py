@@ -1,17 +1,15 @@
 """The SQLite store: the embedded durable outbox.
 
-One file in WAL mode, written by ONE thread: every call is handed to a
-single-worker executor that owns the connection, so the asyncio loop never
-blocks on disk and SQLite never sees two writers from this process. Each
+One file in WAL mode, written by ONE thread: every write is handed to a
+single-worker executor that owns the writer connection, so the asyncio loop
+never blocks on disk and SQLite never sees two writers from this process. Each
 public method is one transaction (``BEGIN IMMEDIATE`` for writes, so the write
 lock is taken up front and another process sharing the file waits on
 ``busy_timeout`` instead of failing half-way). A whole ``ingest`` batch is one
 commit built from ``executemany``: the hot path never pays one fsync per message.
 
-sqlite3 errors are translated here: a read-only file, an I/O error, a full
-disk or a lock held past ``busy_timeout`` is :class:`StoreUnavailable` (the
-bridge stops acknowledging and reports not ready); anything else is
-:class:`StoreError`.
+Reads run on reader threads with connections of their own (see
+:mod:`bridge.store.sqlite_engine`, which also translates sqlite3 errors).
 
 URLs follow the common convention: ``sqlite:///hookbridge.db`` is relative to
 the working directory, ``sqlite:////var/lib/hookbridge/hookbridge.db`` absolute.
@@ -19,22 +17,21 @@ the working directory, ``sqlite:////var/lib/hookbridge/hookbridge.db`` absolute.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal, TypeVar
-from urllib.parse import quote
 
 import orjson
 
 from bridge.config import StoreSettings
-from bridge.errors import StoreError, StoreUnavailable
+from bridge.errors import StoreError
 from bridge.events import Event
 from bridge.presence import PresenceState
 from bridge.store import common
 from bridge.store import sqlite_device as per_device
+from bridge.store import sqlite_leases as leases
 from bridge.store import sqlite_queries as sql
 from bridge.store.base import (
     Accepted,
@@ -47,15 +44,13 @@ from bridge.store.base import (
     Rejection,
     SubscriptionState,
 )
+from bridge.store.leases import TAKEOVER_AFTER
+from bridge.store.sqlite_engine import SQLiteEngine
 from bridge.store.sqlite_schema import SCHEMA_VERSION, migrate, schema_version
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
 T = TypeVar("T")
-
-# Error codes that mean "cannot write now", not "this request is wrong".
-_UNAVAILABLE_CODES = ("SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_BUSY")
-_UNAVAILABLE_TEXT = ("readonly database", "disk i/o error", "database or disk is full")
 
 
 def sqlite_path(url: str) -> Path:
@@ -63,14 +58,6 @@ def sqlite_path(url: str) -> Path:
     if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
         raise StoreError("a SQLite store URL looks like sqlite:///hookbridge.db")
     return Path(url[len("sqlite:///") :])
-
-
-def _translate(exc: sqlite3.Error, action: str) -> StoreError:
-    code = getattr(exc, "sqlite_errorname", "") or ""
-    text = str(exc)
-    if code.startswith(_UNAVAILABLE_CODES) or any(t in text.lower() for t in _UNAVAILABLE_TEXT):
-        return StoreUnavailable(f"the store cannot take writes ({action}): {text}")
-    return StoreError(f"the store failed ({action}): {text}")
 
 
 _INBOUND_IDS_TABLE = """CREATE TABLE IF NOT EXISTS inbound_ids (
@@ -111,75 +98,30 @@ class SQLiteStore:
         self.busy_timeout = busy_timeout
         self.read_only = read_only
         self.owner = owner
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self.takeover_after = TAKEOVER_AFTER
+        self._engine = SQLiteEngine(
+            self.path, busy_timeout=busy_timeout, read_only=read_only, synchronous=synchronous
+        )
 
     @classmethod
     def from_settings(cls, settings: StoreSettings, *, owner: str = "") -> SQLiteStore:
-        return cls(sqlite_path(settings.url), synchronous=settings.synchronous, owner=owner)
+        store = cls(sqlite_path(settings.url), synchronous=settings.synchronous, owner=owner)
+        store.takeover_after = settings.takeover_after
+        return store
 
     def __repr__(self) -> str:
         return f"SQLiteStore(path={str(self.path)!r}, read_only={self.read_only})"
 
-    # -- the one thread ---------------------------------------------------------------
-
-    async def _call(self, fn: Callable[[], T]) -> T:
-        if self._executor is None:
-            raise StoreError("the store is not open")
-        # If the awaiting task is cancelled the transaction still runs to its end on
-        # the thread; callers only act on what they saw committed, so that is safe.
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
-
     async def _run(
         self, work: Callable[[sqlite3.Connection], T], *, action: str, write: bool = True
     ) -> T:
-        """Run ``work`` as one transaction on the store's thread."""
-        return await self._call(lambda: self._transaction(work, action, write))
-
-    def _transaction(self, work: Callable[[sqlite3.Connection], T], action: str, write: bool) -> T:
-        conn = self._conn
-        if conn is None:
-            raise StoreError("the store is not open")
-        try:
-            # A deferred BEGIN for reads still gives every query of the call one snapshot.
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                result = work(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise _translate(exc, action) from exc
-        return result
-
-    def _connect(self) -> None:
-        try:
-            if self.read_only:
-                uri = f"file:{quote(str(self.path.absolute()))}?mode=ro"
-                conn = sqlite3.connect(uri, uri=True, isolation_level=None)
-            else:
-                self.path.absolute().parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, isolation_level=None)
-        except OSError as exc:
-            raise StoreError(f"cannot create the directory of the store: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise _translate(exc, "open") from exc
-        try:
-            self._prepare(conn)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise _translate(exc, "open") from exc
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+        """Run ``work`` as one transaction: writes on the writer thread, reads on a reader."""
+        if write:
+            return await self._engine.write(work, action=action)
+        return await self._engine.read(work, action=action)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
-        """Set the connection up and bring the schema to the current version."""
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        conn.execute("PRAGMA foreign_keys = ON")
+        """Bring the schema to the current version; drop this owner's old leases."""
         if self.read_only:
             version = schema_version(conn)
             if version != SCHEMA_VERSION:
@@ -190,40 +132,35 @@ class SQLiteStore:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"the database refused WAL mode (got {mode})")
-        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         migrate(conn)
         if self.owner:
-            # Without this a restarted instance would wait a whole lease for its own
-            # work. Autocommit mode: the one statement is its own transaction.
+            # Without this a restarted instance would wait for its own work. Autocommit
+            # mode: each statement is its own transaction.
             conn.execute(sql.RELEASE_OWNER, (self.owner,))
+            conn.execute(leases.HEARTBEAT, (self.owner,))
 
-    def _disconnect(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    def _leave(self, conn: sqlite3.Connection) -> None:
+        """An instance closing: its leases go back at once and its heartbeat row goes."""
+        conn.execute(sql.RELEASE_OWNER, (self.owner,))
+        conn.execute(leases.FORGET_INSTANCE, (self.owner,))
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._executor is not None:
+        if self._engine.is_open:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookbridge-store")
-        try:
-            await self._call(self._connect)
-        except BaseException:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-            raise
+        await self._engine.open(self._prepare)
 
     async def close(self) -> None:
-        executor = self._executor
-        if executor is None:
+        leave = self._leave if self.owner and not self.read_only else None
+        await self._engine.close(leave)
+
+    async def heartbeat(self) -> None:
+        if not self.owner:
             return
-        try:
-            await self._call(self._disconnect)
-        finally:
-            self._executor = None
-            executor.shutdown(wait=True)
+        await self._run(
+            lambda conn: conn.execute(leases.HEARTBEAT, (self.owner,)), action="heartbeat"
+        )
 
     # -- the hot path -----------------------------------------------------------------
 
@@ -286,13 +223,23 @@ class SQLiteStore:
         ordered: bool = False,
     ) -> list[Delivery]:
         query = per_device.CLAIMABLE_ORDERED if ordered else sql.CLAIMABLE
+        params = {
+            "sub": subscription,
+            "now": now,
+            "owner": owner,
+            "stale": self.takeover_after,
+            "limit": limit,
+        }
 
         def work(conn: sqlite3.Connection) -> list[Delivery]:
-            rows = conn.execute(query, (subscription, now, now, limit)).fetchall()
-            if rows:
-                ids = orjson.dumps([row[0] for row in rows])
-                conn.execute(sql.LEASE, (owner, lease_until, now, ids))
-            return [common.delivery_from_row(row) for row in rows]
+            rows = conn.execute(query, params).fetchall()
+            if not rows:
+                return []
+            ids = orjson.dumps([row[0] for row in rows]).decode()
+            lease = {"owner": owner, "until": lease_until, "now": now, "ids": ids}
+            tokens = dict(conn.execute(leases.LEASE, lease).fetchall())
+            claimed = [common.delivery_from_row(row) for row in rows]
+            return [replace(d, lease_token=tokens.get(d.id, d.lease_token)) for d in claimed]
 
         return await self._run(work, action="claim_due")
 
@@ -300,7 +247,7 @@ class SQLiteStore:
         query = per_device.NEXT_DUE_ORDERED if ordered else sql.NEXT_DUE
 
         def work(conn: sqlite3.Connection) -> float | None:
-            row = conn.execute(query, (subscription,)).fetchone()
+            row = conn.execute(query, {"sub": subscription}).fetchone()
             return None if row is None or row[0] is None else float(row[0])
 
         return await self._run(work, action="next_due_at", write=False)
@@ -420,9 +367,28 @@ class SQLiteStore:
         )
 
     async def purge(self, *, delivered_before: float, dead_before: float) -> int:
-        return await self._run(
-            lambda conn: sql.purge(conn, delivered_before, dead_before), action="purge"
-        )
+        # One bounded chunk per transaction: ingest commits get the writer in between.
+        removed = 0
+        for _ in range(sql.PURGE_MAX_CHUNKS):
+            done, chunk = await self._run(
+                lambda conn: sql.purge_chunk(conn, delivered_before, dead_before),
+                action="purge",
+            )
+            removed += chunk
+            if done:
+                break
+        return removed
+
+    async def oldest_pending(self, subscriptions: Sequence[str]) -> dict[str, float]:
+        def work(conn: sqlite3.Connection) -> dict[str, float]:
+            found: dict[str, float] = {}
+            for name in subscriptions:
+                row = conn.execute(leases.OLDEST_PENDING, (name,)).fetchone()
+                if row is not None and row[0] is not None:
+                    found[name] = float(row[0])
+            return found
+
+        return await self._run(work, action="oldest_pending", write=False)
 
     async def expire_older_than(self, *, occurred_before: float, now: float) -> int:
         def work(conn: sqlite3.Connection) -> int:

@@ -35,7 +35,9 @@ from bridge.store.common import (
     redelivery_hashes,
 )
 from bridge.store.ids import new_delivery_ids
+from bridge.store.leases import dedupe_since, next_watermark
 from bridge.store.sqlite_device import apply_presence
+from bridge.store.sqlite_leases import GET_WATERMARK, LEASE_LAPSED, SET_WATERMARK
 
 __all__ = [
     "ATTEMPTS",
@@ -46,10 +48,11 @@ __all__ = [
     "EXPIRE",
     "GET_DELIVERY",
     "GET_EVENT",
-    "LEASE",
     "LIST_REJECTED",
     "NEXT_DUE",
     "PROBE",
+    "PURGE_CHUNK",
+    "PURGE_MAX_CHUNKS",
     "QUEUE_DEPTH",
     "RELEASE",
     "RELEASE_OWNER",
@@ -59,7 +62,7 @@ __all__ = [
     "create_deliveries",
     "ingest",
     "list_deliveries_query",
-    "purge",
+    "purge_chunk",
     "record_attempts",
 ]
 
@@ -67,11 +70,9 @@ _PENDING = DeliveryStatus.PENDING
 
 
 CLAIMABLE = f"""SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES}
-    WHERE d.subscription = ? AND d.status = 'pending' AND d.next_attempt_at <= ?
-      AND (d.lease_until IS NULL OR d.lease_until < ?)
-    ORDER BY d.next_attempt_at, d.rowid LIMIT ?"""
-LEASE = """UPDATE deliveries SET lease_owner = ?, lease_until = ?, updated_at = ?
-    WHERE id IN (SELECT value FROM json_each(?))"""
+    WHERE d.subscription = :sub AND d.status = 'pending' AND d.next_attempt_at <= :now
+      AND {LEASE_LAPSED}
+    ORDER BY d.next_attempt_at, d.rowid LIMIT :limit"""
 # Through the status index: only pending deliveries can hold a lease that matters.
 RELEASE_OWNER = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
     WHERE status = 'pending' AND lease_owner = ?"""
@@ -80,7 +81,7 @@ RELEASE = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
 # Deliveries under a lease (in flight here or elsewhere) are left out: counting them
 # would make a dispatcher poll non-stop while its own attempts are running.
 NEXT_DUE = """SELECT next_attempt_at FROM deliveries
-    WHERE subscription = ? AND status = 'pending' AND lease_until IS NULL
+    WHERE subscription = :sub AND status = 'pending' AND lease_until IS NULL
     ORDER BY next_attempt_at LIMIT 1"""
 GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} WHERE d.id = ?"
 ATTEMPTS = """SELECT delivery_id, attempt, started_at, latency_ms, status_code, error,
@@ -102,8 +103,10 @@ LIST_REJECTED = (
 COUNT_BY_STATUS = "SELECT status, count(*) FROM deliveries GROUP BY status"
 COUNT_EVENTS = "SELECT count(*) FROM events"
 COUNT_REJECTED = "SELECT count(*) FROM rejected"
+# A new fencing token: the result of an attempt still in flight no longer applies.
 REQUEUE = """UPDATE deliveries SET status = 'pending', next_attempt_at = ?, lease_owner = NULL,
-    lease_until = NULL, dead_reason = NULL, updated_at = ? WHERE id = ?"""
+    lease_until = NULL, dead_reason = NULL, updated_at = ?, lease_token = lease_token + 1
+    WHERE id = ?"""
 # A delivery under a live lease is being sent right now: its attempt decides.
 EXPIRE = """UPDATE deliveries SET status = 'dead', dead_reason = 'too_old',
     next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?
@@ -114,7 +117,7 @@ PROBE = "UPDATE probe SET at = at + 1 WHERE id = 1"
 
 _EXISTING_IDS = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
 _KNOWN_HASHES = """SELECT content_hash FROM events
-    WHERE content_hash IN (SELECT value FROM json_each(?))"""
+    WHERE content_hash IN (SELECT value FROM json_each(?)) AND received_at >= ?"""
 _INSERT_EVENT = """INSERT INTO events
     (id, type, source, device_id, occurred_at, received_at, content_hash, body)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
@@ -129,15 +132,24 @@ _INSERT_REJECTED = """INSERT INTO rejected (received_at, topic, payload, reason,
 _INSERT_ATTEMPT = """INSERT INTO attempts
     (delivery_id, attempt, started_at, latency_ms, status_code, error, response_excerpt)
     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)"""
-_APPLY_OUTCOME = """UPDATE deliveries SET status = ?, attempts = max(attempts, ?),
-    next_attempt_at = ?, dead_reason = ?, last_status_code = ?, last_error = ?,
-    lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?"""
-_PURGE_ATTEMPTS = """DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries
-    WHERE (status = 'delivered' AND updated_at < ?1) OR (status = 'dead' AND updated_at < ?2))"""
-_PURGE_DELIVERIES = """DELETE FROM deliveries
-    WHERE (status = 'delivered' AND updated_at < ?1) OR (status = 'dead' AND updated_at < ?2)"""
-_PURGE_EVENTS = """DELETE FROM events WHERE received_at < ?
-    AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = events.id)"""
+# Fenced: a token that is no longer the delivery's (someone claimed it since) changes nothing.
+_APPLY_OUTCOME = """UPDATE deliveries SET status = ?1, attempts = max(attempts, ?2),
+    next_attempt_at = ?3, dead_reason = ?4, last_status_code = ?5, last_error = ?6,
+    lease_owner = NULL, lease_until = NULL, updated_at = ?7
+    WHERE id = ?8 AND (?9 IS NULL OR lease_token = ?9)"""
+# Retention works in chunks of PURGE_CHUNK rows, one transaction each, so the
+# writer is never held for long; PURGE_MAX_CHUNKS bounds one purge call.
+PURGE_CHUNK = 1000
+PURGE_MAX_CHUNKS = 10_000
+_FINISHED = """SELECT id FROM deliveries
+    WHERE (status = 'delivered' AND updated_at < ?1) OR (status = 'dead' AND updated_at < ?2)
+    LIMIT ?3"""
+_PURGE_ATTEMPTS = """DELETE FROM attempts
+    WHERE delivery_id IN (SELECT value FROM json_each(?))"""
+_PURGE_DELIVERIES = "DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(?))"
+_PURGE_EVENTS = """DELETE FROM events WHERE arrival IN (SELECT arrival FROM events
+    WHERE received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = events.id)
+    LIMIT ?)"""
 
 
 def _json_list(values: list[str]) -> str:
@@ -154,12 +166,15 @@ def ingest(
     owner: str,
     lease_until: float,
     presence: PresencePolicy | None = None,
+    watermark: bool = True,
 ) -> IngestResult:
     """Store new events with leased deliveries, and rejections; skip duplicates.
 
     Which events are new is decided by one lookup of the whole batch under the
     write lock (``BEGIN IMMEDIATE``), so no other writer can slip in between
     the check and the insert, and the inserts stay plain ``executemany``.
+    With ``watermark`` (a batch off the broker), ``owner``'s dedupe watermark
+    bounds the content-hash lookup and moves on (see :mod:`bridge.store.leases`).
     """
     stored_ids: set[str] = set()
     if accepted:
@@ -168,8 +183,13 @@ def ingest(
     redelivered = redelivery_hashes(accepted)
     stored_hashes: set[str] = set()
     if redelivered:
+        row = conn.execute(GET_WATERMARK, (owner,)).fetchone()
+        since = dedupe_since(None if row is None else float(row[0]), now)
         hashes_text = _json_list(redelivered)
-        stored_hashes = {row[0] for row in conn.execute(_KNOWN_HASHES, (hashes_text,))}
+        stored_hashes = {row[0] for row in conn.execute(_KNOWN_HASHES, (hashes_text, since))}
+    mark = next_watermark(accepted, rejected) if watermark and owner else None
+    if mark is not None:
+        conn.execute(SET_WATERMARK, (owner, mark))
     fresh = not_yet_stored(accepted, stored_ids, stored_hashes)
     duplicates = len(accepted) - len(fresh)
     collapsed = 0
@@ -240,6 +260,7 @@ def record_attempts(
                 record.error,
                 now,
                 record.delivery_id,
+                record.lease_token,
             )
         )
     conn.executemany(_INSERT_ATTEMPT, attempt_rows)
@@ -265,15 +286,28 @@ def create_deliveries(
     ]
 
 
-def purge(conn: sqlite3.Connection, delivered_before: float, dead_before: float) -> int:
-    """Delete finished deliveries past retention, their attempts, then orphaned events."""
-    bounds = (delivered_before, dead_before)
-    removed = conn.execute(_PURGE_ATTEMPTS, bounds).rowcount
-    removed += conn.execute(_PURGE_DELIVERIES, bounds).rowcount
+def purge_chunk(
+    conn: sqlite3.Connection, delivered_before: float, dead_before: float
+) -> tuple[bool, int]:
+    """Delete up to ``PURGE_CHUNK`` finished deliveries past retention with their attempts,
+    or, once none is left, up to ``PURGE_CHUNK`` orphaned events.
+
+    Returns whether the purge is done and how many rows this chunk removed.
+    """
+    bounds = (delivered_before, dead_before, PURGE_CHUNK)
+    ids = [row[0] for row in conn.execute(_FINISHED, bounds)]
+    removed = 0
+    if ids:
+        ids_text = _json_list(ids)
+        removed += conn.execute(_PURGE_ATTEMPTS, (ids_text,)).rowcount
+        removed += conn.execute(_PURGE_DELIVERIES, (ids_text,)).rowcount
+    if len(ids) >= PURGE_CHUNK:
+        return False, removed
     # An event with no delivery left is kept until the later bound so that a
     # late broker redelivery of it is still recognised as a duplicate.
-    removed += conn.execute(_PURGE_EVENTS, (max(bounds),)).rowcount
-    return removed
+    events = conn.execute(_PURGE_EVENTS, (max(delivered_before, dead_before), PURGE_CHUNK))
+    removed += events.rowcount
+    return events.rowcount < PURGE_CHUNK, removed
 
 
 def list_deliveries_query(

@@ -106,7 +106,33 @@ _V2 = (
         WHERE status = 'pending'""",
 )
 
-MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2]
+# Leases that follow their holder: one heartbeat row per bridge instance (its
+# time from the database's clock) and a fencing token per claim.
+_LEASES_FOLLOW_HOLDER = (
+    """CREATE TABLE instances (
+        owner TEXT PRIMARY KEY,
+        heartbeat_at REAL NOT NULL
+    )""",
+    "ALTER TABLE deliveries ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0",
+)
+
+# The redelivery window of DUP messages (per MQTT client id) and the index the
+# oldest-pending-age gauge reads (one probe per subscription).
+_DEDUPE_WINDOW_AND_PENDING_AGE = (
+    """CREATE TABLE ingest_watermarks (
+        client_id TEXT PRIMARY KEY,
+        oldest_unacked REAL NOT NULL
+    )""",
+    """CREATE INDEX deliveries_pending_age ON deliveries (subscription, created_at)
+        WHERE status = 'pending'""",
+)
+
+MIGRATIONS: list[tuple[str, ...]] = [
+    _V1,
+    _V2,
+    _LEASES_FOLLOW_HOLDER,
+    _DEDUPE_WINDOW_AND_PENDING_AGE,
+]
 """Step *n* (1-based) brings the schema to version *n*."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

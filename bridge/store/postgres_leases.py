@@ -1,0 +1,62 @@
+"""The SQL of the PostgreSQL store's heartbeats, lease checks, dedupe watermarks
+and chunked retention.
+
+Heartbeats are stamped with the server's clock (``now()``) and a lease's
+liveness is judged against the same clock, so instances on hosts whose clocks
+disagree still agree on who is alive. See :mod:`bridge.store.base` for the
+lease rules these statements encode.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DB_NOW",
+    "FINISHED",
+    "FORGET_INSTANCE",
+    "GET_WATERMARK",
+    "HEARTBEAT",
+    "LEASE_LAPSED",
+    "NEXT_FENCE",
+    "OLDEST_PENDING",
+    "PURGE_ATTEMPTS",
+    "PURGE_CHUNK",
+    "PURGE_DELIVERIES",
+    "PURGE_EVENTS",
+    "PURGE_MAX_CHUNKS",
+    "SET_WATERMARK",
+]
+
+DB_NOW = "extract(epoch FROM now())::float8"
+HEARTBEAT = f"""INSERT INTO instances (owner, heartbeat_at) VALUES ($1, {DB_NOW})
+    ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"""  # noqa: S608
+FORGET_INSTANCE = "DELETE FROM instances WHERE owner = $1"
+# For claim statements whose $2 is now, $3 the claimer and $6 takeover_after.
+# Claimable: unleased; or its holder's heartbeat is stale (dead holder, at once);
+# or its lease_until passed and the holder has no heartbeat row (a tool) or is
+# the claimer itself (a lease it lost track of; it skips what it still holds).
+LEASE_LAPSED = f"""(d.lease_owner IS NULL
+    OR EXISTS (SELECT 1 FROM instances AS i WHERE i.owner = d.lease_owner
+        AND i.heartbeat_at < {DB_NOW} - $6)
+    OR (d.lease_until < $2 AND (d.lease_owner = $3 OR NOT EXISTS (
+        SELECT 1 FROM instances AS i WHERE i.owner = d.lease_owner))))"""  # noqa: S608
+# The token after a claim by $3: a claim from anyone else is a new fencing token.
+NEXT_FENCE = "d.lease_token + CASE WHEN d.lease_owner IS NOT DISTINCT FROM $3 THEN 0 ELSE 1 END"
+GET_WATERMARK = "SELECT oldest_unacked FROM ingest_watermarks WHERE client_id = $1"
+SET_WATERMARK = """INSERT INTO ingest_watermarks (client_id, oldest_unacked) VALUES ($1, $2)
+    ON CONFLICT (client_id) DO UPDATE SET oldest_unacked = excluded.oldest_unacked"""
+OLDEST_PENDING = """SELECT s.name, (SELECT min(created_at) FROM deliveries
+        WHERE subscription = s.name AND status = 'pending')
+    FROM unnest($1::text[]) AS s (name)"""
+
+# Retention works in chunks of PURGE_CHUNK rows, one transaction each, so no
+# long transaction holds row locks ingest and claims wait for.
+PURGE_CHUNK = 1000
+PURGE_MAX_CHUNKS = 10_000
+FINISHED = """SELECT id FROM deliveries
+    WHERE (status = 'delivered' AND updated_at < $1) OR (status = 'dead' AND updated_at < $2)
+    LIMIT $3 FOR UPDATE SKIP LOCKED"""
+PURGE_ATTEMPTS = "DELETE FROM attempts WHERE delivery_id = ANY($1::text[])"
+PURGE_DELIVERIES = "DELETE FROM deliveries WHERE id = ANY($1::text[])"
+PURGE_EVENTS = """DELETE FROM events WHERE id IN (SELECT id FROM events
+    WHERE received_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = events.id)
+    LIMIT $2)"""

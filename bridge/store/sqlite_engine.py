@@ -1,0 +1,213 @@
+"""The threads and connections of the SQLite store.
+
+Writes go to ONE thread that owns the writer connection, so the asyncio loop
+never blocks on disk and SQLite never sees two writers from this process.
+Reads (the dashboard, metrics scrapes, API lookups, the dispatcher's "when is
+the next one due") go to a small pool of reader threads, each with its own
+connection: in WAL mode readers never wait for the writer nor make it wait,
+so a slow count never holds back an ingest commit and its PUBACKs.
+
+sqlite3 errors are translated here: a read-only file, an I/O error, a full
+disk or a lock held past ``busy_timeout`` (busy or locked) is
+:class:`StoreUnavailable` (the bridge stops acknowledging, backs off and tries
+again); anything else is :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import quote
+
+from bridge.errors import StoreError, StoreUnavailable
+
+__all__ = ["SQLiteEngine", "translate"]
+
+T = TypeVar("T")
+
+# Busy and locked (another writer, a reader holding a shared-cache lock) pass:
+# the same transaction succeeds when tried again.
+_UNAVAILABLE_CODES = (
+    "SQLITE_READONLY",
+    "SQLITE_IOERR",
+    "SQLITE_FULL",
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_CANTOPEN",
+)
+_UNAVAILABLE_TEXT = (
+    "readonly database",
+    "disk i/o error",
+    "database or disk is full",
+    "database is locked",
+    "database table is locked",
+)
+_READERS = 2
+
+
+def translate(exc: sqlite3.Error, action: str) -> StoreError:
+    code = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    if code.startswith(_UNAVAILABLE_CODES) or any(t in text.lower() for t in _UNAVAILABLE_TEXT):
+        return StoreUnavailable(f"the store cannot take writes ({action}): {text}")
+    return StoreError(f"the store failed ({action}): {text}")
+
+
+def _transaction(
+    conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], action: str, write: bool
+) -> T:
+    try:
+        # A deferred BEGIN for reads still gives every query of the call one snapshot.
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            result = work(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise translate(exc, action) from exc
+    return result
+
+
+class SQLiteEngine:
+    """The writer thread and the reader threads of one database file."""
+
+    def __init__(
+        self, path: Path, *, busy_timeout: float, read_only: bool, synchronous: str = "NORMAL"
+    ) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.synchronous = synchronous
+        self.read_only = read_only
+        self._writer: ThreadPoolExecutor | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def connect(self, *, check_same_thread: bool = True) -> sqlite3.Connection:
+        """A new connection to the file (``mode=ro`` for a read-only store)."""
+        try:
+            if self.read_only:
+                uri = f"file:{quote(str(self.path.absolute()))}?mode=ro"
+                conn = sqlite3.connect(
+                    uri, uri=True, isolation_level=None, check_same_thread=check_same_thread
+                )
+            else:
+                self.path.absolute().parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=check_same_thread
+                )
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not self.read_only:
+                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        except OSError as exc:
+            raise StoreError(f"cannot create the directory of the store: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise translate(exc, "open") from exc
+        return conn
+
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None
+
+    async def open(self, prepare: Callable[[sqlite3.Connection], None]) -> None:
+        """Start the threads; ``prepare`` sets the writer connection up (on its thread)."""
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookbridge-store")
+        self._readers = ThreadPoolExecutor(
+            max_workers=_READERS, thread_name_prefix="hookbridge-store-read"
+        )
+        try:
+            await self.call(lambda: self._open_writer(prepare))
+        except BaseException:
+            await self.close(None)
+            raise
+
+    def _open_writer(self, prepare: Callable[[sqlite3.Connection], None]) -> None:
+        conn = self.connect()
+        try:
+            prepare(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise translate(exc, "open") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    async def close(self, last: Callable[[sqlite3.Connection], None] | None) -> None:
+        """Run ``last`` on the writer (best effort), then close every connection."""
+        writer, readers = self._writer, self._readers
+        self._writer = self._readers = None
+        if readers is not None:
+            readers.shutdown(wait=True)
+        with self._lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+        self._local = threading.local()
+        if writer is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(writer, lambda: self._close_writer(last))
+        finally:
+            writer.shutdown(wait=True)
+
+    def _close_writer(self, last: Callable[[sqlite3.Connection], None] | None) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if last is not None:
+                _transaction(conn, last, "close", write=True)
+        except StoreError:
+            pass  # closing anyway: what ``last`` tidies runs out on its own
+        finally:
+            conn.close()
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the writer thread."""
+        if self._writer is None:
+            raise StoreError("the store is not open")
+        # If the awaiting task is cancelled the transaction still runs to its end on
+        # the thread; callers only act on what they saw committed, so that is safe.
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+
+    async def write(self, work: Callable[[sqlite3.Connection], T], *, action: str) -> T:
+        """Run ``work`` as one write transaction on the writer thread."""
+        return await self.call(lambda: _transaction(self._writer_conn(), work, action, True))
+
+    async def read(self, work: Callable[[sqlite3.Connection], T], *, action: str) -> T:
+        """Run ``work`` as one read transaction on a reader thread's own connection."""
+        readers = self._readers
+        if readers is None:
+            raise StoreError("the store is not open")
+        return await asyncio.get_running_loop().run_in_executor(
+            readers, lambda: _transaction(self._reader_conn(), work, action, False)
+        )
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the store is not open")
+        return self._conn
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            # Closed from the closing thread once the readers have stopped.
+            conn = self.connect(check_same_thread=False)
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+            with self._lock:
+                self._reader_conns.append(conn)
+        return conn
