@@ -146,6 +146,7 @@ class Ingest:
         self._publishes: dict[int, asyncio.Future[None]] = {}
         self._misc_task: asyncio.Task[None] | None = None
         self.store_blocked = False
+        self.store_error: str | None = None  # why the last commit failed, while blocked
 
     # -- public ---------------------------------------------------------------
 
@@ -548,6 +549,7 @@ class Ingest:
                 if not self.store_blocked:
                     log.error("store refuses writes; not acknowledging messages", error=str(exc))
                 self.store_blocked = True
+                self.store_error = str(exc)
                 if self._stopping:
                     return  # unacked: the broker keeps them for our next start
                 await asyncio.sleep(delay)
@@ -556,6 +558,7 @@ class Ingest:
             if self.store_blocked:
                 log.info("store is writable again; acknowledging")
             self.store_blocked = False
+            self.store_error = None
             break
         current = self._connection
         for received in batch:

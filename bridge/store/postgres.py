@@ -434,8 +434,12 @@ class PostgresStore:
         return remembered
 
     async def is_writable(self) -> bool:
+        async def work(conn: Any) -> None:
+            for statement in sql.PROBE:
+                await conn.execute(statement)
+
         try:
-            await self._run(lambda conn: conn.execute(sql.PROBE), action="write probe")
+            await self._run(work, action="write probe")
         except StoreError:
             return False
         return True

@@ -444,7 +444,8 @@ class SQLiteStore:
 
     async def is_writable(self) -> bool:
         def work(conn: sqlite3.Connection) -> None:
-            conn.execute(sql.PROBE)
+            for statement in sql.PROBE:
+                conn.execute(statement)
 
         try:
             await self._run(work, action="write probe")
