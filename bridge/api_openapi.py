@@ -270,9 +270,10 @@ _PATHS: dict[str, Any] = {
     },
     "/api/reload": {
         "post": _op(
-            "Re-read the configuration file; 400 with the problems if it is invalid",
+            "Re-read the configuration file and apply all of it, or nothing: 400 with the"
+            " problems if it is invalid, 409 naming the parts that change only on restart",
             _ok("what changed"),
-            errors=(400, 401),
+            errors=(400, 401, 409),
         )
     },
     "/api/stats": {"get": _op("Totals for the dashboard's throughput chart", _ok("totals"))},

@@ -327,10 +327,13 @@ async def reload(request: web.Request) -> web.Response:
         "removed": result.removed,
         "changed": result.changed,
         "restart_needed": result.restart_needed,
+        "sections": result.sections,
     }
-    if not result.applied:
-        body["error"] = "the configuration was not reloaded: " + "; ".join(result.problems)
-    return _json(body, status=200 if result.applied else 400)
+    if result.applied:
+        return _json(body)
+    body["error"] = "the configuration was not reloaded: " + "; ".join(result.problems)
+    # 409: the file is valid, but the running bridge cannot adopt all of it.
+    return _json(body, status=409 if result.restart_needed else 400)
 
 
 async def stats(request: web.Request) -> web.Response:

@@ -173,12 +173,21 @@ class Sender:
         for endpoint in endpoints:
             await endpoint.close()
 
-    def reconfigure(self, subscriptions: Sequence[Subscription]) -> None:
+    def reconfigure(
+        self, subscriptions: Sequence[Subscription], *, settings: Settings | None = None
+    ) -> None:
         """Adopt a reloaded configuration.
 
         Pools of removed or changed subscriptions are retired and closed once
-        their in-flight attempts finish; new ones open on first use.
+        their in-flight attempts finish; new ones open on first use. With
+        ``settings``, limits and security are adopted too; a changed target
+        guard retires every pool (each pool's resolver enforces it).
         """
+        if settings is not None:
+            if settings.security != self._settings.security:
+                self._retired.extend(self._endpoints.values())
+                self._endpoints.clear()
+            self._settings = settings
         wanted = {s.name: s for s in subscriptions}
         for name, endpoint in list(self._endpoints.items()):
             if wanted.get(name) != endpoint.subscription:

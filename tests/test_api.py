@@ -43,7 +43,13 @@ async def test_auth_health_and_dashboard(
         assert await admin.get("/healthz", token="") == (200, {"status": "ok"})
         status, ready = await admin.get("/readyz", token="")
         assert status == 200
-        assert ready == {"ready": True, "broker_connected": True, "store_writable": True}
+        assert ready == {
+            "ready": True,
+            "broker_connected": True,
+            "store_writable": True,
+            "store_blocked": False,
+            "reasons": [],
+        }
         for path in ("/metrics", "/api/subscriptions", "/api/deliveries", "/api/openapi.json"):
             status, body = await admin.get(path, token="")
             assert status == 401, path
