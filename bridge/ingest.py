@@ -432,10 +432,18 @@ class Ingest:
         self._subscribed.set()
 
     def _on_publish(
-        self, _c: paho.Client, _u: Any, mid: int, _r: ReasonCode, _p: Properties
+        self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Properties
     ) -> None:
         future = self._publishes.get(mid)
-        if future is not None and not future.done():
+        if future is None or future.done():
+            return
+        # MQTT 5: a PUBACK with a reason code of 0x80 or more (not authorized,
+        # quota exceeded, ...) means the broker did not take the message.
+        if reason.is_failure:
+            future.set_exception(
+                BrokerError(f"the broker refused the publish: {reason} (0x{reason.value:02x})")
+            )
+        else:
             future.set_result(None)
 
     # -- tasks -------------------------------------------------------------------
