@@ -17,7 +17,13 @@ from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "get_logger", "register_secrets", "scrub_secrets"]
+__all__ = [
+    "configure_logging",
+    "display_url",
+    "get_logger",
+    "register_secrets",
+    "scrub_secrets",
+]
 
 _SECRETS: set[str] = set()
 
@@ -33,6 +39,26 @@ def scrub_secrets(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "**********")
     return text
+
+
+def display_url(url: str) -> str:
+    """``url`` fit to print: credentials, query string and fragment masked.
+
+    Receivers often take a token in the query (``?token=…``) or in the user
+    part (``https://key@host``); neither may reach a terminal or a log.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=-1)
+    tail = ""
+    if cut >= 0:
+        tail = rest[cut] + "***"
+        rest = rest[:cut]
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return scrub_secrets(f"{scheme}{sep}{authority}{slash}{path}{tail}")
 
 
 def _scrub(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Any:

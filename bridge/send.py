@@ -24,6 +24,7 @@ explicit HTTP proxy, both per subscription.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import ssl
 import time
@@ -41,8 +42,8 @@ from bridge.auth import ReceiverAuth
 from bridge.config import Settings, Subscription
 from bridge.errors import BridgeError, DeliveryError
 from bridge.events import Event
+from bridge.excerpts import SCRUB_MARGIN, masked_excerpt, sent_secrets
 from bridge.formats import Encoded, encoder_for
-from bridge.logs import scrub_secrets
 from bridge.retry import parse_retry_after
 from bridge.signing import hub_signature, signature_header
 from bridge.targets import GuardedResolver, check_url_target
@@ -328,7 +329,7 @@ class Sender:
     ) -> AttemptResult:
         subscription = endpoint.subscription
         kept = self._settings.limits.response_body_kept
-        cap = max(kept, PIPE_BODY_LIMIT) if subscription.mode == "pipe" else kept
+        cap = max(kept, PIPE_BODY_LIMIT) if subscription.mode == "pipe" else kept + SCRUB_MARGIN
         try:
             async with endpoint.session.post(
                 subscription.url,
@@ -338,7 +339,13 @@ class Sender:
                 proxy=subscription.proxy,  # explicit per subscription; never from the environment
             ) as response:
                 content = await _read_capped(response.content, cap)
-                return _classify(response, content, kept, started)
+                result = _classify(
+                    response, content, kept, started, sent_secrets(subscription, headers)
+                )
+                if subscription.mode == "pipe":
+                    return result
+                # The margin read only served the masking.
+                return dataclasses.replace(result, response_body=content[:kept])
         except BridgeError as exc:  # TargetRefused from the resolver
             return _failure(started, str(exc))
         except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
@@ -365,7 +372,11 @@ async def _read_capped(content: aiohttp.StreamReader, cap: int) -> bytes:
 
 
 def _classify(
-    response: aiohttp.ClientResponse, content: bytes, kept: int, started: float
+    response: aiohttp.ClientResponse,
+    content: bytes,
+    kept: int,
+    started: float,
+    secrets: Sequence[str] = (),
 ) -> AttemptResult:
     status = response.status
     error: str | None = None
@@ -393,7 +404,7 @@ def _classify(
         latency_ms=(time.perf_counter() - started) * 1000,
         error=error,
         # Kept, listed by the API and logged: a receiver echoing our headers must not leak them.
-        response_excerpt=scrub_secrets(content[:kept].decode("utf-8", errors="replace")),
+        response_excerpt=masked_excerpt(content, kept, secrets),
         response_body=content,
         retry_after=retry_after,
         content_type=response.headers.get("Content-Type"),
