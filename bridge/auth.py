@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
 import orjson
@@ -81,8 +81,16 @@ def secret_values(settings: Settings) -> list[str]:
 class ReceiverAuth:
     """The ``Authorization`` header of one subscription; caches an OAuth2 token."""
 
-    def __init__(self, subscription: Subscription) -> None:
+    def __init__(
+        self,
+        subscription: Subscription,
+        *,
+        judge_proxied: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self._subscription = subscription
+        # Through a proxy the connector never sees the token URL's address:
+        # the sender's target guard judges it before each fetch.
+        self._judge_proxied = judge_proxied
         self._config = subscription.auth
         self._token: str | None = None
         self._expires_at = 0.0
@@ -126,6 +134,8 @@ class ReceiverAuth:
     ) -> tuple[str, float]:
         self.token_fetches += 1
         host = URL(config.token_url).host
+        if self._judge_proxied is not None and self._subscription.proxy is not None:
+            await self._judge_proxied(config.token_url)
         form = {"grant_type": "client_credentials"}
         if config.scope:
             form["scope"] = config.scope

@@ -18,7 +18,9 @@ Header values of a subscription are secrets: they are sent, never logged.
 Receiver authentication (bearer, basic, OAuth2 client credentials) comes from
 :mod:`bridge.auth`; an OAuth2 receiver answering 401 gets one retry with a
 fresh token. ``client_cert``/``client_key`` give mutual TLS and ``proxy`` an
-explicit HTTP proxy, both per subscription.
+explicit HTTP proxy, both per subscription. Through a proxy the target guard
+judges the target (resolved here), not the proxy, which is trusted as a
+proxy because the configuration names it (:mod:`bridge.targets`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from bridge.excerpts import SCRUB_MARGIN, masked_excerpt, sent_secrets
 from bridge.formats import Encoded, encoder_for
 from bridge.retry import parse_retry_after
 from bridge.signing import hub_signature, signature_header
-from bridge.targets import GuardedResolver, check_url_target
+from bridge.targets import GuardedResolver, check_proxied_target, check_url_target
 from bridge.units import format_duration
 
 __all__ = [
@@ -98,12 +100,19 @@ class _Endpoint:
     __slots__ = ("auth", "in_flight", "resolver", "session", "subscription")
 
     def __init__(
-        self, subscription: Subscription, session: aiohttp.ClientSession, resolver: AbstractResolver
+        self,
+        subscription: Subscription,
+        session: aiohttp.ClientSession,
+        resolver: AbstractResolver,
+        *,
+        guarded: bool,
     ) -> None:
         self.subscription = subscription
         self.session = session
         self.resolver = resolver
-        self.auth = ReceiverAuth(subscription)
+        self.auth = ReceiverAuth(
+            subscription, judge_proxied=check_proxied_target if guarded else None
+        )
         self.in_flight = 0
 
     async def close(self) -> None:
@@ -195,6 +204,14 @@ class Sender:
                 self._retired.append(self._endpoints.pop(name))
         self._subscriptions = wanted
 
+    def _guarded(self, subscription: Subscription) -> bool:
+        """Whether the SSRF guard judges this subscription's target."""
+        return not (
+            self._settings.security.allow_private_targets
+            # The per-subscription switch, where the configuration has it.
+            or getattr(subscription, "allow_private_target", False)
+        )
+
     def _endpoint_for(self, subscription: Subscription) -> _Endpoint:
         current = self._endpoints.get(subscription.name)
         if current is not None:
@@ -208,9 +225,11 @@ class Sender:
                 "TLS certificate verification is off for this subscription",
                 subscription=subscription.name,
             )
+        # With a proxy, the connector resolves only the proxy: the configured
+        # proxy is trusted as such; the target is judged in attempt().
         resolver: AbstractResolver = (
             aiohttp.DefaultResolver()
-            if self._settings.security.allow_private_targets
+            if not self._guarded(subscription) or subscription.proxy is not None
             else GuardedResolver()
         )
         connector = aiohttp.TCPConnector(
@@ -222,7 +241,7 @@ class Sender:
             trust_env=False,  # an environment proxy would bypass the target guard
             cookie_jar=aiohttp.DummyCookieJar(),  # deliveries are independent requests
         )
-        endpoint = _Endpoint(subscription, session, resolver)
+        endpoint = _Endpoint(subscription, session, resolver, guarded=self._guarded(subscription))
         self._endpoints[subscription.name] = endpoint
         return endpoint
 
@@ -281,8 +300,10 @@ class Sender:
             headers = self._headers(
                 subscription, event, encoded, delivery_id=delivery_id, attempt=attempt
             )
-            if not self._settings.security.allow_private_targets:
+            if self._guarded(subscription):
                 check_url_target(subscription.url)
+                if subscription.proxy is not None:
+                    await check_proxied_target(subscription.url)
             endpoint = self._endpoint_for(subscription)
         except BridgeError as exc:
             result = _failure(started, str(exc))
