@@ -14,11 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
+from bridge.store.postgres import parse_postgres_url
 from tests.conftest import SECRET
 from tests.support.admin import Admin, admin_config
 from tests.support.mosquitto import Mosquitto
+from tests.support.postgres import PostgresDatabase
 from tests.support.process import started_bridge
 from tests.support.publisher import Publisher
 from tests.support.receiver import Receiver
@@ -122,3 +125,38 @@ async def _status_is(admin: Admin, expected: int) -> bool:
 async def _blocked(admin: Admin) -> bool:
     _, body = await _readyz(admin)
     return bool(body["store_blocked"])
+
+
+async def test_readyz_is_503_over_http_while_an_operator_lock_stops_commits(
+    mosquitto: Mosquitto, postgres: PostgresDatabase, receiver: Receiver, tmp_path: Path
+) -> None:
+    url = postgres.schema_url("ready")
+    config = admin_config(
+        mosquitto,
+        tmp_path,
+        [{"name": "crm", "url": receiver.url, "secret": SECRET}],
+        store={"url": url},
+    )
+    admin = Admin(f"http://{config['api']['listen']}")
+    dsn, schema, _ = parse_postgres_url(url)
+    operator = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        with started_bridge(config, tmp_path):
+            await wait_until(lambda: _status_is(admin, 200), timeout=15, message="ready at start")
+            # Reads go on (EXCLUSIVE allows them); every insert into events waits.
+            transaction = operator.transaction()
+            await transaction.start()
+            await operator.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+            try:
+                await wait_until(
+                    lambda: _status_is(admin, 503), timeout=20, message="not ready under the lock"
+                )
+                _, body = await _readyz(admin)
+                assert body["broker_connected"] is True
+                assert [r.split(":")[0] for r in body["reasons"]] == ["store_not_writable"], body
+            finally:
+                await transaction.rollback()
+            await wait_until(lambda: _status_is(admin, 200), timeout=20, message="ready again")
+    finally:
+        await operator.close()
+        await admin.close()
