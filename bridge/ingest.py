@@ -436,6 +436,8 @@ class Ingest:
     ) -> None:
         future = self._publishes.get(mid)
         if future is None or future.done():
+            if reason.is_failure:  # our own status message: nobody waits, so say it
+                log.warning("broker refused a publish", reason=str(reason), code=reason.value)
             return
         # MQTT 5: a PUBACK with a reason code of 0x80 or more (not authorized,
         # quota exceeded, ...) means the broker did not take the message.

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from bridge.signing import hub_signature, sign
 from tests.conftest import SECRET, bridge_config, running_bridge
@@ -208,3 +209,22 @@ async def test_a_pipe_reply_the_broker_refuses_is_recorded_as_a_failed_publish(
                 assert device.received == []
     finally:
         await receiver.stop()
+
+
+async def test_a_refused_status_publish_is_reported(tmp_path: Path) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text("topic read #\n")  # not even the bridge's own status topic
+    broker = Mosquitto(tmp_path / "broker", extra=f"acl_file {acl}")
+    broker.start()
+    try:
+        with capture_logs() as logs:
+            async with running_bridge(bridge_config(broker, tmp_path, [])):
+                await wait_until(
+                    lambda: any(e["event"] == "broker refused a publish" for e in logs),
+                    timeout=10,
+                    message="the refusal of the online status reported",
+                )
+        refusal = next(e for e in logs if e["event"] == "broker refused a publish")
+        assert refusal["code"] == 0x87
+    finally:
+        broker.stop()
