@@ -166,7 +166,9 @@ _PATHS: dict[str, Any] = {
     "/healthz": {"get": _op("The process is alive", _ok("alive"), errors=(), secured=False)},
     "/readyz": {
         "get": _op(
-            "Broker connected and store writable (503 when not)",
+            "Broker connected and events can be committed: ingest's last commit went through"
+            " and a probe commit through the events table succeeds; 503 with `reasons`"
+            " naming each failing check",
             _ok("ready"),
             errors=(503,),
             secured=False,

@@ -21,6 +21,8 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from bridge.config import InboundSettings
+from bridge.inbound import GITHUB_REPLAY_WINDOW, replay_key
 from bridge.signing import hub_signature, sign
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
@@ -228,3 +230,13 @@ async def test_a_refused_status_publish_is_reported(tmp_path: Path) -> None:
         assert refusal["code"] == 0x87
     finally:
         broker.stop()
+
+
+def test_github_replay_key_is_the_signature_held_a_day() -> None:
+    entry = InboundSettings.model_validate(INBOUND[1])
+    signed = {"x-hub-signature-256": "sha256=AB12"}
+    key = replay_key(entry, signed)
+    assert key is not None
+    assert key == replay_key(entry, {**signed, "x-github-delivery": "d-9"})
+    assert (key.value, key.window) == ("sig:sha256=ab12", GITHUB_REPLAY_WINDOW)
+    assert GITHUB_REPLAY_WINDOW == 24 * 3600
