@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from bridge.config import Subscription, redact_url
+from bridge.config import Subscription
 from bridge.errors import NotFound, OperatorError, StoreError
 from bridge.events import format_timestamp
+from bridge.logs import display_url
 from bridge.operations import ReplayRequest
 from bridge.store.base import AttemptRecord, Delivery, DeliveryStatus, Rejection
 
@@ -138,7 +139,7 @@ async def _subscription_json(bridge: Bridge, sub: Subscription) -> dict[str, Any
     )
     return {
         "name": sub.name,
-        "url": redact_url(sub.url),
+        "url": display_url(sub.url),
         "events": list(sub.events),
         "filter": sub.filter,
         "format": sub.format,

@@ -97,7 +97,8 @@ async def reload_bridge(bridge: Bridge) -> ReloadResult:
     register_secrets(secret_values(new))
     bridge.settings = new
     bridge.router = Router(new.subscriptions)
-    bridge.normaliser = Normaliser(new, source=f"mqtt://{new.mqtt.host}:{new.mqtt.port}")
+    if new.limits != old.limits:  # rules and profiles are equal here: only limits differ
+        bridge.normaliser = Normaliser(new, source=f"mqtt://{new.mqtt.host}:{new.mqtt.port}")
     bridge.sender.reconfigure(new.subscriptions, settings=new)
     bridge.retention.reconfigure(new.retention)
     if bridge.presence is not None:

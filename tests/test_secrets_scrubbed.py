@@ -124,7 +124,7 @@ async def test_secrets_a_reload_brings_in_are_masked_from_then_on(
     config = admin_config(
         mosquitto,
         tmp_path,
-        [{"name": "crm", "url": receiver.url, "secret": SECRET}],
+        [{"name": "crm", "url": receiver.url + "?key=q-secret-1", "secret": SECRET}],
         retry={"schedule": ["1h"]},
     )
     path = tmp_path / "hookbridge.yaml"
@@ -150,6 +150,10 @@ async def test_secrets_a_reload_brings_in_are_masked_from_then_on(
 
             await wait_until(lambda: _non_empty(kept()), timeout=10, message="attempt kept")
             assert all(token not in excerpt for excerpt in await kept())
+            # The API (and the dashboard showing it) lists the URL without its query.
+            _, listed = await admin.get("/api/subscriptions")
+            (crm,) = listed["subscriptions"]
+            assert crm["url"] == f"http://127.0.0.1:{receiver.port}/hook?***"
     finally:
         await admin.close()
         await receiver.stop()
