@@ -61,16 +61,24 @@ def display_url(url: str) -> str:
     return scrub_secrets(f"{scheme}{sep}{authority}{slash}{path}{tail}")
 
 
+def _masked(value: Any, depth: int = 0) -> Any:
+    """``value`` with secrets masked in its strings, inside lists, tuples and dicts too."""
+    if isinstance(value, str):
+        return scrub_secrets(value)
+    if depth >= 4:  # log values are shallow; a deeper one is left as it is
+        return value
+    if isinstance(value, list | tuple):
+        return type(value)(_masked(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return {key: _masked(item, depth + 1) for key, item in value.items()}
+    return value
+
+
 def _scrub(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Any:
     if not _SECRETS:
         return event_dict
     for key, value in list(event_dict.items()):
-        if isinstance(value, str):
-            clean = value
-            for secret in _SECRETS:
-                if secret in clean:
-                    clean = clean.replace(secret, "**********")
-            event_dict[key] = clean
+        event_dict[key] = _masked(value)
     return event_dict
 
 

@@ -191,3 +191,21 @@ def test_check_config_prints_no_url_credentials_or_query(tmp_path: Path) -> None
     assert "erp.example.com/in" in out
     for secret in ("db-pw-456", "key-789", "query-tok-000", "url-pw-321", "frag"):
         assert secret not in out, out
+
+
+def test_log_lines_mask_secrets_inside_lists_and_dicts_too() -> None:
+    # A process of its own: configure_logging() sets up the process-wide logger.
+    script = (
+        "from bridge.logs import configure_logging, get_logger, register_secrets\n"
+        "register_secrets(['n3sted-s3cret'])\n"
+        "configure_logging(json=True)\n"
+        "get_logger('t').warning('reload refused', problems=['a: n3sted-s3cret'],"
+        " detail={'k': ('n3sted-s3cret',)})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    line = json.loads(done.stderr.strip().splitlines()[-1])
+    assert line["problems"] == ["a: **********"]
+    assert line["detail"] == {"k": ["**********"]}
+    assert "n3sted-s3cret" not in done.stderr
