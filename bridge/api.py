@@ -14,6 +14,7 @@ do their own authentication (signatures).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.resources import files
@@ -32,7 +33,7 @@ from bridge.errors import (
     StoreError,
     StoreUnavailable,
 )
-from bridge.logs import get_logger
+from bridge.logs import get_logger, scrub_secrets
 
 if TYPE_CHECKING:
     from bridge.app import Bridge
@@ -44,6 +45,7 @@ log = get_logger("hookbridge.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _PROTECTED_PREFIXES = ("/api/", "/metrics")
+_PROBE_TIMEOUT = 3.0  # seconds; orchestrators give a readiness probe a few seconds
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -106,13 +108,41 @@ async def _healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def _store_probe(bridge: Bridge) -> bool:
+    try:
+        return await asyncio.wait_for(bridge.store.is_writable(), _PROBE_TIMEOUT)
+    except TimeoutError:
+        return False  # a lock or a stalled disk: ingest's commits would wait as long
+
+
 async def _readyz(request: web.Request) -> web.Response:
+    """Ready when the broker is connected and events can be committed.
+
+    Two signs count against the store: ingest's last commit failed (it keeps
+    trying; ``store_blocked`` clears at its first success), and a probe that
+    commits a row through the same tables as ingest fails or stalls. Each
+    reason is named, so a 503 says what to fix.
+    """
     bridge = request.app[BRIDGE_KEY]
     connected = bridge.ingest.connected
-    writable = await bridge.store.is_writable()
-    ready = connected and writable
-    body = {"ready": ready, "broker_connected": connected, "store_writable": writable}
-    return web.json_response(body, status=200 if ready else 503)
+    blocked = bridge.ingest.store_blocked
+    writable = await _store_probe(bridge)
+    reasons: list[str] = []
+    if not connected:
+        reasons.append("broker_disconnected: not connected to the MQTT broker")
+    if blocked:
+        error = scrub_secrets(bridge.ingest.store_error or "")[:300]
+        reasons.append(f"store_blocked: ingest commits fail; messages stay unacked ({error})")
+    if not writable:
+        reasons.append("store_not_writable: a probe commit through the events table failed")
+    body = {
+        "ready": not reasons,
+        "broker_connected": connected,
+        "store_writable": writable and not blocked,
+        "store_blocked": blocked,
+        "reasons": reasons,
+    }
+    return web.json_response(body, status=503 if reasons else 200)
 
 
 async def _metrics(request: web.Request) -> web.Response:

@@ -166,7 +166,9 @@ _PATHS: dict[str, Any] = {
     "/healthz": {"get": _op("The process is alive", _ok("alive"), errors=(), secured=False)},
     "/readyz": {
         "get": _op(
-            "Broker connected and store writable (503 when not)",
+            "Broker connected and events can be committed: ingest's last commit went through"
+            " and a probe commit through the events table succeeds; 503 with `reasons`"
+            " naming each failing check",
             _ok("ready"),
             errors=(503,),
             secured=False,
@@ -270,9 +272,10 @@ _PATHS: dict[str, Any] = {
     },
     "/api/reload": {
         "post": _op(
-            "Re-read the configuration file; 400 with the problems if it is invalid",
+            "Re-read the configuration file and apply all of it, or nothing: 400 with the"
+            " problems if it is invalid, 409 naming the parts that change only on restart",
             _ok("what changed"),
-            errors=(400, 401),
+            errors=(400, 401, 409),
         )
     },
     "/api/stats": {"get": _op("Totals for the dashboard's throughput chart", _ok("totals"))},

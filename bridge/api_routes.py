@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from bridge.config import Subscription, redact_url
+from bridge.config import Subscription
 from bridge.errors import NotFound, OperatorError, StoreError
 from bridge.events import format_timestamp
+from bridge.logs import display_url
 from bridge.operations import ReplayRequest
 from bridge.store.base import AttemptRecord, Delivery, DeliveryStatus, Rejection
 
@@ -138,7 +139,7 @@ async def _subscription_json(bridge: Bridge, sub: Subscription) -> dict[str, Any
     )
     return {
         "name": sub.name,
-        "url": redact_url(sub.url),
+        "url": display_url(sub.url),
         "events": list(sub.events),
         "filter": sub.filter,
         "format": sub.format,
@@ -335,10 +336,13 @@ async def reload(request: web.Request) -> web.Response:
         "removed": result.removed,
         "changed": result.changed,
         "restart_needed": result.restart_needed,
+        "sections": result.sections,
     }
-    if not result.applied:
-        body["error"] = "the configuration was not reloaded: " + "; ".join(result.problems)
-    return _json(body, status=200 if result.applied else 400)
+    if result.applied:
+        return _json(body)
+    body["error"] = "the configuration was not reloaded: " + "; ".join(result.problems)
+    # 409: the file is valid, but the running bridge cannot adopt all of it.
+    return _json(body, status=409 if result.restart_needed else 400)
 
 
 async def stats(request: web.Request) -> web.Response:

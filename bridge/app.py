@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.api import AdminServer
-from bridge.auth import auth_secret_values
+from bridge.auth import secret_values
 from bridge.config import Settings
 from bridge.dead_letter import DeadLetters, dead_letter_path
 from bridge.dispatch import Dispatcher
@@ -63,18 +63,6 @@ def bridge_version() -> str:
         return "0.0.0"
 
 
-def _secret_values(settings: Settings) -> list[str]:
-    values = [s.get_secret_value() for sub in settings.subscriptions for s in sub.secrets]
-    values += [h.get_secret_value() for sub in settings.subscriptions for h in sub.headers.values()]
-    values += [i.secret.get_secret_value() for i in settings.inbound]
-    values += auth_secret_values(settings)
-    if settings.mqtt.password is not None:
-        values.append(settings.mqtt.password.get_secret_value())
-    if settings.api.token is not None:
-        values.append(settings.api.token.get_secret_value())
-    return values
-
-
 class Bridge:
     def __init__(
         self,
@@ -85,7 +73,7 @@ class Bridge:
     ) -> None:
         self.settings = settings
         self.config_path = config_path  # what reload() re-reads
-        register_secrets(_secret_values(settings))
+        register_secrets(secret_values(settings))
         load_plugins()  # before the normaliser: plugins add profiles and formats
         self.metrics = Metrics()
         self.owner = settings.mqtt.client_id

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
 import orjson
@@ -34,7 +34,7 @@ from yarl import URL
 from bridge.config import BasicAuth, BearerAuth, OAuth2ClientCredentials, Settings, Subscription
 from bridge.errors import DeliveryError
 
-__all__ = ["ReceiverAuth", "auth_for", "auth_secret_values"]
+__all__ = ["ReceiverAuth", "auth_for", "auth_secret_values", "secret_values"]
 
 _TOKEN_BODY_LIMIT = 64 * 1024
 _DEFAULT_EXPIRY = 3600.0  # RFC 6749 leaves expires_in optional; assume an hour
@@ -54,11 +54,43 @@ def auth_secret_values(settings: Settings) -> list[str]:
     return [v for v in values if v]
 
 
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret a configuration holds, for the log and excerpt scrubber to mask.
+
+    Called at start and again on every reload, so secrets a reload brings in
+    are masked from the moment they can be used.
+    """
+    values = [s.get_secret_value() for sub in settings.subscriptions for s in sub.secrets]
+    values += [h.get_secret_value() for sub in settings.subscriptions for h in sub.headers.values()]
+    for sub in settings.subscriptions:
+        if isinstance(sub.auth, BasicAuth):
+            # What goes over the wire, as a receiver would echo it.
+            values.append(_basic(sub.auth.username, sub.auth.password.get_secret_value())[6:])
+        elif isinstance(sub.auth, OAuth2ClientCredentials):
+            secret = sub.auth.client_secret.get_secret_value()
+            values.append(_basic(sub.auth.client_id, secret)[6:])
+    values += [i.secret.get_secret_value() for i in settings.inbound]
+    values += auth_secret_values(settings)
+    if settings.mqtt.password is not None:
+        values.append(settings.mqtt.password.get_secret_value())
+    if settings.api.token is not None:
+        values.append(settings.api.token.get_secret_value())
+    return values
+
+
 class ReceiverAuth:
     """The ``Authorization`` header of one subscription; caches an OAuth2 token."""
 
-    def __init__(self, subscription: Subscription) -> None:
+    def __init__(
+        self,
+        subscription: Subscription,
+        *,
+        judge_proxied: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self._subscription = subscription
+        # Through a proxy the connector never sees the token URL's address:
+        # the sender's target guard judges it before each fetch.
+        self._judge_proxied = judge_proxied
         self._config = subscription.auth
         self._token: str | None = None
         self._expires_at = 0.0
@@ -102,6 +134,8 @@ class ReceiverAuth:
     ) -> tuple[str, float]:
         self.token_fetches += 1
         host = URL(config.token_url).host
+        if self._judge_proxied is not None and self._subscription.proxy is not None:
+            await self._judge_proxied(config.token_url)
         form = {"grant_type": "client_credentials"}
         if config.scope:
             form["scope"] = config.scope

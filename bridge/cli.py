@@ -13,7 +13,7 @@ import typer
 from bridge.admin_cli import register as register_admin_commands
 from bridge.config import Settings, load_config, redact_url
 from bridge.errors import BridgeError, ConfigError
-from bridge.logs import configure_logging
+from bridge.logs import configure_logging, display_url
 
 __all__ = ["app", "main"]
 
@@ -84,13 +84,14 @@ def check_config(path: Annotated[Path, typer.Argument(help="YAML configuration f
     """Validate a configuration file: exit 0 with a summary, or 2 with every problem."""
     settings = _load_or_exit(path)
     typer.echo(f"{path}: valid")
-    typer.echo(f"  broker: {settings.mqtt.url} (MQTT {settings.mqtt.protocol})")
-    typer.echo(f"  store: {redact_url(settings.store.url)}")
+    typer.echo(f"  broker: {display_url(settings.mqtt.url)} (MQTT {settings.mqtt.protocol})")
+    typer.echo(f"  store: {display_url(redact_url(settings.store.url))}")
     typer.echo(f"  profiles: {', '.join(settings.profiles) or '-'}; rules: {len(settings.rules)}")
     typer.echo(f"  subscriptions: {len(settings.subscriptions)}")
     for sub in settings.subscriptions:
         signed = "signed" if sub.secrets else "UNSIGNED"
-        typer.echo(f"    {sub.name}: {', '.join(sub.events)} -> {sub.url} ({sub.mode}, {signed})")
+        target = display_url(sub.url)
+        typer.echo(f"    {sub.name}: {', '.join(sub.events)} -> {target} ({sub.mode}, {signed})")
 
 
 @config_app.command("schema")

@@ -12,14 +12,21 @@ all of this holds, checked in this order (nothing is published otherwise):
 4. the topic template renders from ``{body.…}`` with safe values (non-empty,
    no ``/``, ``+``, ``#``) — else **400**;
 5. the topic matches one of ``allow_topics`` — else **403**;
-6. the message id (``webhook-id``; ``x-github-delivery`` for GitHub) was not
-   seen in the last 10 minutes, kept in the store so every instance sharing
-   it agrees — else **409**.
+6. the request was not accepted before — else **409**. What identifies it
+   is something the signature covers: the ``webhook-id`` (held 10 minutes,
+   as long as its timestamp is acceptable) or, for GitHub-style requests,
+   which carry no timestamp, the signature itself, a digest of the body
+   (held 24 hours). ``x-github-delivery`` is not signed: a replayer could
+   drop or change it, so it is not what replay refusal keys on. The ids are
+   kept in the store so every instance sharing it agrees.
 
 Then the raw body is published with QoS 1 (MQTT 5 correlation data: our id
 for the message) and the answer is **202** ``{"id": "inb_…", "topic": "…"}``.
-A broker or store outage is a **503**; the sender retries, though its id is
-then already remembered and the retry is refused as a replay.
+The id is first *reserved* (for a minute), the message published, and the
+reservation then confirmed for the whole window; when the publish fails
+(broker down, or a PUBACK with a reason code of 0x80 or more, such as an ACL
+refusal) the reservation is deleted and the answer is **503**, so the
+sender's retry of the same request is taken, not refused as a replay.
 
 The routes are served by the admin API server, or only by a separate
 listener on ``api.inbound_listen`` when that is set (:class:`InboundServer`).
@@ -30,6 +37,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import orjson
@@ -42,13 +50,24 @@ from bridge.signing import verify, verify_hub_signature
 from bridge.store.base import Store
 from bridge.templates import render_topic, topic_matches
 
-__all__ = ["REPLAY_WINDOW", "InboundServer", "inbound_routes"]
+__all__ = [
+    "GITHUB_REPLAY_WINDOW",
+    "REPLAY_WINDOW",
+    "InboundServer",
+    "ReplayKey",
+    "inbound_routes",
+    "replay_key",
+]
 
 log = get_logger("hookbridge.inbound")
 
 TOLERANCE = 300.0
 REPLAY_WINDOW = 2 * TOLERANCE
-"""How long an id is remembered: a timestamp may be up to 5 minutes either side of now."""
+"""How long a ``webhook-id`` is remembered: a timestamp may be up to 5 minutes either side."""
+GITHUB_REPLAY_WINDOW = 24 * 3600.0
+"""How long a GitHub-style signature is remembered: the request has no timestamp to expire."""
+RESERVATION = 60.0
+"""How long an id is held while its message is being published (longer than a PUBACK wait)."""
 
 _RESERVED = ("/api", "/metrics", "/healthz", "/readyz", "/dashboard")
 _CHUNK = 64 * 1024
@@ -93,17 +112,33 @@ async def _read_capped(request: web.Request, limit: int) -> bytes:
         chunks.append(chunk)
 
 
-def _check_signature(entry: InboundSettings, headers: Mapping[str, str], body: bytes) -> str:
-    """Verify; return the sender's message id (for replay detection)."""
+@dataclass(frozen=True, slots=True)
+class ReplayKey:
+    """What identifies one accepted request, and how long it is held."""
+
+    value: str
+    window: float
+
+
+def replay_key(entry: InboundSettings, headers: Mapping[str, str]) -> ReplayKey | None:
+    """The signed identity of a verified request; None when it has none to key on."""
+    if entry.signature == "github":
+        # The signature is an HMAC of the body: a replay carries the same one.
+        signature = headers.get("x-hub-signature-256", "").strip().lower()
+        return ReplayKey(f"sig:{signature}", GITHUB_REPLAY_WINDOW) if signature else None
+    msg_id = headers.get("webhook-id", "")
+    return ReplayKey(msg_id, REPLAY_WINDOW) if msg_id else None
+
+
+def _check_signature(entry: InboundSettings, headers: Mapping[str, str], body: bytes) -> None:
     secret = entry.secret.get_secret_value()
     try:
         if entry.signature == "github":
             verify_hub_signature(secret, headers.get("x-hub-signature-256"), body)
-            return headers.get("x-github-delivery", "")
-        verify([secret], headers, body, now=time.time(), tolerance=TOLERANCE)
+        else:
+            verify([secret], headers, body, now=time.time(), tolerance=TOLERANCE)
     except SignatureError as exc:
         raise _Refused(401, str(exc)) from None
-    return headers.get("webhook-id", "")
 
 
 def _topic_for(entry: InboundSettings, body: bytes) -> str:
@@ -132,28 +167,57 @@ class _InboundHandler:
         try:
             body = await _read_capped(request, entry.max_body)
             headers = {k.lower(): v for k, v in request.headers.items()}
-            msg_id = _check_signature(entry, headers, body)
+            _check_signature(entry, headers, body)
             topic = _topic_for(entry, body)
             our_id = f"inb_{uuid.uuid4().hex}"
-            await self._remember(msg_id)
-            await self._publish(topic, body, our_id)
+            key = replay_key(entry, headers)
+            await self._reserve(key)
+            try:
+                await self._publish(topic, body, our_id)
+            except _Refused:
+                await self._forget(key)
+                raise
+            await self._confirm(key)
         except _Refused as refused:
             log.info("inbound webhook refused", inbound=entry.name, status=refused.status)
             return web.json_response({"error": refused.reason}, status=refused.status)
         log.info("inbound webhook published", inbound=entry.name, topic=topic, id=our_id)
         return web.json_response({"id": our_id, "topic": topic}, status=202)
 
-    async def _remember(self, msg_id: str) -> None:
-        if not msg_id:
-            return  # GitHub style without a delivery id: nothing to deduplicate on
+    async def _reserve(self, key: ReplayKey | None) -> None:
+        if key is None:
+            return
         try:
             fresh = await self._host.store.remember_inbound_id(
-                self._entry.name, msg_id, now=time.time(), ttl=REPLAY_WINDOW
+                self._entry.name, key.value, now=time.time(), ttl=RESERVATION
             )
         except StoreError as exc:
             raise _Refused(503, "the store is unavailable; try again later") from exc
         if not fresh:
-            raise _Refused(409, "this webhook-id was already received")
+            raise _Refused(409, "this request was already received (a replay)")
+
+    async def _confirm(self, key: ReplayKey | None) -> None:
+        if key is None:
+            return
+        try:
+            await self._host.store.confirm_inbound_id(
+                self._entry.name, key.value, expires_at=time.time() + key.window
+            )
+        except StoreError as exc:
+            # Published already: the answer stays 202; the reservation still
+            # refuses a replay for its minute.
+            log.warning(
+                "inbound id not held for its window", inbound=self._entry.name, error=str(exc)
+            )
+
+    async def _forget(self, key: ReplayKey | None) -> None:
+        if key is None:
+            return
+        try:
+            await self._host.store.forget_inbound_id(self._entry.name, key.value)
+        except StoreError as exc:
+            # The reservation runs out on its own; a retry before that is refused.
+            log.warning("inbound reservation not dropped", inbound=self._entry.name, error=str(exc))
 
     async def _publish(self, topic: str, body: bytes, our_id: str) -> None:
         try:

@@ -147,6 +147,7 @@ class Ingest:
         self._publishes: dict[int, asyncio.Future[None]] = {}
         self._misc_task: asyncio.Task[None] | None = None
         self.store_blocked = False
+        self.store_error: str | None = None  # why the last commit failed, while blocked
 
     # -- public ---------------------------------------------------------------
 
@@ -434,10 +435,20 @@ class Ingest:
         self._subscribed.set()
 
     def _on_publish(
-        self, _c: paho.Client, _u: Any, mid: int, _r: ReasonCode, _p: Properties
+        self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Properties
     ) -> None:
         future = self._publishes.get(mid)
-        if future is not None and not future.done():
+        if future is None or future.done():
+            if reason.is_failure:  # our own status message: nobody waits, so say it
+                log.warning("broker refused a publish", reason=str(reason), code=reason.value)
+            return
+        # MQTT 5: a PUBACK with a reason code of 0x80 or more (not authorized,
+        # quota exceeded, ...) means the broker did not take the message.
+        if reason.is_failure:
+            future.set_exception(
+                BrokerError(f"the broker refused the publish: {reason} (0x{reason.value:02x})")
+            )
+        else:
             future.set_result(None)
 
     # -- tasks -------------------------------------------------------------------
@@ -551,6 +562,7 @@ class Ingest:
                 if not self.store_blocked:
                     log.error("store refuses writes; not acknowledging messages", error=str(exc))
                 self.store_blocked = True
+                self.store_error = str(exc)
                 if self._stopping:
                     return  # unacked: the broker keeps them for our next start
                 await asyncio.sleep(delay)
@@ -559,6 +571,7 @@ class Ingest:
             if self.store_blocked:
                 log.info("store is writable again; acknowledging")
             self.store_blocked = False
+            self.store_error = None
             break
         current = self._connection
         for received in batch:

@@ -17,7 +17,13 @@ from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "get_logger", "register_secrets", "scrub_secrets"]
+__all__ = [
+    "configure_logging",
+    "display_url",
+    "get_logger",
+    "register_secrets",
+    "scrub_secrets",
+]
 
 _SECRETS: set[str] = set()
 
@@ -35,16 +41,44 @@ def scrub_secrets(text: str) -> str:
     return text
 
 
+def display_url(url: str) -> str:
+    """``url`` fit to print: credentials, query string and fragment masked.
+
+    Receivers often take a token in the query (``?token=…``) or in the user
+    part (``https://key@host``); neither may reach a terminal or a log.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=-1)
+    tail = ""
+    if cut >= 0:
+        tail = rest[cut] + "***"
+        rest = rest[:cut]
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return scrub_secrets(f"{scheme}{sep}{authority}{slash}{path}{tail}")
+
+
+def _masked(value: Any, depth: int = 0) -> Any:
+    """``value`` with secrets masked in its strings, inside lists, tuples and dicts too."""
+    if isinstance(value, str):
+        return scrub_secrets(value)
+    if depth >= 4:  # log values are shallow; a deeper one is left as it is
+        return value
+    if isinstance(value, list | tuple):
+        return type(value)(_masked(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return {key: _masked(item, depth + 1) for key, item in value.items()}
+    return value
+
+
 def _scrub(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Any:
     if not _SECRETS:
         return event_dict
     for key, value in list(event_dict.items()):
-        if isinstance(value, str):
-            clean = value
-            for secret in _SECRETS:
-                if secret in clean:
-                    clean = clean.replace(secret, "**********")
-            event_dict[key] = clean
+        event_dict[key] = _masked(value)
     return event_dict
 
 

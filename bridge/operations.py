@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from bridge.config import Settings, Subscription, load_config
-from bridge.errors import ConfigError, Conflict, NotFound, OperatorError
+from bridge.config import Subscription
+from bridge.errors import Conflict, NotFound, OperatorError
 from bridge.events import Event, new_event_id
-from bridge.logs import get_logger, register_secrets
-from bridge.route import Router
+from bridge.logs import get_logger
+from bridge.reload import ReloadResult, reload_bridge
 from bridge.store.base import (
     Accepted,
     AttemptOutcome,
@@ -40,9 +40,6 @@ ALERT_KINDS = ("subscription_disabled", "circuit_opened", "delivery_dead", "stor
 # A window replay walks the store page by page; this bounds one request.
 _REPLAY_PAGE = 500
 _REPLAY_MAX_PAGES = 200
-
-# Sections a reload cannot change under a running bridge.
-_RESTART_SECTIONS = ("mqtt", "store", "profiles", "rules", "presence", "inbound", "api")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,16 +67,6 @@ class ReplayRequest:
     target: str | None = None  # another subscription to send to
     as_new: bool = False  # a fresh event id, for receivers that drop a known id
     limit: int = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class ReloadResult:
-    applied: bool
-    problems: list[str] = field(default_factory=list)
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    restart_needed: list[str] = field(default_factory=list)
 
 
 class Operations:
@@ -268,47 +255,5 @@ class Operations:
     # -- reload -------------------------------------------------------------------------
 
     async def reload(self) -> ReloadResult:
-        """Re-read the configuration file; apply subscription changes, or keep the old one."""
-        bridge = self._bridge
-        if bridge.config_path is None:
-            return ReloadResult(False, ["this bridge was not started from a configuration file"])
-        try:
-            new = load_config(bridge.config_path)
-        except ConfigError as exc:
-            log.error("reload refused: the configuration is invalid", problems=exc.problems)
-            return ReloadResult(False, exc.problems)
-        old = bridge.settings
-        restart = [s for s in _RESTART_SECTIONS if getattr(new, s) != getattr(old, s)]
-        if restart:
-            log.warning("reload: these sections change only on restart", sections=restart)
-        before = {s.name: s for s in old.subscriptions}
-        after = {s.name: s for s in new.subscriptions}
-        applied = old.model_copy(
-            update={"subscriptions": new.subscriptions, "retry": new.retry, "limits": new.limits}
-        )
-        register_secrets(_subscription_secrets(new))
-        bridge.settings = applied
-        bridge.router = Router(applied.subscriptions)
-        bridge.sender.reconfigure(applied.subscriptions)
-        await bridge.dispatcher.reconfigure(applied)
-        result = ReloadResult(
-            True,
-            added=sorted(after.keys() - before.keys()),
-            removed=sorted(before.keys() - after.keys()),
-            changed=sorted(n for n in after.keys() & before.keys() if after[n] != before[n]),
-            restart_needed=restart,
-        )
-        log.info(
-            "configuration reloaded",
-            added=result.added,
-            removed=result.removed,
-            changed=result.changed,
-        )
-        return result
-
-
-def _subscription_secrets(settings: Settings) -> list[str]:
-    values = [s.get_secret_value() for sub in settings.subscriptions for s in sub.secrets]
-    return values + [
-        h.get_secret_value() for sub in settings.subscriptions for h in sub.headers.values()
-    ]
+        """Re-read the configuration file: apply all of it or nothing (see bridge.reload)."""
+        return await reload_bridge(self._bridge)

@@ -69,6 +69,10 @@ class PresenceTracker:
         self.policy = PresencePolicy(settings.offline_after, self.announce)
         self.timeouts = 0  # heartbeat timeouts this instance emitted
 
+    def reroute(self, router: Router) -> None:
+        """Adopt reloaded subscriptions: synthetic transitions go where the new config says."""
+        self._router = router
+
     @property
     def interval(self) -> float:
         return max(_MIN_INTERVAL, self._settings.offline_after / 4)

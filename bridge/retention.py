@@ -84,6 +84,7 @@ class Retention:
         self._store = store
         self._clock = clock
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()  # a stop or a reload ends the wait between sweeps
         self.sweeps = 0
 
     async def sweep(self) -> SweepResult:
@@ -109,7 +110,14 @@ class Retention:
                 # The store may be briefly unavailable; the next sweep catches up.
                 log.warning("retention sweep failed", error=str(exc))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._settings.interval)
+                await asyncio.wait_for(self._wake.wait(), self._settings.interval)
+            self._wake.clear()
+
+    def reconfigure(self, settings: RetentionSettings) -> None:
+        """Adopt reloaded settings; a sweep on the new bounds runs now."""
+        self._settings = settings
+        self._wake.set()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()

@@ -18,12 +18,15 @@ Header values of a subscription are secrets: they are sent, never logged.
 Receiver authentication (bearer, basic, OAuth2 client credentials) comes from
 :mod:`bridge.auth`; an OAuth2 receiver answering 401 gets one retry with a
 fresh token. ``client_cert``/``client_key`` give mutual TLS and ``proxy`` an
-explicit HTTP proxy, both per subscription.
+explicit HTTP proxy, both per subscription. Through a proxy the target guard
+judges the target (resolved here), not the proxy, which is trusted as a
+proxy because the configuration names it (:mod:`bridge.targets`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import ssl
 import time
@@ -41,11 +44,11 @@ from bridge.auth import ReceiverAuth
 from bridge.config import Settings, Subscription
 from bridge.errors import BridgeError, DeliveryError
 from bridge.events import Event
+from bridge.excerpts import SCRUB_MARGIN, masked_excerpt, sent_secrets
 from bridge.formats import Encoded, encoder_for
-from bridge.logs import scrub_secrets
 from bridge.retry import parse_retry_after
 from bridge.signing import hub_signature, signature_header
-from bridge.targets import GuardedResolver, check_url_target
+from bridge.targets import GuardedResolver, check_proxied_target, check_url_target
 from bridge.units import format_duration
 
 __all__ = [
@@ -97,12 +100,19 @@ class _Endpoint:
     __slots__ = ("auth", "in_flight", "resolver", "session", "subscription")
 
     def __init__(
-        self, subscription: Subscription, session: aiohttp.ClientSession, resolver: AbstractResolver
+        self,
+        subscription: Subscription,
+        session: aiohttp.ClientSession,
+        resolver: AbstractResolver,
+        *,
+        guarded: bool,
     ) -> None:
         self.subscription = subscription
         self.session = session
         self.resolver = resolver
-        self.auth = ReceiverAuth(subscription)
+        self.auth = ReceiverAuth(
+            subscription, judge_proxied=check_proxied_target if guarded else None
+        )
         self.in_flight = 0
 
     async def close(self) -> None:
@@ -173,17 +183,34 @@ class Sender:
         for endpoint in endpoints:
             await endpoint.close()
 
-    def reconfigure(self, subscriptions: Sequence[Subscription]) -> None:
+    def reconfigure(
+        self, subscriptions: Sequence[Subscription], *, settings: Settings | None = None
+    ) -> None:
         """Adopt a reloaded configuration.
 
         Pools of removed or changed subscriptions are retired and closed once
-        their in-flight attempts finish; new ones open on first use.
+        their in-flight attempts finish; new ones open on first use. With
+        ``settings``, limits and security are adopted too; a changed target
+        guard retires every pool (each pool's resolver enforces it).
         """
+        if settings is not None:
+            if settings.security != self._settings.security:
+                self._retired.extend(self._endpoints.values())
+                self._endpoints.clear()
+            self._settings = settings
         wanted = {s.name: s for s in subscriptions}
         for name, endpoint in list(self._endpoints.items()):
             if wanted.get(name) != endpoint.subscription:
                 self._retired.append(self._endpoints.pop(name))
         self._subscriptions = wanted
+
+    def _guarded(self, subscription: Subscription) -> bool:
+        """Whether the SSRF guard judges this subscription's target."""
+        return not (
+            self._settings.security.allow_private_targets
+            # The per-subscription switch, where the configuration has it.
+            or getattr(subscription, "allow_private_target", False)
+        )
 
     def _endpoint_for(self, subscription: Subscription) -> _Endpoint:
         current = self._endpoints.get(subscription.name)
@@ -198,9 +225,11 @@ class Sender:
                 "TLS certificate verification is off for this subscription",
                 subscription=subscription.name,
             )
+        # With a proxy, the connector resolves only the proxy: the configured
+        # proxy is trusted as such; the target is judged in attempt().
         resolver: AbstractResolver = (
             aiohttp.DefaultResolver()
-            if self._settings.security.allow_private_targets
+            if not self._guarded(subscription) or subscription.proxy is not None
             else GuardedResolver()
         )
         connector = aiohttp.TCPConnector(
@@ -212,7 +241,7 @@ class Sender:
             trust_env=False,  # an environment proxy would bypass the target guard
             cookie_jar=aiohttp.DummyCookieJar(),  # deliveries are independent requests
         )
-        endpoint = _Endpoint(subscription, session, resolver)
+        endpoint = _Endpoint(subscription, session, resolver, guarded=self._guarded(subscription))
         self._endpoints[subscription.name] = endpoint
         return endpoint
 
@@ -271,8 +300,10 @@ class Sender:
             headers = self._headers(
                 subscription, event, encoded, delivery_id=delivery_id, attempt=attempt
             )
-            if not self._settings.security.allow_private_targets:
+            if self._guarded(subscription):
                 check_url_target(subscription.url)
+                if subscription.proxy is not None:
+                    await check_proxied_target(subscription.url)
             endpoint = self._endpoint_for(subscription)
         except BridgeError as exc:
             result = _failure(started, str(exc))
@@ -319,7 +350,7 @@ class Sender:
     ) -> AttemptResult:
         subscription = endpoint.subscription
         kept = self._settings.limits.response_body_kept
-        cap = max(kept, PIPE_BODY_LIMIT) if subscription.mode == "pipe" else kept
+        cap = max(kept, PIPE_BODY_LIMIT) if subscription.mode == "pipe" else kept + SCRUB_MARGIN
         try:
             async with endpoint.session.post(
                 subscription.url,
@@ -329,7 +360,13 @@ class Sender:
                 proxy=subscription.proxy,  # explicit per subscription; never from the environment
             ) as response:
                 content = await _read_capped(response.content, cap)
-                return _classify(response, content, kept, started)
+                result = _classify(
+                    response, content, kept, started, sent_secrets(subscription, headers)
+                )
+                if subscription.mode == "pipe":
+                    return result
+                # The margin read only served the masking.
+                return dataclasses.replace(result, response_body=content[:kept])
         except BridgeError as exc:  # TargetRefused from the resolver
             return _failure(started, str(exc))
         except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
@@ -356,7 +393,11 @@ async def _read_capped(content: aiohttp.StreamReader, cap: int) -> bytes:
 
 
 def _classify(
-    response: aiohttp.ClientResponse, content: bytes, kept: int, started: float
+    response: aiohttp.ClientResponse,
+    content: bytes,
+    kept: int,
+    started: float,
+    secrets: Sequence[str] = (),
 ) -> AttemptResult:
     status = response.status
     error: str | None = None
@@ -384,7 +425,7 @@ def _classify(
         latency_ms=(time.perf_counter() - started) * 1000,
         error=error,
         # Kept, listed by the API and logged: a receiver echoing our headers must not leak them.
-        response_excerpt=scrub_secrets(content[:kept].decode("utf-8", errors="replace")),
+        response_excerpt=masked_excerpt(content, kept, secrets),
         response_body=content,
         retry_after=retry_after,
         content_type=response.headers.get("Content-Type"),

@@ -7,10 +7,19 @@ filters what a name resolves to (so a public name pointing at 127.0.0.1 or a
 cloud metadata address is refused), plus a check of IP literals in the URL,
 which aiohttp connects to without asking the resolver. A refusal happens
 before any connection is opened.
+
+Through an explicit ``proxy`` the bridge connects only to the proxy, and the
+proxy resolves the target. The proxy named in the configuration is trusted
+as a proxy (a private proxy by host name works with the guard on); the
+target behind it is judged by :func:`check_proxied_target`, which resolves
+it here and refuses it when *any* address it resolves to is refused (the
+proxy may pick any of them), or when it cannot be resolved (what cannot be
+judged is not sent).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 
@@ -20,7 +29,13 @@ from yarl import URL
 
 from bridge.errors import DeliveryError, TargetRefused
 
-__all__ = ["GuardedResolver", "check_target", "check_url_target", "target_refusal"]
+__all__ = [
+    "GuardedResolver",
+    "check_proxied_target",
+    "check_target",
+    "check_url_target",
+    "target_refusal",
+]
 
 _CATEGORIES = (
     ("is_loopback", "a loopback"),
@@ -91,3 +106,29 @@ def check_url_target(url: str) -> None:
     except ValueError:
         return  # a name: the resolver checks what it resolves to
     check_target(host)
+
+
+async def check_proxied_target(url: str) -> None:
+    """Judge the target of a request sent through a proxy: every address it resolves to."""
+    target = URL(url)
+    host = target.host
+    if host is None:
+        raise DeliveryError("the URL has no host")
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    else:
+        check_target(host)
+        return
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, target.port, type=socket.SOCK_STREAM)
+    except OSError:
+        raise TargetRefused(
+            f"target {host} behind the proxy cannot be resolved here, so it cannot be judged"
+        ) from None
+    for info in infos:
+        reason = target_refusal(str(info[4][0]))
+        if reason is not None:
+            raise TargetRefused(f"{host} behind the proxy: {reason}")

@@ -43,7 +43,13 @@ async def test_auth_health_and_dashboard(
         assert await admin.get("/healthz", token="") == (200, {"status": "ok"})
         status, ready = await admin.get("/readyz", token="")
         assert status == 200
-        assert ready == {"ready": True, "broker_connected": True, "store_writable": True}
+        assert ready == {
+            "ready": True,
+            "broker_connected": True,
+            "store_writable": True,
+            "store_blocked": False,
+            "reasons": [],
+        }
         for path in ("/metrics", "/api/subscriptions", "/api/deliveries", "/api/openapi.json"):
             status, body = await admin.get(path, token="")
             assert status == 401, path
@@ -389,7 +395,9 @@ async def test_readyz_follows_the_broker_connection(
                 lambda: _is(readiness(), 503), timeout=10, message="not ready without broker"
             )
             _, body = await admin.get("/readyz", token="")
-            assert body == {"ready": False, "broker_connected": False, "store_writable": True}
+            assert body["ready"] is False
+            assert (body["broker_connected"], body["store_writable"]) == (False, True)
+            assert [r.split(":")[0] for r in body["reasons"]] == ["broker_disconnected"]
             assert (await admin.get("/healthz", token=""))[0] == 200
         finally:
             mosquitto.start()

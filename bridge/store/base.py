@@ -336,6 +336,14 @@ class Store(Protocol):
         """
         ...
 
+    async def confirm_inbound_id(self, source: str, msg_id: str, *, expires_at: float) -> None:
+        """Hold a noted inbound id until ``expires_at``: its message was published."""
+        ...
+
+    async def forget_inbound_id(self, source: str, msg_id: str) -> None:
+        """Drop a noted inbound id: its publish failed, so the sender's retry is not a replay."""
+        ...
+
     async def list_deliveries(
         self,
         *,

@@ -438,9 +438,38 @@ class PostgresStore:
         self._inbound_table_ready = True
         return remembered
 
+    async def confirm_inbound_id(self, source: str, msg_id: str, *, expires_at: float) -> None:
+        async def work(conn: Any) -> None:
+            if not self._inbound_table_ready:
+                await conn.execute(_INBOUND_IDS_TABLE)
+            await conn.execute(
+                "UPDATE inbound_ids SET expires_at = $1 WHERE source = $2 AND msg_id = $3",
+                expires_at,
+                source,
+                msg_id,
+            )
+
+        await self._run(work, action="confirm_inbound_id")
+        self._inbound_table_ready = True
+
+    async def forget_inbound_id(self, source: str, msg_id: str) -> None:
+        async def work(conn: Any) -> None:
+            if not self._inbound_table_ready:
+                await conn.execute(_INBOUND_IDS_TABLE)
+            await conn.execute(
+                "DELETE FROM inbound_ids WHERE source = $1 AND msg_id = $2", source, msg_id
+            )
+
+        await self._run(work, action="forget_inbound_id")
+        self._inbound_table_ready = True
+
     async def is_writable(self) -> bool:
+        async def work(conn: Any) -> None:
+            for statement in sql.PROBE:
+                await conn.execute(statement)
+
         try:
-            await self._run(lambda conn: conn.execute(sql.PROBE), action="write probe")
+            await self._run(work, action="write probe")
         except StoreError:
             return False
         return True

@@ -122,7 +122,15 @@ EXPIRE = """UPDATE deliveries SET status = 'dead', dead_reason = 'too_old',
     WHERE status = 'pending'
       AND event_id IN (SELECT id FROM events WHERE occurred_at < $2)
       AND (lease_until IS NULL OR lease_until < $1)"""
-PROBE = "UPDATE probe SET at = at + 1 WHERE id = 1"
+# The write probe takes the commit path of ingest: a row into events (its
+# indexes, its locks) and out again, committed. A one-row update elsewhere
+# goes through while an operator's lock or a full disk stops ingest's inserts.
+PROBE = (
+    """INSERT INTO events (id, type, source, occurred_at, received_at, body)
+    VALUES ('probe:readiness', 'bridge.probe', 'hookbridge://probe', 0, 0, ''::bytea)""",
+    "DELETE FROM events WHERE id = 'probe:readiness'",
+    "UPDATE probe SET at = at + 1 WHERE id = 1",
+)
 
 _EXISTING_IDS = "SELECT id FROM events WHERE id = ANY($1::text[])"
 _KNOWN_HASHES = """SELECT content_hash FROM events

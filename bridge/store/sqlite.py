@@ -408,9 +408,29 @@ class SQLiteStore:
 
         return await self._run(work, action="remember_inbound_id")
 
+    async def confirm_inbound_id(self, source: str, msg_id: str, *, expires_at: float) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(_INBOUND_IDS_TABLE)
+            conn.execute(
+                "UPDATE inbound_ids SET expires_at = ? WHERE source = ? AND msg_id = ?",
+                (expires_at, source, msg_id),
+            )
+
+        await self._run(work, action="confirm_inbound_id")
+
+    async def forget_inbound_id(self, source: str, msg_id: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(_INBOUND_IDS_TABLE)
+            conn.execute(
+                "DELETE FROM inbound_ids WHERE source = ? AND msg_id = ?", (source, msg_id)
+            )
+
+        await self._run(work, action="forget_inbound_id")
+
     async def is_writable(self) -> bool:
         def work(conn: sqlite3.Connection) -> None:
-            conn.execute(sql.PROBE)
+            for statement in sql.PROBE:
+                conn.execute(statement)
 
         try:
             await self._run(work, action="write probe")

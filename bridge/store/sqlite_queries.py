@@ -113,7 +113,15 @@ EXPIRE = """UPDATE deliveries SET status = 'dead', dead_reason = 'too_old',
     WHERE status = 'pending'
       AND event_id IN (SELECT id FROM events WHERE occurred_at < ?)
       AND (lease_until IS NULL OR lease_until < ?)"""
-PROBE = "UPDATE probe SET at = at + 1 WHERE id = 1"
+# The write probe takes the commit path of ingest: a row into events (its
+# indexes, its pages) and out again, committed. A one-row update elsewhere can
+# succeed in place while ingest's inserts fail on a full disk.
+PROBE = (
+    """INSERT INTO events (id, type, source, occurred_at, received_at, body)
+    VALUES ('probe:readiness', 'bridge.probe', 'hookbridge://probe', 0, 0, zeroblob(4096))""",
+    "DELETE FROM events WHERE id = 'probe:readiness'",
+    "UPDATE probe SET at = at + 1 WHERE id = 1",
+)
 
 _EXISTING_IDS = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
 _KNOWN_HASHES = """SELECT content_hash FROM events

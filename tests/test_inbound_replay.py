@@ -1,0 +1,242 @@
+"""Inbound replay refusal under real faults: a broker that refuses the publish, a replayer.
+
+A private mosquitto with an ACL file refuses the bridge's publish on
+``devices/+/commands`` with an MQTT 5 PUBACK reason code 0x87 (not
+authorized): that is a failed publish, the request is answered 503, and its
+id is not kept, so the sender's retry of the very same request is taken once
+the broker allows it. GitHub-style requests have no timestamp: a replay is
+refused on the signature, with or without ``x-github-delivery``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from structlog.testing import capture_logs
+
+from bridge.config import InboundSettings
+from bridge.inbound import GITHUB_REPLAY_WINDOW, replay_key
+from bridge.signing import hub_signature, sign
+from tests.conftest import SECRET, bridge_config, running_bridge
+from tests.support.mosquitto import Mosquitto
+from tests.support.publisher import Publisher
+from tests.support.receiver import Answer, Receiver
+from tests.support.waiting import wait_until
+
+GH_SECRET = "github-shared-secret"
+INBOUND = [
+    {
+        "name": "helpdesk",
+        "path": "/inbound/helpdesk",
+        "secret": SECRET,
+        "topic": "devices/{body.device_id}/commands",
+        "allow_topics": ["devices/+/commands"],
+    },
+    {
+        "name": "gh",
+        "path": "/inbound/github",
+        "secret": GH_SECRET,
+        "signature": "github",
+        "topic": "devices/{body.device_id}/commands",
+        "allow_topics": ["devices/+/commands"],
+    },
+]
+# Anonymous clients (the bridge and the watching device) may read everything and
+# write only the bridge's own status topic: commands are refused...
+REFUSING = "topic read #\ntopic readwrite hookbridge/#\ntopic write devices/+/events\n"
+# ...until the operator fixes the ACL.
+ALLOWING = REFUSING + "topic write devices/+/commands\n"
+
+
+@pytest.fixture
+def acl_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
+    acl = tmp_path / "acl"
+    acl.write_text(REFUSING)
+    broker = Mosquitto(tmp_path / "broker", extra=f"acl_file {acl}")
+    broker.start()
+    try:
+        yield broker, acl
+    finally:
+        broker.stop()
+
+
+class Sender:
+    """A webhook sender that keeps one signed request and can send it again, byte for byte."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        async with self.session.post(self.base + path, data=body, headers=headers) as response:
+            await response.read()
+            return response.status
+
+
+def standard_request(payload: dict[str, Any], msg_id: str) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(payload).encode()
+    stamp = int(time.time())
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(stamp),
+        "webhook-signature": sign(SECRET, msg_id, stamp, body),
+    }
+    return body, headers
+
+
+@pytest.fixture
+async def bridge_and_sender(
+    acl_broker: tuple[Mosquitto, Path], tmp_path: Path
+) -> AsyncIterator[tuple[Sender, Publisher]]:
+    broker, _ = acl_broker
+    config = bridge_config(
+        broker,
+        tmp_path,
+        [],
+        inbound=INBOUND,
+        api={"listen": None, "inbound_listen": "127.0.0.1:0"},
+    )
+    async with running_bridge(config) as bridge:
+        await wait_until(lambda: bridge.ingest.connected, timeout=10, message="connected")
+        with Publisher(broker.port) as device:
+            device.subscribe("devices/#")
+            async with aiohttp.ClientSession() as session:
+                yield Sender(session, f"http://127.0.0.1:{bridge.inbound.port}"), device
+
+
+async def test_a_publish_the_broker_refuses_is_503_and_the_same_request_is_taken_later(
+    acl_broker: tuple[Mosquitto, Path], bridge_and_sender: tuple[Sender, Publisher]
+) -> None:
+    broker, acl = acl_broker
+    sender, device = bridge_and_sender
+    body, headers = standard_request({"device_id": "dev-7", "n": 1}, "msg-acl-1")
+    # PUBACK 0x87 (not authorized): a failed publish, not an accepted message.
+    assert await sender.post("/inbound/helpdesk", body, headers) == 503
+    assert await sender.post("/inbound/helpdesk", body, headers) == 503  # not a "replay"
+    acl.write_text(ALLOWING)
+    assert broker.process is not None
+    broker.process.send_signal(signal.SIGHUP)  # mosquitto re-reads its ACL file
+    answers: list[int] = []
+
+    async def retried() -> bool:
+        answers.append(await sender.post("/inbound/helpdesk", body, headers))
+        return answers[-1] != 503
+
+    await wait_until(retried, timeout=15, interval=0.2, message="the broker takes the publish")
+    assert answers[-1] == 202, answers
+    await wait_until(lambda: len(device.received) == 1, timeout=10, message="published once")
+    assert device.received[0].topic == "devices/dev-7/commands"
+    # Now it was published: the same request again is a replay.
+    assert await sender.post("/inbound/helpdesk", body, headers) == 409
+    assert len(device.received) == 1
+
+
+async def test_github_replay_is_refused_without_the_delivery_header(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    config = bridge_config(
+        mosquitto,
+        tmp_path,
+        [],
+        inbound=INBOUND,
+        api={"listen": None, "inbound_listen": "127.0.0.1:0"},
+    )
+    async with running_bridge(config) as bridge, aiohttp.ClientSession() as session:
+        sender = Sender(session, f"http://127.0.0.1:{bridge.inbound.port}")
+        with Publisher(mosquitto.port) as device:
+            device.subscribe("devices/#")
+            body = json.dumps({"device_id": "dev-9", "action": "reboot"}).encode()
+            signed = {"x-hub-signature-256": hub_signature(GH_SECRET, body)}
+            assert (
+                await sender.post("/inbound/github", body, {**signed, "x-github-delivery": "d-1"})
+                == 202
+            )
+            await wait_until(lambda: len(device.received) == 1, timeout=10, message="published")
+            # A replayer drops the unsigned delivery header, or makes one up: still refused.
+            assert await sender.post("/inbound/github", body, signed) == 409
+            assert (
+                await sender.post("/inbound/github", body, {**signed, "x-github-delivery": "d-2"})
+                == 409
+            )
+            # Another body is another request.
+            other = json.dumps({"device_id": "dev-9", "action": "status"}).encode()
+            fresh = {"x-hub-signature-256": hub_signature(GH_SECRET, other)}
+            assert await sender.post("/inbound/github", other, fresh) == 202
+            await wait_until(lambda: len(device.received) == 2, timeout=10, message="second")
+            assert [json.loads(m.payload)["action"] for m in device.received] == [
+                "reboot",
+                "status",
+            ]
+
+
+async def test_a_pipe_reply_the_broker_refuses_is_recorded_as_a_failed_publish(
+    acl_broker: tuple[Mosquitto, Path], tmp_path: Path
+) -> None:
+    broker, _ = acl_broker
+    receiver = Receiver(lambda _r, _n: Answer(200, body=b'{"command": "sync"}'))
+    await receiver.start()
+    sub = {
+        "name": "pipe",
+        "url": receiver.url,
+        "mode": "pipe",
+        "reply_topic": "devices/{data.device_id}/commands",
+    }
+    try:
+        async with running_bridge(bridge_config(broker, tmp_path, [sub])) as bridge:
+            with Publisher(broker.port) as device:
+                device.subscribe("devices/+/commands")
+                device.publish_all(
+                    [("devices/dev-1/events", {"type": "session.started", "id": "p-1"})]
+                )
+                await wait_until(lambda: len(receiver.requests) == 1, timeout=10)
+                delivery_id = receiver.requests[0].headers["hookbridge-delivery-id"]
+
+                async def recorded() -> bool:
+                    return bool(await bridge.store.attempts(delivery_id))
+
+                await wait_until(recorded, timeout=10, message="attempt recorded")
+                (attempt,) = await bridge.store.attempts(delivery_id)
+                assert attempt.error is not None
+                assert attempt.error.startswith("pipe: publish failed: the broker refused")
+                assert "0x87" in attempt.error
+                assert bridge.pipe.published == 0
+                assert device.received == []
+    finally:
+        await receiver.stop()
+
+
+async def test_a_refused_status_publish_is_reported(tmp_path: Path) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text("topic read #\n")  # not even the bridge's own status topic
+    broker = Mosquitto(tmp_path / "broker", extra=f"acl_file {acl}")
+    broker.start()
+    try:
+        with capture_logs() as logs:
+            async with running_bridge(bridge_config(broker, tmp_path, [])):
+                await wait_until(
+                    lambda: any(e["event"] == "broker refused a publish" for e in logs),
+                    timeout=10,
+                    message="the refusal of the online status reported",
+                )
+        refusal = next(e for e in logs if e["event"] == "broker refused a publish")
+        assert refusal["code"] == 0x87
+    finally:
+        broker.stop()
+
+
+def test_github_replay_key_is_the_signature_held_a_day() -> None:
+    entry = InboundSettings.model_validate(INBOUND[1])
+    signed = {"x-hub-signature-256": "sha256=AB12"}
+    key = replay_key(entry, signed)
+    assert key is not None
+    assert key == replay_key(entry, {**signed, "x-github-delivery": "d-9"})
+    assert (key.value, key.window) == ("sig:sha256=ab12", GITHUB_REPLAY_WINDOW)
+    assert GITHUB_REPLAY_WINDOW == 24 * 3600
