@@ -111,7 +111,7 @@ class Broker:
             self.process.wait(10)
         self.process = None
 
-    def dropped(self, timeout: float = 3.0) -> int | None:
+    def dropped(self, timeout: float = 6.0) -> int | None:
         """The broker's ``$SYS`` count of messages it dropped (None when unreadable)."""
         import threading
 
