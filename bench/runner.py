@@ -23,6 +23,11 @@ from bench.scenarios import Scenario
 MB = 1024 * 1024
 
 
+def per_event(cpu_s: float, delivered: int) -> float | None:
+    """Microseconds of the bridge's process-tree CPU per delivered event."""
+    return round(cpu_s / delivered * 1e6, 1) if delivered else None
+
+
 def wait_idle(pid: int, *, timeout: float, busy: float = 0.15) -> None:
     """Wait until the process tree uses less than ``busy`` of a core for two seconds."""
     try:
@@ -86,7 +91,8 @@ def run_one(
     workdir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"scenario": scenario.name, "peer": peer.name, "sent": scenario.events}
     result["max_in_flight"] = scenario.max_in_flight
-    broker = Broker(workdir / "broker")
+    result["broker"] = scenario.broker
+    broker = Broker(workdir / "broker", scenario.broker)
     receiver = ReceiverProcess(
         free_port(), workdir, delay=scenario.delay, fail_rate=scenario.fail_rate
     )
@@ -107,6 +113,8 @@ def run_one(
             monitors = [stack.enter_context(Monitor(r.pid)) for r in started]
             result.update(_drive(scenario, started[0], receiver, broker, monitors[0]))
             result["cpu_s"] = round(sum(m.cpu_used() for m in monitors), 2)
+        result["cpu_us_per_event"] = per_event(result["cpu_s"], result.get("delivered", 0))
+        result["broker_dropped"] = broker.dropped()
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             spy.wait(30)

@@ -280,7 +280,7 @@ class Subscription(_Model):
     timeout: Duration = 10.0
     verify_tls: bool = True
     ca_file: Path | None = None
-    max_in_flight: int = Field(default=16, ge=1, le=1024)
+    max_in_flight: int = Field(default=256, ge=1, le=1024)  # the cap of the adaptive limit
     rate_limit: RateLimit | None = None
     ordered: bool = False
     mode: Literal["push", "pipe"] = "push"

@@ -1,8 +1,9 @@
 """The dispatcher: from stored deliveries to HTTP attempts, one lane per subscription.
 
 Each subscription has a :class:`Lane` with its own buffer, its own in-flight
-limit (``max_in_flight``) and rate limit, so a slow or dead endpoint never
-delays another. New deliveries are handed over in memory right after their
+limit and rate limit, so a slow or dead endpoint never delays another. The
+in-flight limit adapts to the receiver (:mod:`bridge.concurrency`, with
+``max_in_flight`` as its cap). New deliveries are handed over in memory right after their
 commit (already leased to us in the store); the store is asked for due
 deliveries only when a retry falls due, when something was released or
 requeued, and on a slow fallback poll (deliveries of a killed instance whose
@@ -22,6 +23,7 @@ from dataclasses import replace
 import structlog
 from aiolimiter import AsyncLimiter
 
+from bridge import concurrency
 from bridge.circuit import Circuit, CircuitPolicy, admit, record, release_probe, reopens_at
 from bridge.config import Settings, Subscription
 from bridge.errors import StoreError
@@ -68,6 +70,7 @@ class Lane:
         self.limiter = self._limiter(subscription)
         self.closed = False
         self.circuit = Circuit()
+        self.concurrency = concurrency.start(self.limit_policy)
         self.probe: str | None = None  # the delivery a half-open circuit let through
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -91,13 +94,20 @@ class Lane:
         return CircuitPolicy(failures=c.failures, cool_down=c.cool_down, enabled=c.enabled)
 
     @property
+    def limit_policy(self) -> concurrency.LimitPolicy:
+        return concurrency.LimitPolicy(cap=self.subscription.max_in_flight)
+
+    @property
     def paused(self) -> bool:
         return self.state.disabled or not self.subscription.enabled
 
     def update(self, subscription: Subscription) -> None:
         if subscription.rate_limit != self.subscription.rate_limit:
             self.limiter = self._limiter(subscription)
+        resized = subscription.max_in_flight != self.subscription.max_in_flight
         self.subscription = subscription
+        if resized:
+            self.concurrency = concurrency.start(self.limit_policy)
         self.wake.set()
 
 
@@ -254,6 +264,9 @@ class Dispatcher:
             if reopens is not None and lane.buffer:
                 # Open circuit: sleep until the probe may go, not a poll sooner.
                 timeout = max(0.0, reopens - self._clock())
+            if lane.buffer and lane.concurrency.paused_until > self._clock():
+                # Retry-After: the receiver asked for a pause; wake when it ends.
+                timeout = min(timeout, lane.concurrency.paused_until - self._clock())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lane.wake.wait(), min(timeout, _FALLBACK_POLL))
         if lane.closed:  # removed by a reload: what it holds goes back to the store
@@ -287,8 +300,12 @@ class Dispatcher:
 
     async def _start_attempts(self, lane: Lane) -> None:
         assert self._group is not None
-        limit = lane.subscription.max_in_flight
-        while lane.buffer and lane.in_flight < limit and not lane.paused and not self._stopping:
+        while (
+            lane.buffer
+            and lane.concurrency.permits(lane.in_flight, self._clock())
+            and not lane.paused
+            and not self._stopping
+        ):
             was_open = lane.circuit.is_open
             lane.circuit, admitted = admit(lane.circuit, lane.circuit_policy, self._clock())
             if not admitted:
@@ -397,6 +414,7 @@ class Dispatcher:
             lease_token=delivery.lease_token,
         )
         self._metrics.attempt_latency.labels(name).observe(result.latency_ms / 1000)
+        self._adapt(lane, result, now)
         if result.outcome == "gone":
             # 410: the receiver says the endpoint is gone. Keep the delivery (due
             # again once someone re-enables the subscription) and stop sending.
@@ -442,6 +460,26 @@ class Dispatcher:
         self._records.append((record, outcome))
         self._record_wake.set()
 
+    def _adapt(self, lane: Lane, result: AttemptResult, now: float) -> None:
+        """Let the lane's concurrency limit learn from one answer."""
+        policy = lane.limit_policy
+        before = lane.concurrency.allowed
+        signal = _limit_signal(result)
+        if signal is None:
+            lane.concurrency = concurrency.after_success(
+                lane.concurrency,
+                policy,
+                latency=result.latency_ms / 1000,
+                in_flight=lane.in_flight,
+                now=now,
+            )
+        else:
+            lane.concurrency = concurrency.after_failure(
+                lane.concurrency, policy, kind=signal, now=now, retry_after=result.retry_after
+            )
+        if lane.concurrency.allowed != before:
+            self._metrics.concurrency_limit.labels(lane.name).set(lane.concurrency.allowed)
+
     async def _note_success(self, lane: Lane, now: float) -> None:
         had_failures = lane.state.failing_since is not None
         lane.state = replace(lane.state, last_success=now, failing_since=None)
@@ -468,6 +506,7 @@ class Dispatcher:
         lane.circuit = record(before, lane.circuit_policy, success=success, now=now)
         self._metrics.circuit_open.labels(lane.name).set(1 if lane.circuit.is_open else 0)
         if lane.circuit.is_open and lane.circuit.opened_at != before.opened_at:
+            lane.concurrency = concurrency.circuit_opened(lane.concurrency, lane.limit_policy)
             cool_down = lane.circuit_policy.cool_down
             log.warning(
                 "circuit open: pausing deliveries",
@@ -544,3 +583,15 @@ class Dispatcher:
         log.error(
             "gave up recording attempts; their deliveries will be sent again", count=len(batch)
         )
+
+
+def _limit_signal(result: AttemptResult) -> concurrency.Failure | None:
+    """What an attempt tells the concurrency limiter; None: the receiver answered."""
+    status = result.status_code
+    if status in (429, 503):
+        return "throttled"
+    if status is not None and status < 500:
+        return None  # 2xx, and 4xx the receiver chose to give: it is keeping up
+    if status is None and (result.error or "").startswith("timeout"):
+        return "timeout"
+    return "error"

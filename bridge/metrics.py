@@ -94,5 +94,12 @@ class Metrics:
             registry=r,
         )
 
+        self.concurrency_limit = Gauge(
+            "hookbridge_concurrency_limit",
+            "Attempts the adaptive limit lets be in flight at once",
+            ["subscription"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

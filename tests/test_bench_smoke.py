@@ -12,7 +12,7 @@ from bench.__main__ import main
 
 FIELDS = {
     "delivered", "sent", "duplicates", "throughput", "latency_ms", "peak_rss_mb", "cpu_s",
-    "connections", "elapsed_s",
+    "connections", "elapsed_s", "cpu_us_per_event", "broker_dropped", "broker",
 }  # fmt: skip
 
 
@@ -20,7 +20,7 @@ def test_bench_harness_delivers_everything_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "RESULTS.md"
     summary = main(
         ["--quick", "--scenario", "burst", "--peers", "hookbridge,naive", "--events", "300",
-         "--no-ceilings", "--out", str(out)]
+         "--no-ceilings", "--rounds", "1", "--out", str(out)]
     )  # fmt: skip
     runs = summary["results"]["burst"]
     assert set(runs) == {"hookbridge", "naive"}
@@ -30,6 +30,11 @@ def test_bench_harness_delivers_everything_and_reports(tmp_path: Path) -> None:
         assert set(result) >= FIELDS, (peer, result)
         assert result["delivered"] == result["sent"] == 300, (peer, result)
         assert set(result["latency_ms"]) == {"p50", "p90", "p99", "max"}
+        # The headline set runs against a stock broker, which must drop nothing.
+        assert result["broker"] == "stock"
+        assert result["broker_dropped"] == 0, (peer, result)
+        assert result["cpu_us_per_event"] > 0
     text = out.read_text()
     assert "### burst" in text
-    assert "| hookbridge | 300/300 |" in text
+    assert "| hookbridge | 300/300 | 0 | 0 |" in text  # no duplicate, no broker drop
+    assert "CPU µs/event" in text

@@ -25,7 +25,7 @@ class Target:
     broker_port: int
     receiver_url: str
     workdir: Path
-    max_in_flight: int = 64
+    max_in_flight: int | None = None  # None: the peer's default
     extra: dict[str, object] = field(default_factory=dict)
 
 
