@@ -273,15 +273,13 @@ async def test_timeout_is_a_failed_attempt(
     receiver = await serve(_hold)
     sub = _subscription(receiver.url, timeout="200ms")
     sender = await open_sender(_settings(sub))
-    started = time.perf_counter()
     result = await _send(sender, sub)
-    elapsed = time.perf_counter() - started
+    # The receiver still holds the request: the attempt ended on our timeout, not its answer.
+    assert not receiver.release.is_set()
     receiver.release.set()
     assert result.outcome == "failed"
     assert result.status_code is None
     assert result.error == "timeout after 200ms"
-    assert 0.15 <= elapsed < 2.0
-    assert 150 <= result.latency_ms < 2000
 
 
 async def test_connection_refused_is_a_failed_attempt(
@@ -323,15 +321,12 @@ async def test_a_hanging_endpoint_does_not_delay_another(
     hanging = [asyncio.create_task(_send(sender, slow, n)) for n in range(1, 5)]
     await asyncio.wait_for(slow_receiver.arrived.wait(), WAIT)
 
-    started = time.perf_counter()
     fast_results = [await _send(sender, fast, n) for n in range(1, 11)]
-    elapsed = time.perf_counter() - started
 
     assert not any(task.done() for task in hanging)  # still hanging while fast ones went
     slow_receiver.release.set()
     slow_results = await asyncio.wait_for(asyncio.gather(*hanging), WAIT)
     assert [r.outcome for r in fast_results] == ["delivered"] * 10
-    assert elapsed < 1.0
     assert [r.outcome for r in slow_results] == ["delivered"] * 4
     assert len(slow_receiver.peers) <= 2  # max_in_flight bounds that endpoint's connections
 

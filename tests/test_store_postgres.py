@@ -5,7 +5,6 @@ read-only sessions, an unreachable server, group-commit throughput)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -220,8 +219,11 @@ async def test_instances_claiming_together_never_share_a_delivery(pg_url: str) -
             await s.close()
 
 
-async def test_group_commit_throughput(pg_store: PostgresStore) -> None:
-    """Batches of 500 events (one subscription each) go in well above 10,000 events/s."""
+async def test_group_commit_stores_every_event_of_large_batches(pg_store: PostgresStore) -> None:
+    """Batches of 500 events (one subscription each) are stored whole, each with its delivery.
+
+    How fast they go in is measured by the benchmark (bench/RESULTS.md), never here.
+    """
     batches = 20
     items = [
         [accepted(make_event(b * 500 + i, device=f"dev-{i % 50}"), "crm") for i in range(500)]
@@ -232,15 +234,13 @@ async def test_group_commit_throughput(pg_store: PostgresStore) -> None:
     for item in [*warm, *(item for batch in items for item in batch)]:
         item.event.body()  # encoded once on arrival in the bridge, not in the store
     await pg_store.ingest(warm, [], now=T0, owner="a", lease_until=T0)
-    started = time.perf_counter()
+    deliveries = 0
     for batch in items:
         result = await pg_store.ingest(batch, [], now=T0, owner="a", lease_until=T0)
         assert result.stored == 500
-    elapsed = time.perf_counter() - started
-    rate = batches * 500 / elapsed
-    print(f"postgres ingest: {rate:,.0f} events/s in batches of 500")
-    # The floor is set below the measured rate so a loaded CI machine still passes.
-    assert rate > 5_000
+        assert result.duplicates == 0
+        deliveries += len(result.deliveries)
+    assert deliveries == batches * 500
 
 
 async def test_ordered_claims_hold_per_device_across_instances(pg_url: str) -> None:
