@@ -120,6 +120,17 @@ class BridgeAlert(_Data):
     event_id: str | None = None
 
 
+class StoreRefusedAlert(_Data):
+    """The store refused a message even in quarantine: it went to the dead-letter file.
+
+    It names no subscription: ``key`` identifies the message in the file.
+    """
+
+    reason: str = "dead_letter"
+    key: str = Field(min_length=1)
+    file: str = Field(min_length=1)
+
+
 CATALOGUE: dict[str, type[_Data]] = {
     "device.added": DeviceAdded,
     "device.deleted": DeviceDeleted,
@@ -139,7 +150,7 @@ CATALOGUE: dict[str, type[_Data]] = {
     "bridge.subscription_disabled": BridgeAlert,
     "bridge.circuit_opened": BridgeAlert,
     "bridge.delivery_dead": BridgeAlert,
-    "bridge.store_refused": BridgeAlert,
+    "bridge.store_refused": StoreRefusedAlert,
 }
 """Every canonical event type and the model of its ``data``."""
 
