@@ -22,7 +22,7 @@ SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 def available() -> str | None:
     """None when the scenario can run, else why not."""
-    if importlib.util.find_spec("bridge.store.postgres") is None:
+    if importlib.util.find_spec("bridge.store.postgres.store") is None:
         return "the PostgreSQL store (bridge/store/postgres.py) is not in this checkout yet"
     try:
         asyncio.run(_admin("SELECT 1"))

@@ -19,24 +19,24 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.api import AdminServer
-from bridge.auth import secret_values
+from bridge.admin.metrics import Metrics
+from bridge.admin.operations import Operations, ReloadResult
+from bridge.admin.server import AdminServer
 from bridge.config import Settings
-from bridge.dead_letter import DeadLetters, dead_letter_path
-from bridge.dispatch import Dispatcher
+from bridge.core.normalise import Message, Normalised, Normaliser, Rejected
+from bridge.core.route import Router
+from bridge.delivery.auth import secret_values
+from bridge.delivery.dispatch import Dispatcher
+from bridge.delivery.pipe import Pipe
+from bridge.delivery.retention import Retention
+from bridge.delivery.send import Sender
 from bridge.errors import StoreError, StoreUnavailable
-from bridge.inbound import InboundServer, inbound_routes
-from bridge.ingest import Ingest
+from bridge.inbound.server import InboundServer, inbound_routes
+from bridge.ingest.client import Ingest
+from bridge.ingest.dead_letter import DeadLetters, dead_letter_path
+from bridge.ingest.presence import PresenceTracker
 from bridge.logs import get_logger, register_secrets
-from bridge.metrics import Metrics
-from bridge.normalise import Message, Normalised, Normaliser, Rejected
-from bridge.operations import Operations, ReloadResult
-from bridge.pipe import Pipe
-from bridge.plugins import filter_allows, load_plugins
-from bridge.presence_tracker import PresenceTracker
-from bridge.retention import Retention
-from bridge.route import Router
-from bridge.send import Sender
+from bridge.plugin import filter_allows, load_plugins
 from bridge.store import open_store
 from bridge.store.base import Accepted, IngestResult, Rejection, Store
 from bridge.store.leases import keep_heartbeat

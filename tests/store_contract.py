@@ -22,8 +22,8 @@ from typing import Protocol, TypeVar
 
 import pytest
 
+from bridge.core.events import Event
 from bridge.errors import StoreError
-from bridge.events import Event
 from bridge.store.base import (
     Accepted,
     AttemptOutcome,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from bridge.events import Event, event_id_for
-from bridge.presence import Observation, Presence, Transition
+from bridge.core.events import Event, event_id_for
+from bridge.core.presence import Observation, Presence, Transition
 from bridge.store.base import (
     Accepted,
     AttemptOutcome,

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Protocol
 
-from bridge.events import Event
+from bridge.core.events import Event
 from bridge.store.base import (
     Accepted,
     AttemptOutcome,

@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.api import create_app
-from bridge.api_openapi import openapi_document
+from bridge.admin.openapi import openapi_document
+from bridge.admin.server import create_app
 from bridge.config import parse_config
 from tests.conftest import SECRET, running_bridge
 from tests.support.admin import TOKEN, admin_client, admin_config

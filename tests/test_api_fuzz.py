@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.api_openapi import openapi_document
+from bridge.admin.openapi import openapi_document
 from tests.conftest import running_bridge
 from tests.support.admin import TOKEN, admin_config, api_url
 from tests.support.mosquitto import Mosquitto

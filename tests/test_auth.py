@@ -16,8 +16,8 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from bridge.config import Settings
-from bridge.events import Event
-from bridge.send import AttemptResult, Sender
+from bridge.core.events import Event
+from bridge.delivery.send import AttemptResult, Sender
 
 EVENT = Event(
     "evt_auth", "device.online", datetime(2026, 1, 1, tzinfo=UTC), "s", {"device_id": "d"}

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.concurrency import (
+from bridge.core.concurrency import (
     ConcurrencyLimit,
     LimitPolicy,
     after_failure,

@@ -9,9 +9,9 @@ import sys
 from itertools import islice
 from pathlib import Path
 
-from bridge.demo.receiver import describe
-from bridge.demo.simulator import messages
-from bridge.events import CATALOGUE
+from bridge.cli.demo.receiver import describe
+from bridge.cli.demo.simulator import messages
+from bridge.core.events import CATALOGUE
 from tests.support.waiting import wait_until_sync
 
 

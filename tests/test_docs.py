@@ -10,7 +10,7 @@ from typing import Any
 import typer.main
 from pydantic import BaseModel
 
-from bridge.api_openapi import openapi_document
+from bridge.admin.openapi import openapi_document
 from bridge.cli import app
 from bridge.config import Settings
 from tests.conftest import SECRET, running_bridge

@@ -19,9 +19,9 @@ from structlog.testing import capture_logs
 
 from bridge.app import Bridge
 from bridge.config import parse_config
-from bridge.events import Event
-from bridge.normalise import Message
-from bridge.store.sqlite import SQLiteStore
+from bridge.core.events import Event
+from bridge.core.normalise import Message
+from bridge.store.sqlite.store import SQLiteStore
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher

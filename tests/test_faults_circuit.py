@@ -9,7 +9,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.circuit import (
+from bridge.config import parse_config
+from bridge.core.circuit import (
     Circuit,
     CircuitPolicy,
     CircuitState,
@@ -18,7 +19,6 @@ from bridge.circuit import (
     release_probe,
     reopens_at,
 )
-from bridge.config import parse_config
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher

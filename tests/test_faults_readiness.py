@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bridge.store.postgres import parse_postgres_url
+from bridge.store.postgres.store import parse_postgres_url
 from tests.conftest import SECRET
 from tests.support.admin import Admin, admin_config
 from tests.support.mosquitto import Mosquitto

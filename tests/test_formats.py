@@ -17,15 +17,15 @@ from hypothesis import strategies as st
 from standardwebhooks import Webhook
 
 from bridge.config import Settings
-from bridge.events import Event
-from bridge.formats import (
+from bridge.core.events import Event
+from bridge.core.formats import (
     encode_cloudevents,
     encode_cloudevents_binary,
     encode_form,
     encode_xml,
 )
-from bridge.send import Sender
-from bridge.signing import verify_hub_signature
+from bridge.core.signing import verify_hub_signature
+from bridge.delivery.send import Sender
 from tests.conftest import SECRET
 from tests.support.receiver import Receiver
 

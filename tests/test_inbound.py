@@ -18,7 +18,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from bridge.app import Bridge
-from bridge.signing import hub_signature, sign
+from bridge.core.signing import hub_signature, sign
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher

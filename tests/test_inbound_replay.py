@@ -22,8 +22,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from bridge.config import InboundSettings
-from bridge.inbound import GITHUB_REPLAY_WINDOW, replay_key
-from bridge.signing import hub_signature, sign
+from bridge.core.signing import hub_signature, sign
+from bridge.inbound.server import GITHUB_REPLAY_WINDOW, replay_key
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from bridge import events, profiles
 from bridge.config import Settings, parse_config
+from bridge.core.events import CATALOGUE, Event
+from bridge.core.normalise import Message, Normalised, Normaliser, Rejected, parse_occurred_at
+from bridge.core.profiles import Draft, Payload, known_profiles, load_profiles, register_profile
 from bridge.errors import ConfigError
-from bridge.events import CATALOGUE, Event
-from bridge.normalise import Message, Normalised, Normaliser, Rejected, parse_occurred_at
-from bridge.profiles import Draft, Payload, known_profiles, load_profiles, register_profile
 
 SOURCE = "mqtt://broker-1:1883"
 RECEIVED = datetime(2026, 11, 22, 4, 36, 14, 553000, tzinfo=UTC)

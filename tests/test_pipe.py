@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from bridge.config import Subscription
-from bridge.events import Event
-from bridge.pipe import PipeError, Reply, plan_reply
+from bridge.core.events import Event
+from bridge.delivery.pipe import PipeError, Reply, plan_reply
 from tests.conftest import bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher

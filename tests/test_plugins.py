@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge import plugins
+from bridge import plugin as plugins
 from bridge.config import parse_config
 from bridge.errors import ConfigError
 from tests.conftest import bridge_config, running_bridge

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.presence import (
+from bridge.core.presence import (
     HEARTBEAT_TIMEOUT,
     SEEN_AGAIN,
     Observation,

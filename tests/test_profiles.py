@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from bridge.config import parse_config
-from bridge.events import Event
-from bridge.normalise import Message, Normaliser, Rejected
-from bridge.profiles.remote_access import event_name_key
+from bridge.core.events import Event
+from bridge.core.normalise import Message, Normaliser, Rejected
+from bridge.core.profiles.remote_access import event_name_key
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher

@@ -18,10 +18,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator
 
 from bridge.config import Settings, parse_config
-from bridge.events import CATALOGUE, Event
-from bridge.formats import FORMATS
-from bridge.normalise import Message, Normalised, Normaliser, Rejected
-from bridge.signing import sign
+from bridge.core.events import CATALOGUE, Event
+from bridge.core.formats import FORMATS
+from bridge.core.normalise import Message, Normalised, Normaliser, Rejected
+from bridge.core.signing import sign
 from tests.conftest import SECRET
 
 ROOT = Path(__file__).resolve().parent.parent

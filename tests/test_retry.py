@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.config import RetrySettings
-from bridge.retry import decide, next_delay, parse_retry_after
-from bridge.send import AttemptResult
+from bridge.core.retry import decide, next_delay, parse_retry_after
+from bridge.delivery.send import AttemptResult
 from bridge.store.base import DeliveryStatus
 
 NOW = 1_700_000_000.0

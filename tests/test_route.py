@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.config import Subscription
-from bridge.events import CATALOGUE, Event
-from bridge.route import Router, jmespath_truthy
+from bridge.core.events import CATALOGUE, Event
+from bridge.core.route import Router, jmespath_truthy
 
 STAMP = datetime(2026, 11, 22, 4, 36, 14, tzinfo=UTC)
 

@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from bridge.config import Rule, parse_config
+from bridge.core.events import event_id_for
+from bridge.core.normalise import Message, Normalised, Normaliser, Rejected
+from bridge.core.rules import TopicPattern, UserRule, compile_rules
 from bridge.errors import ConfigError
-from bridge.events import event_id_for
-from bridge.normalise import Message, Normalised, Normaliser, Rejected
-from bridge.rules import TopicPattern, UserRule, compile_rules
 
 SOURCE = "mqtt://broker-1:1883"
 RECEIVED = datetime(2026, 11, 22, 4, 36, 14, tzinfo=UTC)

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from bridge.config import Settings, parse_config
-from bridge.events import CATALOGUE, Event
-from bridge.normalise import Message, Normalised, Normaliser
-from bridge.schema import config_schema, dumps, event_schema, events_schema
+from bridge.core.events import CATALOGUE, Event
+from bridge.core.normalise import Message, Normalised, Normaliser
+from bridge.core.schema import config_schema, dumps, event_schema, events_schema
 from tests.test_pipeline import SAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent

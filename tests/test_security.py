@@ -16,8 +16,8 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from bridge.config import parse_config
-from bridge.events import Event
-from bridge.send import Sender
+from bridge.core.events import Event
+from bridge.delivery.send import Sender
 from tests.conftest import bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.process import BridgeProcess

@@ -20,11 +20,11 @@ from standardwebhooks import Webhook
 from structlog.testing import capture_logs
 
 from bridge.config import Settings, Subscription
-from bridge.events import Event
-from bridge.formats import FORMATS, encode_json
-from bridge.send import PIPE_BODY_LIMIT, AttemptResult, Sender, default_user_agent
-from bridge.signing import verify_hub_signature
-from bridge.targets import target_refusal
+from bridge.core.events import Event
+from bridge.core.formats import FORMATS, encode_json
+from bridge.core.signing import verify_hub_signature
+from bridge.delivery.send import PIPE_BODY_LIMIT, AttemptResult, Sender, default_user_agent
+from bridge.delivery.targets import target_refusal
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OLD_SECRET = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24="

@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from bridge.errors import SignatureError
-from bridge.signing import (
+from bridge.core.signing import (
     generate_secret,
     hub_signature,
     secret_key,
@@ -24,6 +23,7 @@ from bridge.signing import (
     verify,
     verify_hub_signature,
 )
+from bridge.errors import SignatureError
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 OTHER = "whsec_" + base64.b64encode(b"o" * 32).decode()

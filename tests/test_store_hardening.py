@@ -16,13 +16,13 @@ import pytest
 
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.store import postgres_device, sqlite_device
-from bridge.store import postgres_queries as pg_sql
-from bridge.store import sqlite_queries as sqlite_sql
 from bridge.store.base import Accepted, AttemptOutcome, AttemptRecord, DeliveryStatus
-from bridge.store.postgres import PostgresStore
-from bridge.store.postgres_connect import translate
-from bridge.store.postgres_leases import PURGE_CHUNK as PG_CHUNK
-from bridge.store.sqlite import SQLiteStore
+from bridge.store.postgres import queries as pg_sql
+from bridge.store.postgres.connect import translate
+from bridge.store.postgres.leases import PURGE_CHUNK as PG_CHUNK
+from bridge.store.postgres.store import PostgresStore
+from bridge.store.sqlite import queries as sqlite_sql
+from bridge.store.sqlite.store import SQLiteStore
 from tests.store_contract import T0, make_event, opened
 from tests.support.postgres import PostgresDatabase
 

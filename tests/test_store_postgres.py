@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 
 from bridge.config import StoreSettings
+from bridge.core.events import Event
+from bridge.core.presence import Observation, Presence, Transition
 from bridge.errors import ConfigError, StoreError, StoreUnavailable
-from bridge.events import Event
-from bridge.presence import Observation, Presence, Transition
 from bridge.store import Store, open_store
 from bridge.store.base import (
     Accepted,
@@ -23,8 +23,8 @@ from bridge.store.base import (
     DeliveryStatus,
     PresencePolicy,
 )
-from bridge.store.postgres import PostgresStore, parse_postgres_url
-from bridge.store.postgres_schema import SCHEMA_VERSION
+from bridge.store.postgres.schema import SCHEMA_VERSION
+from bridge.store.postgres.store import PostgresStore, parse_postgres_url
 from tests.store_contract import (
     T0,
     Reopen,

@@ -18,8 +18,8 @@ from bridge.config import StoreSettings
 from bridge.errors import ConfigError, StoreError, StoreUnavailable
 from bridge.store import Store, open_store
 from bridge.store.ids import new_delivery_id, new_delivery_ids
-from bridge.store.sqlite import SQLiteStore, sqlite_path
-from bridge.store.sqlite_schema import SCHEMA_VERSION
+from bridge.store.sqlite.schema import SCHEMA_VERSION
+from bridge.store.sqlite.store import SQLiteStore, sqlite_path
 from tests.store_contract import (
     T0,
     Reopen,

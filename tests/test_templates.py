@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.config import parse_config
+from bridge.config.templates import check_filter, check_template, render_topic, topic_matches
 from bridge.errors import ConfigError, TemplateError
-from bridge.templates import check_filter, check_template, render_topic, topic_matches
 
 ENVELOPE = {"id": "evt_1", "type": "device.online", "data": {"device_id": "dev-1", "seq": 7}}
 

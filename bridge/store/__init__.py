@@ -47,14 +47,14 @@ def open_store(settings: StoreSettings, *, owner: str) -> Store:
     if url.startswith("sqlite://"):
         # Imported here: the backend module imports this package, and a
         # PostgreSQL-only deployment never needs it.
-        from bridge.store.sqlite import SQLiteStore
+        from bridge.store.sqlite.store import SQLiteStore
 
         try:
             return SQLiteStore.from_settings(settings, owner=owner)
         except StoreError as exc:
             raise ConfigError(f"store.url: {exc}") from exc
     if url.startswith(("postgresql://", "postgres://")):
-        from bridge.store.postgres import PostgresStore
+        from bridge.store.postgres.store import PostgresStore
 
         try:
             return PostgresStore.from_settings(settings, owner=owner)

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from bridge.events import Event
-from bridge.presence import Observation, PresenceState, Transition
+from bridge.core.events import Event
+from bridge.core.presence import Observation, PresenceState, Transition
 
 __all__ = [
     "Accepted",

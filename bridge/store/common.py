@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
+from bridge.core.events import Event
+from bridge.core.presence import Observation, Presence, PresenceState, decide
 from bridge.errors import StoreError
-from bridge.events import Event
-from bridge.presence import Observation, Presence, PresenceState, decide
 from bridge.store.base import (
     Accepted,
     AttemptOutcome,

@@ -13,7 +13,7 @@ import uuid
 
 import asyncpg
 
-from bridge.store.postgres import parse_postgres_url
+from bridge.store.postgres.store import parse_postgres_url
 
 __all__ = ["PostgresDatabase", "fetch"]
 

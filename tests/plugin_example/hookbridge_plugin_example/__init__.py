@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bridge.events import Event
-from bridge.formats import Encoded
-from bridge.profiles import Draft, Payload
+from bridge.plugin import Draft, Encoded, Event, Payload
 
 __all__ = ["SensorProfile", "encode_text", "even_seq"]
 

@@ -1,0 +1,259 @@
+"""What an operator does to a running bridge: test pings, retries, replays, alerts, reload.
+
+The admin API and the CLI (through the API) call these; the dispatcher calls
+:meth:`Operations.alert`. Each action goes through the store, then tells the
+dispatcher to look (``poke``), so what the operator starts is as durable as
+any other delivery.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from bridge.admin.reload import ReloadResult, reload_bridge
+from bridge.config import Subscription
+from bridge.core.events import Event, new_event_id
+from bridge.errors import Conflict, NotFound, OperatorError
+from bridge.logs import get_logger
+from bridge.store.base import (
+    Accepted,
+    AttemptOutcome,
+    AttemptRecord,
+    Delivery,
+    DeliveryStatus,
+)
+
+if TYPE_CHECKING:
+    from bridge.app import Bridge
+
+__all__ = ["ALERT_KINDS", "Operations", "ReloadResult", "ReplayRequest", "TestPing"]
+
+log = get_logger("hookbridge.operations")
+
+ALERT_KINDS = ("subscription_disabled", "circuit_opened", "delivery_dead", "store_refused")
+"""Alert kinds of the dispatcher; each becomes an event of type ``bridge.<kind>``."""
+
+# A window replay walks the store page by page; this bounds one request.
+_REPLAY_PAGE = 500
+_REPLAY_MAX_PAGES = 200
+
+
+@dataclass(frozen=True, slots=True)
+class TestPing:
+    """What one test ping did: the attempt's answer, for the operator to read."""
+
+    delivery_id: str
+    event_id: str
+    outcome: str
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    response_excerpt: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRequest:
+    """Replay by ``event_ids``, or the deliveries of ``subscription`` created in a window."""
+
+    event_ids: Sequence[str] = ()
+    subscription: str | None = None
+    since: float | None = None
+    until: float | None = None
+    status: DeliveryStatus | None = None
+    target: str | None = None  # another subscription to send to
+    as_new: bool = False  # a fresh event id, for receivers that drop a known id
+    limit: int = 1000
+
+
+class Operations:
+    def __init__(self, bridge: Bridge) -> None:
+        self._bridge = bridge
+
+    @property
+    def _source(self) -> str:
+        return f"hookbridge://{self._bridge.owner}"
+
+    def subscription(self, name: str) -> Subscription:
+        found = self._bridge.settings.subscription(name)
+        if found is None:
+            raise NotFound(f"no subscription named '{name}'")
+        return found
+
+    # -- alerts -----------------------------------------------------------------------
+
+    async def alert(self, kind: str, subscription: str, details: dict[str, object]) -> None:
+        """Turn a dispatcher alert into a ``bridge.<kind>`` event for the ops subscriptions.
+
+        Routed like any event, but never to the subscription it is about: an
+        endpoint that is down must not be sent alerts about itself (a loop).
+        """
+        now = time.time()
+        data: dict[str, object] = {"subscription": subscription, "reason": ""}
+        data.update({k: v for k, v in details.items() if v is not None})
+        data["reason"] = str(data.get("reason") or kind)
+        event = Event(
+            id=new_event_id(datetime.fromtimestamp(now, UTC)),
+            type=f"bridge.{kind}",
+            timestamp=datetime.fromtimestamp(now, UTC),
+            source=self._source,
+            data=data,
+        )
+        targets = [s.name for s in self._bridge.router.match(event) if s.name != subscription]
+        log.warning("alert", kind=kind, subscription=subscription, notified=targets)
+        if not targets:
+            return
+        await self._bridge.store.create_deliveries(event, targets, now=now)
+        for name in targets:
+            self._bridge.dispatcher.poke(name)
+
+    # -- test ping ----------------------------------------------------------------------
+
+    async def test_ping(self, name: str) -> TestPing:
+        """Send a ``bridge.test`` event to one subscription now, bypassing its queue.
+
+        It is stored with a delivery leased to this bridge (so the dispatcher
+        leaves it alone), sent once even if the subscription is disabled (that
+        is how an operator checks a repaired endpoint), and recorded: delivered,
+        or dead with reason ``test_failed`` (a test is not retried).
+        """
+        sub = self.subscription(name)
+        bridge = self._bridge
+        now = time.time()
+        moment = datetime.fromtimestamp(now, UTC)
+        event = Event(
+            id=new_event_id(moment),
+            type="bridge.test",
+            timestamp=moment,
+            source=self._source,
+            data={"message": "test event from HookBridge", "subscription": name},
+        )
+        stored = await bridge.store.ingest(
+            [Accepted(event=event, subscriptions=(name,), received_at=now)],
+            [],
+            now=now,
+            owner=bridge.owner,
+            lease_until=now + bridge.settings.store.lease,
+        )
+        delivery = stored.deliveries[0]
+        result = await bridge.sender.attempt(sub, event, delivery_id=delivery.id, attempt=1)
+        delivered = result.outcome == "delivered"
+        outcome = (
+            AttemptOutcome(DeliveryStatus.DELIVERED)
+            if delivered
+            else AttemptOutcome(DeliveryStatus.DEAD, reason="test_failed")
+        )
+        record = AttemptRecord(
+            delivery_id=delivery.id,
+            attempt=1,
+            started_at=now,
+            latency_ms=result.latency_ms,
+            status_code=result.status_code,
+            error=result.error,
+            response_excerpt=result.response_excerpt,
+        )
+        await bridge.store.record_attempts([(record, outcome)], now=time.time())
+        bridge.metrics.deliveries.labels(name, result.outcome).inc()
+        bridge.metrics.attempt_latency.labels(name).observe(result.latency_ms / 1000)
+        return TestPing(
+            delivery_id=delivery.id,
+            event_id=event.id,
+            outcome=result.outcome,
+            status_code=result.status_code,
+            latency_ms=result.latency_ms,
+            error=result.error,
+            response_excerpt=result.response_excerpt,
+        )
+
+    # -- retry and replay ---------------------------------------------------------------
+
+    async def retry(self, delivery_id: str) -> Delivery:
+        """Make a dead or delivered delivery due now; a pending one is already on its way."""
+        store = self._bridge.store
+        delivery = await store.get_delivery(delivery_id)
+        if delivery is None:
+            raise NotFound(f"no delivery '{delivery_id}'")
+        if delivery.status is DeliveryStatus.PENDING:
+            # Requeueing would drop a live lease and could send it twice at once.
+            raise Conflict(f"delivery '{delivery_id}' is already pending")
+        await store.requeue(delivery_id, now=time.time())
+        self._bridge.dispatcher.poke(delivery.subscription)
+        found = await store.get_delivery(delivery_id)
+        return found if found is not None else delivery
+
+    async def replay(self, request: ReplayRequest) -> list[Delivery]:
+        """Create new deliveries for stored events; returns them (they are due now).
+
+        Without a ``target`` an event replayed by id goes to the subscriptions
+        that want it under the current configuration, and a window replay goes
+        back to its own subscription.
+        """
+        if bool(request.event_ids) == (request.subscription is not None):
+            raise OperatorError("give either event_ids or a subscription with a time window")
+        if request.target is not None:
+            self.subscription(request.target)
+        events = (
+            await self._events_by_id(request.event_ids)
+            if request.event_ids
+            else await self._events_in_window(request)
+        )
+        now = time.time()
+        created: list[Delivery] = []
+        for event in events:
+            if request.target is not None:
+                targets = [request.target]
+            elif request.subscription is not None:
+                targets = [request.subscription]
+            else:
+                targets = [s.name for s in self._bridge.router.match(event)]
+            if not targets:
+                continue
+            sent = (
+                event.with_id(new_event_id(datetime.fromtimestamp(now, UTC)))
+                if request.as_new
+                else event
+            )
+            created += await self._bridge.store.create_deliveries(sent, targets, now=now)
+        for name in {d.subscription for d in created}:
+            self._bridge.dispatcher.poke(name)
+        log.info("replay", deliveries=len(created), events=len(events), as_new=request.as_new)
+        return created
+
+    async def _events_by_id(self, event_ids: Sequence[str]) -> list[Event]:
+        events: list[Event] = []
+        for event_id in dict.fromkeys(event_ids):
+            event = await self._bridge.store.get_event(event_id)
+            if event is None:
+                raise NotFound(f"no event '{event_id}'")
+            events.append(event)
+        return events
+
+    async def _events_in_window(self, request: ReplayRequest) -> list[Event]:
+        assert request.subscription is not None
+        self.subscription(request.subscription)
+        found: dict[str, Event] = {}
+        cursor: str | None = None
+        for _ in range(_REPLAY_MAX_PAGES):
+            page, cursor = await self._bridge.store.list_deliveries(
+                subscription=request.subscription,
+                status=request.status,
+                since=request.since,
+                until=request.until,
+                cursor=cursor,
+                limit=_REPLAY_PAGE,
+            )
+            for delivery in page:
+                found.setdefault(delivery.event_id, delivery.event)
+            if cursor is None or len(found) >= request.limit:
+                break
+        # The store pages newest first; replay in the order things happened.
+        return sorted(list(found.values())[: request.limit], key=lambda e: e.timestamp)
+
+    # -- reload -------------------------------------------------------------------------
+
+    async def reload(self) -> ReloadResult:
+        """Re-read the configuration file: apply all of it or nothing (see bridge.reload)."""
+        return await reload_bridge(self._bridge)

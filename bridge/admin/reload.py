@@ -1,0 +1,123 @@
+"""Reloading the configuration of a running bridge (SIGHUP, ``POST /api/reload``).
+
+A reload is all or nothing. The new file is validated first; then every
+difference from the running configuration is sorted into what a running
+bridge can adopt (subscriptions, and with them where presence transitions
+are routed; retry, limits, retention, security, the API token) and what only
+a restart changes (the broker connection, the store, the listeners, rules and
+profiles, inbound webhooks, presence settings, and any section this module
+does not know). When anything of the second kind differs, nothing is applied and
+the answer names each part that needs a restart; otherwise everything that
+differs is applied, and the answer says which sections changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from bridge.config import Settings, load_config
+from bridge.core.normalise import Normaliser
+from bridge.core.route import Router
+from bridge.delivery.auth import secret_values
+from bridge.errors import ConfigError
+from bridge.logs import get_logger, register_secrets
+
+if TYPE_CHECKING:
+    from bridge.app import Bridge
+
+__all__ = ["RELOADABLE", "ReloadResult", "changed_parts", "reload_bridge"]
+
+log = get_logger("hookbridge.reload")
+
+RELOADABLE: dict[str, frozenset[str] | None] = {
+    "subscriptions": None,
+    "retry": None,
+    "limits": None,
+    "retention": None,
+    "security": None,
+    "api": frozenset({"token"}),
+}
+"""Sections a reload applies: ``None`` for all of one, else the keys of it that it applies."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    applied: bool
+    problems: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    restart_needed: list[str] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)  # what differed and was applied
+
+
+def changed_parts(old: Settings, new: Settings) -> tuple[list[str], list[str]]:
+    """(parts a reload applies, parts only a restart changes) that differ, as dotted names."""
+    applied: list[str] = []
+    restart: list[str] = []
+    for name in type(old).model_fields:
+        before, after = getattr(old, name), getattr(new, name)
+        if before == after:
+            continue
+        keys = RELOADABLE.get(name, frozenset())
+        if keys is None:
+            applied.append(name)
+            continue
+        if not isinstance(before, BaseModel) or not isinstance(after, BaseModel):
+            restart.append(name)
+            continue
+        for key in type(before).model_fields:
+            if getattr(before, key) != getattr(after, key):
+                (applied if key in keys else restart).append(f"{name}.{key}")
+    return applied, restart
+
+
+async def reload_bridge(bridge: Bridge) -> ReloadResult:
+    """Re-read ``bridge.config_path``; apply all of it, or nothing (see the module docstring)."""
+    if bridge.config_path is None:
+        return ReloadResult(False, ["this bridge was not started from a configuration file"])
+    try:
+        new = load_config(bridge.config_path)
+    except ConfigError as exc:
+        log.error("reload refused: the configuration is invalid", problems=exc.problems)
+        return ReloadResult(False, exc.problems)
+    old = bridge.settings
+    sections, restart = changed_parts(old, new)
+    if restart:
+        log.error("reload refused: these parts change only on restart", parts=restart)
+        return ReloadResult(
+            False,
+            [f"{part} changes only on restart" for part in restart],
+            restart_needed=restart,
+        )
+    # Secrets first: from here on a new secret may reach a request or an answer.
+    register_secrets(secret_values(new))
+    bridge.settings = new
+    bridge.router = Router(new.subscriptions)
+    if new.limits != old.limits:  # rules and profiles are equal here: only limits differ
+        bridge.normaliser = Normaliser(new, source=f"mqtt://{new.mqtt.host}:{new.mqtt.port}")
+    bridge.sender.reconfigure(new.subscriptions, settings=new)
+    bridge.retention.reconfigure(new.retention)
+    if bridge.presence is not None:
+        bridge.presence.reroute(bridge.router)
+    await bridge.dispatcher.reconfigure(new)
+    before = {s.name: s for s in old.subscriptions}
+    after = {s.name: s for s in new.subscriptions}
+    result = ReloadResult(
+        True,
+        added=sorted(after.keys() - before.keys()),
+        removed=sorted(before.keys() - after.keys()),
+        changed=sorted(n for n in after.keys() & before.keys() if after[n] != before[n]),
+        sections=sections,
+    )
+    log.info(
+        "configuration reloaded",
+        sections=sections,
+        added=result.added,
+        removed=result.removed,
+        changed=result.changed,
+    )
+    return result

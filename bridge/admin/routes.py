@@ -1,0 +1,387 @@
+"""The ``/api/…`` routes of the admin server: read and act on a running bridge.
+
+Handlers check their input (query and JSON body) explicitly, hand the work to
+:class:`bridge.operations.Operations` or the store, and answer JSON. Errors
+are raised as :mod:`bridge.errors` types and turned into ``{"error": …}``
+answers by the middleware in :mod:`bridge.api`. No answer carries a secret:
+a subscription shows ``secret: "set"`` and the names of its headers only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from bridge.admin.operations import ReplayRequest
+from bridge.config import Subscription
+from bridge.core.events import format_timestamp
+from bridge.errors import NotFound, OperatorError, StoreError
+from bridge.logs import display_url
+from bridge.store.base import AttemptRecord, Delivery, DeliveryStatus, Rejection
+
+if TYPE_CHECKING:
+    from bridge.app import Bridge
+
+__all__ = ["BRIDGE_KEY", "add_api_routes", "parse_time", "refresh_gauges"]
+
+BRIDGE_KEY: web.AppKey[Bridge] = web.AppKey("bridge")
+
+_MAX_LIMIT = 500
+_EXCERPT = 512
+
+
+def _bridge(request: web.Request) -> Bridge:
+    return request.app[BRIDGE_KEY]
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else format_timestamp(datetime.fromtimestamp(epoch, UTC))
+
+
+def parse_time(text: str, name: str) -> float:
+    """An RFC 3339 time (``2026-11-22T04:36:14Z``) or UNIX epoch seconds."""
+    try:
+        epoch = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(epoch):
+            raise OperatorError(f"{name}: not a finite time")
+        return epoch
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise OperatorError(f"{name}: not an RFC 3339 time or epoch seconds") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _int_param(request: web.Request, name: str, default: int, *, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise OperatorError(f"{name}: not an integer") from None
+    if not low <= value <= high:
+        raise OperatorError(f"{name}: must be between {low} and {high}")
+    return value
+
+
+def _status_param(raw: object, name: str = "status") -> DeliveryStatus | None:
+    if raw is None:
+        return None
+    try:
+        return DeliveryStatus(str(raw))
+    except ValueError:
+        choices = ", ".join(s.value for s in DeliveryStatus)
+        raise OperatorError(f"{name}: must be one of {choices}") from None
+
+
+# -- shapes -----------------------------------------------------------------------------
+
+
+def delivery_json(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "event_id": delivery.event_id,
+        "event_type": delivery.event.type,
+        "subscription": delivery.subscription,
+        "status": delivery.status.value,
+        "attempts": delivery.attempts,
+        "created_at": _iso(delivery.created_at),
+        "next_attempt_at": _iso(delivery.next_attempt_at)
+        if delivery.status is DeliveryStatus.PENDING
+        else None,
+        "dead_reason": delivery.dead_reason,
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+    }
+
+
+def attempt_json(record: AttemptRecord) -> dict[str, Any]:
+    return {
+        "attempt": record.attempt,
+        "started_at": _iso(record.started_at),
+        "latency_ms": round(record.latency_ms, 2),
+        "status_code": record.status_code,
+        "error": record.error,
+        "response_excerpt": record.response_excerpt,
+    }
+
+
+def rejection_json(rejection: Rejection) -> dict[str, Any]:
+    return {
+        "received_at": _iso(rejection.received_at),
+        "topic": rejection.topic,
+        "reason": rejection.reason,
+        "detail": rejection.detail,
+        "payload_excerpt": rejection.payload[:_EXCERPT].decode("utf-8", "replace"),
+    }
+
+
+async def _subscription_json(bridge: Bridge, sub: Subscription) -> dict[str, Any]:
+    lane = bridge.dispatcher.lanes.get(sub.name)
+    state = lane.state if lane is not None else None
+    circuit = bridge.metrics.registry.get_sample_value(
+        "hookbridge_circuit_open", {"subscription": sub.name}
+    )
+    return {
+        "name": sub.name,
+        "url": display_url(sub.url),
+        "events": list(sub.events),
+        "filter": sub.filter,
+        "format": sub.format,
+        "mode": sub.mode,
+        "enabled": sub.enabled,
+        "secret": "set" if sub.secrets else None,
+        "headers": sorted(sub.headers),
+        "max_in_flight": sub.max_in_flight,
+        "rate_limit": str(sub.rate_limit) if sub.rate_limit is not None else None,
+        "health": {
+            "disabled": bool(state and state.disabled) or not sub.enabled,
+            "disabled_reason": state.disabled_reason if state else None,
+            "last_success": _iso(state.last_success) if state else None,
+            "last_failure": _iso(state.last_failure) if state else None,
+            "failing_since": _iso(state.failing_since) if state else None,
+            "queue_depth": await bridge.store.queue_depth(sub.name),
+            "in_flight": lane.in_flight if lane is not None else 0,
+            "circuit_open": bool(circuit),
+        },
+    }
+
+
+async def refresh_gauges(bridge: Bridge) -> None:
+    """Queue depth and the oldest pending age are the store's to know: read them when
+    someone looks (scrape time), on the store's read connections."""
+    names = [sub.name for sub in bridge.settings.subscriptions]
+    for name in names:
+        depth = await bridge.store.queue_depth(name)
+        bridge.metrics.queue_depth.labels(name).set(depth)
+    oldest = await bridge.store.oldest_pending(names)
+    now = time.time()
+    for name in names:
+        created = oldest.get(name)
+        age = 0.0 if created is None else max(0.0, now - created)
+        bridge.metrics.oldest_pending_age.labels(name).set(age)
+
+
+# -- subscriptions ------------------------------------------------------------------------
+
+
+async def list_subscriptions(request: web.Request) -> web.Response:
+    bridge = _bridge(request)
+    items = [await _subscription_json(bridge, s) for s in bridge.settings.subscriptions]
+    return _json({"subscriptions": items})
+
+
+async def _set_disabled(request: web.Request, disabled: bool) -> web.Response:
+    bridge = _bridge(request)
+    name = request.match_info["name"]
+    sub = bridge.operations.subscription(name)
+    reason = "disabled by an operator" if disabled else None
+    if not await bridge.dispatcher.set_disabled(name, disabled, reason):
+        raise NotFound(f"no subscription named '{name}'")
+    return _json(await _subscription_json(bridge, sub))
+
+
+async def disable_subscription(request: web.Request) -> web.Response:
+    return await _set_disabled(request, True)
+
+
+async def enable_subscription(request: web.Request) -> web.Response:
+    return await _set_disabled(request, False)
+
+
+async def test_subscription(request: web.Request) -> web.Response:
+    ping = await _bridge(request).operations.test_ping(request.match_info["name"])
+    return _json(
+        {
+            "delivery_id": ping.delivery_id,
+            "event_id": ping.event_id,
+            "outcome": ping.outcome,
+            "status_code": ping.status_code,
+            "latency_ms": round(ping.latency_ms, 2),
+            "error": ping.error,
+            "response_excerpt": ping.response_excerpt,
+        }
+    )
+
+
+# -- events and deliveries ----------------------------------------------------------------
+
+
+async def get_event(request: web.Request) -> web.Response:
+    event_id = request.match_info["event_id"]
+    event = await _bridge(request).store.get_event(event_id)
+    if event is None:
+        raise NotFound(f"no event '{event_id}'")
+    return _json(event.to_dict())
+
+
+async def list_deliveries(request: web.Request) -> web.Response:
+    query = request.query
+    since = query.get("since")
+    until = query.get("until")
+    cursor = query.get("cursor") or None
+    try:
+        page, next_cursor = await _bridge(request).store.list_deliveries(
+            subscription=query.get("subscription") or None,
+            status=_status_param(query.get("status") or None),
+            since=parse_time(since, "since") if since else None,
+            until=parse_time(until, "until") if until else None,
+            cursor=cursor,
+            limit=_int_param(request, "limit", 50, low=1, high=_MAX_LIMIT),
+        )
+    except StoreError as exc:
+        # The cursor is opaque and the store's to decode: a bad one is the caller's error.
+        if cursor is not None and "cursor" in str(exc):
+            raise OperatorError("cursor: not a cursor this API gave out") from None
+        raise
+    return _json({"deliveries": [delivery_json(d) for d in page], "next_cursor": next_cursor})
+
+
+async def get_delivery(request: web.Request) -> web.Response:
+    store = _bridge(request).store
+    delivery_id = request.match_info["delivery_id"]
+    delivery = await store.get_delivery(delivery_id)
+    if delivery is None:
+        raise NotFound(f"no delivery '{delivery_id}'")
+    body = delivery_json(delivery)
+    body["event"] = delivery.event.to_dict()
+    body["attempt_log"] = [attempt_json(a) for a in await store.attempts(delivery_id)]
+    return _json(body)
+
+
+async def retry_delivery(request: web.Request) -> web.Response:
+    delivery = await _bridge(request).operations.retry(request.match_info["delivery_id"])
+    return _json(delivery_json(delivery))
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.read() or b"{}")
+    except orjson.JSONDecodeError:
+        raise OperatorError("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise OperatorError("the body must be a JSON object")
+    return body
+
+
+def _replay_request(body: dict[str, Any]) -> ReplayRequest:
+    known = {"event_ids", "subscription", "since", "until", "status", "to", "as_new", "limit"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise OperatorError(f"unknown field: {', '.join(unknown)}")
+    event_ids = body.get("event_ids") or []
+    if not isinstance(event_ids, list) or not all(isinstance(i, str) for i in event_ids):
+        raise OperatorError("event_ids: must be a list of event ids")
+    if len(event_ids) > 1000:
+        raise OperatorError("event_ids: at most 1000 per request")
+    for name in ("subscription", "to", "since", "until", "status"):
+        value = body.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, str | int | float)
+        ):
+            raise OperatorError(f"{name}: must be a string")
+    since, until = body.get("since"), body.get("until")
+    limit = body.get("limit", 1000)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100_000:
+        raise OperatorError("limit: must be an integer between 1 and 100000")
+    if not isinstance(body.get("as_new", False), bool):
+        raise OperatorError("as_new: must be true or false")
+    subscription = body.get("subscription")
+    if bool(event_ids) == (subscription is not None):
+        raise OperatorError("give either event_ids or a subscription (with since/until)")
+    return ReplayRequest(
+        event_ids=event_ids,
+        subscription=str(subscription) if subscription is not None else None,
+        since=parse_time(str(since), "since") if since is not None else None,
+        until=parse_time(str(until), "until") if until is not None else None,
+        status=_status_param(body.get("status")),
+        target=str(body["to"]) if body.get("to") is not None else None,
+        as_new=bool(body.get("as_new", False)),
+        limit=limit,
+    )
+
+
+async def replay(request: web.Request) -> web.Response:
+    created = await _bridge(request).operations.replay(_replay_request(await _body(request)))
+    return _json({"count": len(created), "deliveries": [delivery_json(d) for d in created]})
+
+
+async def list_rejected(request: web.Request) -> web.Response:
+    limit = _int_param(request, "limit", 50, low=1, high=_MAX_LIMIT)
+    rejected = await _bridge(request).store.list_rejected(limit=limit)
+    return _json({"rejected": [rejection_json(r) for r in rejected]})
+
+
+async def reload(request: web.Request) -> web.Response:
+    result = await _bridge(request).operations.reload()
+    body = {
+        "applied": result.applied,
+        "problems": result.problems,
+        "added": result.added,
+        "removed": result.removed,
+        "changed": result.changed,
+        "restart_needed": result.restart_needed,
+        "sections": result.sections,
+    }
+    if result.applied:
+        return _json(body)
+    body["error"] = "the configuration was not reloaded: " + "; ".join(result.problems)
+    # 409: the file is valid, but the running bridge cannot adopt all of it.
+    return _json(body, status=409 if result.restart_needed else 400)
+
+
+async def stats(request: web.Request) -> web.Response:
+    """Totals for the dashboard's throughput chart (it computes rates from deltas)."""
+    bridge = _bridge(request)
+    outcomes: dict[str, float] = {}
+    for metric in bridge.metrics.deliveries.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                key = sample.labels["outcome"]
+                outcomes[key] = outcomes.get(key, 0.0) + sample.value
+    received = sum(
+        s.value
+        for m in bridge.metrics.events_received.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
+    )
+    return _json(
+        {
+            "time": time.time(),
+            "events_received": received,
+            "attempts": outcomes,
+            "counts": await bridge.store.counts(),
+            "broker_connected": bridge.ingest.connected,
+        }
+    )
+
+
+def add_api_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/subscriptions", list_subscriptions)
+    r.add_post("/api/subscriptions/{name}/disable", disable_subscription)
+    r.add_post("/api/subscriptions/{name}/enable", enable_subscription)
+    r.add_post("/api/subscriptions/{name}/test", test_subscription)
+    r.add_get("/api/events/{event_id}", get_event)
+    r.add_get("/api/deliveries", list_deliveries)
+    r.add_get("/api/deliveries/{delivery_id}", get_delivery)
+    r.add_post("/api/deliveries/{delivery_id}/retry", retry_delivery)
+    r.add_post("/api/replay", replay)
+    r.add_get("/api/rejected", list_rejected)
+    r.add_post("/api/reload", reload)
+    r.add_get("/api/stats", stats)

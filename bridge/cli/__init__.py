@@ -1,0 +1,161 @@
+"""The ``hookbridge`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bridge.cli.admin import register as register_admin_commands
+from bridge.config import Settings, load_config, redact_url
+from bridge.errors import BridgeError, ConfigError
+from bridge.logs import configure_logging, display_url
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="hookbridge",
+    help="HookBridge: MQTT device events to signed, retried webhooks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Configuration helpers.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+register_admin_commands(app)  # deliveries, rejected, subscriptions, test-endpoint
+events_app = typer.Typer(help="The event catalogue.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML configuration file.")]
+
+
+def _load_or_exit(path: Path) -> Settings:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        if exc.problems != [str(exc)]:
+            for problem in exc.problems:
+                typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(
+    config: ConfigOption,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    grace: Annotated[
+        float, typer.Option(help="Seconds to let in-flight deliveries finish.")
+    ] = 10.0,
+) -> None:
+    """Run the bridge until SIGTERM or SIGINT."""
+    settings = _load_or_exit(config)
+    configure_logging(log_level)
+    from bridge.app import Bridge
+
+    async def main() -> None:
+        bridge = Bridge(settings, config_path=config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, bridge.stop)
+        reloads: set[asyncio.Task[object]] = set()
+
+        def reload() -> None:  # SIGHUP: re-read the file; an invalid one is logged and ignored
+            task = asyncio.ensure_future(bridge.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        await bridge.run(grace=grace)
+
+    try:
+        asyncio.run(main())
+    except BridgeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("check-config")
+def check_config(path: Annotated[Path, typer.Argument(help="YAML configuration file.")]) -> None:
+    """Validate a configuration file: exit 0 with a summary, or 2 with every problem."""
+    settings = _load_or_exit(path)
+    typer.echo(f"{path}: valid")
+    typer.echo(f"  broker: {display_url(settings.mqtt.url)} (MQTT {settings.mqtt.protocol})")
+    typer.echo(f"  store: {display_url(redact_url(settings.store.url))}")
+    typer.echo(f"  profiles: {', '.join(settings.profiles) or '-'}; rules: {len(settings.rules)}")
+    typer.echo(f"  subscriptions: {len(settings.subscriptions)}")
+    for sub in settings.subscriptions:
+        signed = "signed" if sub.secrets else "UNSIGNED"
+        target = display_url(sub.url)
+        typer.echo(f"    {sub.name}: {', '.join(sub.events)} -> {target} ({sub.mode}, {signed})")
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of the configuration file."""
+    from bridge.core.schema import config_schema as schema_of_config
+    from bridge.core.schema import dumps
+
+    typer.echo(dumps(schema_of_config()), nl=False)
+
+
+@events_app.command("schema")
+def events_schema(
+    event_type: Annotated[
+        str | None, typer.Argument(metavar="[TYPE]", help="One event type, e.g. session.started.")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of the delivery body of TYPE, or of every type."""
+    from bridge.core.events import CATALOGUE
+    from bridge.core.schema import dumps, event_schema
+    from bridge.core.schema import events_schema as schema_of_events
+
+    if event_type is None:
+        typer.echo(dumps(schema_of_events()), nl=False)
+        return
+    if event_type not in CATALOGUE:
+        typer.echo(
+            f"error: unknown event type {event_type!r}; known: {', '.join(CATALOGUE)}", err=True
+        )
+        raise typer.Exit(2)
+    typer.echo(dumps(event_schema(event_type)), nl=False)
+
+
+@app.command()
+def demo(
+    events: Annotated[
+        int | None, typer.Option("--events", help="Stop after this many verified events.")
+    ] = None,
+    rate: Annotated[float, typer.Option("--rate", help="Device messages per second.")] = 4.0,
+    broker: Annotated[
+        str, typer.Option("--broker", help="auto, mosquitto or embedded (amqtt).")
+    ] = "auto",
+) -> None:
+    """Run a private broker, simulated devices, a verifying receiver and the bridge."""
+    from bridge.cli.demo.runner import run_demo
+
+    if broker not in {"auto", "mosquitto", "embedded"}:
+        typer.echo("error: --broker must be auto, mosquitto or embedded", err=True)
+        raise typer.Exit(2)
+    if events is not None and events < 1:
+        typer.echo("error: --events must be at least 1", err=True)
+        raise typer.Exit(2)
+    if rate <= 0:
+        typer.echo("error: --rate must be positive", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(run_demo(events=events, rate=rate, broker=broker))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

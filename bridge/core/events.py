@@ -1,0 +1,241 @@
+"""The event catalogue: the canonical envelope and one ``data`` model per type.
+
+Every delivery body is an :class:`Event` envelope in the Standard Webhooks
+shape (``id``, ``type``, ``timestamp``, ``data``) plus ``source`` and
+``schema_version``. Each catalogue type has a pydantic model for its ``data``;
+the models are strict about the fields they name and keep any extra field a
+device sends.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CATALOGUE",
+    "SCHEMA_VERSION",
+    "Event",
+    "content_hash",
+    "data_model",
+    "event_id_for",
+    "format_timestamp",
+    "new_event_id",
+]
+
+SCHEMA_VERSION = 1
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, strict=False)
+
+
+class DeviceData(_Data):
+    """Fields every device event carries."""
+
+    device_id: str = Field(min_length=1, max_length=256)
+    device_name: str | None = None
+    os: str | None = None
+    group: str | None = None
+    seq: int | None = Field(default=None, ge=0)
+
+
+class DeviceAdded(DeviceData):
+    pass
+
+
+class DeviceDeleted(DeviceData):
+    pass
+
+
+class DevicePresence(DeviceData):
+    reason: str | None = None
+
+
+class SessionData(DeviceData):
+    session_id: str | None = None
+    technician: str | None = None
+    customer: str | None = None
+    customer_email: str | None = None
+
+
+class SessionScheduled(SessionData):
+    scheduled_for: datetime | None = None
+
+
+class SessionEnded(SessionData):
+    duration_s: float | None = Field(default=None, ge=0)
+
+
+class FileTransfer(SessionData):
+    transfer_id: str | None = None
+    file_name: str | None = None
+    size_bytes: int | None = Field(default=None, ge=0)
+    direction: Literal["upload", "download"] | None = None
+
+
+class FileTransferFailed(FileTransfer):
+    reason: str | None = None
+    error: str | None = None
+
+
+class BulkDeployment(DeviceData):
+    deployment_id: str | None = None
+    package: str | None = None
+    target_count: int | None = Field(default=None, ge=0)
+    succeeded: int | None = Field(default=None, ge=0)
+    failed: int | None = Field(default=None, ge=0)
+
+
+class BulkDeploymentFailed(BulkDeployment):
+    reason: str | None = None
+    error: str | None = None
+
+
+class BridgeTest(_Data):
+    """A test ping sent by an operator; it names no device."""
+
+    message: str = "test event from HookBridge"
+    subscription: str | None = None
+
+
+class BridgeAlert(_Data):
+    """An operational event about one subscription; it names no device.
+
+    ``reason`` is a short code (``gone``, ``disable_after``, ``exhausted``,
+    ``too_old``, ``failures``…); delivery alerts also carry the delivery and
+    event they are about.
+    """
+
+    subscription: str = Field(min_length=1)
+    reason: str = ""
+    delivery_id: str | None = None
+    event_id: str | None = None
+
+
+class StoreRefusedAlert(_Data):
+    """The store refused a message even in quarantine: it went to the dead-letter file.
+
+    It names no subscription: ``key`` identifies the message in the file.
+    """
+
+    reason: str = "dead_letter"
+    key: str = Field(min_length=1)
+    file: str = Field(min_length=1)
+
+
+CATALOGUE: dict[str, type[_Data]] = {
+    "device.added": DeviceAdded,
+    "device.deleted": DeviceDeleted,
+    "device.online": DevicePresence,
+    "device.offline": DevicePresence,
+    "session.started": SessionData,
+    "session.ended": SessionEnded,
+    "session.scheduled": SessionScheduled,
+    "session.customer_joined": SessionData,
+    "file_transfer.started": FileTransfer,
+    "file_transfer.completed": FileTransfer,
+    "file_transfer.failed": FileTransferFailed,
+    "bulk_deployment.started": BulkDeployment,
+    "bulk_deployment.completed": BulkDeployment,
+    "bulk_deployment.failed": BulkDeploymentFailed,
+    "bridge.test": BridgeTest,
+    "bridge.subscription_disabled": BridgeAlert,
+    "bridge.circuit_opened": BridgeAlert,
+    "bridge.delivery_dead": BridgeAlert,
+    "bridge.store_refused": StoreRefusedAlert,
+}
+"""Every canonical event type and the model of its ``data``."""
+
+
+def data_model(event_type: str) -> type[_Data] | None:
+    return CATALOGUE.get(event_type)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds and a ``Z``: ``2026-11-22T04:36:14.553Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
+        f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def _b32(raw: bytes) -> str:
+    return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+
+
+def event_id_for(source: str, device_id: str, message_id: str) -> str:
+    """The stable id of a device message: the same message always maps to the same event."""
+    digest = hashlib.sha256(f"{source}\x00{device_id}\x00{message_id}".encode()).digest()
+    return "evt_" + _b32(digest[:16])
+
+
+def new_event_id(now: datetime, entropy: bytes | None = None) -> str:
+    """A fresh, time-ordered id (48-bit milliseconds then 80 random bits, base32)."""
+    millis = int(now.timestamp() * 1000) & ((1 << 48) - 1)
+    rest = entropy if entropy is not None else os.urandom(10)
+    return "evt_" + _b32(millis.to_bytes(6, "big") + rest[:10])
+
+
+def content_hash(topic: str, payload: bytes) -> str:
+    """What recognises a broker redelivery of a message that carries no id of its own."""
+    return hashlib.sha256(topic.encode("utf-8", "surrogatepass") + b"\x00" + payload).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One canonical event, as stored and as delivered."""
+
+    id: str
+    type: str
+    timestamp: datetime
+    source: str
+    data: dict[str, Any]
+    schema_version: int = SCHEMA_VERSION
+    _body: list[bytes] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def device_id(self) -> str | None:
+        value = self.data.get("device_id")
+        return value if isinstance(value, str) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "timestamp": format_timestamp(self.timestamp),
+            "source": self.source,
+            "schema_version": self.schema_version,
+            "data": self.data,
+        }
+
+    def body(self) -> bytes:
+        """The JSON envelope, encoded once and kept (the hot path sends it many times)."""
+        if not self._body:
+            self._body.append(orjson.dumps(self.to_dict()))
+        return self._body[0]
+
+    def with_id(self, new_id: str) -> Event:
+        return Event(new_id, self.type, self.timestamp, self.source, self.data)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Event:
+        """Rebuild an event from its stored envelope."""
+        doc = orjson.loads(raw)
+        stamp = datetime.fromisoformat(doc["timestamp"].replace("Z", "+00:00"))
+        body = raw.encode() if isinstance(raw, str) else bytes(raw)
+        return cls(
+            id=doc["id"],
+            type=doc["type"],
+            timestamp=stamp,
+            source=doc["source"],
+            data=doc["data"],
+            schema_version=int(doc.get("schema_version", SCHEMA_VERSION)),
+            _body=[body],
+        )

@@ -1,0 +1,480 @@
+"""The HTTP sender: one signed POST of one event to one subscription, classified.
+
+:class:`Sender` owns the HTTP client side of the bridge. Each subscription
+gets its own ``aiohttp.ClientSession`` and connector (pool size
+``max_in_flight``), so a slow or dead endpoint can exhaust only its own pool,
+never another subscription's. Connections are kept alive between attempts.
+
+An attempt never raises for a network or HTTP problem: every outcome,
+including a refused target, a timeout or a TLS failure, is an
+:class:`AttemptResult` that :func:`bridge.retry.decide` turns into the
+delivery's next state. Redirects are not followed, proxies from the
+environment are not used (a proxy would bypass the target check), and the
+address actually connected to is checked by a resolver that refuses
+loopback, private, link-local, multicast and reserved addresses unless
+``security.allow_private_targets`` is set.
+
+Header values of a subscription are secrets: they are sent, never logged.
+Receiver authentication (bearer, basic, OAuth2 client credentials) comes from
+:mod:`bridge.auth`; an OAuth2 receiver answering 401 gets one retry with a
+fresh token. ``client_cert``/``client_key`` give mutual TLS and ``proxy`` an
+explicit HTTP proxy, both per subscription. Through a proxy the target guard
+judges the target (resolved here), not the proxy, which is trusted as a
+proxy because the configuration names it (:mod:`bridge.targets`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
+
+import aiohttp
+import structlog
+from aiohttp.abc import AbstractResolver
+from yarl import URL
+
+from bridge.config import Settings, Subscription
+from bridge.config.units import format_duration
+from bridge.core.events import Event
+from bridge.core.formats import Encoded, encoder_for
+from bridge.core.retry import parse_retry_after
+from bridge.core.signing import hub_signature, signature_header
+from bridge.delivery.auth import ReceiverAuth
+from bridge.delivery.excerpts import SCRUB_MARGIN, masked_excerpt, sent_secrets
+from bridge.delivery.targets import GuardedResolver, check_proxied_target, check_url_target
+from bridge.errors import BridgeError, DeliveryError
+
+__all__ = [
+    "PIPE_BODY_LIMIT",
+    "AttemptResult",
+    "Sender",
+    "default_user_agent",
+]
+
+PIPE_BODY_LIMIT = 1024 * 1024
+"""The most of a response body kept for pipe mode (routed back over MQTT)."""
+
+# After the kept part of a body, read (and drop) this much more so the
+# connection can go back to the pool; a bigger body costs a new connection.
+_DRAIN_LIMIT = 64 * 1024
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one HTTP attempt came to."""
+
+    outcome: Literal["delivered", "failed", "gone"]
+    status_code: int | None
+    latency_ms: float
+    error: str | None  # why it failed, in words; None when delivered
+    response_excerpt: str | None  # first limits.response_body_kept bytes, decoded leniently
+    response_body: bytes | None  # as read: up to 1 MiB in pipe mode, else the excerpt's bytes
+    retry_after: float | None  # seconds, from Retry-After on 429/503
+    content_type: str | None
+
+
+def default_user_agent() -> str:
+    """``hookbridge/<installed version>``."""
+    try:
+        installed = version("hookbridge")
+    except PackageNotFoundError:
+        installed = "0+unknown"
+    return f"hookbridge/{installed}"
+
+
+# ---------------------------------------------------------------- per-subscription pools
+
+
+class _Endpoint:
+    """The session and connection pool of one version of one subscription."""
+
+    __slots__ = ("auth", "in_flight", "resolver", "session", "subscription")
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        session: aiohttp.ClientSession,
+        resolver: AbstractResolver,
+        *,
+        guarded: bool,
+    ) -> None:
+        self.subscription = subscription
+        self.session = session
+        self.resolver = resolver
+        self.auth = ReceiverAuth(
+            subscription, judge_proxied=check_proxied_target if guarded else None
+        )
+        self.in_flight = 0
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.resolver.close()
+
+
+def _ssl_for(subscription: Subscription) -> ssl.SSLContext | bool:
+    if subscription.client_cert is None:
+        if not subscription.verify_tls:
+            return False
+        if subscription.ca_file is None:
+            return True
+    try:
+        context = ssl.create_default_context(
+            cafile=str(subscription.ca_file) if subscription.ca_file else None
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise DeliveryError(
+            f"ca_file of subscription {subscription.name} cannot be loaded ({type(exc).__name__})"
+        ) from exc
+    if not subscription.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if subscription.client_cert is not None:
+        key = subscription.client_key
+        try:
+            context.load_cert_chain(str(subscription.client_cert), str(key) if key else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise DeliveryError(
+                f"client_cert of subscription {subscription.name} cannot be loaded"
+                f" ({type(exc).__name__})"
+            ) from exc
+    return context
+
+
+class Sender:
+    """Sends attempts; one isolated connection pool per subscription."""
+
+    def __init__(self, settings: Settings, *, user_agent: str) -> None:
+        self._settings = settings
+        self._user_agent = user_agent
+        self._subscriptions = {s.name: s for s in settings.subscriptions}
+        self._endpoints: dict[str, _Endpoint] = {}
+        self._retired: list[_Endpoint] = []
+        self._warned_insecure: set[str] = set()
+        self._closed = False
+
+    async def start(self) -> None:
+        """Open the pools of the configured subscriptions (connections open on first use)."""
+        self._closed = False
+        for subscription in self._subscriptions.values():
+            if subscription.enabled:
+                try:
+                    self._endpoint_for(subscription)
+                except DeliveryError as exc:
+                    # Reported again on every attempt, where it becomes a failed attempt.
+                    log.warning(
+                        "subscription cannot send", subscription=subscription.name, error=str(exc)
+                    )
+
+    async def close(self) -> None:
+        """Close every session, retired ones included."""
+        self._closed = True
+        endpoints = [*self._endpoints.values(), *self._retired]
+        self._endpoints.clear()
+        self._retired.clear()
+        for endpoint in endpoints:
+            await endpoint.close()
+
+    def reconfigure(
+        self, subscriptions: Sequence[Subscription], *, settings: Settings | None = None
+    ) -> None:
+        """Adopt a reloaded configuration.
+
+        Pools of removed or changed subscriptions are retired and closed once
+        their in-flight attempts finish; new ones open on first use. With
+        ``settings``, limits and security are adopted too; a changed target
+        guard retires every pool (each pool's resolver enforces it).
+        """
+        if settings is not None:
+            if settings.security != self._settings.security:
+                self._retired.extend(self._endpoints.values())
+                self._endpoints.clear()
+            self._settings = settings
+        wanted = {s.name: s for s in subscriptions}
+        for name, endpoint in list(self._endpoints.items()):
+            if wanted.get(name) != endpoint.subscription:
+                self._retired.append(self._endpoints.pop(name))
+        self._subscriptions = wanted
+
+    def _guarded(self, subscription: Subscription) -> bool:
+        """Whether the SSRF guard judges this subscription's target."""
+        return not (
+            self._settings.security.allow_private_targets
+            # The per-subscription switch, where the configuration has it.
+            or getattr(subscription, "allow_private_target", False)
+        )
+
+    def _endpoint_for(self, subscription: Subscription) -> _Endpoint:
+        current = self._endpoints.get(subscription.name)
+        if current is not None:
+            if current.subscription is subscription or current.subscription == subscription:
+                return current
+            self._retired.append(self._endpoints.pop(subscription.name))
+        tls = _ssl_for(subscription)
+        if tls is False and subscription.name not in self._warned_insecure:
+            self._warned_insecure.add(subscription.name)
+            log.warning(
+                "TLS certificate verification is off for this subscription",
+                subscription=subscription.name,
+            )
+        # With a proxy, the connector resolves only the proxy: the configured
+        # proxy is trusted as such; the target is judged in attempt().
+        resolver: AbstractResolver = (
+            aiohttp.DefaultResolver()
+            if not self._guarded(subscription) or subscription.proxy is not None
+            else GuardedResolver()
+        )
+        connector = aiohttp.TCPConnector(
+            limit=subscription.max_in_flight, limit_per_host=0, ssl=tls, resolver=resolver
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=subscription.timeout),
+            trust_env=False,  # an environment proxy would bypass the target guard
+            cookie_jar=aiohttp.DummyCookieJar(),  # deliveries are independent requests
+        )
+        endpoint = _Endpoint(subscription, session, resolver, guarded=self._guarded(subscription))
+        self._endpoints[subscription.name] = endpoint
+        return endpoint
+
+    async def _close_idle_retired(self) -> None:
+        idle = [e for e in self._retired if e.in_flight == 0]
+        if idle:
+            self._retired = [e for e in self._retired if e.in_flight > 0]
+            for endpoint in idle:
+                await endpoint.close()
+
+    def _headers(
+        self,
+        subscription: Subscription,
+        event: Event,
+        encoded: Encoded,
+        *,
+        delivery_id: str,
+        attempt: int,
+    ) -> dict[str, str]:
+        headers = {name: value.get_secret_value() for name, value in subscription.headers.items()}
+        headers.update(encoded.extra_headers)
+        # The attempt's own time, signed afresh: a receiver's replay window
+        # must not reject a late retry of an old event.
+        timestamp = int(time.time())
+        headers.update(
+            {
+                "content-type": encoded.content_type,
+                "user-agent": self._user_agent,
+                "webhook-id": event.id,
+                "webhook-timestamp": str(timestamp),
+                "hookbridge-delivery-id": delivery_id,
+                "hookbridge-attempt": str(attempt),
+            }
+        )
+        secrets = [secret.get_secret_value() for secret in subscription.secrets]
+        if secrets:
+            headers["webhook-signature"] = signature_header(
+                secrets, event.id, timestamp, encoded.body
+            )
+            if subscription.hub_signature:
+                headers["x-hub-signature-256"] = hub_signature(secrets[0], encoded.body)
+        return headers
+
+    async def attempt(
+        self, subscription: Subscription, event: Event, *, delivery_id: str, attempt: int
+    ) -> AttemptResult:
+        """POST ``event`` to ``subscription`` once; every problem is a failed result."""
+        started = time.perf_counter()
+        try:
+            if self._closed:
+                raise DeliveryError("the sender is closed")
+            encoder = encoder_for(subscription.format)
+            if encoder is None:
+                raise DeliveryError(f"format '{subscription.format}' is not available")
+            encoded = encoder(event)
+            headers = self._headers(
+                subscription, event, encoded, delivery_id=delivery_id, attempt=attempt
+            )
+            if self._guarded(subscription):
+                check_url_target(subscription.url)
+                if subscription.proxy is not None:
+                    await check_proxied_target(subscription.url)
+            endpoint = self._endpoint_for(subscription)
+        except BridgeError as exc:
+            result = _failure(started, str(exc))
+        else:
+            endpoint.in_flight += 1
+            try:
+                result = await self._authorised_post(endpoint, encoded.body, headers, started)
+            finally:
+                endpoint.in_flight -= 1
+                await self._close_idle_retired()
+        log.debug(
+            "delivery attempt",
+            event_id=event.id,
+            delivery_id=delivery_id,
+            subscription=subscription.name,
+            attempt=attempt,
+            outcome=result.outcome,
+            status_code=result.status_code,
+            latency_ms=round(result.latency_ms, 1),
+            error=result.error,
+        )
+        return result
+
+    async def _authorised_post(
+        self, endpoint: _Endpoint, body: bytes, headers: dict[str, str], started: float
+    ) -> AttemptResult:
+        """POST with the receiver's auth; on a 401 with OAuth2, once more with a fresh token."""
+        try:
+            headers.update(await endpoint.auth.headers(endpoint.session))
+        except BridgeError as exc:
+            return _failure(started, str(exc))
+        result = await self._post(endpoint, body, headers, started)
+        if result.status_code == 401 and endpoint.auth.refreshable:
+            endpoint.auth.invalidate(headers)
+            try:
+                headers.update(await endpoint.auth.headers(endpoint.session))
+            except BridgeError as exc:
+                return _failure(started, str(exc))
+            result = await self._post(endpoint, body, headers, started)
+        return result
+
+    async def _post(
+        self, endpoint: _Endpoint, body: bytes, headers: Mapping[str, str], started: float
+    ) -> AttemptResult:
+        subscription = endpoint.subscription
+        kept = self._settings.limits.response_body_kept
+        cap = max(kept, PIPE_BODY_LIMIT) if subscription.mode == "pipe" else kept + SCRUB_MARGIN
+        try:
+            async with endpoint.session.post(
+                subscription.url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                proxy=subscription.proxy,  # explicit per subscription; never from the environment
+            ) as response:
+                content = await _read_capped(response.content, cap)
+                result = _classify(
+                    response, content, kept, started, sent_secrets(subscription, headers)
+                )
+                if subscription.mode == "pipe":
+                    return result
+                # The margin read only served the masking.
+                return dataclasses.replace(result, response_body=content[:kept])
+        except BridgeError as exc:  # TargetRefused from the resolver
+            return _failure(started, str(exc))
+        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+            return _failure(started, _describe(exc, subscription))
+
+
+async def _read_capped(content: aiohttp.StreamReader, cap: int) -> bytes:
+    """At most ``cap`` bytes of a body; then drain a little so the connection can be reused."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < cap:
+        chunk = await content.read(cap - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    drained = 0
+    while drained <= _DRAIN_LIMIT and not content.at_eof():
+        chunk = await content.read(_DRAIN_LIMIT)
+        if not chunk:
+            break
+        drained += len(chunk)
+    return b"".join(chunks)
+
+
+def _classify(
+    response: aiohttp.ClientResponse,
+    content: bytes,
+    kept: int,
+    started: float,
+    secrets: Sequence[str] = (),
+) -> AttemptResult:
+    status = response.status
+    error: str | None = None
+    outcome: Literal["delivered", "failed", "gone"] = "failed"
+    retry_after: float | None = None
+    if 200 <= status < 300:
+        outcome = "delivered"
+    elif status == 410:
+        outcome = "gone"
+        error = "HTTP 410 Gone: the endpoint asked for no more deliveries"
+    elif 300 <= status < 400:
+        location = response.headers.get("Location")
+        error = (
+            f"redirect to {location[:200]} not followed"
+            if location
+            else f"redirect (HTTP {status}) not followed"
+        )
+    else:
+        error = f"HTTP {status}"
+    if status in (429, 503):
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+    return AttemptResult(
+        outcome=outcome,
+        status_code=status,
+        latency_ms=(time.perf_counter() - started) * 1000,
+        error=error,
+        # Kept, listed by the API and logged: a receiver echoing our headers must not leak them.
+        response_excerpt=masked_excerpt(content, kept, secrets),
+        response_body=content,
+        retry_after=retry_after,
+        content_type=response.headers.get("Content-Type"),
+    )
+
+
+def _failure(started: float, error: str) -> AttemptResult:
+    return AttemptResult(
+        outcome="failed",
+        status_code=None,
+        latency_ms=(time.perf_counter() - started) * 1000,
+        error=error,
+        response_excerpt=None,
+        response_body=None,
+        retry_after=None,
+        content_type=None,
+    )
+
+
+# Fixed reasons by error type; the first match wins, so subclasses come first.
+_FIXED_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (
+        aiohttp.ClientConnectorCertificateError,
+        "TLS verification failed: the certificate is not trusted for this host",
+    ),
+    (aiohttp.ClientSSLError, "TLS handshake failed"),
+    (aiohttp.ServerDisconnectedError, "the server closed the connection without a response"),
+    (aiohttp.ClientPayloadError, "the response body was cut off"),
+    (aiohttp.InvalidURL, "the URL is not valid"),
+)
+
+
+def _describe(exc: BaseException, subscription: Subscription) -> str:
+    """A short reason for a failed attempt; never the URL's query or a header value."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"timeout after {format_duration(subscription.timeout)}"
+    reason = next((text for kind, text in _FIXED_REASONS if isinstance(exc, kind)), None)
+    if reason is not None:
+        return reason
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"DNS lookup of {URL(subscription.url).host} failed"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _connection_failure(exc.os_error)
+    if isinstance(exc, OSError):
+        return f"network error: {exc.strerror or type(exc).__name__}"
+    return f"HTTP client error ({type(exc).__name__})"
+
+
+def _connection_failure(error: OSError) -> str:
+    if error.errno == errno.ECONNREFUSED:
+        return "connection refused"
+    return f"connection failed: {error.strerror or type(error).__name__}"

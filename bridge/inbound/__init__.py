@@ -1,0 +1,1 @@
+"""Inbound webhooks to MQTT under per-sender topic rights."""

@@ -1,0 +1,1 @@
+"""The PostgreSQL store: a connection pool, advisory-free leases with fencing tokens."""

@@ -1,0 +1,395 @@
+"""The SQL of the PostgreSQL store and the work of its multi-statement transactions.
+
+Functions here take an asyncpg connection already inside a transaction opened
+by :class:`bridge.store.postgres.PostgresStore` and never commit. Batches go
+in as arrays read with ``unnest``: one statement of fixed text (prepared once
+per connection by asyncpg's statement cache) whatever the batch size, and one
+round trip for the whole batch instead of one per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bridge.core.events import Event
+from bridge.store.base import (
+    Accepted,
+    AttemptOutcome,
+    AttemptRecord,
+    Delivery,
+    DeliveryStatus,
+    IngestResult,
+    PresencePolicy,
+    Rejection,
+)
+from bridge.store.common import (
+    DELIVERY_COLUMNS,
+    FROM_DELIVERIES,
+    event_values,
+    not_yet_stored,
+    outcome_values,
+    redelivery_hashes,
+)
+from bridge.store.ids import new_delivery_ids
+from bridge.store.leases import dedupe_since, next_watermark
+from bridge.store.postgres import device, leases
+from bridge.store.postgres.leases import LEASE_LAPSED, NEXT_FENCE
+
+__all__ = [
+    "ATTEMPTS",
+    "CLAIM",
+    "COUNT_BY_STATUS",
+    "COUNT_EVENTS",
+    "COUNT_REJECTED",
+    "EXPIRE",
+    "GET_DELIVERY",
+    "GET_EVENT",
+    "LIST_REJECTED",
+    "NEXT_DUE",
+    "PROBE",
+    "QUEUE_DEPTH",
+    "RELEASE",
+    "RELEASE_OWNER",
+    "REQUEUE",
+    "SAVE_SUBSCRIPTION_STATE",
+    "SUBSCRIPTION_STATES",
+    "create_deliveries",
+    "ingest",
+    "list_deliveries_query",
+    "purge_chunk",
+    "record_attempts",
+    "rowcount",
+    "store_items",
+]
+
+_PENDING = DeliveryStatus.PENDING
+
+
+# f-strings here only join constant fragments of this module; values are always $n.
+# SKIP LOCKED: two instances claiming at once each get different rows instead
+# of one waiting on the other's row locks. The outer ORDER BY restores the
+# order the CTE chose (UPDATE ... RETURNING has none of its own).
+CLAIM = f"""WITH due AS (
+        SELECT d.id, d.seq FROM deliveries AS d
+        WHERE d.subscription = $1 AND d.status = 'pending' AND d.next_attempt_at <= $2
+          AND {LEASE_LAPSED}
+        ORDER BY d.next_attempt_at, d.seq LIMIT $5
+        FOR UPDATE OF d SKIP LOCKED),
+    leased AS (
+        UPDATE deliveries AS d SET lease_token = {NEXT_FENCE},
+          lease_owner = $3, lease_until = $4, updated_at = $2
+        FROM due WHERE d.id = due.id
+        RETURNING d.*)
+    SELECT {DELIVERY_COLUMNS} FROM leased AS d JOIN events AS e ON e.id = d.event_id
+    ORDER BY d.next_attempt_at, d.seq"""  # noqa: S608
+RELEASE_OWNER = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+    WHERE status = 'pending' AND lease_owner = $1"""
+RELEASE = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+    WHERE id = ANY($1::text[])"""
+# Deliveries under a lease (in flight here or elsewhere) are left out: counting them
+# would make a dispatcher poll non-stop while its own attempts are running.
+NEXT_DUE = """SELECT min(next_attempt_at) FROM deliveries
+    WHERE subscription = $1 AND status = 'pending' AND lease_until IS NULL"""
+GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} WHERE d.id = $1"
+ATTEMPTS = """SELECT delivery_id, attempt, started_at, latency_ms, status_code, error,
+    response_excerpt FROM attempts WHERE delivery_id = $1 ORDER BY attempt, id"""
+GET_EVENT = "SELECT body FROM events WHERE id = $1"
+QUEUE_DEPTH = "SELECT count(*) FROM deliveries WHERE subscription = $1 AND status = 'pending'"
+SUBSCRIPTION_STATES = """SELECT name, disabled, disabled_reason, failing_since, last_success,
+    last_failure, extra FROM subscription_state ORDER BY name"""
+SAVE_SUBSCRIPTION_STATE = """INSERT INTO subscription_state
+    (name, disabled, disabled_reason, failing_since, last_success, last_failure, extra)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (name) DO UPDATE SET disabled = excluded.disabled,
+      disabled_reason = excluded.disabled_reason, failing_since = excluded.failing_since,
+      last_success = excluded.last_success, last_failure = excluded.last_failure,
+      extra = excluded.extra"""
+LIST_REJECTED = (
+    "SELECT received_at, topic, payload, reason, detail FROM rejected ORDER BY id DESC LIMIT $1"
+)
+COUNT_BY_STATUS = "SELECT status, count(*) FROM deliveries GROUP BY status"
+COUNT_EVENTS = "SELECT count(*) FROM events"
+COUNT_REJECTED = "SELECT count(*) FROM rejected"
+# A new fencing token: the result of an attempt still in flight no longer applies.
+REQUEUE = """UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_owner = NULL,
+    lease_until = NULL, dead_reason = NULL, updated_at = $1, lease_token = lease_token + 1
+    WHERE id = $2"""
+# A delivery under a live lease is being sent right now: its attempt decides.
+EXPIRE = """UPDATE deliveries SET status = 'dead', dead_reason = 'too_old',
+    next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $1
+    WHERE status = 'pending'
+      AND event_id IN (SELECT id FROM events WHERE occurred_at < $2)
+      AND (lease_until IS NULL OR lease_until < $1)"""
+# The write probe takes the commit path of ingest: a row into events (its
+# indexes, its locks) and out again, committed. A one-row update elsewhere
+# goes through while an operator's lock or a full disk stops ingest's inserts.
+PROBE = (
+    """INSERT INTO events (id, type, source, occurred_at, received_at, body)
+    VALUES ('probe:readiness', 'bridge.probe', 'hookbridge://probe', 0, 0, ''::bytea)""",
+    "DELETE FROM events WHERE id = 'probe:readiness'",
+    "UPDATE probe SET at = at + 1 WHERE id = 1",
+)
+
+_EXISTING_IDS = "SELECT id FROM events WHERE id = ANY($1::text[])"
+_KNOWN_HASHES = """SELECT content_hash FROM events
+    WHERE content_hash = ANY($1::text[]) AND received_at >= $2"""
+# ON CONFLICT: another instance may store the same event between our lookup and
+# this insert (a redelivery to another member of the shared group); RETURNING
+# says which rows were really ours.
+_INSERT_EVENTS = """INSERT INTO events
+    (id, type, source, device_id, occurred_at, received_at, content_hash, body)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                         $5::float8[], $6::float8[], $7::text[], $8::bytea[])
+    ON CONFLICT (id) DO NOTHING RETURNING id"""
+_INSERT_DELIVERIES = """INSERT INTO deliveries
+    (id, event_id, subscription, device_id, status, attempts, next_attempt_at,
+     lease_owner, lease_until, created_at, updated_at, ingested_by)
+    SELECT u.id, u.event_id, u.subscription, u.device_id, 'pending', 0, $5,
+           $6, $7, $5, $5, $6
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+         WITH ORDINALITY AS u (id, event_id, subscription, device_id, n)
+    ORDER BY u.n"""
+_INSERT_REJECTED = """INSERT INTO rejected (received_at, topic, payload, reason, detail)
+    SELECT * FROM unnest($1::float8[], $2::text[], $3::bytea[], $4::text[], $5::text[])"""
+# A vanished delivery must not fail the whole batch of attempts: its row is skipped.
+_INSERT_ATTEMPTS = """INSERT INTO attempts
+    (delivery_id, attempt, started_at, latency_ms, status_code, error, response_excerpt)
+    SELECT u.* FROM unnest($1::text[], $2::int[], $3::float8[], $4::float8[], $5::int[],
+                           $6::text[], $7::text[])
+        AS u (delivery_id, attempt, started_at, latency_ms, status_code, error, excerpt)
+    WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = u.delivery_id)"""
+_APPLY_OUTCOMES = """UPDATE deliveries AS d SET status = u.status,
+    attempts = greatest(d.attempts, u.attempt), next_attempt_at = u.next_at,
+    dead_reason = u.reason, last_status_code = u.code, last_error = u.error,
+    lease_owner = NULL, lease_until = NULL, updated_at = $8
+    FROM unnest($1::text[], $2::text[], $3::int[], $4::float8[], $5::text[], $6::int[],
+                $7::text[], $9::bigint[])
+        AS u (id, status, attempt, next_at, reason, code, error, token)
+    WHERE d.id = u.id AND (u.token IS NULL OR d.lease_token = u.token)"""
+
+
+def rowcount(status: str) -> int:
+    """The row count of an asyncpg command status such as ``UPDATE 3``."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+async def _not_yet_stored(
+    conn: Any, accepted: Sequence[Accepted], owner: str, now: float
+) -> list[Accepted]:
+    """The items of a batch that are neither stored already nor repeated in the batch.
+
+    A redelivery's content hash is compared only with events received since
+    ``owner``'s dedupe watermark (see :mod:`bridge.store.leases`).
+    """
+    stored_ids: set[str] = set()
+    if accepted:
+        rows = await conn.fetch(_EXISTING_IDS, [a.event.id for a in accepted])
+        stored_ids = {row[0] for row in rows}
+    redelivered = redelivery_hashes(accepted)
+    stored_hashes: set[str] = set()
+    if redelivered:
+        since = dedupe_since(await conn.fetchval(leases.GET_WATERMARK, owner), now)
+        rows = await conn.fetch(_KNOWN_HASHES, redelivered, since)
+        stored_hashes = {row[0] for row in rows}
+    return not_yet_stored(accepted, stored_ids, stored_hashes)
+
+
+async def ingest(
+    conn: Any,
+    *,
+    accepted: Sequence[Accepted],
+    rejected: Sequence[Rejection],
+    now: float,
+    owner: str,
+    lease_until: float,
+    presence: PresencePolicy | None = None,
+) -> IngestResult:
+    """Store new events with leased deliveries, and rejections; skip duplicates.
+
+    Duplicates inside the batch and against stored events are sorted out here
+    (one lookup each for ids and redelivery hashes); an event another instance
+    stores concurrently is caught by ``ON CONFLICT`` and counted a duplicate.
+    With ``presence`` the batch's devices are locked first, so the duplicate
+    check and the presence decisions see every earlier batch of those devices.
+    """
+    collapsed = 0
+    if presence is not None:
+        await device.lock_devices(conn, accepted)
+    items = await _not_yet_stored(conn, accepted, owner, now)
+    mark = next_watermark(accepted, rejected) if owner else None
+    if mark is not None:
+        await conn.execute(leases.SET_WATERMARK, owner, mark)
+    synthetic: set[int] = set()
+    if presence is not None:
+        items, collapsed, announced = await device.apply_presence(conn, items, presence, now)
+        synthetic = {id(item) for item in announced}
+    fresh, deliveries = await store_items(
+        conn, items, now=now, owner=owner, lease_until=lease_until
+    )
+    if rejected:
+        await conn.execute(
+            _INSERT_REJECTED,
+            [r.received_at for r in rejected],
+            [r.topic for r in rejected],
+            [r.payload for r in rejected],
+            [r.reason for r in rejected],
+            [r.detail for r in rejected],
+        )
+    from_batch = sum(1 for item in fresh if id(item) not in synthetic)
+    return IngestResult(
+        deliveries,
+        stored=len(fresh),
+        duplicates=len(accepted) - from_batch,
+        collapsed=collapsed,
+    )
+
+
+async def store_items(
+    conn: Any, items: Sequence[Accepted], *, now: float, owner: str, lease_until: float
+) -> tuple[list[Accepted], list[Delivery]]:
+    """Insert events not stored yet and their deliveries leased to ``owner``.
+
+    Returns the items really stored (an id repeated in ``items`` or stored
+    meanwhile by another instance is skipped) and the deliveries created.
+    """
+    unique: list[Accepted] = []
+    ids_in_batch: set[str] = set()
+    for item in items:
+        if item.event.id not in ids_in_batch:
+            ids_in_batch.add(item.event.id)
+            unique.append(item)
+    fresh = unique
+    if unique:
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+        for item in unique:
+            values = event_values(item.event, item.received_at, item.content_hash)
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        inserted = {row[0] for row in await conn.fetch(_INSERT_EVENTS, *columns)}
+        if len(inserted) < len(unique):
+            fresh = [item for item in unique if item.event.id in inserted]
+
+    ids = iter(new_delivery_ids(now, sum(len(item.subscriptions) for item in fresh)))
+    deliveries: list[Delivery] = []
+    d_ids: list[str] = []
+    d_events: list[str] = []
+    d_subs: list[str] = []
+    d_devices: list[str | None] = []
+    for item in fresh:
+        event = item.event
+        for subscription in item.subscriptions:
+            delivery_id = next(ids)
+            d_ids.append(delivery_id)
+            d_events.append(event.id)
+            d_subs.append(subscription)
+            d_devices.append(event.device_id)
+            deliveries.append(Delivery(delivery_id, event, subscription, 0, now, _PENDING, now))
+    if d_ids:
+        await conn.execute(
+            _INSERT_DELIVERIES, d_ids, d_events, d_subs, d_devices, now, owner, lease_until
+        )
+    return fresh, deliveries
+
+
+async def record_attempts(
+    conn: Any, results: Sequence[tuple[AttemptRecord, AttemptOutcome]], now: float
+) -> None:
+    """Insert the attempts and apply each outcome; every lease involved is dropped."""
+    if not results:
+        return
+    records = [record for record, _ in results]
+    await conn.execute(
+        _INSERT_ATTEMPTS,
+        [r.delivery_id for r in records],
+        [r.attempt for r in records],
+        [r.started_at for r in records],
+        [r.latency_ms for r in records],
+        [r.status_code for r in records],
+        [r.error for r in records],
+        [r.response_excerpt for r in records],
+    )
+    statuses: list[str] = []
+    next_ats: list[float | None] = []
+    reasons: list[str | None] = []
+    for record, outcome in results:
+        status, next_at, reason = outcome_values(record, outcome, now)
+        statuses.append(status)
+        next_ats.append(next_at)
+        reasons.append(reason)
+    await conn.execute(
+        _APPLY_OUTCOMES,
+        [r.delivery_id for r in records],
+        statuses,
+        [r.attempt for r in records],
+        next_ats,
+        reasons,
+        [r.status_code for r in records],
+        [r.error for r in records],
+        now,
+        [r.lease_token for r in records],
+    )
+
+
+async def create_deliveries(
+    conn: Any, event: Event, subscriptions: Sequence[str], now: float
+) -> list[Delivery]:
+    """Store ``event`` if missing; one new pending, unleased delivery per subscription."""
+    await conn.execute(_INSERT_EVENTS, *([value] for value in event_values(event, now, None)))
+    ids = new_delivery_ids(now, len(subscriptions))
+    if ids:
+        await conn.execute(
+            _INSERT_DELIVERIES,
+            ids,
+            [event.id] * len(ids),
+            list(subscriptions),
+            [event.device_id] * len(ids),
+            now,
+            None,
+            None,
+        )
+    return [
+        Delivery(delivery_id, event, subscription, 0, now, _PENDING, now)
+        for delivery_id, subscription in zip(ids, subscriptions, strict=True)
+    ]
+
+
+async def purge_chunk(conn: Any, delivered_before: float, dead_before: float) -> tuple[bool, int]:
+    """Delete up to ``PURGE_CHUNK`` finished deliveries past retention with their attempts,
+    or, once none is left, up to ``PURGE_CHUNK`` orphaned events.
+
+    Returns whether the purge is done and how many rows this chunk removed.
+    """
+    rows = await conn.fetch(leases.FINISHED, delivered_before, dead_before, leases.PURGE_CHUNK)
+    ids = [row[0] for row in rows]
+    removed = 0
+    if ids:
+        removed += rowcount(await conn.execute(leases.PURGE_ATTEMPTS, ids))
+        removed += rowcount(await conn.execute(leases.PURGE_DELIVERIES, ids))
+    if len(ids) >= leases.PURGE_CHUNK:
+        return False, removed
+    # An event with no delivery left is kept until the later bound so that a
+    # late broker redelivery of it is still recognised as a duplicate.
+    bound = max(delivered_before, dead_before)
+    events = rowcount(await conn.execute(leases.PURGE_EVENTS, bound, leases.PURGE_CHUNK))
+    return events < leases.PURGE_CHUNK, removed + events
+
+
+def list_deliveries_query(
+    filters: Sequence[tuple[str, Any]], *, limit: int
+) -> tuple[str, list[Any]]:
+    """The SELECT of one page of deliveries, newest (highest id) first.
+
+    ``filters`` are (``column operator``, value) pairs from
+    :func:`bridge.store.common.delivery_filters`.
+    """
+    where = [f"{condition} ${n}" for n, (condition, _) in enumerate(filters, start=1)]
+    params = [value for _, value in filters]
+    params.append(limit)
+    condition = f"WHERE {' AND '.join(where)}" if where else ""
+    query = (
+        f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} {condition} "
+        f"ORDER BY d.id DESC LIMIT ${len(params)}"
+    )
+    return query, params

@@ -1,0 +1,1 @@
+"""The SQLite store: one writer thread, readers on their own connections."""

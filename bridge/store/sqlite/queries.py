@@ -1,0 +1,332 @@
+"""The SQL of the SQLite store and the work of its multi-statement transactions.
+
+Everything here runs on the store's one thread, inside a transaction opened by
+:class:`bridge.store.sqlite.SQLiteStore`; functions take the connection and
+plain values, and never commit. Statement texts are constants so sqlite3's
+statement cache prepares each once. Lists of ids are passed as one JSON array
+read with ``json_each``: one statement of fixed text, whatever the length.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from bridge.core.events import Event
+from bridge.store.base import (
+    Accepted,
+    AttemptOutcome,
+    AttemptRecord,
+    Delivery,
+    DeliveryStatus,
+    IngestResult,
+    PresencePolicy,
+    Rejection,
+)
+from bridge.store.common import (
+    DELIVERY_COLUMNS,
+    FROM_DELIVERIES,
+    event_values,
+    not_yet_stored,
+    outcome_values,
+    redelivery_hashes,
+)
+from bridge.store.ids import new_delivery_ids
+from bridge.store.leases import dedupe_since, next_watermark
+from bridge.store.sqlite.device import apply_presence
+from bridge.store.sqlite.leases import GET_WATERMARK, LEASE_LAPSED, SET_WATERMARK
+
+__all__ = [
+    "ATTEMPTS",
+    "CLAIMABLE",
+    "COUNT_BY_STATUS",
+    "COUNT_EVENTS",
+    "COUNT_REJECTED",
+    "EXPIRE",
+    "GET_DELIVERY",
+    "GET_EVENT",
+    "LIST_REJECTED",
+    "NEXT_DUE",
+    "PROBE",
+    "PURGE_CHUNK",
+    "PURGE_MAX_CHUNKS",
+    "QUEUE_DEPTH",
+    "RELEASE",
+    "RELEASE_OWNER",
+    "REQUEUE",
+    "SAVE_SUBSCRIPTION_STATE",
+    "SUBSCRIPTION_STATES",
+    "create_deliveries",
+    "ingest",
+    "list_deliveries_query",
+    "purge_chunk",
+    "record_attempts",
+]
+
+_PENDING = DeliveryStatus.PENDING
+
+
+CLAIMABLE = f"""SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES}
+    WHERE d.subscription = :sub AND d.status = 'pending' AND d.next_attempt_at <= :now
+      AND {LEASE_LAPSED}
+    ORDER BY d.next_attempt_at, d.rowid LIMIT :limit"""
+# Through the status index: only pending deliveries can hold a lease that matters.
+RELEASE_OWNER = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+    WHERE status = 'pending' AND lease_owner = ?"""
+RELEASE = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+    WHERE id IN (SELECT value FROM json_each(?))"""
+# Deliveries under a lease (in flight here or elsewhere) are left out: counting them
+# would make a dispatcher poll non-stop while its own attempts are running.
+NEXT_DUE = """SELECT next_attempt_at FROM deliveries
+    WHERE subscription = :sub AND status = 'pending' AND lease_until IS NULL
+    ORDER BY next_attempt_at LIMIT 1"""
+GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} WHERE d.id = ?"
+ATTEMPTS = """SELECT delivery_id, attempt, started_at, latency_ms, status_code, error,
+    response_excerpt FROM attempts WHERE delivery_id = ? ORDER BY attempt, rowid"""
+GET_EVENT = "SELECT body FROM events WHERE id = ?"
+QUEUE_DEPTH = "SELECT count(*) FROM deliveries WHERE subscription = ? AND status = 'pending'"
+SUBSCRIPTION_STATES = """SELECT name, disabled, disabled_reason, failing_since, last_success,
+    last_failure, extra FROM subscription_state ORDER BY name"""
+SAVE_SUBSCRIPTION_STATE = """INSERT INTO subscription_state
+    (name, disabled, disabled_reason, failing_since, last_success, last_failure, extra)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (name) DO UPDATE SET disabled = excluded.disabled,
+      disabled_reason = excluded.disabled_reason, failing_since = excluded.failing_since,
+      last_success = excluded.last_success, last_failure = excluded.last_failure,
+      extra = excluded.extra"""
+LIST_REJECTED = (
+    "SELECT received_at, topic, payload, reason, detail FROM rejected ORDER BY id DESC LIMIT ?"
+)
+COUNT_BY_STATUS = "SELECT status, count(*) FROM deliveries GROUP BY status"
+COUNT_EVENTS = "SELECT count(*) FROM events"
+COUNT_REJECTED = "SELECT count(*) FROM rejected"
+# A new fencing token: the result of an attempt still in flight no longer applies.
+REQUEUE = """UPDATE deliveries SET status = 'pending', next_attempt_at = ?, lease_owner = NULL,
+    lease_until = NULL, dead_reason = NULL, updated_at = ?, lease_token = lease_token + 1
+    WHERE id = ?"""
+# A delivery under a live lease is being sent right now: its attempt decides.
+EXPIRE = """UPDATE deliveries SET status = 'dead', dead_reason = 'too_old',
+    next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?
+    WHERE status = 'pending'
+      AND event_id IN (SELECT id FROM events WHERE occurred_at < ?)
+      AND (lease_until IS NULL OR lease_until < ?)"""
+# The write probe takes the commit path of ingest: a row into events (its
+# indexes, its pages) and out again, committed. A one-row update elsewhere can
+# succeed in place while ingest's inserts fail on a full disk.
+PROBE = (
+    """INSERT INTO events (id, type, source, occurred_at, received_at, body)
+    VALUES ('probe:readiness', 'bridge.probe', 'hookbridge://probe', 0, 0, zeroblob(4096))""",
+    "DELETE FROM events WHERE id = 'probe:readiness'",
+    "UPDATE probe SET at = at + 1 WHERE id = 1",
+)
+
+_EXISTING_IDS = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
+_KNOWN_HASHES = """SELECT content_hash FROM events
+    WHERE content_hash IN (SELECT value FROM json_each(?)) AND received_at >= ?"""
+_INSERT_EVENT = """INSERT INTO events
+    (id, type, source, device_id, occurred_at, received_at, content_hash, body)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+_INSERT_EVENT_IF_NEW = _INSERT_EVENT.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
+_INSERT_DELIVERY = """INSERT INTO deliveries
+    (id, event_id, subscription, device_id, status, attempts, next_attempt_at,
+     lease_owner, lease_until, created_at, updated_at)
+    VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)"""
+_INSERT_REJECTED = """INSERT INTO rejected (received_at, topic, payload, reason, detail)
+    VALUES (?, ?, ?, ?, ?)"""
+# A vanished delivery must not fail the whole batch of attempts: its row is skipped.
+_INSERT_ATTEMPT = """INSERT INTO attempts
+    (delivery_id, attempt, started_at, latency_ms, status_code, error, response_excerpt)
+    SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)"""
+# Fenced: a token that is no longer the delivery's (someone claimed it since) changes nothing.
+_APPLY_OUTCOME = """UPDATE deliveries SET status = ?1, attempts = max(attempts, ?2),
+    next_attempt_at = ?3, dead_reason = ?4, last_status_code = ?5, last_error = ?6,
+    lease_owner = NULL, lease_until = NULL, updated_at = ?7
+    WHERE id = ?8 AND (?9 IS NULL OR lease_token = ?9)"""
+# Retention works in chunks of PURGE_CHUNK rows, one transaction each, so the
+# writer is never held for long; PURGE_MAX_CHUNKS bounds one purge call.
+PURGE_CHUNK = 1000
+PURGE_MAX_CHUNKS = 10_000
+_FINISHED = """SELECT id FROM deliveries
+    WHERE (status = 'delivered' AND updated_at < ?1) OR (status = 'dead' AND updated_at < ?2)
+    LIMIT ?3"""
+_PURGE_ATTEMPTS = """DELETE FROM attempts
+    WHERE delivery_id IN (SELECT value FROM json_each(?))"""
+_PURGE_DELIVERIES = "DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(?))"
+_PURGE_EVENTS = """DELETE FROM events WHERE arrival IN (SELECT arrival FROM events
+    WHERE received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = events.id)
+    LIMIT ?)"""
+
+
+def _json_list(values: list[str]) -> str:
+    # JSON functions of older SQLite refuse BLOBs, so the array goes in as text.
+    return orjson.dumps(values).decode()
+
+
+def ingest(
+    conn: sqlite3.Connection,
+    *,
+    accepted: Sequence[Accepted],
+    rejected: Sequence[Rejection],
+    now: float,
+    owner: str,
+    lease_until: float,
+    presence: PresencePolicy | None = None,
+    watermark: bool = True,
+) -> IngestResult:
+    """Store new events with leased deliveries, and rejections; skip duplicates.
+
+    Which events are new is decided by one lookup of the whole batch under the
+    write lock (``BEGIN IMMEDIATE``), so no other writer can slip in between
+    the check and the insert, and the inserts stay plain ``executemany``.
+    With ``watermark`` (a batch off the broker), ``owner``'s dedupe watermark
+    bounds the content-hash lookup and moves on (see :mod:`bridge.store.leases`).
+    """
+    stored_ids: set[str] = set()
+    if accepted:
+        ids_text = _json_list([a.event.id for a in accepted])
+        stored_ids = {row[0] for row in conn.execute(_EXISTING_IDS, (ids_text,))}
+    redelivered = redelivery_hashes(accepted)
+    stored_hashes: set[str] = set()
+    if redelivered:
+        row = conn.execute(GET_WATERMARK, (owner,)).fetchone()
+        since = dedupe_since(None if row is None else float(row[0]), now)
+        hashes_text = _json_list(redelivered)
+        stored_hashes = {row[0] for row in conn.execute(_KNOWN_HASHES, (hashes_text, since))}
+    mark = next_watermark(accepted, rejected) if watermark and owner else None
+    if mark is not None:
+        conn.execute(SET_WATERMARK, (owner, mark))
+    fresh = not_yet_stored(accepted, stored_ids, stored_hashes)
+    duplicates = len(accepted) - len(fresh)
+    collapsed = 0
+    if presence is not None:
+        fresh, collapsed = apply_presence(conn, fresh, presence, now)
+    event_rows = [event_values(item.event, item.received_at, item.content_hash) for item in fresh]
+    conn.executemany(_INSERT_EVENT, event_rows)
+
+    ids = iter(new_delivery_ids(now, sum(len(item.subscriptions) for item in fresh)))
+    deliveries: list[Delivery] = []
+    delivery_rows: list[tuple[Any, ...]] = []
+    for item in fresh:
+        event = item.event
+        for subscription in item.subscriptions:
+            delivery_id = next(ids)
+            delivery_rows.append(
+                (
+                    delivery_id,
+                    event.id,
+                    subscription,
+                    event.device_id,
+                    now,
+                    owner,
+                    lease_until,
+                    now,
+                    now,
+                )
+            )
+            deliveries.append(Delivery(delivery_id, event, subscription, 0, now, _PENDING, now))
+    conn.executemany(_INSERT_DELIVERY, delivery_rows)
+
+    if rejected:
+        conn.executemany(
+            _INSERT_REJECTED,
+            [(r.received_at, r.topic, r.payload, r.reason, r.detail) for r in rejected],
+        )
+    return IngestResult(deliveries, stored=len(fresh), duplicates=duplicates, collapsed=collapsed)
+
+
+def record_attempts(
+    conn: sqlite3.Connection,
+    results: Sequence[tuple[AttemptRecord, AttemptOutcome]],
+    now: float,
+) -> None:
+    """Insert the attempts and apply each outcome; every lease involved is dropped."""
+    attempt_rows = []
+    outcome_rows = []
+    for record, outcome in results:
+        attempt_rows.append(
+            (
+                record.delivery_id,
+                record.attempt,
+                record.started_at,
+                record.latency_ms,
+                record.status_code,
+                record.error,
+                record.response_excerpt,
+            )
+        )
+        status, next_at, reason = outcome_values(record, outcome, now)
+        outcome_rows.append(
+            (
+                status,
+                record.attempt,
+                next_at,
+                reason,
+                record.status_code,
+                record.error,
+                now,
+                record.delivery_id,
+                record.lease_token,
+            )
+        )
+    conn.executemany(_INSERT_ATTEMPT, attempt_rows)
+    conn.executemany(_APPLY_OUTCOME, outcome_rows)
+
+
+def create_deliveries(
+    conn: sqlite3.Connection, event: Event, subscriptions: Sequence[str], now: float
+) -> list[Delivery]:
+    """Store ``event`` if missing; one new pending, unleased delivery per subscription."""
+    conn.execute(_INSERT_EVENT_IF_NEW, event_values(event, now, None))
+    ids = new_delivery_ids(now, len(subscriptions))
+    conn.executemany(
+        _INSERT_DELIVERY,
+        [
+            (delivery_id, event.id, subscription, event.device_id, now, None, None, now, now)
+            for delivery_id, subscription in zip(ids, subscriptions, strict=True)
+        ],
+    )
+    return [
+        Delivery(delivery_id, event, subscription, 0, now, _PENDING, now)
+        for delivery_id, subscription in zip(ids, subscriptions, strict=True)
+    ]
+
+
+def purge_chunk(
+    conn: sqlite3.Connection, delivered_before: float, dead_before: float
+) -> tuple[bool, int]:
+    """Delete up to ``PURGE_CHUNK`` finished deliveries past retention with their attempts,
+    or, once none is left, up to ``PURGE_CHUNK`` orphaned events.
+
+    Returns whether the purge is done and how many rows this chunk removed.
+    """
+    bounds = (delivered_before, dead_before, PURGE_CHUNK)
+    ids = [row[0] for row in conn.execute(_FINISHED, bounds)]
+    removed = 0
+    if ids:
+        ids_text = _json_list(ids)
+        removed += conn.execute(_PURGE_ATTEMPTS, (ids_text,)).rowcount
+        removed += conn.execute(_PURGE_DELIVERIES, (ids_text,)).rowcount
+    if len(ids) >= PURGE_CHUNK:
+        return False, removed
+    # An event with no delivery left is kept until the later bound so that a
+    # late broker redelivery of it is still recognised as a duplicate.
+    events = conn.execute(_PURGE_EVENTS, (max(delivered_before, dead_before), PURGE_CHUNK))
+    removed += events.rowcount
+    return events.rowcount < PURGE_CHUNK, removed
+
+
+def list_deliveries_query(
+    filters: Sequence[tuple[str, Any]], *, limit: int
+) -> tuple[str, tuple[Any, ...]]:
+    """The SELECT of one page of deliveries, newest (highest id) first.
+
+    ``filters`` are (``column operator``, value) pairs from
+    :func:`bridge.store.common.delivery_filters`.
+    """
+    where = [f"{condition} ?" for condition, _ in filters]
+    condition = f"WHERE {' AND '.join(where)}" if where else ""
+    query = f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} {condition} ORDER BY d.id DESC LIMIT ?"
+    return query, (*(value for _, value in filters), limit)

@@ -1,0 +1,103 @@
+"""The built wheel holds the whole package: data files, the entry point, the plugin API."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import bridge.events
+import bridge.formats
+import bridge.plugin
+import bridge.plugins
+import bridge.profiles
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_wheel_runs_the_cli_with_its_data_files(tmp_path: Path) -> None:
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("hookbridge-*.whl")
+    unpacked = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(unpacked)
+    assert "bridge/admin/dashboard.html" in names
+    assert "bridge/py.typed" in names
+    assert "bridge/cli/__main__.py" in names
+    (entry_points,) = unpacked.glob("hookbridge-*.dist-info/entry_points.txt")
+    assert "hookbridge = bridge.cli:main" in entry_points.read_text(encoding="utf-8")
+    # The unpacked wheel first on the path: the dependencies come from this environment.
+    env = {**os.environ, "PYTHONPATH": str(unpacked)}
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import bridge, sys; print(bridge.__file__); sys.argv = ['hookbridge', '--help'];"
+            " from bridge.cli import main; main()",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0].startswith(str(unpacked))
+    assert "check-config" in shown.stdout
+    dashboard = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from importlib.resources import files;"
+            " print(len(files('bridge.admin').joinpath('dashboard.html').read_bytes()))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert dashboard.returncode == 0, dashboard.stderr
+    assert int(dashboard.stdout) > 1000
+
+
+def test_python_dash_m_bridge_cli_works() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "run" in done.stdout
+
+
+def test_the_former_plugin_paths_are_the_same_objects() -> None:
+    assert bridge.events.Event is bridge.plugin.Event
+    assert bridge.formats.Encoded is bridge.plugin.Encoded
+    assert bridge.formats.register_format is bridge.plugin.register_format
+    assert bridge.profiles.Draft is bridge.plugin.Draft
+    assert bridge.profiles.register_profile is bridge.plugin.register_profile
+    assert bridge.plugins.load_plugins is bridge.plugin.load_plugins
