@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from bridge.cli.keys import generate_secret
 from bridge.core.signing import (
-    generate_secret,
     hub_signature,
     secret_key,
     sign,

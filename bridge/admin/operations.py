@@ -8,6 +8,7 @@ any other delivery.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ class Operations:
         data.update({k: v for k, v in details.items() if v is not None})
         data["reason"] = str(data.get("reason") or kind)
         event = Event(
-            id=new_event_id(datetime.fromtimestamp(now, UTC)),
+            id=new_event_id(datetime.fromtimestamp(now, UTC), os.urandom(10)),
             type=f"bridge.{kind}",
             timestamp=datetime.fromtimestamp(now, UTC),
             source=self._source,
@@ -125,7 +126,7 @@ class Operations:
         now = time.time()
         moment = datetime.fromtimestamp(now, UTC)
         event = Event(
-            id=new_event_id(moment),
+            id=new_event_id(moment, os.urandom(10)),
             type="bridge.test",
             timestamp=moment,
             source=self._source,
@@ -212,7 +213,7 @@ class Operations:
             if not targets:
                 continue
             sent = (
-                event.with_id(new_event_id(datetime.fromtimestamp(now, UTC)))
+                event.with_id(new_event_id(datetime.fromtimestamp(now, UTC), os.urandom(10)))
                 if request.as_new
                 else event
             )

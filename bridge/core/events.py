@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -176,11 +175,15 @@ def event_id_for(source: str, device_id: str, message_id: str) -> str:
     return "evt_" + _b32(digest[:16])
 
 
-def new_event_id(now: datetime, entropy: bytes | None = None) -> str:
-    """A fresh, time-ordered id (48-bit milliseconds then 80 random bits, base32)."""
+def new_event_id(now: datetime, entropy: bytes) -> str:
+    """A time-ordered id: 48-bit milliseconds, then 80 bits of ``entropy`` (base32).
+
+    The caller brings the randomness (``os.urandom(10)``): this module does no I/O.
+    """
+    if len(entropy) < 10:
+        raise ValueError("an event id needs 10 bytes of entropy")
     millis = int(now.timestamp() * 1000) & ((1 << 48) - 1)
-    rest = entropy if entropy is not None else os.urandom(10)
-    return "evt_" + _b32(millis.to_bytes(6, "big") + rest[:10])
+    return "evt_" + _b32(millis.to_bytes(6, "big") + entropy[:10])
 
 
 def content_hash(topic: str, payload: bytes) -> str:

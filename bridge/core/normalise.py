@@ -163,8 +163,11 @@ def _identity(
 ) -> tuple[str, str | None] | Rejected:
     """The event id, and the content hash that stands in when the device gave no id."""
     if message_id is None:
-        minted = message.receipt_id or new_event_id(message.received_at)
-        return minted, content_hash(message.topic, message.payload)
+        digest = content_hash(message.topic, message.payload)
+        # Ingest mints the id at receipt (so commit retries keep it); without one,
+        # the id follows from the content and the time of receipt.
+        minted = message.receipt_id or new_event_id(message.received_at, bytes.fromhex(digest))
+        return minted, digest
     if (isinstance(message_id, str) and message_id) or (
         isinstance(message_id, int) and not isinstance(message_id, bool)
     ):

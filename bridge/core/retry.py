@@ -21,13 +21,10 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
-from bridge.store.base import AttemptOutcome, DeliveryStatus
+from bridge.core.outcomes import AttemptOutcome, AttemptResult, DeliveryStatus
 
 if TYPE_CHECKING:
-    # Only the shape is needed; importing send at run time would tie this pure
-    # module to aiohttp.
     from bridge.config import RetrySettings
-    from bridge.delivery.send import AttemptResult
 
 __all__ = ["decide", "next_delay", "parse_retry_after"]
 

@@ -22,14 +22,13 @@ import binascii
 import hashlib
 import hmac
 import re
-import secrets as _random
 from collections.abc import Mapping, Sequence
 
 from bridge.errors import SignatureError
 
 __all__ = [
     "SECRET_PREFIX",
-    "generate_secret",
+    "format_secret",
     "hub_signature",
     "secret_key",
     "sign",
@@ -164,6 +163,8 @@ def verify_hub_signature(secret: str, header: str | None, body: bytes) -> None:
         raise SignatureError("x-hub-signature-256 does not match")
 
 
-def generate_secret() -> str:
-    """A fresh ``whsec_`` secret of 32 random bytes."""
-    return SECRET_PREFIX + base64.b64encode(_random.token_bytes(32)).decode("ascii")
+def format_secret(key: bytes) -> str:
+    """The ``whsec_<base64>`` form of a key; the caller brings 32 random bytes."""
+    if len(key) < 24:
+        raise SignatureError("a webhook secret needs at least 24 bytes")
+    return SECRET_PREFIX + base64.b64encode(key).decode("ascii")

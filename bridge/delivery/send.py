@@ -31,7 +31,6 @@ import errno
 import ssl
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
@@ -44,6 +43,7 @@ from bridge.config import Settings, Subscription
 from bridge.config.units import format_duration
 from bridge.core.events import Event
 from bridge.core.formats import Encoded, encoder_for
+from bridge.core.outcomes import AttemptResult
 from bridge.core.retry import parse_retry_after
 from bridge.core.signing import hub_signature, signature_header
 from bridge.delivery.auth import ReceiverAuth
@@ -66,20 +66,6 @@ PIPE_BODY_LIMIT = 1024 * 1024
 _DRAIN_LIMIT = 64 * 1024
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptResult:
-    """What one HTTP attempt came to."""
-
-    outcome: Literal["delivered", "failed", "gone"]
-    status_code: int | None
-    latency_ms: float
-    error: str | None  # why it failed, in words; None when delivered
-    response_excerpt: str | None  # first limits.response_body_kept bytes, decoded leniently
-    response_body: bytes | None  # as read: up to 1 MiB in pipe mode, else the excerpt's bytes
-    retry_after: float | None  # seconds, from Retry-After on 429/503
-    content_type: str | None
 
 
 def default_user_agent() -> str:

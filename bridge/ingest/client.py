@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import socket
 import ssl
@@ -411,7 +412,7 @@ class Ingest:
                 dup=bool(msg.dup),
                 content_type=content_type,
                 user_properties=tuple(user_props or ()),
-                receipt_id=new_event_id(received_at),
+                receipt_id=new_event_id(received_at, os.urandom(10)),
             )
             self._pending.append(Received(message, msg.mid, msg.qos, self._connection))
             self._metrics.messages_received.inc()

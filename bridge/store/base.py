@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from bridge.core.events import Event
+from bridge.core.outcomes import AttemptOutcome, DeliveryStatus
 from bridge.core.presence import Observation, PresenceState, Transition
 
 __all__ = [
@@ -42,12 +42,6 @@ __all__ = [
     "Store",
     "SubscriptionState",
 ]
-
-
-class DeliveryStatus(StrEnum):
-    PENDING = "pending"  # due at next_attempt_at (a retry, or not yet tried)
-    DELIVERED = "delivered"
-    DEAD = "dead"  # out of attempts, too old, or refused for good; kept and replayable
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,15 +133,6 @@ class AttemptRecord:
     # The ``Delivery.lease_token`` the attempt was made under; None applies the
     # outcome whoever holds the delivery now (operator tools).
     lease_token: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptOutcome:
-    """What the delivery becomes after an attempt."""
-
-    status: DeliveryStatus
-    next_attempt_at: float | None = None  # for PENDING
-    reason: str | None = None  # for DEAD: "exhausted", "gone", "too_old"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 from bridge.cli.demo.broker import BrokerChoice, DemoBroker
 from bridge.cli.demo.receiver import DemoReceiver
 from bridge.cli.demo.simulator import Simulator
+from bridge.cli.keys import generate_secret
 from bridge.config import parse_config
-from bridge.core.signing import generate_secret
 from bridge.errors import BridgeError
 from bridge.logs import configure_logging
 
