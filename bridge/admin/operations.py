@@ -29,7 +29,7 @@ from bridge.store.base import (
 )
 
 if TYPE_CHECKING:
-    from bridge.app import Bridge
+    from bridge.admin.parts import BridgeParts
 
 __all__ = ["ALERT_KINDS", "Operations", "ReloadResult", "ReplayRequest", "TestPing"]
 
@@ -71,7 +71,7 @@ class ReplayRequest:
 
 
 class Operations:
-    def __init__(self, bridge: Bridge) -> None:
+    def __init__(self, bridge: BridgeParts) -> None:
         self._bridge = bridge
 
     @property

@@ -26,7 +26,7 @@ from bridge.errors import ConfigError
 from bridge.logs import get_logger, register_secrets
 
 if TYPE_CHECKING:
-    from bridge.app import Bridge
+    from bridge.admin.parts import BridgeParts
 
 __all__ = ["RELOADABLE", "ReloadResult", "changed_parts", "reload_bridge"]
 
@@ -75,7 +75,7 @@ def changed_parts(old: Settings, new: Settings) -> tuple[list[str], list[str]]:
     return applied, restart
 
 
-async def reload_bridge(bridge: Bridge) -> ReloadResult:
+async def reload_bridge(bridge: BridgeParts) -> ReloadResult:
     """Re-read ``bridge.config_path``; apply all of it, or nothing (see the module docstring)."""
     if bridge.config_path is None:
         return ReloadResult(False, ["this bridge was not started from a configuration file"])

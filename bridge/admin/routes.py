@@ -25,17 +25,17 @@ from bridge.logs import display_url
 from bridge.store.base import AttemptRecord, Delivery, DeliveryStatus, Rejection
 
 if TYPE_CHECKING:
-    from bridge.app import Bridge
+    from bridge.admin.parts import BridgeParts
 
 __all__ = ["BRIDGE_KEY", "add_api_routes", "parse_time", "refresh_gauges"]
 
-BRIDGE_KEY: web.AppKey[Bridge] = web.AppKey("bridge")
+BRIDGE_KEY: web.AppKey[BridgeParts] = web.AppKey("bridge")
 
 _MAX_LIMIT = 500
 _EXCERPT = 512
 
 
-def _bridge(request: web.Request) -> Bridge:
+def _bridge(request: web.Request) -> BridgeParts:
     return request.app[BRIDGE_KEY]
 
 
@@ -131,7 +131,7 @@ def rejection_json(rejection: Rejection) -> dict[str, Any]:
     }
 
 
-async def _subscription_json(bridge: Bridge, sub: Subscription) -> dict[str, Any]:
+async def _subscription_json(bridge: BridgeParts, sub: Subscription) -> dict[str, Any]:
     lane = bridge.dispatcher.lanes.get(sub.name)
     state = lane.state if lane is not None else None
     circuit = bridge.metrics.registry.get_sample_value(
@@ -162,7 +162,7 @@ async def _subscription_json(bridge: Bridge, sub: Subscription) -> dict[str, Any
     }
 
 
-async def refresh_gauges(bridge: Bridge) -> None:
+async def refresh_gauges(bridge: BridgeParts) -> None:
     """Queue depth and the oldest pending age are the store's to know: read them when
     someone looks (scrape time), on the store's read connections."""
     names = [sub.name for sub in bridge.settings.subscriptions]

@@ -36,7 +36,7 @@ from bridge.errors import (
 from bridge.logs import get_logger, scrub_secrets
 
 if TYPE_CHECKING:
-    from bridge.app import Bridge
+    from bridge.admin.parts import BridgeParts
 
 __all__ = ["AdminServer", "create_app"]
 
@@ -83,7 +83,7 @@ def _error_for(exc: Exception, path: str) -> web.Response:
     return _error(500, "internal error; see the bridge log")
 
 
-def _middleware(bridge: Bridge) -> Middleware:
+def _middleware(bridge: BridgeParts) -> Middleware:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(_PROTECTED_PREFIXES):
@@ -108,7 +108,7 @@ async def _healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def _store_probe(bridge: Bridge) -> bool:
+async def _store_probe(bridge: BridgeParts) -> bool:
     try:
         return await asyncio.wait_for(bridge.store.is_writable(), _PROBE_TIMEOUT)
     except TimeoutError:
@@ -170,7 +170,7 @@ async def _dashboard(_request: web.Request) -> web.Response:
 
 
 def create_app(
-    bridge: Bridge, *, extra_routes: Sequence[web.AbstractRouteDef] = ()
+    bridge: BridgeParts, *, extra_routes: Sequence[web.AbstractRouteDef] = ()
 ) -> web.Application:
     """The admin application; ``extra_routes`` is where inbound webhook routes plug in."""
     app = web.Application(middlewares=[_middleware(bridge)], client_max_size=1024 * 1024)
@@ -195,7 +195,7 @@ class AdminServer:
     """The admin API on ``api.listen`` for the life of the bridge."""
 
     def __init__(
-        self, bridge: Bridge, *, extra_routes: Sequence[web.AbstractRouteDef] = ()
+        self, bridge: BridgeParts, *, extra_routes: Sequence[web.AbstractRouteDef] = ()
     ) -> None:
         self._bridge = bridge
         self._extra_routes = extra_routes

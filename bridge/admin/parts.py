@@ -1,0 +1,44 @@
+"""What the admin API needs of a running bridge: a protocol, not the composition root.
+
+:class:`bridge.app.Bridge` satisfies it; the admin modules import only this,
+so the API and the root that builds it do not know each other (no cycle, not
+even a type-only one).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from bridge.admin.metrics import Metrics
+    from bridge.admin.operations import Operations
+    from bridge.config import Settings
+    from bridge.core.normalise import Normaliser
+    from bridge.core.route import Router
+    from bridge.delivery.dispatch import Dispatcher
+    from bridge.delivery.retention import Retention
+    from bridge.delivery.send import Sender
+    from bridge.ingest.client import Ingest
+    from bridge.ingest.presence import PresenceTracker
+    from bridge.store.base import Store
+
+__all__ = ["BridgeParts"]
+
+
+class BridgeParts(Protocol):
+    """The running parts the API reads, and the ones a reload replaces."""
+
+    settings: Settings
+    config_path: str | os.PathLike[str] | None
+    owner: str
+    metrics: Metrics
+    store: Store
+    normaliser: Normaliser
+    router: Router
+    presence: PresenceTracker | None
+    sender: Sender
+    dispatcher: Dispatcher
+    ingest: Ingest
+    retention: Retention
+    operations: Operations
