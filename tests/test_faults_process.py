@@ -10,7 +10,6 @@ duplicates only where at-least-once allows them, under the same
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import time
 from collections import Counter
@@ -42,14 +41,6 @@ def _events(count: int, *, start: int = 0) -> list[tuple[str, dict[str, Any]]]:
         (f"devices/dev-{i % 11}/events", {"type": "session.started", "id": f"k-{i}", "seq": i})
         for i in range(start, start + count)
     ]
-
-
-async def _terminate(bridge: BridgeProcess, timeout: float = 30.0) -> int:
-    """SIGTERM and wait without blocking the loop: the receivers live on it and must answer."""
-    assert bridge.process is not None
-    bridge.process.send_signal(signal.SIGTERM)
-    await wait_until(lambda: not bridge.alive(), timeout=timeout, message="bridge exited")
-    return bridge.process.wait(1)
 
 
 def _seqs(receiver: Receiver) -> Counter[int]:
@@ -99,7 +90,7 @@ async def test_sigkill_mid_burst_of_10000_loses_nothing(
         await wait_until(
             lambda: len(_seqs(receiver)) >= total, timeout=400, message="all 10,000 delivered"
         )
-        assert await _terminate(bridge) == 0
+        assert await bridge.stop() == 0
         seqs = _seqs(receiver)
         assert set(seqs) == set(range(total))
         _assert_duplicates_share_ids(receiver)
@@ -135,7 +126,7 @@ async def test_sigterm_under_load_finishes_in_flight_and_restart_loses_nothing(
         with Publisher(mosquitto.port) as device:
             device.publish_all(_events(total))
         await wait_until(lambda: len(receiver.requests) >= 200, timeout=30)
-        assert await _terminate(bridge) == 0
+        assert await bridge.stop() == 0
         stopped_at = len(receiver.requests)
         assert stopped_at < total
         assert "stopping: no new messages" in bridge.log()
@@ -143,7 +134,7 @@ async def test_sigterm_under_load_finishes_in_flight_and_restart_loses_nothing(
         await wait_until(
             lambda: len(_seqs(receiver)) >= total, timeout=120, message="all delivered"
         )
-        assert await _terminate(bridge) == 0
+        assert await bridge.stop() == 0
         assert set(_seqs(receiver)) == set(range(total))
         _assert_duplicates_share_ids(receiver)
         # In-flight attempts finished and were recorded before exit: none is sent twice.
@@ -298,7 +289,7 @@ async def test_receiver_outage_is_ridden_out_without_busy_looping(
                 raise AssertionError(f"{exc}: {got} delivered; {bridge.log()[-3000:]}") from None
             assert set(_seqs(back)) == set(range(total))
         finally:
-            assert await _terminate(bridge) == 0
+            assert await bridge.stop() == 0
             await back.stop()
         assert "circuit open" in bridge.log()
     finally:

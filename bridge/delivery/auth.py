@@ -172,6 +172,11 @@ def _parse_token(body: bytes, host: str | None) -> tuple[str, float]:
     token = document.get("access_token") if isinstance(document, dict) else None
     if not isinstance(token, str) or not token:
         raise DeliveryError(f"oauth2 token answer from {host} has no access_token")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in token):
+        # It would go into a header; a newline there is a request split, never a token.
+        raise DeliveryError(
+            f"oauth2 token answer from {host} has an access_token with a space or control character"
+        )
     expires = document.get("expires_in", _DEFAULT_EXPIRY)
     if isinstance(expires, str) and expires.isdigit():
         expires = int(expires)

@@ -52,6 +52,9 @@ AfterDelivery = Callable[[Subscription, Delivery, AttemptResult], Awaitable[str 
 """Called after a 2xx (pipe mode: publish the answer back); returns an error to record, or None."""
 
 _FALLBACK_POLL = 5.0
+_BLOCKED_POLL = 0.25
+_LANE_ERROR_PAUSE = 1.0
+_MIN_WAIT = 0.001
 _RECORD_BATCH = 512
 _RECORD_INTERVAL = 0.005
 
@@ -73,6 +76,7 @@ class Lane:
         self.concurrency = concurrency.start(self.limit_policy)
         self.probe: str | None = None  # the delivery a half-open circuit let through
         self.tasks: set[asyncio.Task[None]] = set()
+        self.unsaved = False  # its state changed but the store refused to keep it
 
     @staticmethod
     def _limiter(subscription: Subscription) -> AsyncLimiter | None:
@@ -87,6 +91,16 @@ class Lane:
     def capacity(self) -> int:
         """How many more deliveries the buffer may take."""
         return max(0, 4 * self.subscription.max_in_flight + 256 - len(self.held))
+
+    @property
+    def wants_more(self) -> bool:
+        """Worth a claim: the buffer ran dry, or has room for a good batch.
+
+        Refilling by batches keeps a lane draining at a slow receiver's pace
+        from asking the store once per finished attempt.
+        """
+        room = self.capacity
+        return room > 0 and (not self.buffer or room >= min(self.subscription.max_in_flight, 64))
 
     @property
     def circuit_policy(self) -> CircuitPolicy:
@@ -199,12 +213,24 @@ class Dispatcher:
             disabled_reason=reason if disabled else None,
             failing_since=lane.state.failing_since if disabled else None,
         )
-        await self._store.save_subscription_state(lane.state)
         self._metrics.subscription_disabled.labels(name).set(1 if disabled else 0)
         if disabled:
             await self._release_buffer(lane)
         self.poke(name)
+        # In force in memory first; a store that refuses to keep it raises to the
+        # caller, and the lane keeps trying to save it (see _drive).
+        lane.unsaved = True
+        await self._store.save_subscription_state(lane.state)
+        lane.unsaved = False
         return True
+
+    async def _disable(self, lane: Lane, reason: str, code: str) -> None:
+        """The dispatcher's own decision to stop a lane; a store error is not fatal here."""
+        try:
+            await self.set_disabled(lane.name, True, reason)
+        except StoreError as exc:
+            log.warning("cannot save the disabled state yet; will retry", error=str(exc))
+        await self._emit("subscription_disabled", lane.name, {"reason": code})
 
     async def reconfigure(self, settings: Settings) -> None:
         """Adopt a reloaded configuration: lanes are added, updated or retired.
@@ -254,32 +280,60 @@ class Dispatcher:
     async def _drive(self, lane: Lane) -> None:
         while not self._stopping and not lane.closed:
             lane.wake.clear()
-            now = self._clock()
-            if not lane.paused:
-                if now >= lane.poll_at and lane.capacity > 0:
-                    await self._claim(lane, now)
-                await self._start_attempts(lane)
-            timeout = max(0.0, lane.poll_at - self._clock()) if not lane.paused else 1.0
-            reopens = reopens_at(lane.circuit, lane.circuit_policy)
-            if reopens is not None and lane.buffer:
-                # Open circuit: sleep until the probe may go, not a poll sooner.
-                timeout = max(0.0, reopens - self._clock())
-            if lane.buffer and lane.concurrency.paused_until > self._clock():
-                # Retry-After: the receiver asked for a pause; wake when it ends.
-                timeout = min(timeout, lane.concurrency.paused_until - self._clock())
+            try:
+                if not lane.paused:
+                    if self._clock() >= lane.poll_at and lane.wants_more:
+                        await self._claim(lane, self._clock())
+                    await self._start_attempts(lane)
+                if lane.unsaved:
+                    await self._save_state(lane)
+                timeout = self._idle_for(lane)
+            except Exception:
+                # A lane that stops would strand its subscription's queue: log, wait, go on.
+                log.exception("delivery lane step failed; trying again", subscription=lane.name)
+                timeout = _LANE_ERROR_PAUSE
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lane.wake.wait(), min(timeout, _FALLBACK_POLL))
+                await asyncio.wait_for(lane.wake.wait(), timeout)
         if lane.closed:  # removed by a reload: what it holds goes back to the store
             await self._release_buffer(lane)
 
+    def _idle_for(self, lane: Lane) -> float:
+        """How long the lane may sleep before it has something to do.
+
+        Every reason to wake sooner sets ``lane.wake`` (an attempt ends, a
+        delivery is offered, a result is recorded, an operator acts), so the
+        only timers here are the ones nothing else would signal: the next poll
+        of the store, the end of a circuit's cool-down or of a Retry-After
+        pause. A timer already past never makes a zero wait: that is a spin.
+        """
+        now = self._clock()
+        timeout = _FALLBACK_POLL
+        if lane.unsaved:
+            timeout = _LANE_ERROR_PAUSE  # a state the store refused: try again soon
+        if lane.paused:
+            return timeout
+        if lane.wants_more and lane.poll_at > now:
+            timeout = min(timeout, lane.poll_at - now)
+        if lane.buffer:
+            reopens = reopens_at(lane.circuit, lane.circuit_policy)
+            if reopens is not None and reopens > now:
+                # Open circuit: sleep until the probe may go, not a poll sooner.
+                timeout = reopens - now
+            paused_until = lane.concurrency.paused_until
+            if paused_until > now:
+                # Retry-After: the receiver asked for a pause; wake when it ends.
+                timeout = min(timeout, paused_until - now)
+        return max(timeout, _MIN_WAIT)
+
     async def _claim(self, lane: Lane, now: float) -> None:
+        room = lane.capacity
         try:
             claimed = await self._store.claim_due(
                 lane.name,
                 now=now,
                 owner=self._owner,
                 lease_until=now + self._settings.store.lease,
-                limit=lane.capacity,
+                limit=room,
                 ordered=lane.subscription.ordered,
             )
             next_due = await self._store.next_due_at(lane.name, ordered=lane.subscription.ordered)
@@ -291,8 +345,12 @@ class Dispatcher:
             if delivery.id not in lane.held:
                 lane.buffer.append(delivery)
                 lane.held.add(delivery.id)
-        if len(claimed) >= lane.capacity > 0:
+        if len(claimed) >= room:
             lane.poll_at = now  # more are due: come back as soon as there is room
+        elif next_due is not None and next_due <= now and not claimed:
+            # Due but not claimable (an ordered device waits for its previous
+            # one): a result being recorded wakes the lane; poll only gently.
+            lane.poll_at = now + _BLOCKED_POLL
         elif next_due is not None:
             lane.poll_at = min(max(next_due, now + 0.001), now + _FALLBACK_POLL)
         else:
@@ -348,11 +406,17 @@ class Dispatcher:
                     self._record_too_old(lane, delivery, attempt_no, started)
                     recorded = True
                     return
-                result = await self._sender.attempt(
-                    sub, delivery.event, delivery_id=delivery.id, attempt=attempt_no
-                )
-                await self._settle(lane, delivery, attempt_no, started, result)
-                recorded = True
+                try:
+                    result = await self._sender.attempt(
+                        sub, delivery.event, delivery_id=delivery.id, attempt=attempt_no
+                    )
+                except Exception as exc:
+                    # The sender turns every problem into a result; should one still
+                    # escape, it is this attempt's failure, never the dispatcher's.
+                    log.exception("attempt raised; recorded as a failed attempt")
+                    reason = f"internal error: {type(exc).__name__}"
+                    result = _failed(reason, started, self._clock())
+                recorded = await self._settle(lane, delivery, attempt_no, started, result)
         finally:
             if lane.probe == delivery.id:
                 # A probe that ended without a result (too old, cancelled) frees the slot.
@@ -390,9 +454,14 @@ class Dispatcher:
         attempt_no: int,
         started: float,
         result: AttemptResult,
-    ) -> None:
+    ) -> bool:
+        """Queue the attempt's record, then let the lane learn from it; True once queued.
+
+        The record is queued first: whatever the consequences do (a store that
+        refuses the disabled state, an alert that fails), the attempt's result is
+        written and its delivery is retried or settled as decided.
+        """
         now = self._clock()
-        name = lane.name
         outcome = decide(
             result, attempts_made=attempt_no, retry=self._settings.retry, now=now, rand=self._rand()
         )
@@ -403,6 +472,10 @@ class Dispatcher:
             except Exception as exc:
                 log.exception("after-delivery hook failed")
                 error = f"after-delivery hook failed: {type(exc).__name__}"
+        if result.outcome == "gone":
+            # 410: the receiver says the endpoint is gone. Keep the delivery (due
+            # again once someone re-enables the subscription) and stop sending.
+            outcome = AttemptOutcome(DeliveryStatus.PENDING, next_attempt_at=now)
         record = AttemptRecord(
             delivery_id=delivery.id,
             attempt=attempt_no,
@@ -413,15 +486,31 @@ class Dispatcher:
             response_excerpt=result.response_excerpt,
             lease_token=delivery.lease_token,
         )
+        self._records.append((record, outcome))
+        self._record_wake.set()
+        try:
+            await self._learn(lane, delivery, result, outcome, attempt_no=attempt_no, now=now)
+        except Exception:
+            log.exception("settling an attempt's consequences failed; its result is kept")
+        return True
+
+    async def _learn(
+        self,
+        lane: Lane,
+        delivery: Delivery,
+        result: AttemptResult,
+        outcome: AttemptOutcome,
+        *,
+        attempt_no: int,
+        now: float,
+    ) -> None:
+        """What one result changes for the lane: limits, circuit, state, alerts, metrics."""
+        name = lane.name
         self._metrics.attempt_latency.labels(name).observe(result.latency_ms / 1000)
         self._adapt(lane, result, now)
         if result.outcome == "gone":
-            # 410: the receiver says the endpoint is gone. Keep the delivery (due
-            # again once someone re-enables the subscription) and stop sending.
-            outcome = AttemptOutcome(DeliveryStatus.PENDING, next_attempt_at=now)
             log.warning("endpoint answered 410 Gone; disabling subscription")
-            await self.set_disabled(name, True, "endpoint answered 410 Gone")
-            await self._emit("subscription_disabled", name, {"reason": "gone"})
+            await self._disable(lane, "endpoint answered 410 Gone", "gone")
         self._metrics.deliveries.labels(name, result.outcome).inc()
         await self._note_circuit(lane, outcome.status is DeliveryStatus.DELIVERED, now)
         if outcome.status is DeliveryStatus.DELIVERED:
@@ -431,34 +520,32 @@ class Dispatcher:
                 "delivered", status=result.status_code, latency_ms=round(result.latency_ms, 1)
             )
             await self._note_success(lane, now)
-        else:
-            log.info(
-                "attempt failed",
-                attempt=attempt_no,
-                status=result.status_code,
-                error=result.error,
-                outcome=outcome.status.value,
+            return
+        log.info(
+            "attempt failed",
+            attempt=attempt_no,
+            status=result.status_code,
+            error=result.error,
+            outcome=outcome.status.value,
+        )
+        await self._note_failure(lane, now)
+        if outcome.status is DeliveryStatus.DEAD:
+            self._metrics.dead.labels(name).inc()
+            await self._emit(
+                "delivery_dead",
+                name,
+                {
+                    "delivery_id": delivery.id,
+                    "event_id": delivery.event_id,
+                    "reason": outcome.reason or "",
+                },
             )
-            await self._note_failure(lane, now)
-            if outcome.status is DeliveryStatus.DEAD:
-                self._metrics.dead.labels(name).inc()
-                await self._emit(
-                    "delivery_dead",
-                    name,
-                    {
-                        "delivery_id": delivery.id,
-                        "event_id": delivery.event_id,
-                        "reason": outcome.reason or "",
-                    },
-                )
-            elif outcome.next_attempt_at is not None:
-                lane.poll_at = (
-                    min(lane.poll_at, outcome.next_attempt_at)
-                    if lane.poll_at > now
-                    else outcome.next_attempt_at
-                )
-        self._records.append((record, outcome))
-        self._record_wake.set()
+        elif outcome.next_attempt_at is not None:
+            lane.poll_at = (
+                min(lane.poll_at, outcome.next_attempt_at)
+                if lane.poll_at > now
+                else outcome.next_attempt_at
+            )
 
     def _adapt(self, lane: Lane, result: AttemptResult, now: float) -> None:
         """Let the lane's concurrency limit learn from one answer."""
@@ -496,8 +583,7 @@ class Dispatcher:
             log.warning(
                 "subscription failing too long; disabling", failing_for_s=round(failing_for)
             )
-            await self.set_disabled(lane.name, True, "failing longer than retry.disable_after")
-            await self._emit("subscription_disabled", lane.name, {"reason": "disable_after"})
+            await self._disable(lane, "failing longer than retry.disable_after", "disable_after")
         elif first:
             await self._save_state(lane)
 
@@ -528,10 +614,13 @@ class Dispatcher:
             log.info("circuit closed: endpoint answers again", subscription=lane.name)
 
     async def _save_state(self, lane: Lane) -> None:
+        lane.unsaved = True
         try:
             await self._store.save_subscription_state(lane.state)
         except StoreError as exc:
-            log.warning("cannot save subscription state", error=str(exc))
+            log.warning("cannot save subscription state; will retry", error=str(exc))
+        else:
+            lane.unsaved = False
 
     async def _emit(self, kind: str, subscription: str, details: dict[str, object]) -> None:
         if self._alert is not None:
@@ -544,29 +633,38 @@ class Dispatcher:
 
     async def _recorder(self) -> None:
         while True:
-            await self._record_wake.wait()
-            if not self._stopped.is_set() and len(self._records) < _RECORD_BATCH:
-                # Let a burst of results gather: one commit for many attempts.
-                await asyncio.sleep(_RECORD_INTERVAL)
-            self._record_wake.clear()
-            # At most one batch per commit: what a kill can lose unrecorded (and
-            # so send again) stays bounded; the rest goes in the next round at once.
-            batch = self._records[:_RECORD_BATCH]
-            del self._records[:_RECORD_BATCH]
-            if self._records:
-                self._record_wake.set()
-            if batch:
-                await self._write_records(batch)
-                settled = {record.delivery_id for record, _ in batch}
-                for lane in self.lanes.values():
-                    lane.held.difference_update(settled)
-                # A settled delivery unblocks its device's next one in ordered lanes.
-                for lane in self.lanes.values():
-                    if lane.subscription.ordered:
-                        lane.poll_at = 0.0
-                        lane.wake.set()
-            if self._stopped.is_set() and not self._records:
-                return
+            try:
+                if await self._record_round():
+                    return
+            except Exception:
+                # Results not written are retried with their deliveries: never stop recording.
+                log.exception("recording attempt results failed; going on")
+                await asyncio.sleep(_LANE_ERROR_PAUSE)
+
+    async def _record_round(self) -> bool:
+        """Write one batch of results; True once stopped with nothing left."""
+        await self._record_wake.wait()
+        if not self._stopped.is_set() and len(self._records) < _RECORD_BATCH:
+            # Let a burst of results gather: one commit for many attempts.
+            await asyncio.sleep(_RECORD_INTERVAL)
+        self._record_wake.clear()
+        # At most one batch per commit: what a kill can lose unrecorded (and
+        # so send again) stays bounded; the rest goes in the next round at once.
+        batch = self._records[:_RECORD_BATCH]
+        del self._records[:_RECORD_BATCH]
+        if self._records:
+            self._record_wake.set()
+        if batch:
+            await self._write_records(batch)
+            settled = {record.delivery_id for record, _ in batch}
+            for lane in self.lanes.values():
+                lane.held.difference_update(settled)
+            # A settled delivery unblocks its device's next one in ordered lanes.
+            for lane in self.lanes.values():
+                if lane.subscription.ordered:
+                    lane.poll_at = 0.0
+                    lane.wake.set()
+        return self._stopped.is_set() and not self._records
 
     async def _write_records(self, batch: list[tuple[AttemptRecord, AttemptOutcome]]) -> None:
         delay = 0.1
@@ -583,6 +681,19 @@ class Dispatcher:
         log.error(
             "gave up recording attempts; their deliveries will be sent again", count=len(batch)
         )
+
+
+def _failed(error: str, started: float, now: float) -> AttemptResult:
+    return AttemptResult(
+        outcome="failed",
+        status_code=None,
+        latency_ms=max(0.0, now - started) * 1000,
+        error=error,
+        response_excerpt=None,
+        response_body=None,
+        retry_after=None,
+        content_type=None,
+    )
 
 
 def _limit_signal(result: AttemptResult) -> concurrency.Failure | None:

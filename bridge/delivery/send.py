@@ -47,9 +47,10 @@ from bridge.core.outcomes import AttemptResult
 from bridge.core.retry import parse_retry_after
 from bridge.core.signing import hub_signature, signature_header
 from bridge.delivery.auth import ReceiverAuth
-from bridge.delivery.excerpts import SCRUB_MARGIN, masked_excerpt, sent_secrets
+from bridge.delivery.excerpts import MASK, SCRUB_MARGIN, masked_excerpt, sent_secrets
 from bridge.delivery.targets import GuardedResolver, check_proxied_target, check_url_target
 from bridge.errors import BridgeError, DeliveryError
+from bridge.logs import scrub_secrets
 
 __all__ = [
     "PIPE_BODY_LIMIT",
@@ -277,26 +278,21 @@ class Sender:
         """POST ``event`` to ``subscription`` once; every problem is a failed result."""
         started = time.perf_counter()
         try:
-            if self._closed:
-                raise DeliveryError("the sender is closed")
-            encoder = encoder_for(subscription.format)
-            if encoder is None:
-                raise DeliveryError(f"format '{subscription.format}' is not available")
-            encoded = encoder(event)
-            headers = self._headers(
-                subscription, event, encoded, delivery_id=delivery_id, attempt=attempt
+            encoded, headers, endpoint = await self._prepare(
+                subscription, event, delivery_id=delivery_id, attempt=attempt
             )
-            if self._guarded(subscription):
-                check_url_target(subscription.url)
-                if subscription.proxy is not None:
-                    await check_proxied_target(subscription.url)
-            endpoint = self._endpoint_for(subscription)
         except BridgeError as exc:
             result = _failure(started, str(exc))
+        except Exception as exc:  # a format plugin, a header the HTTP layer refuses...
+            log.warning("building the request failed unexpectedly", exc_info=True)
+            result = _unexpected(started, "building the request", exc, subscription)
         else:
             endpoint.in_flight += 1
             try:
                 result = await self._authorised_post(endpoint, encoded.body, headers, started)
+            except Exception as exc:  # an auth provider, a value aiohttp refuses to send...
+                log.warning("sending the request failed unexpectedly", exc_info=True)
+                result = _unexpected(started, "sending the request", exc, subscription)
             finally:
                 endpoint.in_flight -= 1
                 await self._close_idle_retired()
@@ -312,6 +308,25 @@ class Sender:
             error=result.error,
         )
         return result
+
+    async def _prepare(
+        self, subscription: Subscription, event: Event, *, delivery_id: str, attempt: int
+    ) -> tuple[Encoded, dict[str, str], _Endpoint]:
+        """The body, the headers and the endpoint of one attempt; raises what stops it."""
+        if self._closed:
+            raise DeliveryError("the sender is closed")
+        encoder = encoder_for(subscription.format)
+        if encoder is None:
+            raise DeliveryError(f"format '{subscription.format}' is not available")
+        encoded = encoder(event)
+        headers = self._headers(
+            subscription, event, encoded, delivery_id=delivery_id, attempt=attempt
+        )
+        if self._guarded(subscription):
+            check_url_target(subscription.url)
+            if subscription.proxy is not None:
+                await check_proxied_target(subscription.url)
+        return encoded, headers, self._endpoint_for(subscription)
 
     async def _authorised_post(
         self, endpoint: _Endpoint, body: bytes, headers: dict[str, str], started: float
@@ -416,6 +431,24 @@ def _classify(
         retry_after=retry_after,
         content_type=response.headers.get("Content-Type"),
     )
+
+
+def _unexpected(
+    started: float, step: str, exc: Exception, subscription: Subscription
+) -> AttemptResult:
+    """A failed attempt for an error no part of the sender expected: it stays one attempt.
+
+    The reason names the step and the error's type and text, with every registered
+    secret masked (a header value can be a secret, and errors quote what they refuse).
+    """
+    text = str(exc)
+    for value in subscription.headers.values():
+        secret = value.get_secret_value()
+        if len(secret) >= 4:
+            text = text.replace(secret, MASK)
+    text = scrub_secrets(text)[:200]
+    reason = f"error while {step}: {type(exc).__name__}" + (f": {text}" if text else "")
+    return _failure(started, reason)
 
 
 def _failure(started: float, error: str) -> AttemptResult:

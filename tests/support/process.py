@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.waiting import wait_until_sync
+from tests.support.waiting import wait_until, wait_until_sync
 
 
 class BridgeProcess:
@@ -69,6 +69,13 @@ class BridgeProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
+
+    async def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait without blocking the loop: receivers on it must go on answering."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        await wait_until(lambda: not self.alive(), timeout=timeout, message="bridge exited")
+        return self.process.wait(1)
 
     def ensure_stopped(self) -> None:
         if self.alive():

@@ -3,6 +3,7 @@
 - normaliser ``example_sensors``: ``sensors/<device_id>/alive`` → ``device.online``
 - format ``example_text``: a one-line ``text/plain`` body ``<type> <id> <device_id>``
 - filter ``example_even_seq``: lets through events whose ``data.seq`` is even
+- format ``example_broken``: raises on every event, as a buggy format plugin would
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from bridge.plugin import Draft, Encoded, Event, Payload
 
-__all__ = ["SensorProfile", "encode_text", "even_seq"]
+__all__ = ["SensorProfile", "encode_broken", "encode_text", "even_seq"]
 
 
 class SensorProfile:
@@ -43,6 +44,10 @@ class SensorProfile:
 def encode_text(event: Event) -> Encoded:
     line = f"{event.type} {event.id} {event.device_id or '-'}\n"
     return Encoded(line.encode("utf-8"), "text/plain; charset=utf-8", {})
+
+
+def encode_broken(event: Event) -> Encoded:
+    raise RuntimeError(f"this format cannot encode {event.type}")
 
 
 def even_seq(envelope: Mapping[str, Any]) -> bool:
