@@ -115,7 +115,12 @@ class Bridge:
             commit_interval=settings.store.commit_interval,
         )
         self.dead_letters = DeadLetters(dead_letter_path(settings.store))
-        self.retention = Retention(settings.retention, self.store)
+        self.retention = Retention(
+            settings.retention,
+            self.store,
+            paused=self.dispatcher.paused,
+            on_expired=self._expired,
+        )
         self.operations = Operations(self)
         # Routes served beside the admin API (inbound webhooks add theirs here before run()).
         self.api_routes: list[web.AbstractRouteDef] = []
@@ -189,6 +194,15 @@ class Bridge:
 
     async def _alert(self, kind: str, subscription: str, details: dict[str, object]) -> None:
         await self.operations.alert(kind, subscription, details)
+
+    async def _expired(self, counts: dict[str, int]) -> None:
+        """A retention sweep turned deliveries dead as too old: one alert per subscription."""
+        for subscription, count in sorted(counts.items()):
+            self.metrics.too_old.labels(subscription).inc(count)
+            self.metrics.dead.labels(subscription).inc(count)
+            await self._alert(
+                "deliveries_expired", subscription, {"reason": "too_old", "count": count}
+            )
 
     # -- the commit step of ingest ------------------------------------------------------
 

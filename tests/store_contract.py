@@ -408,21 +408,56 @@ class StoreContract(DeviceStoreContract, LeaseStoreContract):
         assert await store.get_event(make_event(2).id) is not None
         assert await store.purge(delivered_before=T0 + 1e6, dead_before=T0 + 1e6) == 0
 
-    async def test_expire_older_than(self, store: Store) -> None:
-        old = make_event(1, at=T0 - 1000)
-        old_leased = make_event(2, at=T0 - 1000)
-        fresh = make_event(3, at=T0)
-        expired, _ = await unleased(store, [accepted(old, "crm"), accepted(fresh, "crm")])
-        leased = await ingest(store, [accepted(old_leased, "crm")], lease_until=T0 + LEASE)
-        assert await store.expire_older_than(occurred_before=T0 - 500, now=T0 + 1) == 1
+    async def test_expire_counts_from_receipt_not_from_the_device_clock(self, store: Store) -> None:
+        # A device clock in 2001 says nothing: both were received at T0.
+        ancient = make_event(1, at=978_307_200.0)
+        received_early = make_event(2)
+        leased_early = make_event(3)
+        late = make_event(4)
+        (kept,) = await unleased(store, [accepted(ancient, "crm")], now=T0)
+        expired = (await unleased(store, [accepted(received_early, "crm")], now=T0 - 1000))[0]
+        leased = await ingest(store, [accepted(leased_early, "crm")], now=T0 - 1000)
+        await unleased(store, [accepted(late, "crm")], now=T0 + 10)
+        counts = await store.expire_older_than(received_before=T0 - 500, now=T0 - 1000 + 1)
+        assert counts == {"crm": 1}
         after = await store.get_delivery(expired.id)
         assert after is not None
         assert (after.status, after.dead_reason) == (DEAD, "too_old")
         in_flight = await store.get_delivery(leased[0].id)
         assert in_flight is not None and in_flight.status is PENDING
+        still = await store.get_delivery(kept.id)
+        assert still is not None and still.status is PENDING
         # Once its lease has run out it is expired too.
-        assert await store.expire_older_than(occurred_before=T0 - 500, now=T0 + LEASE + 1) == 1
-        assert await store.queue_depth("crm") == 1
+        counts = await store.expire_older_than(received_before=T0 - 500, now=T0 - 1000 + LEASE + 1)
+        assert counts == {"crm": 1}
+        assert await store.queue_depth("crm") == 2
+
+    async def test_an_operators_retry_restarts_the_age(self, store: Store) -> None:
+        (delivery,) = await unleased(store, [accepted(make_event(1), "crm")], now=T0 - 1000)
+        await store.record_attempts(
+            [(attempt(delivery, at=T0 - 999, code=500), AttemptOutcome(DEAD, reason="x"))],
+            now=T0 - 999,
+        )
+        assert await store.requeue(delivery.id, now=T0)
+        again = await store.get_delivery(delivery.id)
+        assert again is not None and again.age_start == T0
+        assert await store.expire_older_than(received_before=T0 - 500, now=T0) == {}
+
+    async def test_a_paused_subscriptions_queue_does_not_age(self, store: Store) -> None:
+        items = [accepted(make_event(1), "crm", "ops"), accepted(make_event(2), "off", "gone")]
+        deliveries = await unleased(store, items, now=T0 - 1000)
+        await store.save_subscription_state(SubscriptionState("gone", disabled=True))
+        counts = await store.expire_older_than(received_before=T0 - 500, now=T0, paused=["off"])
+        assert counts == {"crm": 1, "ops": 1}
+        # The pause of "off" lasted 900 s: its age now starts at T0 - 100.
+        assert await store.resume_age("off", paused_for=900.0) == 1
+        off = next(d for d in deliveries if d.subscription == "off")
+        moved = await store.get_delivery(off.id)
+        assert moved is not None and moved.age_start == T0 - 100
+        assert await store.expire_older_than(received_before=T0 - 500, now=T0) == {}
+        # Disabled in the store: left alone until enabled (without a recorded pause).
+        await store.save_subscription_state(SubscriptionState("gone", disabled=False))
+        assert await store.expire_older_than(received_before=T0 - 500, now=T0) == {"gone": 1}
 
     async def test_create_deliveries_for_replay(self, store: Store) -> None:
         event = make_event(1)

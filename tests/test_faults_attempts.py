@@ -144,7 +144,9 @@ async def test_draining_a_backlog_at_a_slow_receivers_pace_keeps_the_cpu_idle(
     receiver = Receiver(pace)
     await receiver.start()
     total = 1500
-    config = admin_config(mosquitto, tmp_path, [{"name": "slow", "url": receiver.url, "max_in_flight": 4}])
+    config = admin_config(
+        mosquitto, tmp_path, [{"name": "slow", "url": receiver.url, "max_in_flight": 4}]
+    )
     bridge = BridgeProcess(config, tmp_path)
     try:
         bridge.start()

@@ -125,7 +125,13 @@ def _sample_event(event_type: str) -> Event:
     """A real normalised event for device types; a model-checked one for the bridge's own."""
     now = datetime(2026, 11, 22, 4, 36, 14, 553000, tzinfo=UTC)
     if event_type.startswith("bridge."):
-        fields = {"subscription": "crm", "reason": "sample", "key": "k-1", "file": "dead.jsonl"}
+        fields = {
+            "subscription": "crm",
+            "reason": "sample",
+            "key": "k-1",
+            "file": "dead.jsonl",
+            "count": 3,
+        }
         data = CATALOGUE[event_type].model_validate(fields)
         return Event(
             id="evt_sample0000000001",

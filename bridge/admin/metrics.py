@@ -66,6 +66,12 @@ class Metrics:
         self.dead = Counter(
             "hookbridge_deliveries_dead", "Deliveries that went dead", ["subscription"], registry=r
         )
+        self.too_old = Counter(
+            "hookbridge_deliveries_too_old",
+            "Deliveries that went dead unsent, held longer than retention.max_event_age",
+            ["subscription"],
+            registry=r,
+        )
         self.subscription_disabled = Gauge(
             "hookbridge_subscription_disabled",
             "1 when the subscription is disabled",

@@ -119,6 +119,14 @@ class BridgeAlert(_Data):
     event_id: str | None = None
 
 
+class ExpiredAlert(BridgeAlert):
+    """Deliveries of one subscription went dead unsent: held longer than
+    ``retention.max_event_age``. One alert per subscription and retention sweep."""
+
+    reason: str = "too_old"
+    count: int = Field(ge=1)
+
+
 class StoreRefusedAlert(_Data):
     """The store refused a message even in quarantine: it went to the dead-letter file.
 
@@ -149,6 +157,7 @@ CATALOGUE: dict[str, type[_Data]] = {
     "bridge.subscription_disabled": BridgeAlert,
     "bridge.circuit_opened": BridgeAlert,
     "bridge.delivery_dead": BridgeAlert,
+    "bridge.deliveries_expired": ExpiredAlert,
     "bridge.store_refused": StoreRefusedAlert,
 }
 """Every canonical event type and the model of its ``data``."""

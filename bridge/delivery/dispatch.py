@@ -55,6 +55,7 @@ _FALLBACK_POLL = 5.0
 _BLOCKED_POLL = 0.25
 _LANE_ERROR_PAUSE = 1.0
 _MIN_WAIT = 0.001
+_DISABLED_AT = "disabled_at"  # subscription state: when the current pause began
 _RECORD_BATCH = 512
 _RECORD_INTERVAL = 0.005
 
@@ -196,6 +197,10 @@ class Dispatcher:
             lane.wake.set()
         return overflow
 
+    def paused(self) -> list[str]:
+        """The subscriptions whose queue does not age now (disabled, or not enabled)."""
+        return [lane.name for lane in self.lanes.values() if lane.paused]
+
     def poke(self, subscription: str | None = None) -> None:
         """Something changed in the store (requeue, replay, release): look now."""
         for lane in self.lanes.values():
@@ -207,11 +212,20 @@ class Dispatcher:
         lane = self.lanes.get(name)
         if lane is None:
             return False
+        now = self._clock()
+        extra = dict(lane.state.extra)
+        paused_since = _float_or_none(extra.pop(_DISABLED_AT, None))
+        if disabled:
+            # The queue's clock stops while disabled (see Store.resume_age).
+            extra[_DISABLED_AT] = repr(paused_since if paused_since is not None else now)
+        elif paused_since is not None and lane.state.disabled:
+            await self._store.resume_age(name, paused_for=max(0.0, now - paused_since))
         lane.state = replace(
             lane.state,
             disabled=disabled,
             disabled_reason=reason if disabled else None,
             failing_since=lane.state.failing_since if disabled else None,
+            extra=extra,
         )
         self._metrics.subscription_disabled.labels(name).set(1 if disabled else 0)
         if disabled:
@@ -402,8 +416,8 @@ class Dispatcher:
                 event_id=delivery.event_id, delivery_id=delivery.id, subscription=sub.name
             ):
                 max_age = self._settings.retention.max_event_age
-                if too_old(delivery.event.timestamp, now=started, max_event_age=max_age):
-                    self._record_too_old(lane, delivery, attempt_no, started)
+                if too_old(delivery.age_start, now=started, max_event_age=max_age):
+                    await self._record_too_old(lane, delivery, attempt_no, started)
                     recorded = True
                     return
                 try:
@@ -430,8 +444,11 @@ class Dispatcher:
             self._metrics.in_flight.labels(lane.name).set(lane.in_flight)
             lane.wake.set()
 
-    def _record_too_old(self, lane: Lane, delivery: Delivery, attempt_no: int, now: float) -> None:
-        # Not sent: a receiver acting on a days-old event does more harm than good.
+    async def _record_too_old(
+        self, lane: Lane, delivery: Delivery, attempt_no: int, now: float
+    ) -> None:
+        # Not sent: held by the bridge for longer than max_event_age (retried that
+        # long), a receiver acting on it now does more harm than good.
         record = AttemptRecord(
             delivery_id=delivery.id,
             attempt=attempt_no,
@@ -442,10 +459,16 @@ class Dispatcher:
             response_excerpt=None,
             lease_token=delivery.lease_token,
         )
-        log.info("event older than retention.max_event_age; dead without sending")
+        log.warning("delivery held longer than retention.max_event_age; dead without sending")
         self._metrics.dead.labels(lane.name).inc()
+        self._metrics.too_old.labels(lane.name).inc()
         self._records.append((record, AttemptOutcome(DeliveryStatus.DEAD, reason="too_old")))
         self._record_wake.set()
+        await self._emit(
+            "delivery_dead",
+            lane.name,
+            {"delivery_id": delivery.id, "event_id": delivery.event_id, "reason": "too_old"},
+        )
 
     async def _settle(
         self,
@@ -681,6 +704,13 @@ class Dispatcher:
         log.error(
             "gave up recording attempts; their deliveries will be sent again", count=len(batch)
         )
+
+
+def _float_or_none(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def _failed(error: str, started: float, now: float) -> AttemptResult:

@@ -3,8 +3,11 @@
 Every ``retention.interval`` the :class:`Retention` task asks the store to
 delete delivered deliveries older than ``retention.delivered`` and dead ones
 older than ``retention.dead`` (with their attempts and orphaned events), and
-to turn pending deliveries of events older than ``retention.max_event_age``
-into dead ones with reason ``too_old``. It runs as its own task and each store
+to turn pending deliveries held longer than ``retention.max_event_age``
+into dead ones with reason ``too_old``. Age counts from when the bridge
+received the event (an operator's retry and the end of a pause restart or
+stop the clock), never from the device's clock: a device whose clock says
+2001 is delivered like any other. It runs as its own task and each store
 call is one short transaction, so delivery never waits for it.
 
 The bounds are a pure function of the settings and ``now``
@@ -17,9 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from bridge.config import RetentionSettings
 from bridge.errors import StoreError
@@ -47,7 +49,7 @@ class Bounds:
 
     delivered_before: float
     dead_before: float
-    occurred_before: float
+    received_before: float
 
 
 def retention_bounds(settings: RetentionSettings, now: float) -> Bounds:
@@ -55,19 +57,23 @@ def retention_bounds(settings: RetentionSettings, now: float) -> Bounds:
     return Bounds(
         delivered_before=now - settings.delivered,
         dead_before=now - settings.dead,
-        occurred_before=now - settings.max_event_age,
+        received_before=now - settings.max_event_age,
     )
 
 
-def too_old(occurred: datetime, *, now: float, max_event_age: float) -> bool:
-    """True when an event that occurred at ``occurred`` must no longer be delivered."""
-    return occurred.timestamp() < now - max_event_age
+def too_old(age_start: float, *, now: float, max_event_age: float) -> bool:
+    """True when a delivery whose age counts from ``age_start`` must no longer be sent."""
+    return age_start < now - max_event_age
 
 
 @dataclass(frozen=True, slots=True)
 class SweepResult:
     purged: int
-    expired: int
+    expired: dict[str, int]  # per subscription
+
+
+Expired = Callable[[dict[str, int]], Awaitable[None]]
+"""``on_expired(counts)``: deliveries a sweep turned dead as too old, per subscription."""
 
 
 class Retention:
@@ -79,10 +85,14 @@ class Retention:
         store: Store,
         *,
         clock: Callable[[], float] = time.time,
+        paused: Callable[[], Sequence[str]] = tuple,
+        on_expired: Expired | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._clock = clock
+        self._paused = paused
+        self._on_expired = on_expired
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()  # a stop or a reload ends the wait between sweeps
         self.sweeps = 0
@@ -92,8 +102,13 @@ class Retention:
         now = self._clock()
         bounds = retention_bounds(self._settings, now)
         expired = await self._store.expire_older_than(
-            occurred_before=bounds.occurred_before, now=now
+            received_before=bounds.received_before, now=now, paused=self._paused()
         )
+        if expired and self._on_expired is not None:
+            try:
+                await self._on_expired(expired)
+            except Exception:  # an alert must never stop retention
+                log.exception("reporting expired deliveries failed")
         purged = await self._store.purge(
             delivered_before=bounds.delivered_before, dead_before=bounds.dead_before
         )

@@ -104,6 +104,13 @@ class Delivery:
     last_error: str | None = None
     # The fencing token of the claim this copy was taken under (see the module docstring).
     lease_token: int = 0
+    # Where retention.max_event_age counts from: the receipt (created_at) unless an
+    # operator's retry or a resumed pause moved it.
+    age_from: float | None = None
+
+    @property
+    def age_start(self) -> float:
+        return self.created_at if self.age_from is None else self.age_from
 
     @property
     def event_id(self) -> str:
@@ -302,9 +309,22 @@ class Store(Protocol):
         Returns the number of rows removed (deliveries, attempts and events)."""
         ...
 
-    async def expire_older_than(self, *, occurred_before: float, now: float) -> int:
-        """Pending deliveries (not under a live lease) of events that occurred before
-        ``occurred_before`` become dead with reason ``too_old``; returns how many."""
+    async def expire_older_than(
+        self, *, received_before: float, now: float, paused: Sequence[str] = ()
+    ) -> dict[str, int]:
+        """Pending deliveries whose age counts from before ``received_before`` become
+        dead with reason ``too_old``; returns how many per subscription.
+
+        Age counts from receipt (see :attr:`Delivery.age_start`), never from the
+        device's clock. Left alone: deliveries under a live lease (their attempt
+        decides), and those of subscriptions disabled in the store or named in
+        ``paused``: a paused subscription's queue does not age.
+        """
+        ...
+
+    async def resume_age(self, subscription: str, *, paused_for: float) -> int:
+        """A subscription's pause ended after ``paused_for`` seconds: its pending
+        deliveries' age starts that much later; returns how many were moved."""
         ...
 
     async def is_writable(self) -> bool:

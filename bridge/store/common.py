@@ -60,7 +60,7 @@ __all__ = [
 # The columns ``delivery_from_row`` reads, in its order, and the join they come from.
 DELIVERY_COLUMNS = """d.id, d.subscription, d.attempts, d.created_at, d.status,
     d.next_attempt_at, e.body, d.dead_reason, d.last_status_code, d.last_error,
-    d.lease_token"""
+    d.lease_token, d.age_from"""
 FROM_DELIVERIES = "FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
 # The columns ``presence_from_row`` reads, in its order.
 PRESENCE_COLUMNS = "device_id, state, last_seen, changed_at, reason"
@@ -91,6 +91,7 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
         last_status_code=row[8],
         last_error=row[9],
         lease_token=row[10],
+        age_from=row[11],
     )
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "RELEASE",
     "RELEASE_OWNER",
     "REQUEUE",
+    "RESUME_AGE",
     "SAVE_SUBSCRIPTION_STATE",
     "SUBSCRIPTION_STATES",
     "create_deliveries",
@@ -112,15 +113,21 @@ COUNT_BY_STATUS = "SELECT status, count(*) FROM deliveries GROUP BY status"
 COUNT_EVENTS = "SELECT count(*) FROM events"
 COUNT_REJECTED = "SELECT count(*) FROM rejected"
 # A new fencing token: the result of an attempt still in flight no longer applies.
+# An operator's retry always sends: the delivery's age starts again.
 REQUEUE = """UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_owner = NULL,
-    lease_until = NULL, dead_reason = NULL, updated_at = $1, lease_token = lease_token + 1
+    lease_until = NULL, dead_reason = NULL, updated_at = $1, lease_token = lease_token + 1,
+    age_from = $1
     WHERE id = $2"""
 # A delivery under a live lease is being sent right now: its attempt decides.
 EXPIRE = """UPDATE deliveries SET status = 'dead', dead_reason = 'too_old',
     next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $1
-    WHERE status = 'pending'
-      AND event_id IN (SELECT id FROM events WHERE occurred_at < $2)
-      AND (lease_until IS NULL OR lease_until < $1)"""
+    WHERE status = 'pending' AND coalesce(age_from, created_at) < $2
+      AND (lease_until IS NULL OR lease_until < $1)
+      AND NOT (subscription = ANY($3::text[]))
+      AND subscription NOT IN (SELECT name FROM subscription_state WHERE disabled)
+    RETURNING subscription"""
+RESUME_AGE = """UPDATE deliveries SET age_from = coalesce(age_from, created_at) + $1
+    WHERE subscription = $2 AND status = 'pending'"""
 # The write probe takes the commit path of ingest: a row into events (its
 # indexes, its locks) and out again, committed. A one-row update elsewhere
 # goes through while an operator's lock or a full disk stops ingest's inserts.

@@ -138,11 +138,20 @@ _DEDUPE_WINDOW_AND_PENDING_AGE = (
         WHERE status = 'pending'""",
 )
 
+# Age counts from receipt: NULL means "from created_at"; an operator's retry and
+# the end of a pause set it. The index serves the expiry sweep.
+_AGE_FROM_RECEIPT = (
+    "ALTER TABLE deliveries ADD COLUMN age_from double precision",
+    """CREATE INDEX deliveries_pending_age_from
+        ON deliveries ((coalesce(age_from, created_at))) WHERE status = 'pending'""",
+)
+
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
     _V2,
     _LEASES_FOLLOW_HOLDER,
     _DEDUPE_WINDOW_AND_PENDING_AGE,
+    _AGE_FROM_RECEIPT,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 

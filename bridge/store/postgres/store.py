@@ -27,6 +27,7 @@ reaches a message or a repr.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -416,11 +417,20 @@ class PostgresStore:
                 break
         return removed
 
-    async def expire_older_than(self, *, occurred_before: float, now: float) -> int:
-        async def work(conn: Any) -> int:
-            return sql.rowcount(await conn.execute(sql.EXPIRE, now, occurred_before))
+    async def expire_older_than(
+        self, *, received_before: float, now: float, paused: Sequence[str] = ()
+    ) -> dict[str, int]:
+        async def work(conn: Any) -> dict[str, int]:
+            rows = await conn.fetch(sql.EXPIRE, now, received_before, list(paused))
+            return dict(Counter(row[0] for row in rows))
 
         return await self._run(work, action="expire_older_than")
+
+    async def resume_age(self, subscription: str, *, paused_for: float) -> int:
+        async def work(conn: Any) -> int:
+            return sql.rowcount(await conn.execute(sql.RESUME_AGE, paused_for, subscription))
+
+        return await self._run(work, action="resume_age")
 
     async def remember_inbound_id(
         self, source: str, msg_id: str, *, now: float, ttl: float

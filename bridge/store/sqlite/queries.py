@@ -57,6 +57,7 @@ __all__ = [
     "RELEASE",
     "RELEASE_OWNER",
     "REQUEUE",
+    "RESUME_AGE",
     "SAVE_SUBSCRIPTION_STATE",
     "SUBSCRIPTION_STATES",
     "create_deliveries",
@@ -104,15 +105,21 @@ COUNT_BY_STATUS = "SELECT status, count(*) FROM deliveries GROUP BY status"
 COUNT_EVENTS = "SELECT count(*) FROM events"
 COUNT_REJECTED = "SELECT count(*) FROM rejected"
 # A new fencing token: the result of an attempt still in flight no longer applies.
-REQUEUE = """UPDATE deliveries SET status = 'pending', next_attempt_at = ?, lease_owner = NULL,
-    lease_until = NULL, dead_reason = NULL, updated_at = ?, lease_token = lease_token + 1
-    WHERE id = ?"""
+# An operator's retry always sends: the delivery's age starts again.
+REQUEUE = """UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, lease_owner = NULL,
+    lease_until = NULL, dead_reason = NULL, updated_at = ?2, lease_token = lease_token + 1,
+    age_from = ?2
+    WHERE id = ?3"""
 # A delivery under a live lease is being sent right now: its attempt decides.
 EXPIRE = """UPDATE deliveries SET status = 'dead', dead_reason = 'too_old',
-    next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?
-    WHERE status = 'pending'
-      AND event_id IN (SELECT id FROM events WHERE occurred_at < ?)
-      AND (lease_until IS NULL OR lease_until < ?)"""
+    next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?1
+    WHERE status = 'pending' AND coalesce(age_from, created_at) < ?2
+      AND (lease_until IS NULL OR lease_until < ?1)
+      AND subscription NOT IN (SELECT value FROM json_each(?3))
+      AND subscription NOT IN (SELECT name FROM subscription_state WHERE disabled = 1)
+    RETURNING subscription"""
+RESUME_AGE = """UPDATE deliveries SET age_from = coalesce(age_from, created_at) + ?
+    WHERE subscription = ? AND status = 'pending'"""
 # The write probe takes the commit path of ingest: a row into events (its
 # indexes, its pages) and out again, committed. A one-row update elsewhere can
 # succeed in place while ingest's inserts fail on a full disk.

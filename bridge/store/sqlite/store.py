@@ -18,6 +18,7 @@ the working directory, ``sqlite:////var/lib/hookbridge/hookbridge.db`` absolute.
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -390,11 +391,20 @@ class SQLiteStore:
 
         return await self._run(work, action="oldest_pending", write=False)
 
-    async def expire_older_than(self, *, occurred_before: float, now: float) -> int:
-        def work(conn: sqlite3.Connection) -> int:
-            return conn.execute(sql.EXPIRE, (now, occurred_before, now)).rowcount
+    async def expire_older_than(
+        self, *, received_before: float, now: float, paused: Sequence[str] = ()
+    ) -> dict[str, int]:
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute(sql.EXPIRE, (now, received_before, orjson.dumps(list(paused))))
+            return dict(Counter(row[0] for row in rows))
 
         return await self._run(work, action="expire_older_than")
+
+    async def resume_age(self, subscription: str, *, paused_for: float) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            return conn.execute(sql.RESUME_AGE, (paused_for, subscription)).rowcount
+
+        return await self._run(work, action="resume_age")
 
     async def remember_inbound_id(
         self, source: str, msg_id: str, *, now: float, ttl: float
