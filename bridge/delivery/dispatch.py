@@ -16,18 +16,17 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 import structlog
-from aiolimiter import AsyncLimiter
 
 from bridge.admin.metrics import Metrics
 from bridge.config import Settings, Subscription
-from bridge.core import concurrency
-from bridge.core.circuit import Circuit, CircuitPolicy, admit, record, release_probe, reopens_at
+from bridge.core.circuit import admit, release_probe
 from bridge.core.retry import decide
+from bridge.delivery.lane import ERROR_PAUSE, Lane
+from bridge.delivery.recorder import Recorder
 from bridge.delivery.retention import TOO_OLD_ERROR, too_old
 from bridge.delivery.send import AttemptResult, Sender
 from bridge.errors import StoreError
@@ -50,80 +49,6 @@ Alert = Callable[[str, str, dict[str, object]], Awaitable[None]]
 
 AfterDelivery = Callable[[Subscription, Delivery, AttemptResult], Awaitable[str | None]]
 """Called after a 2xx (pipe mode: publish the answer back); returns an error to record, or None."""
-
-_FALLBACK_POLL = 5.0
-_BLOCKED_POLL = 0.25
-_LANE_ERROR_PAUSE = 1.0
-_MIN_WAIT = 0.001
-_DISABLED_AT = "disabled_at"  # subscription state: when the current pause began
-_RECORD_BATCH = 512
-_RECORD_INTERVAL = 0.005
-
-
-class Lane:
-    """Delivery of one subscription: buffer, in-flight limit, rate limit, retries due."""
-
-    def __init__(self, subscription: Subscription, state: SubscriptionState) -> None:
-        self.subscription = subscription
-        self.state = state
-        self.buffer: deque[Delivery] = deque()
-        self.held: set[str] = set()
-        self.in_flight = 0
-        self.wake = asyncio.Event()
-        self.poll_at = 0.0  # when to ask the store for due deliveries next
-        self.limiter = self._limiter(subscription)
-        self.closed = False
-        self.circuit = Circuit()
-        self.concurrency = concurrency.start(self.limit_policy)
-        self.probe: str | None = None  # the delivery a half-open circuit let through
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.unsaved = False  # its state changed but the store refused to keep it
-
-    @staticmethod
-    def _limiter(subscription: Subscription) -> AsyncLimiter | None:
-        rate = subscription.rate_limit
-        return AsyncLimiter(rate.count, rate.per) if rate is not None else None
-
-    @property
-    def name(self) -> str:
-        return self.subscription.name
-
-    @property
-    def capacity(self) -> int:
-        """How many more deliveries the buffer may take."""
-        return max(0, 4 * self.subscription.max_in_flight + 256 - len(self.held))
-
-    @property
-    def wants_more(self) -> bool:
-        """Worth a claim: the buffer ran dry, or has room for a good batch.
-
-        Refilling by batches keeps a lane draining at a slow receiver's pace
-        from asking the store once per finished attempt.
-        """
-        room = self.capacity
-        return room > 0 and (not self.buffer or room >= min(self.subscription.max_in_flight, 64))
-
-    @property
-    def circuit_policy(self) -> CircuitPolicy:
-        c = self.subscription.circuit
-        return CircuitPolicy(failures=c.failures, cool_down=c.cool_down, enabled=c.enabled)
-
-    @property
-    def limit_policy(self) -> concurrency.LimitPolicy:
-        return concurrency.LimitPolicy(cap=self.subscription.max_in_flight)
-
-    @property
-    def paused(self) -> bool:
-        return self.state.disabled or not self.subscription.enabled
-
-    def update(self, subscription: Subscription) -> None:
-        if subscription.rate_limit != self.subscription.rate_limit:
-            self.limiter = self._limiter(subscription)
-        resized = subscription.max_in_flight != self.subscription.max_in_flight
-        self.subscription = subscription
-        if resized:
-            self.concurrency = concurrency.start(self.limit_policy)
-        self.wake.set()
 
 
 class Dispatcher:
@@ -150,10 +75,8 @@ class Dispatcher:
         self._alert = alert
         self._after_delivery = after_delivery
         self.lanes: dict[str, Lane] = {}
-        self._records: list[tuple[AttemptRecord, AttemptOutcome]] = []
-        self._record_wake = asyncio.Event()
+        self._recorder = Recorder(store, settled=self._settled, clock=clock)
         self._stopping = False
-        self._stopped = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
 
     # -- public -------------------------------------------------------------------
@@ -167,7 +90,7 @@ class Dispatcher:
             )
         async with asyncio.TaskGroup() as group:
             self._group = group
-            group.create_task(self._recorder(), name="attempt-recorder")
+            group.create_task(self._recorder.run(), name="attempt-recorder")
             for lane in self.lanes.values():
                 group.create_task(self._drive(lane), name=f"lane-{lane.name}")
 
@@ -179,15 +102,7 @@ class Dispatcher:
         overflow: list[str] = []
         for delivery in deliveries:
             lane = self.lanes.get(delivery.subscription)
-            # An ordered lane takes deliveries only through the store's claim, which
-            # holds a device's next one back until the previous is settled.
-            if (
-                lane is None
-                or lane.paused
-                or lane.capacity <= 0
-                or self._stopping
-                or lane.subscription.ordered
-            ):
+            if lane is None or self._stopping or not lane.takes_offers:
                 overflow.append(delivery.id)
                 if lane is not None:
                     lane.poll_at = 0.0
@@ -213,20 +128,11 @@ class Dispatcher:
         if lane is None:
             return False
         now = self._clock()
-        extra = dict(lane.state.extra)
-        paused_since = _float_or_none(extra.pop(_DISABLED_AT, None))
-        if disabled:
-            # The queue's clock stops while disabled (see Store.resume_age).
-            extra[_DISABLED_AT] = repr(paused_since if paused_since is not None else now)
-        elif paused_since is not None and lane.state.disabled:
-            await self._store.resume_age(name, paused_for=max(0.0, now - paused_since))
-        lane.state = replace(
-            lane.state,
-            disabled=disabled,
-            disabled_reason=reason if disabled else None,
-            failing_since=lane.state.failing_since if disabled else None,
-            extra=extra,
-        )
+        paused_for = lane.paused_for(now)
+        if not disabled and paused_for is not None:
+            # The queue's clock stopped while disabled (see Store.resume_age).
+            await self._store.resume_age(name, paused_for=paused_for)
+        lane.set_disabled(disabled, reason, now)
         self._metrics.subscription_disabled.labels(name).set(1 if disabled else 0)
         if disabled:
             await self._release_buffer(lane)
@@ -286,8 +192,16 @@ class Dispatcher:
             task.cancel()
         for lane in self.lanes.values():
             await self._release_buffer(lane)
-        self._stopped.set()
-        self._record_wake.set()
+        self._recorder.finish()
+
+    def _settled(self, ids: set[str]) -> None:
+        """Results committed: those deliveries may be claimed again (retries)."""
+        for lane in self.lanes.values():
+            lane.held.difference_update(ids)
+            # A settled delivery unblocks its device's next one in ordered lanes.
+            if lane.subscription.ordered:
+                lane.poll_at = 0.0
+                lane.wake.set()
 
     # -- lanes ---------------------------------------------------------------------
 
@@ -301,43 +215,15 @@ class Dispatcher:
                     await self._start_attempts(lane)
                 if lane.unsaved:
                     await self._save_state(lane)
-                timeout = self._idle_for(lane)
+                timeout = lane.idle_for(self._clock())
             except Exception:
                 # A lane that stops would strand its subscription's queue: log, wait, go on.
                 log.exception("delivery lane step failed; trying again", subscription=lane.name)
-                timeout = _LANE_ERROR_PAUSE
+                timeout = ERROR_PAUSE
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lane.wake.wait(), timeout)
         if lane.closed:  # removed by a reload: what it holds goes back to the store
             await self._release_buffer(lane)
-
-    def _idle_for(self, lane: Lane) -> float:
-        """How long the lane may sleep before it has something to do.
-
-        Every reason to wake sooner sets ``lane.wake`` (an attempt ends, a
-        delivery is offered, a result is recorded, an operator acts), so the
-        only timers here are the ones nothing else would signal: the next poll
-        of the store, the end of a circuit's cool-down or of a Retry-After
-        pause. A timer already past never makes a zero wait: that is a spin.
-        """
-        now = self._clock()
-        timeout = _FALLBACK_POLL
-        if lane.unsaved:
-            timeout = _LANE_ERROR_PAUSE  # a state the store refused: try again soon
-        if lane.paused:
-            return timeout
-        if lane.wants_more and lane.poll_at > now:
-            timeout = min(timeout, lane.poll_at - now)
-        if lane.buffer:
-            reopens = reopens_at(lane.circuit, lane.circuit_policy)
-            if reopens is not None and reopens > now:
-                # Open circuit: sleep until the probe may go, not a poll sooner.
-                timeout = reopens - now
-            paused_until = lane.concurrency.paused_until
-            if paused_until > now:
-                # Retry-After: the receiver asked for a pause; wake when it ends.
-                timeout = min(timeout, paused_until - now)
-        return max(timeout, _MIN_WAIT)
 
     async def _claim(self, lane: Lane, now: float) -> None:
         room = lane.capacity
@@ -355,20 +241,7 @@ class Dispatcher:
             log.warning("cannot claim due deliveries", subscription=lane.name, error=str(exc))
             lane.poll_at = now + 1.0
             return
-        for delivery in claimed:
-            if delivery.id not in lane.held:
-                lane.buffer.append(delivery)
-                lane.held.add(delivery.id)
-        if len(claimed) >= room:
-            lane.poll_at = now  # more are due: come back as soon as there is room
-        elif next_due is not None and next_due <= now and not claimed:
-            # Due but not claimable (an ordered device waits for its previous
-            # one): a result being recorded wakes the lane; poll only gently.
-            lane.poll_at = now + _BLOCKED_POLL
-        elif next_due is not None:
-            lane.poll_at = min(max(next_due, now + 0.001), now + _FALLBACK_POLL)
-        else:
-            lane.poll_at = now + _FALLBACK_POLL
+        lane.take(claimed, room=room, next_due=next_due, now=now)
 
     async def _start_attempts(self, lane: Lane) -> None:
         assert self._group is not None
@@ -429,7 +302,8 @@ class Dispatcher:
                     # escape, it is this attempt's failure, never the dispatcher's.
                     log.exception("attempt raised; recorded as a failed attempt")
                     reason = f"internal error: {type(exc).__name__}"
-                    result = _failed(reason, started, self._clock())
+                    latency_ms = max(0.0, self._clock() - started) * 1000
+                    result = AttemptResult.failure(reason, latency_ms=latency_ms)
                 recorded = await self._settle(lane, delivery, attempt_no, started, result)
         finally:
             if lane.probe == delivery.id:
@@ -462,8 +336,7 @@ class Dispatcher:
         log.warning("delivery held longer than retention.max_event_age; dead without sending")
         self._metrics.dead.labels(lane.name).inc()
         self._metrics.too_old.labels(lane.name).inc()
-        self._records.append((record, AttemptOutcome(DeliveryStatus.DEAD, reason="too_old")))
-        self._record_wake.set()
+        self._recorder.add(record, AttemptOutcome(DeliveryStatus.DEAD, reason="too_old"))
         await self._emit(
             "delivery_dead",
             lane.name,
@@ -509,8 +382,7 @@ class Dispatcher:
             response_excerpt=result.response_excerpt,
             lease_token=delivery.lease_token,
         )
-        self._records.append((record, outcome))
-        self._record_wake.set()
+        self._recorder.add(record, outcome)
         try:
             await self._learn(lane, delivery, result, outcome, attempt_no=attempt_no, now=now)
         except Exception:
@@ -530,7 +402,8 @@ class Dispatcher:
         """What one result changes for the lane: limits, circuit, state, alerts, metrics."""
         name = lane.name
         self._metrics.attempt_latency.labels(name).observe(result.latency_ms / 1000)
-        self._adapt(lane, result, now)
+        if lane.adapt(result, now):
+            self._metrics.concurrency_limit.labels(name).set(lane.concurrency.allowed)
         if result.outcome == "gone":
             log.warning("endpoint answered 410 Gone; disabling subscription")
             await self._disable(lane, "endpoint answered 410 Gone", "gone")
@@ -570,26 +443,6 @@ class Dispatcher:
                 else outcome.next_attempt_at
             )
 
-    def _adapt(self, lane: Lane, result: AttemptResult, now: float) -> None:
-        """Let the lane's concurrency limit learn from one answer."""
-        policy = lane.limit_policy
-        before = lane.concurrency.allowed
-        signal = _limit_signal(result)
-        if signal is None:
-            lane.concurrency = concurrency.after_success(
-                lane.concurrency,
-                policy,
-                latency=result.latency_ms / 1000,
-                in_flight=lane.in_flight,
-                now=now,
-            )
-        else:
-            lane.concurrency = concurrency.after_failure(
-                lane.concurrency, policy, kind=signal, now=now, retry_after=result.retry_after
-            )
-        if lane.concurrency.allowed != before:
-            self._metrics.concurrency_limit.labels(lane.name).set(lane.concurrency.allowed)
-
     async def _note_success(self, lane: Lane, now: float) -> None:
         had_failures = lane.state.failing_since is not None
         lane.state = replace(lane.state, last_success=now, failing_since=None)
@@ -611,30 +464,23 @@ class Dispatcher:
             await self._save_state(lane)
 
     async def _note_circuit(self, lane: Lane, success: bool, now: float) -> None:
-        before = lane.circuit
-        lane.circuit = record(before, lane.circuit_policy, success=success, now=now)
+        change = lane.record_circuit(success=success, now=now)
         self._metrics.circuit_open.labels(lane.name).set(1 if lane.circuit.is_open else 0)
-        if lane.circuit.is_open and lane.circuit.opened_at != before.opened_at:
-            lane.concurrency = concurrency.circuit_opened(lane.concurrency, lane.limit_policy)
-            cool_down = lane.circuit_policy.cool_down
-            log.warning(
-                "circuit open: pausing deliveries",
-                subscription=lane.name,
-                consecutive_failures=lane.circuit.consecutive_failures,
-                cool_down_s=cool_down,
-            )
-            if not before.is_open:  # one alert per outage, not one per failed probe
-                await self._emit(
-                    "circuit_opened",
-                    lane.name,
-                    {
-                        "reason": "failures",
-                        "failures": lane.circuit.consecutive_failures,
-                        "cool_down_s": cool_down,
-                    },
-                )
-        elif before.is_open and not lane.circuit.is_open:
+        if change == "closed":
             log.info("circuit closed: endpoint answers again", subscription=lane.name)
+        if change not in {"opened", "reopened"}:
+            return
+        cool_down = lane.circuit_policy.cool_down
+        failures = lane.circuit.consecutive_failures
+        log.warning(
+            "circuit open: pausing deliveries",
+            subscription=lane.name,
+            consecutive_failures=failures,
+            cool_down_s=cool_down,
+        )
+        if change == "opened":  # one alert per outage, not one per failed probe
+            details = {"reason": "failures", "failures": failures, "cool_down_s": cool_down}
+            await self._emit("circuit_opened", lane.name, dict(details))
 
     async def _save_state(self, lane: Lane) -> None:
         lane.unsaved = True
@@ -651,88 +497,3 @@ class Dispatcher:
                 await self._alert(kind, subscription, details)
             except Exception:  # an alert must never break delivery
                 log.exception("alert failed", kind=kind)
-
-    # -- recorder -----------------------------------------------------------------
-
-    async def _recorder(self) -> None:
-        while True:
-            try:
-                if await self._record_round():
-                    return
-            except Exception:
-                # Results not written are retried with their deliveries: never stop recording.
-                log.exception("recording attempt results failed; going on")
-                await asyncio.sleep(_LANE_ERROR_PAUSE)
-
-    async def _record_round(self) -> bool:
-        """Write one batch of results; True once stopped with nothing left."""
-        await self._record_wake.wait()
-        if not self._stopped.is_set() and len(self._records) < _RECORD_BATCH:
-            # Let a burst of results gather: one commit for many attempts.
-            await asyncio.sleep(_RECORD_INTERVAL)
-        self._record_wake.clear()
-        # At most one batch per commit: what a kill can lose unrecorded (and
-        # so send again) stays bounded; the rest goes in the next round at once.
-        batch = self._records[:_RECORD_BATCH]
-        del self._records[:_RECORD_BATCH]
-        if self._records:
-            self._record_wake.set()
-        if batch:
-            await self._write_records(batch)
-            settled = {record.delivery_id for record, _ in batch}
-            for lane in self.lanes.values():
-                lane.held.difference_update(settled)
-            # A settled delivery unblocks its device's next one in ordered lanes.
-            for lane in self.lanes.values():
-                if lane.subscription.ordered:
-                    lane.poll_at = 0.0
-                    lane.wake.set()
-        return self._stopped.is_set() and not self._records
-
-    async def _write_records(self, batch: list[tuple[AttemptRecord, AttemptOutcome]]) -> None:
-        delay = 0.1
-        for _ in range(100):
-            try:
-                await self._store.record_attempts(batch, now=self._clock())
-            except StoreError as exc:
-                log.error("cannot record attempts; will retry", error=str(exc), count=len(batch))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            else:
-                return
-        # The leases run out and the deliveries are tried again: at-least-once holds.
-        log.error(
-            "gave up recording attempts; their deliveries will be sent again", count=len(batch)
-        )
-
-
-def _float_or_none(text: str | None) -> float | None:
-    try:
-        return float(text) if text is not None else None
-    except ValueError:
-        return None
-
-
-def _failed(error: str, started: float, now: float) -> AttemptResult:
-    return AttemptResult(
-        outcome="failed",
-        status_code=None,
-        latency_ms=max(0.0, now - started) * 1000,
-        error=error,
-        response_excerpt=None,
-        response_body=None,
-        retry_after=None,
-        content_type=None,
-    )
-
-
-def _limit_signal(result: AttemptResult) -> concurrency.Failure | None:
-    """What an attempt tells the concurrency limiter; None: the receiver answered."""
-    status = result.status_code
-    if status in (429, 503):
-        return "throttled"
-    if status is not None and status < 500:
-        return None  # 2xx, and 4xx the receiver chose to give: it is keeping up
-    if status is None and (result.error or "").startswith("timeout"):
-        return "timeout"
-    return "error"
