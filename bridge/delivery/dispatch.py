@@ -195,13 +195,16 @@ class Dispatcher:
         self._recorder.finish()
 
     def _settled(self, ids: set[str]) -> None:
-        """Results committed: those deliveries may be claimed again (retries)."""
+        """Results committed: their deliveries leave the lanes' books, which frees room."""
         for lane in self.lanes.values():
+            before = len(lane.held)
             lane.held.difference_update(ids)
-            # A settled delivery unblocks its device's next one in ordered lanes.
             if lane.subscription.ordered:
+                # A settled delivery unblocks its device's next one.
                 lane.poll_at = 0.0
                 lane.wake.set()
+            elif len(lane.held) < before:
+                lane.wake.set()  # room to claim what waits in the store
 
     # -- lanes ---------------------------------------------------------------------
 

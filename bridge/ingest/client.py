@@ -47,6 +47,7 @@ log = get_logger("hookbridge.ingest")
 
 _BUSY_RATE = 2000.0  # messages/s above which batching pays more than it costs in latency
 _QUIET_GATHER = 0.001
+_QUIET_GAP = 0.0005  # no new message for this long: the broker waits for our PUBACKs
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,6 +528,27 @@ class Ingest:
             return self._commit_interval
         return min(self._commit_interval, _QUIET_GATHER)
 
+    async def _gather(self, limit: float) -> None:
+        """Group commit: let a batch fill for up to ``limit`` seconds, until it is full
+        or the broker pauses.
+
+        A broker sends at most its in-flight window of unacknowledged messages
+        (mosquitto's default is 20, managed brokers have similar limits) and then
+        waits for our PUBACKs, which go out only after the commit. Once arrivals
+        pause for ``_QUIET_GAP`` the window is likely full: waiting longer adds
+        latency and keeps the window shut. The check is a timer, not a wake-up
+        per message, so a fast stream costs a few wake-ups per batch.
+        """
+        deadline = time.monotonic() + limit
+        while len(self._pending) < self._max_batch and not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            before = len(self._pending)
+            await asyncio.sleep(min(remaining, _QUIET_GAP))
+            if len(self._pending) == before:
+                return  # the broker paused: commit what it sent
+
     async def _batcher(self) -> None:
         rate = 0.0  # messages per second over the last commit cycle
         cycle_start = time.monotonic()
@@ -539,9 +561,7 @@ class Ingest:
                 continue
             gather = self._gather_time(rate)
             if len(self._pending) < self._max_batch and gather > 0:
-                # Group commit: give a burst a few milliseconds to fill the batch.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), gather)
+                await self._gather(gather)
             batch, self._pending = self._pending, []
             self._resume_reading()
             now = time.monotonic()
