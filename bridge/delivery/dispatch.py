@@ -84,7 +84,11 @@ class Dispatcher:
     async def run(self) -> None:
         states = await self._store.subscription_states()
         for sub in self._settings.subscriptions:
-            self.lanes[sub.name] = Lane(sub, states.get(sub.name, SubscriptionState(sub.name)))
+            self.lanes[sub.name] = Lane(
+                sub,
+                states.get(sub.name, SubscriptionState(sub.name)),
+                self._metrics.for_lane(sub.name),
+            )
             self._metrics.subscription_disabled.labels(sub.name).set(
                 1 if self.lanes[sub.name].paused else 0
             )
@@ -168,7 +172,9 @@ class Dispatcher:
         for name, sub in wanted.items():
             found = self.lanes.get(name)
             if found is None:
-                lane = Lane(sub, states.get(name, SubscriptionState(name)))
+                lane = Lane(
+                    sub, states.get(name, SubscriptionState(name)), self._metrics.for_lane(name)
+                )
                 self.lanes[name] = lane
                 if self._group is not None and not self._stopping:
                     self._group.create_task(self._drive(lane), name=f"lane-{name}")
@@ -265,7 +271,7 @@ class Dispatcher:
                 lane.probe = delivery.id
                 log.info("circuit half-open: probing with one delivery", subscription=lane.name)
             lane.in_flight += 1
-            self._metrics.in_flight.labels(lane.name).set(lane.in_flight)
+            lane.metrics.in_flight.set(lane.in_flight)
             task = self._group.create_task(
                 self._attempt(lane, delivery), name=f"attempt-{delivery.id}"
             )
@@ -288,26 +294,28 @@ class Dispatcher:
         started = self._clock()
         recorded = False
         try:
-            with structlog.contextvars.bound_contextvars(
+            # Each attempt runs in a task of its own, with its own copy of the
+            # context: binding without unbinding cannot leak into another attempt.
+            structlog.contextvars.bind_contextvars(
                 event_id=delivery.event_id, delivery_id=delivery.id, subscription=sub.name
-            ):
-                max_age = self._settings.retention.max_event_age
-                if too_old(delivery.age_start, now=started, max_event_age=max_age):
-                    await self._record_too_old(lane, delivery, attempt_no, started)
-                    recorded = True
-                    return
-                try:
-                    result = await self._sender.attempt(
-                        sub, delivery.event, delivery_id=delivery.id, attempt=attempt_no
-                    )
-                except Exception as exc:
-                    # The sender turns every problem into a result; should one still
-                    # escape, it is this attempt's failure, never the dispatcher's.
-                    log.exception("attempt raised; recorded as a failed attempt")
-                    reason = f"internal error: {type(exc).__name__}"
-                    latency_ms = max(0.0, self._clock() - started) * 1000
-                    result = AttemptResult.failure(reason, latency_ms=latency_ms)
-                recorded = await self._settle(lane, delivery, attempt_no, started, result)
+            )
+            max_age = self._settings.retention.max_event_age
+            if too_old(delivery.age_start, now=started, max_event_age=max_age):
+                await self._record_too_old(lane, delivery, attempt_no, started)
+                recorded = True
+                return
+            try:
+                result = await self._sender.attempt(
+                    sub, delivery.event, delivery_id=delivery.id, attempt=attempt_no
+                )
+            except Exception as exc:
+                # The sender turns every problem into a result; should one still
+                # escape, it is this attempt's failure, never the dispatcher's.
+                log.exception("attempt raised; recorded as a failed attempt")
+                reason = f"internal error: {type(exc).__name__}"
+                latency_ms = max(0.0, self._clock() - started) * 1000
+                result = AttemptResult.failure(reason, latency_ms=latency_ms)
+            recorded = await self._settle(lane, delivery, attempt_no, started, result)
         finally:
             if lane.probe == delivery.id:
                 # A probe that ended without a result (too old, cancelled) frees the slot.
@@ -318,7 +326,7 @@ class Dispatcher:
                 # A recorded one stays held until its result is committed (see _recorder):
                 # a claim in between must not take it again.
                 lane.held.discard(delivery.id)
-            self._metrics.in_flight.labels(lane.name).set(lane.in_flight)
+            lane.metrics.in_flight.set(lane.in_flight)
             lane.wake.set()
 
     async def _record_too_old(
@@ -404,17 +412,17 @@ class Dispatcher:
     ) -> None:
         """What one result changes for the lane: limits, circuit, state, alerts, metrics."""
         name = lane.name
-        self._metrics.attempt_latency.labels(name).observe(result.latency_ms / 1000)
+        lane.metrics.attempt_latency.observe(result.latency_ms / 1000)
         if lane.adapt(result, now):
             self._metrics.concurrency_limit.labels(name).set(lane.concurrency.allowed)
         if result.outcome == "gone":
             log.warning("endpoint answered 410 Gone; disabling subscription")
             await self._disable(lane, "endpoint answered 410 Gone", "gone")
-        self._metrics.deliveries.labels(name, result.outcome).inc()
+        lane.metrics.attempt(result.outcome).inc()
         await self._note_circuit(lane, outcome.status is DeliveryStatus.DELIVERED, now)
         if outcome.status is DeliveryStatus.DELIVERED:
             received = delivery.created_at
-            self._metrics.end_to_end_latency.labels(name).observe(max(0.0, now - received))
+            lane.metrics.end_to_end_latency.observe(max(0.0, now - received))
             log.debug(
                 "delivered", status=result.status_code, latency_ms=round(result.latency_ms, 1)
             )
@@ -468,7 +476,7 @@ class Dispatcher:
 
     async def _note_circuit(self, lane: Lane, success: bool, now: float) -> None:
         change = lane.record_circuit(success=success, now=now)
-        self._metrics.circuit_open.labels(lane.name).set(1 if lane.circuit.is_open else 0)
+        lane.metrics.circuit_open.set(1 if lane.circuit.is_open else 0)
         if change == "closed":
             log.info("circuit closed: endpoint answers again", subscription=lane.name)
         if change not in {"opened", "reopened"}:

@@ -17,6 +17,7 @@ from typing import Literal
 
 from aiolimiter import AsyncLimiter
 
+from bridge.admin.metrics import LaneMetrics
 from bridge.config import Subscription
 from bridge.core import concurrency
 from bridge.core.circuit import Circuit, CircuitPolicy, record, reopens_at
@@ -40,8 +41,11 @@ CircuitChange = Literal["opened", "reopened", "closed"] | None
 class Lane:
     """Delivery of one subscription: buffer, in-flight limit, rate limit, retries due."""
 
-    def __init__(self, subscription: Subscription, state: SubscriptionState) -> None:
+    def __init__(
+        self, subscription: Subscription, state: SubscriptionState, metrics: LaneMetrics
+    ) -> None:
         self.subscription = subscription
+        self.metrics = metrics
         self.state = state
         self.buffer: deque[Delivery] = deque()
         self.held: set[str] = set()
