@@ -17,7 +17,6 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 
 import structlog
 
@@ -335,14 +334,7 @@ class Dispatcher:
         # Not sent: held by the bridge for longer than max_event_age (retried that
         # long), a receiver acting on it now does more harm than good.
         record = AttemptRecord(
-            delivery_id=delivery.id,
-            attempt=attempt_no,
-            started_at=now,
-            latency_ms=0.0,
-            status_code=None,
-            error=TOO_OLD_ERROR,
-            response_excerpt=None,
-            lease_token=delivery.lease_token,
+            delivery.id, attempt_no, now, 0.0, None, TOO_OLD_ERROR, None, delivery.lease_token
         )
         log.warning("delivery held longer than retention.max_event_age; dead without sending")
         self._metrics.dead.labels(lane.name).inc()
@@ -455,17 +447,11 @@ class Dispatcher:
             )
 
     async def _note_success(self, lane: Lane, now: float) -> None:
-        had_failures = lane.state.failing_since is not None
-        lane.state = replace(lane.state, last_success=now, failing_since=None)
-        if had_failures:
+        if lane.note_success(now):
             await self._save_state(lane)
 
     async def _note_failure(self, lane: Lane, now: float) -> None:
-        first = lane.state.failing_since is None
-        lane.state = replace(
-            lane.state, last_failure=now, failing_since=lane.state.failing_since or now
-        )
-        failing_for = now - (lane.state.failing_since or now)
+        first, failing_for = lane.note_failure(now)
         if failing_for > self._settings.retry.disable_after and not lane.state.disabled:
             log.warning(
                 "subscription failing too long; disabling", failing_for_s=round(failing_for)

@@ -182,6 +182,19 @@ class Lane:
             extra=extra,
         )
 
+    def note_success(self, now: float) -> bool:
+        """An answer: the failing streak ends. True when the state must be saved."""
+        had_failures = self.state.failing_since is not None
+        self.state = replace(self.state, last_success=now, failing_since=None)
+        return had_failures
+
+    def note_failure(self, now: float) -> tuple[bool, float]:
+        """A failure: whether it starts a failing streak, and how long the streak is."""
+        first = self.state.failing_since is None
+        since = self.state.failing_since or now
+        self.state = replace(self.state, last_failure=now, failing_since=since)
+        return first, now - since
+
     def adapt(self, result: AttemptResult, now: float) -> bool:
         """Let the in-flight limit learn from one answer; True when the limit changed."""
         before = self.concurrency.allowed
