@@ -98,8 +98,9 @@ class LeaseStoreContract:
         self, instance: Instance
     ) -> None:
         a = await instance("bridge-a")
-        b = await instance("bridge-b", takeover_after=0.3)
+        b = await instance("bridge-b", takeover_after=1.5)
         held = await _one_leased(a, "bridge-a")
+        await a.heartbeat()  # alive just now: a busy machine must not make it look dead
         assert await b.claim_due("crm", now=T0 + 1, owner="bridge-b", lease_until=T0, limit=5) == []
         taken: list[Delivery] = []
 
