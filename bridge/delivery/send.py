@@ -49,7 +49,7 @@ from bridge.core.signing import hub_signature, signature_header
 from bridge.delivery.auth import ReceiverAuth
 from bridge.delivery.excerpts import SCRUB_MARGIN, masked_excerpt, sent_secrets
 from bridge.delivery.targets import GuardedResolver, check_proxied_target, check_url_target
-from bridge.errors import BridgeError, DeliveryError
+from bridge.errors import BridgeError, DeliveryError, TargetRefused
 
 __all__ = [
     "PIPE_BODY_LIMIT",
@@ -292,6 +292,7 @@ class Sender:
                     await check_proxied_target(subscription.url)
             endpoint = self._endpoint_for(subscription)
         except BridgeError as exc:
+            _warn_if_refused(subscription, exc)
             result = _failure(started, str(exc))
         else:
             endpoint.in_flight += 1
@@ -354,6 +355,7 @@ class Sender:
                 # The margin read only served the masking.
                 return dataclasses.replace(result, response_body=content[:kept])
         except BridgeError as exc:  # TargetRefused from the resolver
+            _warn_if_refused(subscription, exc)
             return _failure(started, str(exc))
         except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
             return _failure(started, _describe(exc, subscription))
@@ -416,6 +418,17 @@ def _classify(
         retry_after=retry_after,
         content_type=response.headers.get("Content-Type"),
     )
+
+
+def _warn_if_refused(subscription: Subscription, exc: BridgeError) -> None:
+    """A refused target is a configuration matter: a warning naming the key that allows it."""
+    if isinstance(exc, TargetRefused):
+        log.warning(
+            "delivery refused: the target is not a public address",
+            subscription=subscription.name,
+            reason=str(exc),
+            allowed_by="security.allow_private_targets: true",
+        )
 
 
 def _failure(started: float, error: str) -> AttemptResult:
