@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import SECRET, running_bridge
+from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.admin import Admin, admin_config, api_url
 from tests.support.mosquitto import Mosquitto
+from tests.support.process import BridgeProcess
 from tests.support.receiver import Receiver
 
 HIDDEN = "Zm9vYmFyYmF6cXV4cXV1eA"  # part of secrets below; never printed
@@ -177,6 +178,17 @@ BROKEN: list[tuple[str, object, list[str]]] = [
         ["subscriptions[0].auth.tokn: Extra inputs are not permitted (did you mean 'token'?)"],
     ),
     (
+        "certificate files that do not exist",
+        {
+            "mqtt": {"tls": {"ca_file": "/nonexistent/broker-ca.pem"}},
+            "subscriptions": [_sub(client_cert="/nonexistent/client.pem")],
+        },
+        [
+            "mqtt.tls.ca_file: no such file: /nonexistent/broker-ca.pem",
+            "subscriptions[0].client_cert: no such file: /nonexistent/client.pem",
+        ],
+    ),
+    (
         "duplicate subscription name",
         {"subscriptions": [_sub(), _sub(url="https://other.example.com/")]},
         ["subscriptions[1].name: 'crm' is already the name of subscriptions[0]"],
@@ -330,3 +342,23 @@ async def test_operator_commands_need_only_the_api_section(
     missing = _cli("subscriptions", "list", "-c", str(operator))
     assert missing.returncode == 1
     assert "api.token: environment variable HB_TEST_ADMIN_TOKEN is not set" in missing.stderr
+
+
+def test_run_logs_the_warnings_when_it_starts(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    config = bridge_config(
+        mosquitto,
+        tmp_path,
+        [{"name": "local", "url": "http://127.0.0.1:9/hook", "events": ["sesion.*"]}],
+        security={"allow_private_targets": False},
+    )
+    bridge = BridgeProcess(config, tmp_path)
+    try:
+        bridge.start()
+        bridge.wait_subscribed()
+        log = bridge.run_log()
+    finally:
+        bridge.ensure_stopped()
+    warnings = [line for line in log.splitlines() if "configuration warning" in line]
+    assert any("warning" in line.split("configuration warning")[0] for line in warnings), log
+    assert any("'sesion.*' matches no event type" in line for line in warnings), log
+    assert any("security.allow_private_targets" in line for line in warnings), log

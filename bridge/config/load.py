@@ -119,6 +119,31 @@ def _check_plugins(document: dict[str, Any], problems: list[str]) -> None:
             )
 
 
+_FILE_KEYS = {
+    "mqtt.tls": ("ca_file", "cert_file", "key_file"),
+    "subscriptions": ("ca_file", "client_cert", "client_key"),
+}
+
+
+def _check_files(document: dict[str, Any], problems: list[str]) -> None:
+    """Certificate and key files exist (relative paths count from the working directory)."""
+    places: list[tuple[str, object]] = []
+    mqtt = document.get("mqtt")
+    tls = mqtt.get("tls") if isinstance(mqtt, dict) else None
+    if isinstance(tls, dict):
+        places += [(f"mqtt.tls.{key}", tls.get(key)) for key in _FILE_KEYS["mqtt.tls"]]
+    for index, entry in _items(document, "subscriptions"):
+        places += [
+            (f"subscriptions[{index}].{key}", entry.get(key)) for key in _FILE_KEYS["subscriptions"]
+        ]
+    for place, value in places:
+        if isinstance(value, str) and value and not Path(value).is_file():
+            problems.append(
+                f"{place}: no such file: {value} (a relative path counts from the working "
+                "directory the bridge runs in)"
+            )
+
+
 def _follows_from(problem: str, places: Iterable[str]) -> bool:
     """Whether ``problem`` is at or under one of ``places`` (a follow-on of an unset variable)."""
     where = problem.split(": ", 1)[0]
@@ -155,6 +180,7 @@ def parse_config(raw: object, *, interpolate: bool = True) -> Settings:
     _check_names(document, found)
     _check_rules(document, found)
     _check_plugins(document, found)
+    _check_files(document, found)
     for problem in found:
         if problem not in problems and not _follows_from(problem, missing):
             problems.append(problem)
