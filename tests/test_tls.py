@@ -176,11 +176,11 @@ def test_missing_tls_file_is_a_broker_error(tmp_path: Path) -> None:
     }
     # The configuration check refuses a file that is not there...
     with pytest.raises(ConfigError) as refused:
-        parse_config(config)
+        parse_config(config, check_files=True)
     assert refused.value.problems[0].startswith("mqtt.tls.ca_file: no such file")
     # ...and one that goes missing after the check is the broker connection's error.
     ca_file.write_text("not a certificate yet\n")
-    settings = parse_config(config)
+    settings = parse_config(config, check_files=True)
     ca_file.unlink()
     with pytest.raises(BrokerError, match=r"cannot load the mqtt\.tls files"):
         Bridge(settings)

@@ -150,14 +150,16 @@ def _follows_from(problem: str, places: Iterable[str]) -> bool:
     return any(where == p or where.startswith((p + ".", p + "[")) for p in places)
 
 
-def parse_config(raw: object, *, interpolate: bool = True) -> Settings:
+def parse_config(raw: object, *, interpolate: bool = True, check_files: bool = False) -> Settings:
     """Validate an already-parsed YAML document into :class:`Settings`.
 
     Everything ``run`` checks is checked here, so ``check-config``, ``run``
     and a reload refuse the same files with the same messages: the models,
     then what the running parts compile (rules, formats and filters of
     plugins). An unset ``${VAR}`` is one problem at its place, without the
-    follow-on problems of the empty text put in its stead.
+    follow-on problems of the empty text put in its stead. With
+    ``check_files`` (as :func:`load_config` does), certificate and key files
+    must exist.
     """
     if raw is None:
         raw = {}
@@ -180,7 +182,8 @@ def parse_config(raw: object, *, interpolate: bool = True) -> Settings:
     _check_names(document, found)
     _check_rules(document, found)
     _check_plugins(document, found)
-    _check_files(document, found)
+    if check_files:
+        _check_files(document, found)
     for problem in found:
         if problem not in problems and not _follows_from(problem, missing):
             problems.append(problem)
@@ -215,7 +218,7 @@ def _read_yaml(path: str | os.PathLike[str]) -> object:
 
 def load_config(path: str | os.PathLike[str]) -> Settings:
     """Read, interpolate and validate a YAML configuration file."""
-    return parse_config(_read_yaml(path))
+    return parse_config(_read_yaml(path), check_files=True)
 
 
 def load_api_settings(path: str | os.PathLike[str]) -> ApiSettings:
