@@ -82,6 +82,9 @@ def run(
         asyncio.run(main())
     except BridgeError as exc:
         typer.echo(f"error: {exc}", err=True)
+        if isinstance(exc, ConfigError) and exc.problems != [str(exc)]:
+            for problem in exc.problems:  # never just "rules have 2 problems"
+                typer.echo(f"  {problem}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -104,6 +107,7 @@ def check_config(
         raise typer.Exit(2)
     path = path or config
     assert path is not None
+    configure_logging("warning")  # the check's own lines only, not the plugins' info
     settings = _load_or_exit(path)
     warnings = config_warnings(settings)
     typer.echo(f"{path}: valid" + (f", {len(warnings)} warning(s)" if warnings else ""))
