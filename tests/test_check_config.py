@@ -189,6 +189,30 @@ BROKEN: list[tuple[str, object, list[str]]] = [
         ],
     ),
     (
+        "inbound path the admin API serves, a repeated path, a secret that is not base64",
+        {
+            "inbound": [
+                {
+                    "name": name,
+                    "path": path,
+                    "secret": secret,
+                    "topic": "cmd/x",
+                    "allow_topics": ["cmd/#"],
+                }
+                for name, path, secret in (
+                    ("a", "/api/cmd", SECRET),
+                    ("b", "/in/cmd", SECRET),
+                    ("c", "/in/cmd", f"whsec_{HIDDEN}!"),
+                )
+            ]
+        },
+        [
+            "inbound[0].path: is served by the admin API",
+            "inbound[2].path: '/in/cmd' is already the path of inbound[1]",
+            "inbound[2].secret: a whsec_ secret must be valid base64",
+        ],
+    ),
+    (
         "duplicate subscription name",
         {"subscriptions": [_sub(), _sub(url="https://other.example.com/")]},
         ["subscriptions[1].name: 'crm' is already the name of subscriptions[0]"],

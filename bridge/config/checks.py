@@ -122,8 +122,8 @@ def jmespath_problem(exc: jmespath.exceptions.JMESPathError) -> str:
     return f"not a valid JMESPath expression: {text}"
 
 
-def duplicate_names(section: str, names: list[tuple[int, object]]) -> list[str]:
-    """``section[i].name: ...`` for each name already used by an earlier entry."""
+def duplicate_names(section: str, names: list[tuple[int, object]], key: str = "name") -> list[str]:
+    """``section[i].name: ...`` for each name (or other ``key``) an earlier entry has."""
     problems: list[str] = []
     first: dict[str, int] = {}
     for index, name in names:
@@ -131,8 +131,8 @@ def duplicate_names(section: str, names: list[tuple[int, object]]) -> list[str]:
             continue
         if name in first:
             problems.append(
-                f"{section}[{index}].name: '{name}' is already the name of "
-                f"{section}[{first[name]}]; names must be unique"
+                f"{section}[{index}].{key}: '{name}' is already the {key} of "
+                f"{section}[{first[name]}]; {key}s must be unique"
             )
         first.setdefault(name, index)
     return problems

@@ -79,10 +79,12 @@ def _items(document: dict[str, Any], section: str) -> list[tuple[int, dict[str, 
 
 
 def _check_names(document: dict[str, Any], problems: list[str]) -> None:
-    """Subscription and inbound names are unique; a repeat is reported where it is."""
+    """Names (and inbound paths) are unique; a repeat is reported where it is."""
     for section in ("subscriptions", "inbound"):
         names = [(index, entry.get("name")) for index, entry in _items(document, section)]
         problems.extend(duplicate_names(section, names))
+    paths = [(index, entry.get("path")) for index, entry in _items(document, "inbound")]
+    problems.extend(duplicate_names("inbound", paths, key="path"))
 
 
 def _check_rules(document: dict[str, Any], problems: list[str]) -> None:

@@ -41,6 +41,7 @@ from bridge.errors import TemplateError
 
 __all__ = [
     "FEATURES_NOT_BUILT",
+    "INBOUND_RESERVED_PATHS",
     "ApiSettings",
     "BasicAuth",
     "BearerAuth",
@@ -100,6 +101,9 @@ RateLimit = Annotated[
 ]
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+INBOUND_RESERVED_PATHS = ("/api", "/metrics", "/healthz", "/readyz", "/dashboard")
+"""Paths of the admin listener that an inbound webhook may not take."""
 
 FEATURES_NOT_BUILT: dict[str, str] = {}
 """Config values whose feature is not built yet: ``"place=value"`` → why.
@@ -402,7 +406,17 @@ class InboundSettings(_Model):
     signature: Literal["standard", "github"] = "standard"
     max_body: Size = 256 * 1024
 
-    _clean_secret = field_validator("secret")(check_clean_secret)
+    _secret = field_validator("secret")(check_webhook_secret)
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if any(value == p or value.startswith(p + "/") for p in INBOUND_RESERVED_PATHS):
+            raise ValueError(
+                f"is served by the admin API ({', '.join(INBOUND_RESERVED_PATHS)}); "
+                "choose another, e.g. /inbound/<name>"
+            )
+        return value
 
     @field_validator("topic")
     @classmethod
