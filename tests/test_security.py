@@ -47,6 +47,11 @@ async def test_private_target_is_refused_by_the_running_bridge(
             await wait_until(lambda: any(e["event"] == "attempt failed" for e in logs), timeout=15)
     failures = [e for e in logs if e["event"] == "attempt failed"]
     assert "security.allow_private_targets" in str(failures[0]["error"])
+    # A refused target is a warning naming the key that allows it, not just a failed attempt.
+    refused = [e for e in logs if e["event"].startswith("delivery refused")]
+    assert refused, logs
+    assert refused[0]["log_level"] == "warning"
+    assert refused[0]["allowed_by"] == "security.allow_private_targets: true"
     assert receiver.requests == []
 
 

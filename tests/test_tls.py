@@ -19,7 +19,7 @@ import trustme
 
 from bridge.app import Bridge
 from bridge.config import parse_config
-from bridge.errors import BrokerError
+from bridge.errors import BrokerError, ConfigError
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
@@ -168,10 +168,19 @@ async def test_untrusted_ca_never_connects(
 
 
 def test_missing_tls_file_is_a_broker_error(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
     config = {
-        "mqtt": {"url": "mqtts://127.0.0.1:8883", "tls": {"ca_file": str(tmp_path / "no.pem")}},
+        "mqtt": {"url": "mqtts://127.0.0.1:8883", "tls": {"ca_file": str(ca_file)}},
         "store": {"url": f"sqlite:///{tmp_path}/hb.db"},
         "api": {"listen": None},
     }
+    # The configuration check refuses a file that is not there...
+    with pytest.raises(ConfigError) as refused:
+        parse_config(config, check_files=True)
+    assert refused.value.problems[0].startswith("mqtt.tls.ca_file: no such file")
+    # ...and one that goes missing after the check is the broker connection's error.
+    ca_file.write_text("not a certificate yet\n")
+    settings = parse_config(config, check_files=True)
+    ca_file.unlink()
     with pytest.raises(BrokerError, match=r"cannot load the mqtt\.tls files"):
-        Bridge(parse_config(config))
+        Bridge(settings)

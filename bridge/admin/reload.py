@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from bridge.config import Settings, load_config
+from bridge.config.advice import config_warnings
 from bridge.core.normalise import Normaliser
 from bridge.core.route import Router
 from bridge.delivery.auth import secret_values
@@ -84,6 +85,8 @@ async def reload_bridge(bridge: BridgeParts) -> ReloadResult:
     except ConfigError as exc:
         log.error("reload refused: the configuration is invalid", problems=exc.problems)
         return ReloadResult(False, exc.problems)
+    for warning in config_warnings(new):  # what check-config warns about
+        log.warning("configuration warning", warning=warning)
     old = bridge.settings
     sections, restart = changed_parts(old, new)
     if restart:

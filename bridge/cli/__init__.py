@@ -56,6 +56,12 @@ def run(
     settings = _load_or_exit(config)
     configure_logging(log_level)
     from bridge.app import Bridge
+    from bridge.config.advice import config_warnings
+    from bridge.logs import get_logger
+
+    log = get_logger("hookbridge.config")
+    for warning in config_warnings(settings):  # what check-config warns about, logged
+        log.warning("configuration warning", warning=warning)
 
     async def main() -> None:
         bridge = Bridge(settings, config_path=config)
@@ -76,14 +82,35 @@ def run(
         asyncio.run(main())
     except BridgeError as exc:
         typer.echo(f"error: {exc}", err=True)
+        if isinstance(exc, ConfigError) and exc.problems != [str(exc)]:
+            for problem in exc.problems:  # never just "rules have 2 problems"
+                typer.echo(f"  {problem}", err=True)
         raise typer.Exit(1) from None
 
 
 @app.command("check-config")
-def check_config(path: Annotated[Path, typer.Argument(help="YAML configuration file.")]) -> None:
-    """Validate a configuration file: exit 0 with a summary, or 2 with every problem."""
+def check_config(
+    path: Annotated[
+        Path | None, typer.Argument(help="YAML configuration file.", show_default=False)
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="The same file, as `run` takes it.")
+    ] = None,
+) -> None:
+    """Validate a configuration file: exit 0 with a summary and any warnings, or 2 with every
+    problem. Checks what `run` checks (rules compiled, JMESPath, secrets, URLs, plugins),
+    without connecting anywhere."""
+    from bridge.config.advice import config_warnings
+
+    if (path is None) == (config is None):
+        typer.echo("error: give the configuration file, as FILE or -c FILE", err=True)
+        raise typer.Exit(2)
+    path = path or config
+    assert path is not None
+    configure_logging("warning")  # the check's own lines only, not the plugins' info
     settings = _load_or_exit(path)
-    typer.echo(f"{path}: valid")
+    warnings = config_warnings(settings)
+    typer.echo(f"{path}: valid" + (f", {len(warnings)} warning(s)" if warnings else ""))
     typer.echo(f"  broker: {display_url(settings.mqtt.url)} (MQTT {settings.mqtt.protocol})")
     typer.echo(f"  store: {display_url(redact_url(settings.store.url))}")
     typer.echo(f"  profiles: {', '.join(settings.profiles) or '-'}; rules: {len(settings.rules)}")
@@ -92,6 +119,8 @@ def check_config(path: Annotated[Path, typer.Argument(help="YAML configuration f
         signed = "signed" if sub.secrets else "UNSIGNED"
         target = display_url(sub.url)
         typer.echo(f"    {sub.name}: {', '.join(sub.events)} -> {target} ({sub.mode}, {signed})")
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @config_app.command("schema")

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bridge.config import load_config
+from bridge.config import load_api_settings
 from bridge.errors import ApiError, ConfigError
 
 __all__ = ["ApiClient", "register"]
@@ -91,17 +91,17 @@ def _client(url: str | None, token: str | None, config: Path | None) -> ApiClien
     token = token or os.environ.get("HOOKBRIDGE_ADMIN_TOKEN") or None
     if config is not None and (url is None or token is None):
         try:
-            settings = load_config(config)
+            api = load_api_settings(config)  # only the api section: no webhook secrets needed
         except ConfigError as exc:
             raise ApiError(f"{exc}: {'; '.join(exc.problems)}") from None
         if url is None:
-            if settings.api.listen is None:
+            if api.listen is None:
                 raise ApiError("the configuration has no api.listen: the admin API is off")
-            host, _, port = settings.api.listen.rpartition(":")
+            host, _, port = api.listen.rpartition(":")
             host = "127.0.0.1" if host in {"0.0.0.0", "::", "[::]"} else host  # noqa: S104
             url = f"http://{host}:{port}"
-        if token is None and settings.api.token is not None:
-            token = settings.api.token.get_secret_value()
+        if token is None and api.token is not None:
+            token = api.token.get_secret_value()
     if url is None:
         raise ApiError("where is the bridge? give --url, HOOKBRIDGE_URL or -c config.yaml")
     if not url.startswith(("http://", "https://")):

@@ -9,7 +9,7 @@ in a ``repr``, a summary or an error message.
 
 from __future__ import annotations
 
-from bridge.config.load import load_config, parse_config
+from bridge.config.load import load_api_settings, load_config, parse_config
 from bridge.config.models import (
     FEATURES_NOT_BUILT,
     ApiSettings,
@@ -55,6 +55,7 @@ __all__ = [
     "StoreSettings",
     "Subscription",
     "TypeFrom",
+    "load_api_settings",
     "load_config",
     "parse_config",
     "redact_url",

@@ -9,27 +9,33 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from bridge.config.models import FEATURES_NOT_BUILT, Settings
+from bridge.config.checks import duplicate_names
+from bridge.config.models import FEATURES_NOT_BUILT, ApiSettings, Rule, Settings
+from bridge.config.problems import did_you_mean, join_place, validation_problems
 from bridge.errors import ConfigError
 
-__all__ = ["load_config", "parse_config"]
+__all__ = ["load_api_settings", "load_config", "parse_config"]
 
 
 _ENV_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _interpolate(value: Any, place: str, problems: list[str]) -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
+def _interpolate(value: Any, place: str, missing: dict[str, str]) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``.
+
+    ``missing`` collects the place of each unset variable (place → its name).
+    """
     if isinstance(value, dict):
-        return {k: _interpolate(v, _join(place, str(k)), problems) for k, v in value.items()}
+        return {k: _interpolate(v, join_place(place, str(k)), missing) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, f"{place}[{i}]", problems) for i, v in enumerate(value)]
+        return [_interpolate(v, f"{place}[{i}]", missing) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -40,29 +46,12 @@ def _interpolate(value: Any, place: str, problems: list[str]) -> Any:
         found = os.environ.get(name)
         if found is None or (found == "" and default is not None):
             if default is None:
-                problems.append(f"{place or '<root>'}: environment variable {name} is not set")
+                missing.setdefault(place or "<root>", name)
                 return ""
             return default
         return found
 
     return _ENV_PATTERN.sub(substitute, value)
-
-
-def _join(place: str, key: str) -> str:
-    return f"{place}.{key}" if place else key
-
-
-def _place(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif part in {"str", "list[constrained-str]", "SecretStr", "list[SecretStr]"}:
-            # pydantic names union members in the location; users know only their keys
-            continue
-        else:
-            text = _join(text, str(part))
-    return text or "<root>"
 
 
 def _check_not_built(raw: dict[str, Any], problems: list[str]) -> None:
@@ -82,32 +71,131 @@ def _check_not_built(raw: dict[str, Any], problems: list[str]) -> None:
             problems.append(f"{key}: {why}")
 
 
-def parse_config(raw: object, *, interpolate: bool = True) -> Settings:
-    """Validate an already-parsed YAML document into :class:`Settings`."""
+def _items(document: dict[str, Any], section: str) -> list[tuple[int, dict[str, Any]]]:
+    entries = document.get(section)
+    if not isinstance(entries, list):
+        return []
+    return [(i, entry) for i, entry in enumerate(entries) if isinstance(entry, dict)]
+
+
+def _check_names(document: dict[str, Any], problems: list[str]) -> None:
+    """Names (and inbound paths) are unique; a repeat is reported where it is."""
+    for section in ("subscriptions", "inbound"):
+        names = [(index, entry.get("name")) for index, entry in _items(document, section)]
+        problems.extend(duplicate_names(section, names))
+    paths = [(index, entry.get("path")) for index, entry in _items(document, "inbound")]
+    problems.extend(duplicate_names("inbound", paths, key="path"))
+
+
+def _check_rules(document: dict[str, Any], problems: list[str]) -> None:
+    """Compile every rule as ``run`` does: event types known, JMESPath parsed, a device id."""
+    from bridge.core.rules import UserRule
+
+    for index, entry in _items(document, "rules"):
+        try:
+            rule = Rule.model_validate(entry)
+        except ValidationError:
+            continue  # reported with its place by the whole document's validation
+        try:
+            UserRule(rule, index)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+
+
+def _check_plugins(document: dict[str, Any], problems: list[str]) -> None:
+    """Formats and filters that installed plugins provide (which needs the plugins loaded)."""
+    from bridge.core.formats import FORMATS
+    from bridge.plugin import filter_for, load_plugins
+
+    load_plugins()
+    for index, entry in _items(document, "subscriptions"):
+        fmt = entry.get("format")
+        if isinstance(fmt, str) and fmt not in FORMATS:
+            known = ", ".join(sorted(FORMATS))
+            hint = did_you_mean(fmt, FORMATS)
+            problems.append(f"subscriptions[{index}].format: unknown format{hint}; known: {known}")
+        name = entry.get("filter_plugin")
+        if isinstance(name, str) and filter_for(name) is None:
+            problems.append(
+                f"subscriptions[{index}].filter_plugin: no installed plugin provides this filter"
+            )
+
+
+_FILE_KEYS = {
+    "mqtt.tls": ("ca_file", "cert_file", "key_file"),
+    "subscriptions": ("ca_file", "client_cert", "client_key"),
+}
+
+
+def _check_files(document: dict[str, Any], problems: list[str]) -> None:
+    """Certificate and key files exist (relative paths count from the working directory)."""
+    places: list[tuple[str, object]] = []
+    mqtt = document.get("mqtt")
+    tls = mqtt.get("tls") if isinstance(mqtt, dict) else None
+    if isinstance(tls, dict):
+        places += [(f"mqtt.tls.{key}", tls.get(key)) for key in _FILE_KEYS["mqtt.tls"]]
+    for index, entry in _items(document, "subscriptions"):
+        places += [
+            (f"subscriptions[{index}].{key}", entry.get(key)) for key in _FILE_KEYS["subscriptions"]
+        ]
+    for place, value in places:
+        if isinstance(value, str) and value and not Path(value).is_file():
+            problems.append(
+                f"{place}: no such file: {value} (a relative path counts from the working "
+                "directory the bridge runs in)"
+            )
+
+
+def _follows_from(problem: str, places: Iterable[str]) -> bool:
+    """Whether ``problem`` is at or under one of ``places`` (a follow-on of an unset variable)."""
+    where = problem.split(": ", 1)[0]
+    return any(where == p or where.startswith((p + ".", p + "[")) for p in places)
+
+
+def parse_config(raw: object, *, interpolate: bool = True, check_files: bool = False) -> Settings:
+    """Validate an already-parsed YAML document into :class:`Settings`.
+
+    Everything ``run`` checks is checked here, so ``check-config``, ``run``
+    and a reload refuse the same files with the same messages: the models,
+    then what the running parts compile (rules, formats and filters of
+    plugins). An unset ``${VAR}`` is one problem at its place, without the
+    follow-on problems of the empty text put in its stead. With
+    ``check_files`` (as :func:`load_config` does), certificate and key files
+    must exist.
+    """
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError("the configuration must be a mapping at the top level")
-    problems: list[str] = []
+    missing: dict[str, str] = {}
     document: dict[str, Any] = raw
     if interpolate:
-        document = _interpolate(document, "", problems)
-    _check_not_built(document, problems)
+        document = _interpolate(document, "", missing)
+    problems = [
+        f"{place}: environment variable {name} is not set" for place, name in missing.items()
+    ]
+    found: list[str] = []
+    _check_not_built(document, found)
     settings: Settings | None = None
     try:
         settings = Settings.model_validate(document)
     except ValidationError as exc:
-        for error in exc.errors(include_url=False, include_input=False):
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{_place(error['loc'])}: {message}")
+        found.extend(validation_problems(Settings, exc))
+    _check_names(document, found)
+    _check_rules(document, found)
+    _check_plugins(document, found)
+    if check_files:
+        _check_files(document, found)
+    for problem in found:
+        if problem not in problems and not _follows_from(problem, missing):
+            problems.append(problem)
     if problems or settings is None:
         count = len(problems)
         raise ConfigError(f"configuration has {count} problem{'s' if count != 1 else ''}", problems)
     return settings
 
 
-def load_config(path: str | os.PathLike[str]) -> Settings:
-    """Read, interpolate and validate a YAML configuration file."""
+def _read_yaml(path: str | os.PathLike[str]) -> object:
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -122,4 +210,41 @@ def load_config(path: str | os.PathLike[str]) -> Settings:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{file}: not valid YAML{where}: {problem}") from None
-    return parse_config(raw)
+    if raw is None:
+        raise ConfigError(
+            f"{file}: the file is empty (or only comments); a configuration needs at least "
+            "a subscription, see config/hookbridge.example.yaml and docs/configuration.md"
+        )
+    return raw
+
+
+def load_config(path: str | os.PathLike[str]) -> Settings:
+    """Read, interpolate and validate a YAML configuration file."""
+    return parse_config(_read_yaml(path), check_files=True)
+
+
+def load_api_settings(path: str | os.PathLike[str]) -> ApiSettings:
+    """Only the ``api`` section of a configuration file, interpolating only it.
+
+    What an operator command needs to reach a running bridge; the rest of
+    the file (webhook secrets and their ``${VAR}``s included) is not read.
+    """
+    raw = _read_yaml(path)
+    section = raw.get("api") if isinstance(raw, dict) else None
+    if section is None:
+        return ApiSettings()
+    missing: dict[str, str] = {}
+    section = _interpolate(section, "api", missing)
+    problems = [
+        f"{place}: environment variable {name} is not set" for place, name in missing.items()
+    ]
+    if not problems:
+        try:
+            return ApiSettings.model_validate(section)
+        except ValidationError as exc:
+            problems = [
+                f"api.{p}" if not p.startswith("<root>") else "api" + p[6:]
+                for p in validation_problems(ApiSettings, exc)
+            ]
+    count = len(problems)
+    raise ConfigError(f"the api section has {count} problem{'s' if count != 1 else ''}", problems)

@@ -26,12 +26,22 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.config.checks import (
+    check_clean,
+    check_clean_secret,
+    check_http_url,
+    check_webhook_secret,
+    control_character_problem,
+    duplicate_names,
+    jmespath_problem,
+)
 from bridge.config.templates import check_filter, check_template
 from bridge.config.units import Rate, format_duration, parse_duration, parse_rate, parse_size
 from bridge.errors import TemplateError
 
 __all__ = [
     "FEATURES_NOT_BUILT",
+    "INBOUND_RESERVED_PATHS",
     "ApiSettings",
     "BasicAuth",
     "BearerAuth",
@@ -89,6 +99,11 @@ RateLimit = Annotated[
         {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*/\s*\d*\.?\d*\s*(ms|s|m|h|d)\s*$"}
     ),
 ]
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+INBOUND_RESERVED_PATHS = ("/api", "/metrics", "/healthz", "/readyz", "/dashboard")
+"""Paths of the admin listener that an inbound webhook may not take."""
 
 FEATURES_NOT_BUILT: dict[str, str] = {}
 """Config values whose feature is not built yet: ``"place=value"`` → why.
@@ -236,11 +251,16 @@ class BearerAuth(_Model):
     type: Literal["bearer"]
     token: SecretStr
 
+    _clean = field_validator("token")(check_clean_secret)
+
 
 class BasicAuth(_Model):
     type: Literal["basic"]
     username: str
     password: SecretStr
+
+    _clean = field_validator("username")(check_clean)
+    _clean_secret = field_validator("password")(check_clean_secret)
 
 
 class OAuth2ClientCredentials(_Model):
@@ -251,6 +271,15 @@ class OAuth2ClientCredentials(_Model):
     scope: str | None = None
     # A token is renewed this long before the expiry its endpoint announced.
     refresh_margin: Duration = 30.0
+
+    _url = field_validator("token_url")(check_http_url)
+    _clean = field_validator("client_id")(check_clean)
+    _clean_secret = field_validator("client_secret")(check_clean_secret)
+
+    @field_validator("scope")
+    @classmethod
+    def _clean_scope(cls, value: str | None) -> str | None:
+        return None if value is None else check_clean(value)
 
 
 ReceiverAuth = Annotated[
@@ -293,12 +322,7 @@ class Subscription(_Model):
     pipe_max_reply: Size = 64 * 1024  # pipe: a longer answer is not published
     filter_plugin: str | None = None  # a predicate from the hookbridge.filters entry points
 
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+    _url = field_validator("url")(check_http_url)
 
     @field_validator("filter")
     @classmethod
@@ -307,7 +331,7 @@ class Subscription(_Model):
             try:
                 jmespath.compile(value)
             except jmespath.exceptions.JMESPathError as exc:
-                raise ValueError(f"not a valid JMESPath expression: {exc}") from None
+                raise ValueError(jmespath_problem(exc)) from None
         return value
 
     @field_validator("secret")
@@ -315,10 +339,31 @@ class Subscription(_Model):
     def _check_secret(
         cls, value: SecretStr | list[SecretStr] | None
     ) -> SecretStr | list[SecretStr] | None:
-        secrets = value if isinstance(value, list) else [value] if value is not None else []
-        for secret in secrets:
-            if len(secret.get_secret_value()) < 8:
-                raise ValueError("a webhook secret must have at least 8 characters")
+        if not isinstance(value, list):
+            return None if value is None else check_webhook_secret(value)
+        problems: list[str] = []
+        for index, secret in enumerate(value):
+            try:
+                check_webhook_secret(secret)
+            except ValueError as exc:
+                problems.append(f"[{index}]: {exc}")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        problems: list[str] = []
+        for name, header in value.items():
+            if not _HEADER_NAME.match(name):
+                problems.append(f".{name!r}: not a valid HTTP header name")
+                continue
+            problem = control_character_problem(header.get_secret_value())
+            if problem is not None:
+                problems.append(f".{name}: {problem}")
+        if problems:
+            raise ValueError("\n".join(problems))
         return value
 
     @field_validator("reply_topic")
@@ -329,26 +374,6 @@ class Subscription(_Model):
                 check_template(value, roots=("id", "type", "timestamp", "source", "data"))
             except TemplateError as exc:
                 raise ValueError(str(exc)) from None
-        return value
-
-    @field_validator("format")
-    @classmethod
-    def _check_format(cls, value: str) -> str:
-        from bridge.core.formats import FORMATS
-        from bridge.plugin import load_plugins  # plugins may add formats
-
-        load_plugins()
-        if value not in FORMATS:
-            raise ValueError(f"unknown format; known: {', '.join(sorted(FORMATS))}")
-        return value
-
-    @field_validator("filter_plugin")
-    @classmethod
-    def _check_filter_plugin(cls, value: str | None) -> str | None:
-        from bridge.plugin import filter_for
-
-        if value is not None and filter_for(value) is None:
-            raise ValueError("no installed plugin provides this filter")
         return value
 
     @model_validator(mode="after")
@@ -380,6 +405,18 @@ class InboundSettings(_Model):
     allow_topics: list[str] = Field(min_length=1)
     signature: Literal["standard", "github"] = "standard"
     max_body: Size = 256 * 1024
+
+    _secret = field_validator("secret")(check_webhook_secret)
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if any(value == p or value.startswith(p + "/") for p in INBOUND_RESERVED_PATHS):
+            raise ValueError(
+                f"is served by the admin API ({', '.join(INBOUND_RESERVED_PATHS)}); "
+                "choose another, e.g. /inbound/<name>"
+            )
+        return value
 
     @field_validator("topic")
     @classmethod
@@ -418,6 +455,11 @@ class ApiSettings(_Model):
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("token")
+    @classmethod
+    def _clean_token(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is None else check_clean_secret(value)
+
 
 class SecuritySettings(_Model):
     allow_private_targets: bool = False
@@ -441,15 +483,12 @@ class Settings(_Model):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
-        for kind, names in (
-            ("subscription", [s.name for s in self.subscriptions]),
-            ("inbound", [i.name for i in self.inbound]),
-        ):
-            seen: set[str] = set()
-            for name in names:
-                if name in seen:
-                    raise ValueError(f"{kind} name '{name}' is used twice")
-                seen.add(name)
+        problems = [
+            *duplicate_names("subscriptions", list(enumerate(s.name for s in self.subscriptions))),
+            *duplicate_names("inbound", list(enumerate(i.name for i in self.inbound))),
+        ]
+        if problems:  # each with its place, which the loader reads off the message
+            raise ValueError("\n".join(f".{problem}" for problem in problems))
         return self
 
     def subscription(self, name: str) -> Subscription | None:

@@ -18,6 +18,7 @@ normaliser treats rules and built-in profiles alike.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ import jmespath
 import jmespath.exceptions
 import jmespath.parser
 
+from bridge.config.checks import jmespath_problem
 from bridge.config.models import Rule, TypeFrom
 from bridge.core.events import CATALOGUE
 from bridge.core.profiles.base import Draft, Payload, Rejected, quote
@@ -195,7 +197,7 @@ def _compile(text: str, place: str, problems: list[str]) -> jmespath.parser.Pars
     try:
         return jmespath.compile(text)
     except jmespath.exceptions.JMESPathError as exc:
-        problems.append(f"{place}: not a valid JMESPath expression: {exc}")
+        problems.append(f"{place}: {jmespath_problem(exc)}")
         # A placeholder that keeps construction going, so every problem is reported at once.
         return jmespath.compile("`null`")
 
@@ -203,4 +205,6 @@ def _compile(text: str, place: str, problems: list[str]) -> jmespath.parser.Pars
 def _not_a_type(name: str) -> str:
     if name.startswith("bridge."):
         return f"'{name}' is made by the bridge itself, a rule cannot produce it"
-    return f"'{name}' is not in the event catalogue"
+    close = difflib.get_close_matches(name, [t for t in CATALOGUE if device_event_type(t)], n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"'{name}' is not in the event catalogue{hint}"

@@ -49,7 +49,7 @@ from bridge.core.signing import hub_signature, signature_header
 from bridge.delivery.auth import ReceiverAuth
 from bridge.delivery.excerpts import MASK, SCRUB_MARGIN, masked_excerpt, sent_secrets
 from bridge.delivery.targets import GuardedResolver, check_proxied_target, check_url_target
-from bridge.errors import BridgeError, DeliveryError
+from bridge.errors import BridgeError, DeliveryError, TargetRefused
 from bridge.logs import scrub_secrets
 
 __all__ = [
@@ -282,6 +282,7 @@ class Sender:
                 subscription, event, delivery_id=delivery_id, attempt=attempt
             )
         except BridgeError as exc:
+            _warn_if_refused(subscription, exc)
             result = _failure(started, str(exc))
         except Exception as exc:  # a format plugin, a header the HTTP layer refuses...
             log.warning("building the request failed unexpectedly", exc_info=True)
@@ -369,6 +370,7 @@ class Sender:
                 # The margin read only served the masking.
                 return dataclasses.replace(result, response_body=content[:kept])
         except BridgeError as exc:  # TargetRefused from the resolver
+            _warn_if_refused(subscription, exc)
             return _failure(started, str(exc))
         except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
             return _failure(started, _describe(exc, subscription))
@@ -449,6 +451,15 @@ def _unexpected(
     text = scrub_secrets(text)[:200]
     reason = f"error while {step}: {type(exc).__name__}" + (f": {text}" if text else "")
     return _failure(started, reason)
+def _warn_if_refused(subscription: Subscription, exc: BridgeError) -> None:
+    """A refused target is a configuration matter: a warning naming the key that allows it."""
+    if isinstance(exc, TargetRefused):
+        log.warning(
+            "delivery refused: the target is not a public address",
+            subscription=subscription.name,
+            reason=str(exc),
+            allowed_by="security.allow_private_targets: true",
+        )
 
 
 def _failure(started: float, error: str) -> AttemptResult:

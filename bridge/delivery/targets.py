@@ -27,6 +27,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from bridge.core.addresses import non_public_label
 from bridge.errors import DeliveryError, TargetRefused
 
 __all__ = [
@@ -37,27 +38,13 @@ __all__ = [
     "target_refusal",
 ]
 
-_CATEGORIES = (
-    ("is_loopback", "a loopback"),
-    ("is_link_local", "a link-local"),
-    ("is_multicast", "a multicast"),
-    ("is_unspecified", "an unspecified"),
-    ("is_private", "a private"),
-    ("is_reserved", "a reserved"),
-)
-
 
 def target_refusal(address: str) -> str | None:
     """Why the SSRF guard refuses an IP address, or ``None`` for a public address."""
     try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        label = non_public_label(address)
     except ValueError:
         return f"target {address} is not an IP address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 reaches 127.0.0.1
-    label = next((text for attr, text in _CATEGORIES if getattr(ip, attr)), None)
-    if label is None and not ip.is_global:
-        label = "a non-public"
     if label is None:
         return None
     return (

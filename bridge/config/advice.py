@@ -1,0 +1,101 @@
+"""Warnings about a valid configuration: what is legal but probably not what was meant.
+
+Pure and without DNS lookups: a warning judges only what the file says.
+``check-config`` prints these after its summary (and still exits 0), ``run``
+logs them at warning level when it starts, and a reload logs them too.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from urllib.parse import urlsplit
+
+from bridge.config.models import Settings, Subscription
+from bridge.config.problems import did_you_mean
+from bridge.core.addresses import non_public_label
+from bridge.core.events import CATALOGUE
+from bridge.core.signing import SECRET_PREFIX
+
+__all__ = ["config_warnings", "private_target_label"]
+
+_GUARD_KEY = "security.allow_private_targets"
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    """Every warning about ``settings``, each as ``place: what and why``."""
+    warnings: list[str] = []
+    if not settings.subscriptions:
+        warnings.append("subscriptions: none configured; events are stored but delivered nowhere")
+    for index, sub in enumerate(settings.subscriptions):
+        place = f"subscriptions[{index}]"
+        warnings.extend(_glob_warnings(place, sub))
+        if not _guard_off(settings, sub):
+            warnings.extend(_private_target_warnings(place, sub))
+        if any(not s.get_secret_value().startswith(SECRET_PREFIX) for s in sub.secrets):
+            warnings.append(
+                f"{place}.secret: not in the form whsec_<base64>, so it signs with its raw "
+                "bytes; Standard Webhooks verifiers expect whsec_<base64> "
+                "(make one with: echo whsec_$(openssl rand -base64 32))"
+            )
+    return warnings
+
+
+def private_target_label(url: str) -> tuple[str, str] | None:
+    """``(host, "a loopback")`` when ``url`` names a non-public host literally, else None.
+
+    Only IP literals and ``localhost`` names are judged: a name is resolved
+    only at send time, where the guard judges every address it resolves to.
+    """
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    if not host:
+        return None
+    if host == "localhost" or host.endswith(".localhost"):
+        return host, "a loopback"
+    try:
+        label = non_public_label(host)
+    except ValueError:
+        return None  # a name, not an address
+    return (host, label) if label is not None else None
+
+
+def _guard_off(settings: Settings, sub: Subscription) -> bool:
+    # The per-subscription switch, where the configuration has it.
+    return settings.security.allow_private_targets or bool(
+        getattr(sub, "allow_private_target", False)
+    )
+
+
+def _private_target_warnings(place: str, sub: Subscription) -> list[str]:
+    warnings: list[str] = []
+    urls = [(f"{place}.url", sub.url)]
+    token_url = getattr(sub.auth, "token_url", None)
+    if isinstance(token_url, str):
+        urls.append((f"{place}.auth.token_url", token_url))
+    for where, url in urls:
+        found = private_target_label(url)
+        if found is not None:
+            host, label = found
+            warnings.append(
+                f"{where}: {host} is {label} address, and deliveries to it are refused while "
+                f"{_GUARD_KEY} is false; for a receiver on this machine or network set "
+                f"{_GUARD_KEY}: true"
+            )
+    return warnings
+
+
+def _glob_warnings(place: str, sub: Subscription) -> list[str]:
+    known = list(CATALOGUE)
+    families = sorted({f"{name.split('.', 1)[0]}.*" for name in known})
+    warnings: list[str] = []
+    for index, glob in enumerate(sub.events):
+        if any(fnmatch.fnmatchcase(name, glob) for name in known):
+            continue
+        hint = did_you_mean(glob, [*known, *families])
+        warnings.append(
+            f"{place}.events[{index}]: '{glob}' matches no event type{hint}; "
+            f"known: {', '.join(families)} or an exact type (hookbridge events schema)"
+        )
+    return warnings
