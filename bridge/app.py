@@ -25,6 +25,7 @@ from bridge.admin.server import AdminServer
 from bridge.config import Settings
 from bridge.core.normalise import Message, Normalised, Normaliser, Rejected
 from bridge.core.route import Router
+from bridge.core.trace import context_for
 from bridge.delivery.auth import secret_values
 from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.pipe import Pipe
@@ -321,7 +322,14 @@ class Bridge:
         accepted.append(self._accept(result, message, received))
 
     def _accept(self, result: Normalised, message: Message, received: float) -> Accepted:
-        event = result.event
+        event = result.event.with_context(
+            context_for(
+                message.user_properties,
+                entropy=os.urandom(16),
+                response_topic=message.response_topic,
+                correlation_data=message.correlation_data,
+            )
+        )
         if self.presence is not None:
             event = self.presence.annotate(event)
         subscriptions = tuple(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import os
 import ssl
 import time
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,7 @@ from bridge.core.formats import Encoded, encoder_for
 from bridge.core.outcomes import AttemptResult
 from bridge.core.retry import parse_retry_after
 from bridge.core.signing import hub_signature, signature_header
+from bridge.core.trace import format_traceparent, new_span_id, trace_of
 from bridge.delivery.auth import ReceiverAuth
 from bridge.delivery.excerpts import MASK, SCRUB_MARGIN, masked_excerpt, sent_secrets
 from bridge.delivery.targets import GuardedResolver, check_proxied_target, check_url_target
@@ -263,6 +265,14 @@ class Sender:
                 "hookbridge-attempt": str(attempt),
             }
         )
+        # W3C trace context: the event's trace (the device's, or one started at
+        # receipt), a new span per attempt whose parent is the device's span.
+        trace = trace_of(event.id, event.context)
+        headers["traceparent"] = format_traceparent(
+            trace.trace_id, new_span_id(os.urandom(8)), trace.flags
+        )
+        if trace.state:
+            headers["tracestate"] = trace.state
         secrets = [secret.get_secret_value() for secret in subscription.secrets]
         if secrets:
             headers["webhook-signature"] = signature_header(

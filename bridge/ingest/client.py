@@ -403,6 +403,8 @@ class Ingest:
             properties = msg.properties
             content_type = getattr(properties, "ContentType", None) if properties else None
             user_props = getattr(properties, "UserProperty", None) if properties else None
+            response_topic = getattr(properties, "ResponseTopic", None) if properties else None
+            correlation = getattr(properties, "CorrelationData", None) if properties else None
             received_at = datetime.now(UTC)
             message = Message(
                 topic=topic,
@@ -413,6 +415,8 @@ class Ingest:
                 content_type=content_type,
                 user_properties=tuple(user_props or ()),
                 receipt_id=new_event_id(received_at, os.urandom(10)),
+                response_topic=response_topic if isinstance(response_topic, str) else None,
+                correlation_data=bytes(correlation) if correlation is not None else None,
             )
             self._pending.append(Received(message, msg.mid, msg.qos, self._connection))
             self._metrics.messages_received.inc()
