@@ -22,10 +22,11 @@ from aiohttp import web
 from bridge.admin.metrics import Metrics
 from bridge.admin.operations import Operations, ReloadResult
 from bridge.admin.server import AdminServer
-from bridge.config import Settings
+from bridge.config import Settings, Subscription
 from bridge.core.normalise import Message, Normalised, Normaliser, Rejected
+from bridge.core.outcomes import AttemptOutcome, AttemptResult, DeliveryStatus
 from bridge.core.route import Router
-from bridge.core.trace import context_for
+from bridge.core.trace import context_for, freshness_start
 from bridge.delivery.auth import secret_values
 from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.pipe import Pipe
@@ -39,7 +40,7 @@ from bridge.ingest.presence import PresenceTracker
 from bridge.logs import get_logger, register_secrets
 from bridge.plugin import filter_allows, load_plugins
 from bridge.store import open_store
-from bridge.store.base import Accepted, IngestResult, Rejection, Store
+from bridge.store.base import Accepted, Delivery, IngestResult, Rejection, Store
 from bridge.store.leases import keep_heartbeat
 
 __all__ = ["Bridge", "bridge_version"]
@@ -105,7 +106,7 @@ class Bridge:
             self.sender,
             owner=self.owner,
             metrics=self.metrics,
-            after_delivery=self.pipe.after_delivery,
+            after_delivery=self._after_attempt,
             alert=self._alert,
         )
         self.ingest = Ingest(
@@ -412,6 +413,19 @@ class Bridge:
             for name in {d.subscription for d in result.deliveries if d.id in released}:
                 self.dispatcher.poke(name)
 
+    async def _after_attempt(
+        self,
+        subscription: Subscription,
+        delivery: Delivery,
+        result: AttemptResult,
+        outcome: AttemptOutcome,
+    ) -> str | None:
+        """After every attempt: freshness of a delivered event, then pipe mode's answer."""
+        if outcome.status is DeliveryStatus.DELIVERED:
+            start = freshness_start(delivery.event.timestamp, delivery.created_at)
+            self.metrics.freshness.labels(subscription.name).observe(max(0.0, time.time() - start))
+        return await self.pipe.after_attempt(subscription, delivery, result, outcome)
+
     async def publish_reply(
         self,
         topic: str,
@@ -420,9 +434,17 @@ class Bridge:
         qos: int = 1,
         retain: bool = False,
         correlation: bytes | None = None,
+        content_type: str | None = None,
     ) -> None:
         """Publish on ingest's connection (pipe replies, inbound webhooks); waits for the PUBACK."""
-        await self.ingest.publish(topic, payload, qos=qos, retain=retain, correlation=correlation)
+        await self.ingest.publish(
+            topic,
+            payload,
+            qos=qos,
+            retain=retain,
+            correlation=correlation,
+            content_type=content_type,
+        )
 
     # -- helpers for the API and tests ---------------------------------------------
 

@@ -284,7 +284,10 @@ class Subscription(_Model):
     rate_limit: RateLimit | None = None
     ordered: bool = False
     mode: Literal["push", "pipe"] = "push"
+    # pipe: the MQTT 5 Response Topic of the device's message comes first; this
+    # template is the fallback (MQTT 3.1.1, or a message without one).
     reply_topic: str | None = None
+    reply_errors: bool = False  # pipe: a failed attempt publishes {"error": ...} back
     enabled: bool = True
     hub_signature: bool = False
     circuit: CircuitSettings = CircuitSettings()
@@ -360,11 +363,13 @@ class Subscription(_Model):
         return self
 
     @model_validator(mode="after")
-    def _pipe_needs_reply_topic(self) -> Subscription:
-        if self.mode == "pipe" and not self.reply_topic:
-            raise ValueError("mode 'pipe' needs a reply_topic")
+    def _pipe_fields_need_pipe(self) -> Subscription:
+        # mode pipe without reply_topic answers MQTT 5 requests only (their
+        # Response Topic); an answer with nowhere to go is an error on the attempt.
         if self.reply_topic and self.mode != "pipe":
             raise ValueError("reply_topic is only used with mode 'pipe'")
+        if self.reply_errors and self.mode != "pipe":
+            raise ValueError("reply_errors is only used with mode 'pipe'")
         return self
 
     @property

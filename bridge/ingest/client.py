@@ -190,15 +190,23 @@ class Ingest:
         qos: int = 1,
         retain: bool = False,
         correlation: bytes | None = None,
+        content_type: str | None = None,
         timeout: float = 10.0,
     ) -> None:
-        """Publish and wait for the broker's PUBACK (QoS 1) or the write (QoS 0)."""
+        """Publish and wait for the broker's PUBACK (QoS 1) or the write (QoS 0).
+
+        ``correlation`` and ``content_type`` are MQTT 5 properties: on a 3.1.1
+        connection they are not sent.
+        """
         if not self.connected:
             raise BrokerError("not connected to the broker")
         properties = None
-        if correlation is not None and self._settings.protocol == "5":
+        if (correlation is not None or content_type) and self._settings.protocol == "5":
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            properties.CorrelationData = correlation
+            if correlation is not None:
+                properties.CorrelationData = correlation
+            if content_type:
+                properties.ContentType = content_type
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise BrokerError(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
