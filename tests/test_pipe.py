@@ -262,3 +262,51 @@ async def test_mqtt5_request_gets_its_answer_with_its_correlation_data(
                 assert not [m for m in v5.received if m.topic.startswith("devices/")]
     finally:
         await receiver.stop()
+
+
+async def test_a_request_answered_after_a_restart_keeps_its_correlation_and_trace(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """Response topic, correlation data and trace id are stored with the event."""
+    healthy = False
+
+    def answers(_request: Any, _n: int) -> Answer:
+        if not healthy:
+            return Answer(503)
+        return Answer(200, body=b'{"ok": true}', headers={"Content-Type": "application/json"})
+
+    receiver = Receiver(answers)
+    await receiver.start()
+    sub = {"name": "rr", "url": receiver.url, "mode": "pipe"}  # no reply_topic: MQTT 5 only
+    config = bridge_config(mosquitto, tmp_path, [sub], retry={"schedule": ["2s", "50ms"]})
+    try:
+        with Publisher(mosquitto.port) as device:
+            device.subscribe("replies/restart")
+            async with running_bridge(config) as bridge:
+                device.client.publish(
+                    "devices/dev-r/status",
+                    "online",
+                    qos=1,
+                    properties=_request_properties("replies/restart", CORRELATION),
+                ).wait_for_publish(10)
+                await wait_until(lambda: len(receiver.requests) >= 1, timeout=15)
+                delivery_id = receiver.requests[0].headers["hookbridge-delivery-id"]
+
+                async def failed_attempt_recorded() -> bool:
+                    return len(await bridge.store.attempts(delivery_id)) >= 1
+
+                await wait_until(failed_attempt_recorded, timeout=10)
+            assert device.received == []
+            healthy = True
+            async with running_bridge(config):  # a new process: nothing kept in memory
+                await wait_until(lambda: len(device.received) >= 1, timeout=20, message="answer")
+            (answer,) = device.received
+            assert answer.payload == b'{"ok": true}'
+            assert answer.properties.CorrelationData == CORRELATION
+            assert answer.properties.ContentType == "application/json"
+            first, second = receiver.requests[:2]
+            assert second.headers["hookbridge-delivery-id"] == delivery_id
+            trace_ids = {r.headers["traceparent"].split("-")[1] for r in (first, second)}
+            assert len(trace_ids) == 1
+    finally:
+        await receiver.stop()
