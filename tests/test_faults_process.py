@@ -31,7 +31,7 @@ from tests.support.receiver import Answer, Receiver
 from tests.support.waiting import wait_until, wait_until_sync
 
 # The recorder writes attempt results in batches of at most this many
-# (bridge.dispatch._RECORD_BATCH); a kill loses at most the batch being
+# (bridge.delivery.recorder.RECORD_BATCH); a kill loses at most the batch being
 # gathered plus the one being written.
 RECORD_BATCH = 512
 

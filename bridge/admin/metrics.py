@@ -7,15 +7,52 @@ on the global registry.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["Metrics"]
+__all__ = ["LaneMetrics", "Metrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300, 3600, 36000)
 
 
+@dataclass(slots=True)
+class LaneMetrics:
+    """One subscription's children of the per-attempt metrics, looked up once.
+
+    ``labels()`` costs a lock and a dict lookup on every call; an attempt
+    touches half a dozen of these, so a lane keeps them at hand.
+    """
+
+    in_flight: Any
+    attempt_latency: Any
+    end_to_end_latency: Any
+    circuit_open: Any
+    _deliveries: Counter
+    _name: str
+    _by_outcome: dict[str, Any] = field(default_factory=dict)
+
+    def attempt(self, outcome: str) -> Any:
+        """The ``hookbridge_deliveries_total`` child of one outcome."""
+        child = self._by_outcome.get(outcome)
+        if child is None:
+            child = self._by_outcome[outcome] = self._deliveries.labels(self._name, outcome)
+        return child
+
+
 class Metrics:
+    def for_lane(self, subscription: str) -> LaneMetrics:
+        return LaneMetrics(
+            in_flight=self.in_flight.labels(subscription),
+            attempt_latency=self.attempt_latency.labels(subscription),
+            end_to_end_latency=self.end_to_end_latency.labels(subscription),
+            circuit_open=self.circuit_open.labels(subscription),
+            _deliveries=self.deliveries,
+            _name=subscription,
+        )
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from bridge.delivery.retention import Retention
     from bridge.delivery.send import Sender
     from bridge.ingest.client import Ingest
+    from bridge.ingest.commit import CommitStep
     from bridge.ingest.presence import PresenceTracker
     from bridge.store.base import Store
 
@@ -40,5 +41,6 @@ class BridgeParts(Protocol):
     sender: Sender
     dispatcher: Dispatcher
     ingest: Ingest
+    committer: CommitStep
     retention: Retention
     operations: Operations

@@ -99,6 +99,12 @@ async def reload_bridge(bridge: BridgeParts) -> ReloadResult:
     bridge.router = Router(new.subscriptions)
     if new.limits != old.limits:  # rules and profiles are equal here: only limits differ
         bridge.normaliser = Normaliser(new, source=f"mqtt://{new.mqtt.host}:{new.mqtt.port}")
+    bridge.committer.reconfigure(
+        normaliser=bridge.normaliser,
+        router=bridge.router,
+        lease=new.store.lease,
+        max_payload=new.limits.max_payload,
+    )
     bridge.sender.reconfigure(new.subscriptions, settings=new)
     bridge.retention.reconfigure(new.retention)
     if bridge.presence is not None:

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from bridge.config import LimitsSettings, Settings
+from bridge.config.models import LimitsSettings, Settings
 from bridge.core.events import CATALOGUE, Event, content_hash, event_id_for, new_event_id
 from bridge.core.profiles import load_profiles
 from bridge.core.profiles.base import Draft, Payload, Profile, Rejected, json_kind, quote

@@ -41,3 +41,17 @@ class AttemptResult:
     response_body: bytes | None  # as read: up to 1 MiB in pipe mode, else the excerpt's bytes
     retry_after: float | None  # seconds, from Retry-After on 429/503
     content_type: str | None
+
+    @classmethod
+    def failure(cls, error: str, *, latency_ms: float) -> AttemptResult:
+        """An attempt that got no answer: nothing sent, or no response read."""
+        return cls(
+            outcome="failed",
+            status_code=None,
+            latency_ms=latency_ms,
+            error=error,
+            response_excerpt=None,
+            response_body=None,
+            retry_after=None,
+            content_type=None,
+        )

@@ -17,7 +17,7 @@ from typing import Any
 import jmespath
 import jmespath.parser
 
-from bridge.config import Subscription
+from bridge.config.models import Subscription
 from bridge.core.events import Event
 
 __all__ = ["Router", "jmespath_truthy"]

@@ -26,7 +26,7 @@ import jmespath
 import jmespath.exceptions
 import jmespath.parser
 
-from bridge.config import Rule, TypeFrom
+from bridge.config.models import Rule, TypeFrom
 from bridge.core.events import CATALOGUE
 from bridge.core.profiles.base import Draft, Payload, Rejected, quote
 from bridge.errors import ConfigError

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bridge.config import Settings
+from bridge.config.models import Settings
 from bridge.core.events import CATALOGUE, SCHEMA_VERSION
 
 __all__ = [

@@ -462,16 +462,7 @@ def _unexpected(
 
 
 def _failure(started: float, error: str) -> AttemptResult:
-    return AttemptResult(
-        outcome="failed",
-        status_code=None,
-        latency_ms=(time.perf_counter() - started) * 1000,
-        error=error,
-        response_excerpt=None,
-        response_body=None,
-        retry_after=None,
-        content_type=None,
-    )
+    return AttemptResult.failure(error, latency_ms=(time.perf_counter() - started) * 1000)
 
 
 # Fixed reasons by error type; the first match wins, so subclasses come first.

@@ -25,10 +25,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -39,6 +39,7 @@ from bridge.config import MqttSettings
 from bridge.core.events import new_event_id
 from bridge.core.normalise import Message
 from bridge.errors import BrokerError, StoreUnavailable
+from bridge.ingest.wire import ReadAheadClient, connect, new_client, status_topic
 from bridge.logs import get_logger
 
 __all__ = ["CommitBatch", "Ingest", "Received", "status_topic"]
@@ -47,6 +48,7 @@ log = get_logger("hookbridge.ingest")
 
 _BUSY_RATE = 2000.0  # messages/s above which batching pays more than it costs in latency
 _QUIET_GATHER = 0.001
+_QUIET_GAP = 0.0005  # no new message for this long: the broker waits for our PUBACKs
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,56 +62,6 @@ class Received:
 
 
 CommitBatch = Callable[[Sequence[Message]], Awaitable[None]]
-
-
-class _ClosingSSLSocket(ssl.SSLSocket):
-    """A TLS socket that closes itself when its handshake fails."""
-
-    def do_handshake(self, block: bool = False) -> None:
-        try:
-            super().do_handshake(block)
-        except BaseException:
-            self.close()
-            raise
-
-
-class _ReadAheadClient(paho.Client):
-    """paho with a read-ahead buffer under its packet reader.
-
-    paho reads one packet per ``loop_read()`` in three or more ``recv()`` calls
-    (type byte, length bytes, body). Reading 64 KiB ahead lets one socket
-    readiness callback take every packet that has arrived, with one syscall,
-    instead of one event-loop wakeup and several syscalls per message.
-    """
-
-    _READ_AHEAD = 65536
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._read_ahead = bytearray()
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if not self._read_ahead:
-            data = super()._sock_recv(max(bufsize, self._READ_AHEAD))
-            if len(data) <= bufsize:
-                return data
-            self._read_ahead += data
-        chunk = bytes(self._read_ahead[:bufsize])
-        del self._read_ahead[:bufsize]  # bytearray drops a prefix without copying the rest
-        return chunk
-
-    @property
-    def read_ahead_pending(self) -> bool:
-        return bool(self._read_ahead)
-
-    def drop_read_ahead(self) -> None:
-        """Bytes of a closed connection must never be parsed as the next one's."""
-        self._read_ahead.clear()
-
-
-def status_topic(client_id: str) -> str:
-    """Where the bridge publishes its own presence (retained; Last Will ``offline``)."""
-    return f"hookbridge/{client_id}/status"
 
 
 class Ingest:
@@ -223,39 +175,8 @@ class Ingest:
 
     # -- the paho client ---------------------------------------------------------
 
-    def _make_client(self) -> _ReadAheadClient:
-        s = self._settings
-        v5 = s.protocol == "5"
-        client = _ReadAheadClient(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=s.client_id,
-            clean_session=None if v5 else False,
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-            reconnect_on_failure=False,
-            manual_ack=True,
-        )
-        if s.username is not None:
-            password = s.password.get_secret_value() if s.password is not None else None
-            client.username_pw_set(s.username, password)
-        if s.tls_enabled:
-            try:
-                context = ssl.create_default_context(
-                    cafile=str(s.tls.ca_file) if s.tls.ca_file else None
-                )
-                if s.tls.cert_file:
-                    context.load_cert_chain(
-                        str(s.tls.cert_file), str(s.tls.key_file) if s.tls.key_file else None
-                    )
-            except (OSError, ssl.SSLError) as exc:
-                # ssl.SSLError is an OSError; both name a file, never a key's content.
-                raise BrokerError(f"cannot load the mqtt.tls files: {exc}") from None
-            # paho leaves the socket of a failed handshake open (a ResourceWarning per
-            # retry against a broker we do not trust); this socket class closes it.
-            context.sslsocket_class = _ClosingSSLSocket
-            client.tls_set_context(context)
-        client.will_set(status_topic(s.client_id), b"offline", qos=1, retain=True)
-        client.max_inflight_messages_set(max(20, min(s.receive_maximum, 65535)))
-        client.max_queued_messages_set(0)
+    def _make_client(self) -> ReadAheadClient:
+        client = new_client(self._settings, will_topic=status_topic(self._settings.client_id))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -326,29 +247,20 @@ class Ingest:
 
     def _on_socket_close(self, _c: paho.Client, _u: Any, sock: Any) -> None:
         self._client.drop_read_ahead()
-        self._call_in_loop(self._remove_socket, sock)
-
-    def _remove_socket(self, sock: socket.socket) -> None:
-        assert self._loop is not None
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
+        self._call_in_loop(self._selector, "remove_reader", sock)
+        self._call_in_loop(self._selector, "remove_writer", sock)
 
     def _on_socket_register_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
-        self._call_in_loop(self._add_writer, sock)
-
-    def _add_writer(self, sock: socket.socket) -> None:
-        assert self._loop is not None
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.add_writer(sock, self._client.loop_write)
+        self._call_in_loop(self._selector, "add_writer", sock, self._client.loop_write)
 
     def _on_socket_unregister_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
-        self._call_in_loop(self._remove_writer, sock)
+        self._call_in_loop(self._selector, "remove_writer", sock)
 
-    def _remove_writer(self, sock: socket.socket) -> None:
+    def _selector(self, action: str, sock: socket.socket, *args: Any) -> None:
+        """``loop.add_writer`` and friends, for a socket that may already be closed."""
         assert self._loop is not None
         with contextlib.suppress(ValueError, OSError):
-            self._loop.remove_writer(sock)
+            getattr(self._loop, action)(sock, *args)
 
     def _on_connect(
         self,
@@ -491,23 +403,7 @@ class Ingest:
         await self._leave()
 
     def _connect_blocking(self) -> None:
-        s = self._settings
-        properties = None
-        clean_start: bool | Literal[3] = paho.MQTT_CLEAN_START_FIRST_ONLY
-        if s.protocol == "5":
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = int(s.session_expiry)
-            properties.ReceiveMaximum = s.receive_maximum
-            clean_start = False
-        rc = self._client.connect(
-            s.host,
-            s.port,
-            keepalive=int(s.keepalive),
-            clean_start=clean_start,
-            properties=properties,
-        )
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            raise BrokerError(paho.error_string(rc))
+        connect(self._client, self._settings)
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -539,6 +435,27 @@ class Ingest:
             return self._commit_interval
         return min(self._commit_interval, _QUIET_GATHER)
 
+    async def _gather(self, limit: float) -> None:
+        """Group commit: let a batch fill for up to ``limit`` seconds, until it is full
+        or the broker pauses.
+
+        A broker sends at most its in-flight window of unacknowledged messages
+        (mosquitto's default is 20, managed brokers have similar limits) and then
+        waits for our PUBACKs, which go out only after the commit. Once arrivals
+        pause for ``_QUIET_GAP`` the window is likely full: waiting longer adds
+        latency and keeps the window shut. The check is a timer, not a wake-up
+        per message, so a fast stream costs a few wake-ups per batch.
+        """
+        deadline = time.monotonic() + limit
+        while len(self._pending) < self._max_batch and not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            before = len(self._pending)
+            await asyncio.sleep(min(remaining, _QUIET_GAP))
+            if len(self._pending) == before:
+                return  # the broker paused: commit what it sent
+
     async def _batcher(self) -> None:
         rate = 0.0  # messages per second over the last commit cycle
         cycle_start = time.monotonic()
@@ -551,9 +468,7 @@ class Ingest:
                 continue
             gather = self._gather_time(rate)
             if len(self._pending) < self._max_batch and gather > 0:
-                # Group commit: give a burst a few milliseconds to fill the batch.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), gather)
+                await self._gather(gather)
             batch, self._pending = self._pending, []
             self._resume_reading()
             now = time.monotonic()

@@ -1,0 +1,285 @@
+"""The commit step of ingest: from MQTT messages to stored events and deliveries.
+
+One batch of messages reads top to bottom here: each message is normalised
+(profiles, rules), annotated with presence, routed to the subscriptions that
+want it (with their filter plugins), and the whole batch is committed in one
+transaction before the broker gets its acknowledgements; the new deliveries
+are then handed to the dispatcher. What breaks is isolated, never the batch:
+
+- a message that crashes processing is tried three times, then quarantined
+  (``processing_error``) while the others go on;
+- an item the store refuses for itself is stored alone and quarantined
+  (``store_error``); if even the quarantine cannot be written, nothing is
+  acknowledged (:class:`~bridge.errors.StoreUnavailable`) until that message
+  has used its tries and goes to the dead-letter file;
+- a store that is unavailable (lock, timeout, shutdown, full disk) raises
+  :class:`~bridge.errors.StoreUnavailable`: ingest keeps the batch
+  unacknowledged and tries again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from bridge.admin.metrics import Metrics
+from bridge.core.normalise import Message, Normalised, Normaliser, Rejected
+from bridge.core.route import Router
+from bridge.core.trace import context_for
+from bridge.errors import StoreError, StoreUnavailable
+from bridge.ingest.dead_letter import DeadLetters
+from bridge.ingest.presence import PresenceTracker
+from bridge.logs import get_logger
+from bridge.plugin import filter_allows
+from bridge.store.base import Accepted, IngestResult, Rejection, Store
+
+__all__ = ["CommitStep"]
+
+log = get_logger("hookbridge.app")
+
+_POISON_TRIES = 3
+
+HandOver = Callable[[IngestResult], Awaitable[None]]
+Alert = Callable[[str, str, dict[str, object]], Awaitable[None]]
+
+
+class CommitStep:
+    """``commit(messages)`` is what ingest calls with each batch (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        normaliser: Normaliser,
+        router: Router,
+        presence: PresenceTracker | None,
+        store: Store,
+        dead_letters: DeadLetters,
+        metrics: Metrics,
+        owner: str,
+        lease: float,
+        max_payload: int,
+        hand_over: HandOver,
+        alert: Alert,
+    ) -> None:
+        self._normaliser = normaliser
+        self._router = router
+        self._presence = presence
+        self._store = store
+        self._dead_letters = dead_letters
+        self._metrics = metrics
+        self._owner = owner
+        self._lease = lease
+        self._max_payload = max_payload
+        self._hand_over = hand_over
+        self._alert = alert
+
+    def reconfigure(
+        self, *, normaliser: Normaliser, router: Router, lease: float, max_payload: int
+    ) -> None:
+        """Adopt a reloaded configuration's parts (the next batch uses them)."""
+        self._normaliser = normaliser
+        self._router = router
+        self._lease = lease
+        self._max_payload = max_payload
+
+    async def commit(self, messages: Sequence[Message]) -> None:
+        """Normalise, route and store a batch in one transaction; hand deliveries over."""
+        try:
+            accepted, rejected = self._prepare(messages)
+        except Exception:
+            # Some message breaks processing itself: find it one by one.
+            log.exception("batch processing failed; isolating the message that breaks it")
+            accepted, rejected = self._prepare_one_by_one(messages)
+        try:
+            await self._store_batch(accepted, rejected)
+        except StoreUnavailable:
+            raise  # ingest keeps the batch unacknowledged and tries again
+        except StoreError:
+            # One item the store cannot take must not stop the others, nor come
+            # back forever as a broker redelivery: store the batch item by item.
+            log.exception("batch commit failed; storing its items one by one")
+            await self._store_one_by_one(accepted, rejected)
+
+    async def _store_one_by_one(
+        self, accepted: Sequence[Accepted], rejected: Sequence[Rejection]
+    ) -> None:
+        """Store a refused batch item by item; an item refused for itself is quarantined.
+
+        If a quarantine cannot be written either, nothing is acknowledged
+        (:class:`StoreUnavailable`): the batch comes back and is tried again,
+        until that item has used its tries and goes to the dead-letter file.
+        """
+        for rejection in rejected:
+            await self._quarantine(rejection, key=_rejection_key(rejection))
+        for item in accepted:
+            try:
+                await self._store_batch([item], [])
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:
+                log.error("quarantined an event the store refuses", event_id=item.event.id)
+                quarantined = Rejection(
+                    received_at=item.received_at,
+                    topic=item.event.source,
+                    payload=item.event.body()[: self._max_payload],
+                    reason="store_error",
+                    detail=f"the store refused this event: {type(exc).__name__}",
+                )
+                await self._quarantine(quarantined, key=item.event.id)
+
+    async def _quarantine(self, rejection: Rejection, *, key: str) -> None:
+        try:
+            await self._store_batch([], [rejection])
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            if not self._dead_letters.refused(key):
+                raise StoreUnavailable(
+                    "the store refuses to keep a quarantined message; not acknowledging"
+                ) from exc
+            try:
+                record = {
+                    "received_at": rejection.received_at,
+                    "topic": rejection.topic,
+                    "reason": rejection.reason,
+                    "detail": rejection.detail,
+                }
+                self._dead_letters.write(key, record, rejection.payload)
+            except StoreError as written:
+                raise StoreUnavailable(str(written)) from written
+            log.error(
+                "the store refuses a message even in quarantine; written to the dead-letter file",
+                key=key,
+                file=str(self._dead_letters.path),
+            )
+            self._metrics.rejected.labels("dead_letter").inc()
+            await self._alert_safely(
+                "store_refused",
+                {"reason": "dead_letter", "key": key, "file": str(self._dead_letters.path)},
+            )
+        else:
+            self._dead_letters.forget(key)
+            self._metrics.rejected.labels(rejection.reason).inc()
+
+    async def _alert_safely(self, kind: str, details: dict[str, object]) -> None:
+        try:
+            await self._alert(kind, "", details)
+        except Exception:  # an alert must never undo what it reports
+            log.exception("alert failed", kind=kind)
+
+    def _prepare(self, messages: Sequence[Message]) -> tuple[list[Accepted], list[Rejection]]:
+        accepted: list[Accepted] = []
+        rejected: list[Rejection] = []
+        for message in messages:
+            self._classify(message, accepted, rejected)
+        return accepted, rejected
+
+    def _classify(
+        self, message: Message, accepted: list[Accepted], rejected: list[Rejection]
+    ) -> None:
+        received = message.received_at.timestamp()
+        result = self._normaliser.normalise(message)
+        if isinstance(result, Rejected):
+            rejected.append(
+                Rejection(
+                    received_at=received,
+                    topic=message.topic,
+                    payload=message.payload[: self._max_payload],
+                    reason=result.reason,
+                    detail=result.detail,
+                )
+            )
+            self._metrics.rejected.labels(result.reason).inc()
+            log.warning(
+                "message rejected", topic=message.topic, reason=result.reason, detail=result.detail
+            )
+            return
+        accepted.append(self._accept(result, message, received))
+
+    def _accept(self, result: Normalised, message: Message, received: float) -> Accepted:
+        # The event's side context: its trace (the device's continued, or one
+        # started now) and the MQTT 5 request properties a pipe answers to.
+        event = result.event.with_context(
+            context_for(
+                message.user_properties,
+                entropy=os.urandom(16),
+                response_topic=message.response_topic,
+                correlation_data=message.correlation_data,
+            )
+        )
+        if self._presence is not None:
+            event = self._presence.annotate(event)
+        subscriptions = tuple(
+            s.name
+            for s in self._router.match(event)
+            if s.filter_plugin is None or filter_allows(s.filter_plugin, event.to_dict())
+        )
+        self._metrics.events_received.labels(event.type).inc()
+        return Accepted(
+            event=event,
+            subscriptions=subscriptions,
+            received_at=received,
+            content_hash=result.content_hash,
+            redelivery=message.dup,
+            presence=(
+                self._presence.observe(event, at=received, retained=message.retain)
+                if self._presence is not None
+                else None
+            ),
+        )
+
+    def _prepare_one_by_one(
+        self, messages: Sequence[Message]
+    ) -> tuple[list[Accepted], list[Rejection]]:
+        accepted: list[Accepted] = []
+        rejected: list[Rejection] = []
+        for message in messages:
+            failure = ""
+            for _ in range(_POISON_TRIES):
+                try:
+                    self._classify(message, accepted, rejected)
+                except Exception as exc:  # noqa: BLE001 - any crash makes the message poison
+                    failure = type(exc).__name__
+                else:
+                    failure = ""
+                    break
+            if failure:
+                log.error("quarantined a message that breaks processing", topic=message.topic)
+                rejected.append(
+                    Rejection(
+                        received_at=message.received_at.timestamp(),
+                        topic=message.topic,
+                        payload=message.payload[: self._max_payload],
+                        reason="processing_error",
+                        detail=f"processing failed {_POISON_TRIES} times: {failure}",
+                    )
+                )
+                self._metrics.rejected.labels("processing_error").inc()
+        return accepted, rejected
+
+    async def _store_batch(self, accepted: list[Accepted], rejected: list[Rejection]) -> None:
+        now = time.time()
+        started = time.perf_counter()
+        result = await self._store.ingest(
+            accepted,
+            rejected,
+            now=now,
+            owner=self._owner,
+            lease_until=now + self._lease,
+            presence=self._presence.policy if self._presence is not None else None,
+        )
+        self._metrics.store_commit_latency.observe(time.perf_counter() - started)
+        self._metrics.ingest_batch_size.observe(len(accepted) + len(rejected))
+        if result.duplicates:
+            self._metrics.events_duplicate.inc(result.duplicates)
+        await self._hand_over(result)
+
+
+def _rejection_key(rejection: Rejection) -> str:
+    """A stable name of one rejected message across commit retries."""
+    digest = hashlib.sha256(rejection.topic.encode("utf-8", "surrogatepass") + b"\x00")
+    digest.update(rejection.payload)
+    digest.update(repr(rejection.received_at).encode())
+    return "rej_" + digest.hexdigest()[:32]
