@@ -41,6 +41,7 @@ from bridge.plugin import load_plugins
 from bridge.store import open_store
 from bridge.store.base import Delivery, IngestResult, Store
 from bridge.store.leases import keep_heartbeat
+from bridge.tracing import open_spans
 
 __all__ = ["Bridge", "bridge_version"]
 
@@ -87,7 +88,11 @@ class Bridge:
             if settings.presence.enabled
             else None
         )
-        self.sender = Sender(settings, user_agent=f"hookbridge/{bridge_version()}")
+        # Optional OTLP export of spans; raises ConfigError when the extra is missing.
+        self.spans = open_spans(settings.tracing)
+        self.sender = Sender(
+            settings, user_agent=f"hookbridge/{bridge_version()}", spans=self.spans
+        )
         self.pipe = Pipe(self.publish_reply)
         self.dispatcher = Dispatcher(
             settings,
@@ -111,6 +116,7 @@ class Bridge:
             max_payload=settings.limits.max_payload,
             hand_over=self._hand_over,
             alert=self._alert,
+            spans=self.spans,
         )
         self.ingest = Ingest(
             settings.mqtt,
@@ -177,6 +183,8 @@ class Bridge:
             await self.inbound.stop()
             await self.admin.stop()
             await self.sender.close()
+            # Export what is queued; bounded by the exporter's timeout, off the loop.
+            await asyncio.to_thread(self.spans.shutdown)
             with contextlib.suppress(StoreError):
                 await self.store.close()
             log.info("bridge stopped")

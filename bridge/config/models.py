@@ -50,6 +50,7 @@ __all__ = [
     "Settings",
     "StoreSettings",
     "Subscription",
+    "TracingSettings",
     "TypeFrom",
     "redact_url",
 ]
@@ -428,6 +429,15 @@ class SecuritySettings(_Model):
     allow_private_targets: bool = False
 
 
+class TracingSettings(_Model):
+    """OpenTelemetry export of the bridge's spans (the ``otlp`` extra)."""
+
+    # OTLP over HTTP (protobuf), the traces URL: http://collector:4318/v1/traces
+    otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+")
+    service_name: str = Field(default="hookbridge", min_length=1, max_length=128)
+    headers: dict[str, SecretStr] = Field(default_factory=dict)  # e.g. an API key
+
+
 class Settings(_Model):
     """The whole configuration of one bridge instance."""
 
@@ -443,6 +453,7 @@ class Settings(_Model):
     inbound: list[InboundSettings] = Field(default_factory=list)
     api: ApiSettings = ApiSettings()
     security: SecuritySettings = SecuritySettings()
+    tracing: TracingSettings = TracingSettings()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
