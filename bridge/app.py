@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -19,9 +20,11 @@ from aiohttp import web
 from bridge.admin.metrics import Metrics
 from bridge.admin.operations import Operations, ReloadResult
 from bridge.admin.server import AdminServer
-from bridge.config import Settings
+from bridge.config import Settings, Subscription
 from bridge.core.normalise import Normaliser
+from bridge.core.outcomes import AttemptOutcome, AttemptResult, DeliveryStatus
 from bridge.core.route import Router
+from bridge.core.trace import freshness_start
 from bridge.delivery.auth import secret_values
 from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.pipe import Pipe
@@ -36,8 +39,9 @@ from bridge.ingest.presence import PresenceTracker
 from bridge.logs import get_logger, register_secrets
 from bridge.plugin import load_plugins
 from bridge.store import open_store
-from bridge.store.base import IngestResult, Store
+from bridge.store.base import Delivery, IngestResult, Store
 from bridge.store.leases import keep_heartbeat
+from bridge.tracing import open_spans
 
 __all__ = ["Bridge", "bridge_version"]
 
@@ -84,7 +88,11 @@ class Bridge:
             if settings.presence.enabled
             else None
         )
-        self.sender = Sender(settings, user_agent=f"hookbridge/{bridge_version()}")
+        # Optional OTLP export of spans; raises ConfigError when the extra is missing.
+        self.spans = open_spans(settings.tracing)
+        self.sender = Sender(
+            settings, user_agent=f"hookbridge/{bridge_version()}", spans=self.spans
+        )
         self.pipe = Pipe(self.publish_reply)
         self.dispatcher = Dispatcher(
             settings,
@@ -92,7 +100,7 @@ class Bridge:
             self.sender,
             owner=self.owner,
             metrics=self.metrics,
-            after_delivery=self.pipe.after_delivery,
+            after_delivery=self._after_attempt,
             alert=self._alert,
         )
         self.dead_letters = DeadLetters(dead_letter_path(settings.store))
@@ -108,6 +116,7 @@ class Bridge:
             max_payload=settings.limits.max_payload,
             hand_over=self._hand_over,
             alert=self._alert,
+            spans=self.spans,
         )
         self.ingest = Ingest(
             settings.mqtt,
@@ -174,6 +183,8 @@ class Bridge:
             await self.inbound.stop()
             await self.admin.stop()
             await self.sender.close()
+            # Export what is queued; bounded by the exporter's timeout, off the loop.
+            await asyncio.to_thread(self.spans.shutdown)
             with contextlib.suppress(StoreError):
                 await self.store.close()
             log.info("bridge stopped")
@@ -220,6 +231,19 @@ class Bridge:
             for name in {d.subscription for d in result.deliveries if d.id in released}:
                 self.dispatcher.poke(name)
 
+    async def _after_attempt(
+        self,
+        subscription: Subscription,
+        delivery: Delivery,
+        result: AttemptResult,
+        outcome: AttemptOutcome,
+    ) -> str | None:
+        """After every attempt: freshness of a delivered event, then pipe mode's answer."""
+        if outcome.status is DeliveryStatus.DELIVERED:
+            start = freshness_start(delivery.event.timestamp, delivery.created_at)
+            self.metrics.freshness.labels(subscription.name).observe(max(0.0, time.time() - start))
+        return await self.pipe.after_attempt(subscription, delivery, result, outcome)
+
     async def publish_reply(
         self,
         topic: str,
@@ -228,9 +252,17 @@ class Bridge:
         qos: int = 1,
         retain: bool = False,
         correlation: bytes | None = None,
+        content_type: str | None = None,
     ) -> None:
         """Publish on ingest's connection (pipe replies, inbound webhooks); waits for the PUBACK."""
-        await self.ingest.publish(topic, payload, qos=qos, retain=retain, correlation=correlation)
+        await self.ingest.publish(
+            topic,
+            payload,
+            qos=qos,
+            retain=retain,
+            correlation=correlation,
+            content_type=content_type,
+        )
 
     # -- helpers for the API and tests ---------------------------------------------
 

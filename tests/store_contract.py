@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 import pytest
 
 from bridge.core.events import Event
+from bridge.core.trace import EventContext
 from bridge.errors import StoreError
 from bridge.store.base import (
     Accepted,
@@ -469,6 +470,30 @@ class StoreContract(DeviceStoreContract, LeaseStoreContract):
         claimed = await store.claim_due("crm", now=T0 + 1, owner="b", lease_until=T0 + 60, limit=5)
         assert [d.id for d in claimed] == [first[0].id, second[0].id]
         assert claimed[0].event.body() == event.body()
+
+    async def test_event_context_is_kept_beside_the_envelope(self, store: Store) -> None:
+        context = EventContext(
+            trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+            parent_id="00f067aa0ba902b7",
+            tracestate="vendor=1",
+            response_topic="replies/dev-1",
+            correlation_data=b"\x00\xff\x80req",
+        )
+        event = make_event(1).with_context(context)
+        (delivery,) = await unleased(store, [accepted(event, "crm"), accepted(make_event(2))])
+        claimed = await store.claim_due("crm", now=T0, owner="b", lease_until=T0 + 60, limit=5)
+        assert [d.event.context for d in claimed] == [context]
+        assert claimed[0].event.body() == make_event(1).body()  # not in what receivers get
+        stored = await store.get_event(event.id)
+        assert stored is not None and stored.context == context
+        fetched = await store.get_delivery(delivery.id)
+        assert fetched is not None and fetched.event.context == context
+        plain = await store.get_event(make_event(2).id)
+        assert plain is not None and plain.context is None
+        # A replay keeps it too.
+        (replayed,) = await store.create_deliveries(event.with_id("evt_replay1"), ["ops"], now=T0)
+        again = await store.get_delivery(replayed.id)
+        assert again is not None and again.event.context == context
 
     async def test_list_deliveries_pages_and_filters(self, store: Store) -> None:
         made: list[Delivery] = []

@@ -44,12 +44,21 @@ def test_demo_stops_after_n_verified_events() -> None:
     done = _demo("--events", "20", "--rate", "40")
     _check_screen(done, 20)
     assert "mosquitto" in done.stdout.splitlines()[1]
+    # The round trip: the device's MQTT 5 request is answered on its response topic.
+    (round_trip,) = [line for line in done.stdout.splitlines() if "request/response" in line]
+    assert "(MQTT 5): answer on response topic demo/replies/" in round_trip
+    assert '"command": "sync"' in round_trip
+    assert "[correlation data matched, content type application/json" in round_trip
 
 
 def test_demo_with_the_embedded_broker() -> None:
     done = _demo("--events", "15", "--rate", "40", "--broker", "embedded")
     _check_screen(done, 15)
     assert "embedded amqtt broker (MQTT 3.1.1)" in done.stdout
+    # MQTT 3.1.1 has no response topic: the answer takes the subscription's reply_topic.
+    (round_trip,) = [line for line in done.stdout.splitlines() if "request/response" in line]
+    assert "(MQTT 3.1.1): answer on reply_topic devices/demo-requester/commands" in round_trip
+    assert '"reply":{"command":"sync"' in round_trip
 
 
 def test_ctrl_c_ends_the_demo_cleanly(tmp_path: Path) -> None:

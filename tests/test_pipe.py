@@ -8,10 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paho.mqtt.enums import MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from bridge.config import Subscription
 from bridge.core.events import Event
-from bridge.delivery.pipe import PipeError, Reply, plan_reply
+from bridge.core.outcomes import AttemptResult
+from bridge.core.trace import EventContext
+from bridge.delivery.pipe import PipeError, Reply, plan_error_reply, plan_reply
 from tests.conftest import bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
@@ -54,6 +59,7 @@ def test_plan_reply_wraps_the_answer() -> None:
         "devices/d1/commands",
         b'{"event_id":"evt_1","reply":{"command":"reboot"}}',
         b"evt_1",
+        "application/json",
     )
     bad = Event("evt_2", "device.online", EVENT.timestamp, "s", {"device_id": "a/b"})
     refused = plan_reply(PIPE, bad, 200, b"{}")
@@ -107,5 +113,200 @@ async def test_device_receives_the_receivers_answer(mosquitto: Mosquitto, tmp_pa
             await wait_until(recorded, timeout=10, message="non-JSON answer still delivered")
             attempts = await bridge.store.attempts(dev2)
             assert attempts[-1].error == "pipe: the answer is not JSON"
+    finally:
+        await receiver.stop()
+
+
+# -- MQTT 5 request/response --------------------------------------------------------
+
+CORRELATION = b"\x00\xffreq-1\x80"  # not UTF-8: correlation data are bytes, kept exact
+REQUEST = EVENT.with_context(
+    EventContext(trace_id="1" * 32, response_topic="replies/d1", correlation_data=CORRELATION)
+)
+
+
+def test_plan_reply_answers_the_response_topic_as_is() -> None:
+    plan = plan_reply(PIPE, REQUEST, 200, b"temperature=21", "text/plain")
+    assert plan == Reply("replies/d1", b"temperature=21", CORRELATION, "text/plain")
+    # Not JSON is fine here: the device asked, the answer goes back as the receiver sent it.
+    empty = plan_reply(PIPE, REQUEST, 204, None, None)
+    assert empty == Reply("replies/d1", b"", CORRELATION, None)
+    too_big = plan_reply(PIPE, REQUEST, 200, b"x" * 101, "text/plain")
+    assert isinstance(too_big, PipeError) and "pipe_max_reply" in too_big.reason
+    wild = EVENT.with_context(EventContext(response_topic="replies/+"))
+    refused = plan_reply(PIPE, wild, 200, b"{}", "application/json")
+    assert isinstance(refused, PipeError) and "wildcard" in refused.reason
+
+
+def test_plan_reply_without_anywhere_to_go_is_an_error() -> None:
+    no_fallback = Subscription.model_validate(
+        {"name": "p", "url": "http://x.example", "mode": "pipe"}
+    )
+    plan = plan_reply(no_fallback, EVENT, 200, b'{"a": 1}', "application/json")
+    assert isinstance(plan, PipeError)
+    assert "no MQTT 5 Response Topic" in plan.reason and "no reply_topic" in plan.reason
+    # With a Response Topic the same subscription answers.
+    assert isinstance(plan_reply(no_fallback, REQUEST, 200, b"{}", None), Reply)
+
+
+def test_pipe_fields_need_pipe_mode() -> None:
+    for extra in ({"reply_topic": "a/b"}, {"reply_errors": True}):
+        with pytest.raises(ValueError, match="only used with mode 'pipe'"):
+            Subscription.model_validate({"name": "p", "url": "http://x.example", **extra})
+
+
+def test_plan_error_reply_only_when_asked() -> None:
+    failed = AttemptResult("failed", 503, 1.0, "HTTP 503", None, None, None, None)
+    assert plan_error_reply(PIPE, REQUEST, failed, attempt=1, retrying=True) is None
+    asking = PIPE.model_copy(update={"reply_errors": True})
+    plan = plan_error_reply(asking, REQUEST, failed, attempt=2, retrying=False)
+    assert isinstance(plan, Reply)
+    assert (plan.topic, plan.correlation) == ("replies/d1", CORRELATION)
+    assert json.loads(plan.payload) == {
+        "event_id": "evt_1",
+        "error": "HTTP 503",
+        "status": 503,
+        "attempt": 2,
+        "retrying": False,
+    }
+    fallback = plan_error_reply(asking, EVENT, failed, attempt=1, retrying=True)
+    assert isinstance(fallback, Reply) and fallback.topic == "devices/d1/commands"
+
+
+def _request_answers(request: Any, _n: int) -> Answer:
+    device = request.json()["data"]["device_id"]
+    if device.startswith("bad"):
+        return Answer(503, body=b"overloaded")
+    if device == "dev-3":  # the MQTT 3.1.1 device: its reply_topic wraps a JSON answer
+        return Answer(200, body=b'{"command": "sync"}')
+    return Answer(200, body=f"ack {device}".encode(), headers={"Content-Type": "text/plain"})
+
+
+def _request_properties(response_topic: str, correlation: bytes) -> Properties:
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    properties.ResponseTopic = response_topic
+    properties.CorrelationData = correlation
+    return properties
+
+
+async def test_mqtt5_request_gets_its_answer_with_its_correlation_data(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    receiver = Receiver(_request_answers)
+    await receiver.start()
+    try:
+        sub = {
+            "name": "rr",
+            "url": receiver.url,
+            "mode": "pipe",
+            "reply_topic": "devices/{data.device_id}/commands",
+            "reply_errors": True,
+        }
+        config = bridge_config(mosquitto, tmp_path, [sub], retry={"schedule": ["50ms"]})
+        async with running_bridge(config):
+            with (
+                Publisher(mosquitto.port) as v5,
+                Publisher(mosquitto.port, protocol=MQTTProtocolVersion.MQTTv311) as v311,
+            ):
+                v5.subscribe("replies/#")
+                v5.subscribe("devices/dev-5/commands")  # a request's answer must not go here
+                v5.subscribe("devices/bad-5/commands")
+                v311.subscribe("devices/+/commands")
+                info = v5.client.publish(
+                    "devices/dev-5/status",
+                    "online",
+                    qos=1,
+                    properties=_request_properties("replies/dev-5", CORRELATION),
+                )
+                info.wait_for_publish(10)
+                bad = v5.client.publish(
+                    "devices/bad-5/status",
+                    "online",
+                    qos=1,
+                    properties=_request_properties("replies/bad-5", b"req-bad"),
+                )
+                bad.wait_for_publish(10)
+                v311.publish_all([("devices/dev-3/status", "online")])
+
+                def replies(topic: str) -> list[Any]:
+                    return [m for m in v5.received if m.topic == topic]
+
+                await wait_until(
+                    lambda: (
+                        len(replies("replies/dev-5")) >= 1
+                        and len(replies("replies/bad-5")) >= 2
+                        and len(v311.received) >= 1
+                    ),
+                    timeout=20,
+                    message="answer, error replies and fallback reply",
+                )
+                (answer,) = replies("replies/dev-5")
+                assert answer.payload == b"ack dev-5"
+                assert answer.properties.CorrelationData == CORRELATION
+                assert answer.properties.ContentType.startswith("text/plain")
+
+                # 503 on both attempts: one error reply per attempt, the last one final.
+                errors = replies("replies/bad-5")
+                assert [e.properties.CorrelationData for e in errors] == [b"req-bad"] * 2
+                documents = [json.loads(e.payload) for e in errors]
+                assert [d["retrying"] for d in documents] == [True, False]
+                assert {d["status"] for d in documents} == {503}
+                assert all(d["error"] for d in documents)
+                assert errors[0].properties.ContentType == "application/json"
+
+                # MQTT 3.1.1 device: no Response Topic, the reply goes to reply_topic.
+                (fallback,) = v311.received
+                assert fallback.topic == "devices/dev-3/commands"
+                assert json.loads(fallback.payload)["reply"] == {"command": "sync"}
+                # The MQTT 5 device's answers went to its Response Topic only.
+                assert not [m for m in v5.received if m.topic.startswith("devices/")]
+    finally:
+        await receiver.stop()
+
+
+async def test_a_request_answered_after_a_restart_keeps_its_correlation_and_trace(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """Response topic, correlation data and trace id are stored with the event."""
+    healthy = False
+
+    def answers(_request: Any, _n: int) -> Answer:
+        if not healthy:
+            return Answer(503)
+        return Answer(200, body=b'{"ok": true}', headers={"Content-Type": "application/json"})
+
+    receiver = Receiver(answers)
+    await receiver.start()
+    sub = {"name": "rr", "url": receiver.url, "mode": "pipe"}  # no reply_topic: MQTT 5 only
+    config = bridge_config(mosquitto, tmp_path, [sub], retry={"schedule": ["2s", "50ms"]})
+    try:
+        with Publisher(mosquitto.port) as device:
+            device.subscribe("replies/restart")
+            async with running_bridge(config) as bridge:
+                device.client.publish(
+                    "devices/dev-r/status",
+                    "online",
+                    qos=1,
+                    properties=_request_properties("replies/restart", CORRELATION),
+                ).wait_for_publish(10)
+                await wait_until(lambda: len(receiver.requests) >= 1, timeout=15)
+                delivery_id = receiver.requests[0].headers["hookbridge-delivery-id"]
+
+                async def failed_attempt_recorded() -> bool:
+                    return len(await bridge.store.attempts(delivery_id)) >= 1
+
+                await wait_until(failed_attempt_recorded, timeout=10)
+            assert device.received == []
+            healthy = True
+            async with running_bridge(config):  # a new process: nothing kept in memory
+                await wait_until(lambda: len(device.received) >= 1, timeout=20, message="answer")
+            (answer,) = device.received
+            assert answer.payload == b'{"ok": true}'
+            assert answer.properties.CorrelationData == CORRELATION
+            assert answer.properties.ContentType == "application/json"
+            first, second = receiver.requests[:2]
+            assert second.headers["hookbridge-delivery-id"] == delivery_id
+            trace_ids = {r.headers["traceparent"].split("-")[1] for r in (first, second)}
+            assert len(trace_ids) == 1
     finally:
         await receiver.stop()

@@ -88,6 +88,14 @@ class Metrics:
             buckets=_E2E_BUCKETS,
             registry=r,
         )
+        self.freshness = Histogram(
+            "hookbridge_delivery_freshness_seconds",
+            "From the device's publish time (when its clock is sane, else the receipt) "
+            "to the receiver's 2xx",
+            ["subscription"],
+            buckets=_E2E_BUCKETS,
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "hookbridge_queue_depth", "Pending deliveries", ["subscription"], registry=r
         )

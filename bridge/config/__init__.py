@@ -30,6 +30,7 @@ from bridge.config.models import (
     Settings,
     StoreSettings,
     Subscription,
+    TracingSettings,
     TypeFrom,
     redact_url,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "Settings",
     "StoreSettings",
     "Subscription",
+    "TracingSettings",
     "TypeFrom",
     "load_api_settings",
     "load_config",

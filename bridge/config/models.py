@@ -60,6 +60,7 @@ __all__ = [
     "Settings",
     "StoreSettings",
     "Subscription",
+    "TracingSettings",
     "TypeFrom",
     "redact_url",
 ]
@@ -311,7 +312,10 @@ class Subscription(_Model):
     rate_limit: RateLimit | None = None
     ordered: bool = False
     mode: Literal["push", "pipe"] = "push"
+    # pipe: the MQTT 5 Response Topic of the device's message comes first; this
+    # template is the fallback (MQTT 3.1.1, or a message without one).
     reply_topic: str | None = None
+    reply_errors: bool = False  # pipe: a failed attempt publishes {"error": ...} back
     enabled: bool = True
     hub_signature: bool = False
     circuit: CircuitSettings = CircuitSettings()
@@ -383,11 +387,13 @@ class Subscription(_Model):
         return self
 
     @model_validator(mode="after")
-    def _pipe_needs_reply_topic(self) -> Subscription:
-        if self.mode == "pipe" and not self.reply_topic:
-            raise ValueError("mode 'pipe' needs a reply_topic")
+    def _pipe_fields_need_pipe(self) -> Subscription:
+        # mode pipe without reply_topic answers MQTT 5 requests only (their
+        # Response Topic); an answer with nowhere to go is an error on the attempt.
         if self.reply_topic and self.mode != "pipe":
             raise ValueError("reply_topic is only used with mode 'pipe'")
+        if self.reply_errors and self.mode != "pipe":
+            raise ValueError("reply_errors is only used with mode 'pipe'")
         return self
 
     @property
@@ -465,6 +471,15 @@ class SecuritySettings(_Model):
     allow_private_targets: bool = False
 
 
+class TracingSettings(_Model):
+    """OpenTelemetry export of the bridge's spans (the ``otlp`` extra)."""
+
+    # OTLP over HTTP (protobuf), the traces URL: http://collector:4318/v1/traces
+    otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+")
+    service_name: str = Field(default="hookbridge", min_length=1, max_length=128)
+    headers: dict[str, SecretStr] = Field(default_factory=dict)  # e.g. an API key
+
+
 class Settings(_Model):
     """The whole configuration of one bridge instance."""
 
@@ -480,6 +495,7 @@ class Settings(_Model):
     inbound: list[InboundSettings] = Field(default_factory=list)
     api: ApiSettings = ApiSettings()
     security: SecuritySettings = SecuritySettings()
+    tracing: TracingSettings = TracingSettings()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:

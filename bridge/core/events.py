@@ -18,6 +18,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridge.core.trace import EventContext
+
 __all__ = [
     "CATALOGUE",
     "SCHEMA_VERSION",
@@ -211,6 +213,8 @@ class Event:
     data: dict[str, Any]
     schema_version: int = SCHEMA_VERSION
     _body: list[bytes] = field(default_factory=list, repr=False, compare=False)
+    # Kept beside the envelope, never in it: trace and MQTT 5 request/response.
+    context: EventContext | None = field(default=None, repr=False, compare=False)
 
     @property
     def device_id(self) -> str | None:
@@ -234,11 +238,25 @@ class Event:
         return self._body[0]
 
     def with_id(self, new_id: str) -> Event:
-        return Event(new_id, self.type, self.timestamp, self.source, self.data)
+        return Event(
+            new_id, self.type, self.timestamp, self.source, self.data, context=self.context
+        )
+
+    def with_context(self, context: EventContext | None) -> Event:
+        return Event(
+            self.id,
+            self.type,
+            self.timestamp,
+            self.source,
+            self.data,
+            self.schema_version,
+            self._body,
+            context,
+        )
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> Event:
-        """Rebuild an event from its stored envelope."""
+    def from_json(cls, raw: bytes | str, context: EventContext | None = None) -> Event:
+        """Rebuild an event from its stored envelope (and its stored side context)."""
         doc = orjson.loads(raw)
         stamp = datetime.fromisoformat(doc["timestamp"].replace("Z", "+00:00"))
         body = raw.encode() if isinstance(raw, str) else bytes(raw)
@@ -250,4 +268,5 @@ class Event:
             data=doc["data"],
             schema_version=int(doc.get("schema_version", SCHEMA_VERSION)),
             _body=[body],
+            context=context,
         )

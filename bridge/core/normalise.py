@@ -54,6 +54,10 @@ class Message:
     # Minted once when the message arrives: the event id used when the device
     # gives no message id of its own, so every commit retry keeps the same id.
     receipt_id: str | None = None
+    # MQTT 5 request/response: where the device wants an answer, and what it
+    # names the request by (bytes, kept exact).
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,7 @@ def secret_values(settings: Settings) -> list[str]:
         values.append(settings.mqtt.password.get_secret_value())
     if settings.api.token is not None:
         values.append(settings.api.token.get_secret_value())
+    values += [h.get_secret_value() for h in settings.tracing.headers.values()]
     return values
 
 

@@ -46,8 +46,11 @@ log = get_logger("hookbridge.dispatch")
 Alert = Callable[[str, str, dict[str, object]], Awaitable[None]]
 """``alert(kind, subscription, details)``: operational events such as a disabled subscription."""
 
-AfterDelivery = Callable[[Subscription, Delivery, AttemptResult], Awaitable[str | None]]
-"""Called after a 2xx (pipe mode: publish the answer back); returns an error to record, or None."""
+AfterDelivery = Callable[
+    [Subscription, Delivery, AttemptResult, AttemptOutcome], Awaitable[str | None]
+]
+"""Called after every attempt with what it decided (pipe mode: publish the answer, or the
+error, back); returns an error to record, or None."""
 
 
 class Dispatcher:
@@ -365,16 +368,20 @@ class Dispatcher:
             result, attempts_made=attempt_no, retry=self._settings.retry, now=now, rand=self._rand()
         )
         error = result.error
-        if outcome.status is DeliveryStatus.DELIVERED and self._after_delivery is not None:
-            try:
-                error = await self._after_delivery(lane.subscription, delivery, result)
-            except Exception as exc:
-                log.exception("after-delivery hook failed")
-                error = f"after-delivery hook failed: {type(exc).__name__}"
         if result.outcome == "gone":
             # 410: the receiver says the endpoint is gone. Keep the delivery (due
             # again once someone re-enables the subscription) and stop sending.
             outcome = AttemptOutcome(DeliveryStatus.PENDING, next_attempt_at=now)
+        if self._after_delivery is not None:
+            try:
+                note = await self._after_delivery(lane.subscription, delivery, result, outcome)
+            except Exception as exc:
+                log.exception("after-delivery hook failed")
+                note = f"after-delivery hook failed: {type(exc).__name__}"
+            if outcome.status is DeliveryStatus.DELIVERED:
+                error = note
+            elif note:
+                error = f"{error}; {note}" if error else note
         record = AttemptRecord(
             delivery_id=delivery.id,
             attempt=attempt_no,

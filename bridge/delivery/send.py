@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import os
 import ssl
 import time
 from collections.abc import Mapping, Sequence
@@ -46,11 +47,13 @@ from bridge.core.formats import Encoded, encoder_for
 from bridge.core.outcomes import AttemptResult
 from bridge.core.retry import parse_retry_after
 from bridge.core.signing import hub_signature, signature_header
+from bridge.core.trace import format_traceparent, new_span_id, trace_of
 from bridge.delivery.auth import ReceiverAuth
 from bridge.delivery.excerpts import MASK, SCRUB_MARGIN, masked_excerpt, sent_secrets
 from bridge.delivery.targets import GuardedResolver, check_proxied_target, check_url_target
 from bridge.errors import BridgeError, DeliveryError, TargetRefused
 from bridge.logs import scrub_secrets
+from bridge.tracing import NoSpans, Spans, receive_span_id
 
 __all__ = [
     "PIPE_BODY_LIMIT",
@@ -139,9 +142,10 @@ def _ssl_for(subscription: Subscription) -> ssl.SSLContext | bool:
 class Sender:
     """Sends attempts; one isolated connection pool per subscription."""
 
-    def __init__(self, settings: Settings, *, user_agent: str) -> None:
+    def __init__(self, settings: Settings, *, user_agent: str, spans: Spans | None = None) -> None:
         self._settings = settings
         self._user_agent = user_agent
+        self._spans: Spans = spans if spans is not None else NoSpans()
         self._subscriptions = {s.name: s for s in settings.subscriptions}
         self._endpoints: dict[str, _Endpoint] = {}
         self._retired: list[_Endpoint] = []
@@ -247,6 +251,7 @@ class Sender:
         *,
         delivery_id: str,
         attempt: int,
+        span_id: str,
     ) -> dict[str, str]:
         headers = {name: value.get_secret_value() for name, value in subscription.headers.items()}
         headers.update(encoded.extra_headers)
@@ -263,6 +268,12 @@ class Sender:
                 "hookbridge-attempt": str(attempt),
             }
         )
+        # W3C trace context: the event's trace (the device's, or one started at
+        # receipt), a new span per attempt (exported as hookbridge.attempt).
+        trace = trace_of(event.id, event.context)
+        headers["traceparent"] = format_traceparent(trace.trace_id, span_id, trace.flags)
+        if trace.state:
+            headers["tracestate"] = trace.state
         secrets = [secret.get_secret_value() for secret in subscription.secrets]
         if secrets:
             headers["webhook-signature"] = signature_header(
@@ -277,9 +288,11 @@ class Sender:
     ) -> AttemptResult:
         """POST ``event`` to ``subscription`` once; every problem is a failed result."""
         started = time.perf_counter()
+        wall_start = time.time()
+        span_id = new_span_id(os.urandom(8))
         try:
             encoded, headers, endpoint = await self._prepare(
-                subscription, event, delivery_id=delivery_id, attempt=attempt
+                subscription, event, delivery_id=delivery_id, attempt=attempt, span_id=span_id
             )
         except BridgeError as exc:
             _warn_if_refused(subscription, exc)
@@ -308,10 +321,65 @@ class Sender:
             latency_ms=round(result.latency_ms, 1),
             error=result.error,
         )
+        if self._spans.enabled:
+            self._attempt_span(
+                subscription,
+                event,
+                result,
+                delivery_id=delivery_id,
+                attempt=attempt,
+                span_id=span_id,
+                start=wall_start,
+            )
         return result
 
+    def _attempt_span(
+        self,
+        subscription: Subscription,
+        event: Event,
+        result: AttemptResult,
+        *,
+        delivery_id: str,
+        attempt: int,
+        span_id: str,
+        start: float,
+    ) -> None:
+        trace = trace_of(event.id, event.context)
+        attributes: dict[str, str | int | float | bool] = {
+            "hookbridge.event_id": event.id,
+            "hookbridge.event_type": event.type,
+            "hookbridge.delivery_id": delivery_id,
+            "hookbridge.subscription": subscription.name,
+            "hookbridge.attempt": attempt,
+            "hookbridge.outcome": result.outcome,
+            "http.request.method": "POST",
+        }
+        if result.status_code is not None:
+            attributes["http.response.status_code"] = result.status_code
+        try:
+            self._spans.record(
+                "hookbridge.attempt",
+                trace_id=trace.trace_id,
+                span_id=span_id,
+                parent_id=receive_span_id(event.id),
+                flags=trace.flags,
+                start=start,
+                end=start + result.latency_ms / 1000,
+                attributes=attributes,
+                error=result.error if result.outcome != "delivered" else None,
+                client=True,
+            )
+        except Exception:  # export must never touch a delivery
+            log.warning("could not record the attempt's span", exc_info=True)
+
     async def _prepare(
-        self, subscription: Subscription, event: Event, *, delivery_id: str, attempt: int
+        self,
+        subscription: Subscription,
+        event: Event,
+        *,
+        delivery_id: str,
+        attempt: int,
+        span_id: str,
     ) -> tuple[Encoded, dict[str, str], _Endpoint]:
         """The body, the headers and the endpoint of one attempt; raises what stops it."""
         if self._closed:
@@ -321,7 +389,7 @@ class Sender:
             raise DeliveryError(f"format '{subscription.format}' is not available")
         encoded = encoder(event)
         headers = self._headers(
-            subscription, event, encoded, delivery_id=delivery_id, attempt=attempt
+            subscription, event, encoded, delivery_id=delivery_id, attempt=attempt, span_id=span_id
         )
         if self._guarded(subscription):
             check_url_target(subscription.url)

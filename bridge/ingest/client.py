@@ -142,15 +142,23 @@ class Ingest:
         qos: int = 1,
         retain: bool = False,
         correlation: bytes | None = None,
+        content_type: str | None = None,
         timeout: float = 10.0,
     ) -> None:
-        """Publish and wait for the broker's PUBACK (QoS 1) or the write (QoS 0)."""
+        """Publish and wait for the broker's PUBACK (QoS 1) or the write (QoS 0).
+
+        ``correlation`` and ``content_type`` are MQTT 5 properties: on a 3.1.1
+        connection they are not sent.
+        """
         if not self.connected:
             raise BrokerError("not connected to the broker")
         properties = None
-        if correlation is not None and self._settings.protocol == "5":
+        if (correlation is not None or content_type) and self._settings.protocol == "5":
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            properties.CorrelationData = correlation
+            if correlation is not None:
+                properties.CorrelationData = correlation
+            if content_type:
+                properties.ContentType = content_type
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise BrokerError(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
@@ -315,6 +323,8 @@ class Ingest:
             properties = msg.properties
             content_type = getattr(properties, "ContentType", None) if properties else None
             user_props = getattr(properties, "UserProperty", None) if properties else None
+            response_topic = getattr(properties, "ResponseTopic", None) if properties else None
+            correlation = getattr(properties, "CorrelationData", None) if properties else None
             received_at = datetime.now(UTC)
             message = Message(
                 topic=topic,
@@ -325,6 +335,8 @@ class Ingest:
                 content_type=content_type,
                 user_properties=tuple(user_props or ()),
                 receipt_id=new_event_id(received_at, os.urandom(10)),
+                response_topic=response_topic if isinstance(response_topic, str) else None,
+                correlation_data=bytes(correlation) if correlation is not None else None,
             )
             self._pending.append(Received(message, msg.mid, msg.qos, self._connection))
             self._metrics.messages_received.inc()

@@ -20,18 +20,21 @@ are then handed to the dispatcher. What breaks is isolated, never the batch:
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from bridge.admin.metrics import Metrics
 from bridge.core.normalise import Message, Normalised, Normaliser, Rejected
 from bridge.core.route import Router
+from bridge.core.trace import context_for, trace_of
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.ingest.dead_letter import DeadLetters
 from bridge.ingest.presence import PresenceTracker
 from bridge.logs import get_logger
 from bridge.plugin import filter_allows
 from bridge.store.base import Accepted, IngestResult, Rejection, Store
+from bridge.tracing import NoSpans, Spans, receive_span_id
 
 __all__ = ["CommitStep"]
 
@@ -60,7 +63,9 @@ class CommitStep:
         max_payload: int,
         hand_over: HandOver,
         alert: Alert,
+        spans: Spans | None = None,
     ) -> None:
+        self._spans: Spans = spans if spans is not None else NoSpans()
         self._normaliser = normaliser
         self._router = router
         self._presence = presence
@@ -197,7 +202,16 @@ class CommitStep:
         accepted.append(self._accept(result, message, received))
 
     def _accept(self, result: Normalised, message: Message, received: float) -> Accepted:
-        event = result.event
+        # The event's side context: its trace (the device's continued, or one
+        # started now) and the MQTT 5 request properties a pipe answers to.
+        event = result.event.with_context(
+            context_for(
+                message.user_properties,
+                entropy=os.urandom(16),
+                response_topic=message.response_topic,
+                correlation_data=message.correlation_data,
+            )
+        )
         if self._presence is not None:
             event = self._presence.annotate(event)
         subscriptions = tuple(
@@ -263,7 +277,35 @@ class CommitStep:
         self._metrics.ingest_batch_size.observe(len(accepted) + len(rejected))
         if result.duplicates:
             self._metrics.events_duplicate.inc(result.duplicates)
+        if self._spans.enabled:
+            self._receive_spans(accepted, committed=time.time())
         await self._hand_over(result)
+
+    def _receive_spans(self, accepted: list[Accepted], *, committed: float) -> None:
+        """One ``hookbridge.receive`` span per event: MQTT receipt → stored."""
+        for item in accepted:
+            event = item.event
+            context = event.context
+            trace = trace_of(event.id, context)
+            try:
+                self._spans.record(
+                    "hookbridge.receive",
+                    trace_id=trace.trace_id,
+                    span_id=receive_span_id(event.id),
+                    parent_id=context.parent_id if context is not None else None,
+                    flags=trace.flags,
+                    start=item.received_at,
+                    end=committed,
+                    attributes={
+                        "hookbridge.event_id": event.id,
+                        "hookbridge.event_type": event.type,
+                        "hookbridge.device_id": event.device_id or "",
+                        "hookbridge.deliveries": len(item.subscriptions),
+                        "messaging.system": "mqtt",
+                    },
+                )
+            except Exception:  # export must never touch ingest
+                log.warning("could not record a receive span", exc_info=True)
 
 
 def _rejection_key(rejection: Rejection) -> str:

@@ -106,6 +106,7 @@ class PresenceTracker:
             event.timestamp,
             event.source,
             {**event.data, "reason": CONNECTION_LOST},
+            context=event.context,
         )
 
     def announce(self, transition: Transition) -> Accepted:

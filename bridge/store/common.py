@@ -18,6 +18,7 @@ import orjson
 
 from bridge.core.events import Event
 from bridge.core.presence import Observation, Presence, PresenceState, decide
+from bridge.core.trace import EventContext
 from bridge.errors import StoreError
 from bridge.store.base import (
     Accepted,
@@ -60,7 +61,7 @@ __all__ = [
 # The columns ``delivery_from_row`` reads, in its order, and the join they come from.
 DELIVERY_COLUMNS = """d.id, d.subscription, d.attempts, d.created_at, d.status,
     d.next_attempt_at, e.body, d.dead_reason, d.last_status_code, d.last_error,
-    d.lease_token, d.age_from"""
+    d.lease_token, d.age_from, e.context"""
 FROM_DELIVERIES = "FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
 # The columns ``presence_from_row`` reads, in its order.
 PRESENCE_COLUMNS = "device_id, state, last_seen, changed_at, reason"
@@ -69,10 +70,11 @@ PRESENCE_COLUMNS = "device_id, state, last_seen, changed_at, reason"
 # -- rows -----------------------------------------------------------------------------
 
 
-def event_from_body(body: bytes) -> Event:
-    """The stored envelope as an Event; a damaged one is a store error, not a crash."""
+def event_from_body(body: bytes, context: str | bytes | None = None) -> Event:
+    """The stored envelope (and side context) as an Event; a damaged one is a store
+    error, not a crash (a damaged context is dropped: the event is still sent)."""
     try:
-        return Event.from_json(body)
+        return Event.from_json(body, EventContext.from_json(context))
     except (ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"a stored event cannot be read ({type(exc).__name__})") from exc
 
@@ -81,7 +83,7 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
     """A row of ``DELIVERY_COLUMNS`` as a Delivery carrying its rebuilt Event."""
     return Delivery(
         id=row[0],
-        event=event_from_body(row[6]),
+        event=event_from_body(row[6], row[12]),
         subscription=row[1],
         attempts=row[2],
         created_at=row[3],
@@ -97,7 +99,7 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
 
 def event_values(event: Event, received_at: float, content_hash: str | None) -> tuple[Any, ...]:
     """An event's column values: id, type, source, device_id, occurred_at, received_at,
-    content_hash, body."""
+    content_hash, body, context (JSON text, or None)."""
     return (
         event.id,
         event.type,
@@ -107,6 +109,7 @@ def event_values(event: Event, received_at: float, content_hash: str | None) -> 
         received_at,
         content_hash,
         event.body(),
+        event.context.to_json().decode("utf-8") if event.context is not None else None,
     )
 
 

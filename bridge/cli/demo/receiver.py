@@ -65,6 +65,25 @@ class DemoReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/webhooks/hookbridge"
 
+    @property
+    def pipe_url(self) -> str:
+        """Where the pipe subscription posts: the answer goes back to the device."""
+        return f"http://127.0.0.1:{self.port}/webhooks/commands"
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            verify([self._secret], request.headers, body, now=time.time())
+        except SignatureError as exc:
+            self.refused += 1
+            self._print(f"REFUSED  {request.headers.get('webhook-id', '?')}: {exc}")
+            self.changed.set()
+            return web.Response(status=401, text="bad signature")
+        envelope = json.loads(body)
+        device = (envelope.get("data") or {}).get("device_id", "-")
+        self._print(f"{describe(envelope)}  [signature ok, answering: sync]")
+        return web.json_response({"command": "sync", "device_id": device})
+
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         try:
@@ -88,6 +107,7 @@ class DemoReceiver:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/webhooks/hookbridge", self._handle)
+        app.router.add_post("/webhooks/commands", self._answer)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from bridge.cli.demo.broker import BrokerChoice, DemoBroker
 from bridge.cli.demo.receiver import DemoReceiver
+from bridge.cli.demo.requester import Requester, pipe_subscription
 from bridge.cli.demo.simulator import Simulator
 from bridge.cli.keys import generate_secret
 from bridge.config import parse_config
@@ -40,6 +41,7 @@ def _header(broker: DemoBroker, receiver: DemoReceiver, store: Path, rate: float
     _say(f"  devices   simulated, publishing to devices/<id>/... at {rate:g} messages/s")
     _say(f"  bridge    in this process, MQTT {broker.protocol}, store sqlite:///{store}")
     _say(f"  receiver  {receiver.url}: verifies each webhook-signature, prints each event")
+    _say(f"  request   one device asks, {receiver.pipe_url} answers, the answer goes back")
     _say("Ctrl-C stops.")
     _say()
 
@@ -74,7 +76,8 @@ async def _demo(events: int | None, rate: float, choice: BrokerChoice) -> int:
                         # fold a device's first messages into one online state.
                         "presence": {"enabled": False},
                         "subscriptions": [
-                            {"name": "demo-receiver", "url": receiver.url, "secret": secret}
+                            {"name": "demo-receiver", "url": receiver.url, "secret": secret},
+                            pipe_subscription(receiver.pipe_url, secret),
                         ],
                     },
                     interpolate=False,
@@ -101,6 +104,7 @@ async def _run(
 ) -> int:
     service = asyncio.create_task(bridge.run(grace=2.0), name="demo-bridge")
     devices: asyncio.Task[None] | None = None
+    asking: asyncio.Task[str] | None = None
     try:
         async with asyncio.timeout(30):
             while not bridge.ingest.subscribed and not service.done() and not stop.is_set():
@@ -108,6 +112,16 @@ async def _run(
                     await asyncio.wait_for(stop.wait(), 0.05)
         if service.done():
             service.result()  # raises what stopped it
+        # First one request/response round trip, then the stream of device events.
+        requester = Requester(broker.port, protocol=broker.protocol)
+        asking = asyncio.create_task(requester.run(), name="request-response")
+        stopping = asyncio.create_task(stop.wait(), name="stop-requested")
+        await asyncio.wait({asking, stopping, service}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if service.done():
+            service.result()
+        if asking.done():
+            _say(asking.result())  # raises what stopped it
         devices = asyncio.create_task(Simulator(broker.port, rate=rate).run(), name="devices")
         while not stop.is_set():
             if events is not None and receiver.verified >= events:
@@ -119,10 +133,11 @@ async def _run(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(receiver.changed.wait(), 0.5)
     finally:
-        if devices is not None:
-            devices.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await devices
+        for task in (devices, asking):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         bridge.stop()
         await asyncio.wait_for(service, 20)
     _say()

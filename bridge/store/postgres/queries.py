@@ -95,7 +95,7 @@ NEXT_DUE = """SELECT min(next_attempt_at) FROM deliveries
 GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} WHERE d.id = $1"
 ATTEMPTS = """SELECT delivery_id, attempt, started_at, latency_ms, status_code, error,
     response_excerpt FROM attempts WHERE delivery_id = $1 ORDER BY attempt, id"""
-GET_EVENT = "SELECT body FROM events WHERE id = $1"
+GET_EVENT = "SELECT body, context FROM events WHERE id = $1"
 QUEUE_DEPTH = "SELECT count(*) FROM deliveries WHERE subscription = $1 AND status = 'pending'"
 SUBSCRIPTION_STATES = """SELECT name, disabled, disabled_reason, failing_since, last_success,
     last_failure, extra FROM subscription_state ORDER BY name"""
@@ -145,9 +145,9 @@ _KNOWN_HASHES = """SELECT content_hash FROM events
 # this insert (a redelivery to another member of the shared group); RETURNING
 # says which rows were really ours.
 _INSERT_EVENTS = """INSERT INTO events
-    (id, type, source, device_id, occurred_at, received_at, content_hash, body)
+    (id, type, source, device_id, occurred_at, received_at, content_hash, body, context)
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                         $5::float8[], $6::float8[], $7::text[], $8::bytea[])
+                         $5::float8[], $6::float8[], $7::text[], $8::bytea[], $9::text[])
     ON CONFLICT (id) DO NOTHING RETURNING id"""
 _INSERT_DELIVERIES = """INSERT INTO deliveries
     (id, event_id, subscription, device_id, status, attempts, next_attempt_at,
@@ -269,7 +269,7 @@ async def store_items(
             unique.append(item)
     fresh = unique
     if unique:
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
         for item in unique:
             values = event_values(item.event, item.received_at, item.content_hash)
             for column, value in zip(columns, values, strict=True):

@@ -146,12 +146,18 @@ _AGE_FROM_RECEIPT = (
         ON deliveries ((coalesce(age_from, created_at))) WHERE status = 'pending'""",
 )
 
+# What the bridge keeps beside an event and never sends as such (JSON, see
+# bridge.core.trace.EventContext): its trace, and the MQTT 5 Response Topic and
+# Correlation Data a pipe subscription answers to. NULL for none.
+_EVENT_CONTEXT = ("ALTER TABLE events ADD COLUMN context text",)
+
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
     _V2,
     _LEASES_FOLLOW_HOLDER,
     _DEDUPE_WINDOW_AND_PENDING_AGE,
     _AGE_FROM_RECEIPT,
+    _EVENT_CONTEXT,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 

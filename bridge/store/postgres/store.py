@@ -321,8 +321,8 @@ class PostgresStore:
 
     async def get_event(self, event_id: str) -> Event | None:
         async def work(conn: Any) -> Event | None:
-            body = await conn.fetchval(sql.GET_EVENT, event_id)
-            return None if body is None else common.event_from_body(body)
+            row = await conn.fetchrow(sql.GET_EVENT, event_id)
+            return None if row is None else common.event_from_body(row[0], row[1])
 
         return await self._run(work, action="get_event", write=False)
 

@@ -87,7 +87,7 @@ NEXT_DUE = """SELECT next_attempt_at FROM deliveries
 GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} WHERE d.id = ?"
 ATTEMPTS = """SELECT delivery_id, attempt, started_at, latency_ms, status_code, error,
     response_excerpt FROM attempts WHERE delivery_id = ? ORDER BY attempt, rowid"""
-GET_EVENT = "SELECT body FROM events WHERE id = ?"
+GET_EVENT = "SELECT body, context FROM events WHERE id = ?"
 QUEUE_DEPTH = "SELECT count(*) FROM deliveries WHERE subscription = ? AND status = 'pending'"
 SUBSCRIPTION_STATES = """SELECT name, disabled, disabled_reason, failing_since, last_success,
     last_failure, extra FROM subscription_state ORDER BY name"""
@@ -134,8 +134,8 @@ _EXISTING_IDS = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(
 _KNOWN_HASHES = """SELECT content_hash FROM events
     WHERE content_hash IN (SELECT value FROM json_each(?)) AND received_at >= ?"""
 _INSERT_EVENT = """INSERT INTO events
-    (id, type, source, device_id, occurred_at, received_at, content_hash, body)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+    (id, type, source, device_id, occurred_at, received_at, content_hash, body, context)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 _INSERT_EVENT_IF_NEW = _INSERT_EVENT.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
 _INSERT_DELIVERY = """INSERT INTO deliveries
     (id, event_id, subscription, device_id, status, attempts, next_attempt_at,

@@ -285,7 +285,7 @@ class SQLiteStore:
     async def get_event(self, event_id: str) -> Event | None:
         def work(conn: sqlite3.Connection) -> Event | None:
             row = conn.execute(sql.GET_EVENT, (event_id,)).fetchone()
-            return None if row is None else common.event_from_body(row[0])
+            return None if row is None else common.event_from_body(row[0], row[1])
 
         return await self._run(work, action="get_event", write=False)
 

@@ -1,0 +1,146 @@
+"""Optional OpenTelemetry export of the bridge's spans over OTLP/HTTP.
+
+With ``tracing.otlp_endpoint`` set (and the ``otlp`` extra installed:
+``pip install 'hookbridge[otlp]'``), the bridge exports, per event:
+
+* ``hookbridge.receive``: from the MQTT receipt to the commit that stored the
+  event; its parent is the device's span when the device sent a
+  ``traceparent``. Its span id is derived from the event id, so every
+  instance and every restart names the same span.
+* ``hookbridge.attempt``: one per HTTP attempt, child of the receive span.
+  Its span id is the parent id of the ``traceparent`` the receiver gets, so
+  the receiver's own spans hang under it.
+
+Spans are built when their work is done (their ids and times are the
+bridge's own, see :mod:`bridge.core.trace`) and handed to the SDK's batch
+processor, which exports them from its own thread. Export problems are the
+SDK's to log; they never slow down or fail a delivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from bridge.config import TracingSettings
+from bridge.errors import ConfigError
+from bridge.logs import get_logger
+
+__all__ = ["NoSpans", "OtlpSpans", "Spans", "open_spans", "receive_span_id"]
+
+log = get_logger("hookbridge.tracing")
+
+Attributes = Mapping[str, str | int | float | bool]
+
+
+def receive_span_id(event_id: str) -> str:
+    """The span id of an event's receive span: derived, so it needs no storage."""
+    raw = hashlib.sha256(b"receive\x00" + event_id.encode("utf-8")).digest()[:8]
+    return (raw if any(raw) else b"\x00" * 7 + b"\x01").hex()
+
+
+class Spans(Protocol):
+    enabled: bool
+
+    def record(
+        self,
+        name: str,
+        *,
+        trace_id: str,
+        span_id: str,
+        parent_id: str | None,
+        flags: str,
+        start: float,
+        end: float,
+        attributes: Attributes,
+        error: str | None = None,
+        client: bool = False,
+    ) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class NoSpans:
+    """Tracing export off: spans are not built at all."""
+
+    enabled = False
+
+    def record(self, name: str, **_kwargs: Any) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        return None
+
+
+class OtlpSpans:
+    """Spans exported with the OpenTelemetry SDK's batch processor and OTLP/HTTP exporter."""
+
+    enabled = True
+
+    def __init__(self, settings: TracingSettings) -> None:
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.sdk.resources import Resource
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+            from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        except ImportError:
+            raise ConfigError(
+                "tracing.otlp_endpoint needs the OpenTelemetry SDK: pip install 'hookbridge[otlp]'"
+            ) from None
+        headers = {name: value.get_secret_value() for name, value in settings.headers.items()}
+        exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, headers=headers, timeout=10)
+        self._processor = BatchSpanProcessor(exporter, schedule_delay_millis=500)
+        self._resource = Resource.create({"service.name": settings.service_name})
+        self._scope = InstrumentationScope("hookbridge")
+
+    def record(
+        self,
+        name: str,
+        *,
+        trace_id: str,
+        span_id: str,
+        parent_id: str | None,
+        flags: str,
+        start: float,
+        end: float,
+        attributes: Attributes,
+        error: str | None = None,
+        client: bool = False,
+    ) -> None:
+        from opentelemetry.sdk.trace import ReadableSpan
+        from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+        from opentelemetry.trace.status import Status, StatusCode
+
+        trace_flags = TraceFlags(int(flags, 16))
+        context = SpanContext(int(trace_id, 16), int(span_id, 16), False, trace_flags)
+        parent = (
+            SpanContext(int(trace_id, 16), int(parent_id, 16), True, trace_flags)
+            if parent_id is not None
+            else None
+        )
+        span = ReadableSpan(
+            name,
+            context=context,
+            parent=parent,
+            resource=self._resource,
+            attributes=dict(attributes),
+            kind=SpanKind.CLIENT if client else SpanKind.CONSUMER,
+            status=Status(StatusCode.ERROR, error) if error else Status(StatusCode.OK),
+            start_time=int(start * 1e9),
+            end_time=int(max(end, start) * 1e9),
+            instrumentation_scope=self._scope,
+        )
+        self._processor.on_end(span)
+
+    def shutdown(self) -> None:
+        """Export what is queued (bounded by the exporter's timeout) and stop."""
+        self._processor.shutdown()  # type: ignore[no-untyped-call]
+
+
+def open_spans(settings: TracingSettings) -> Spans:
+    if settings.otlp_endpoint is None:
+        return NoSpans()
+    spans = OtlpSpans(settings)
+    log.info("exporting spans over OTLP", service=settings.service_name)
+    return spans
