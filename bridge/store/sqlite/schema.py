@@ -135,12 +135,21 @@ _AGE_FROM_RECEIPT = (
         ON deliveries (coalesce(age_from, created_at)) WHERE status = 'pending'""",
 )
 
+# The device directory: the distinct devices of the events (walked one index
+# probe per device) and their latest event (the rowid closes the index), and
+# presence rows by state in device order.
+_DEVICE_DIRECTORY = (
+    "CREATE INDEX events_device ON events (device_id) WHERE device_id IS NOT NULL",
+    "CREATE INDEX presence_state_device ON presence (state, device_id)",
+)
+
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
     _V2,
     _LEASES_FOLLOW_HOLDER,
     _DEDUPE_WINDOW_AND_PENDING_AGE,
     _AGE_FROM_RECEIPT,
+    _DEVICE_DIRECTORY,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 
