@@ -23,6 +23,7 @@ from tests.support.receiver import Answer, Receiver
 from tests.support.system_deps import find
 from tests.support.waiting import wait_until
 
+ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -269,6 +270,7 @@ async def test_the_dashboard_devices_panel(
             assert "delivered" in await crm.get_attribute("class")
             assert "dead" in await ops.get_attribute("class")
             assert await ops.inner_text() == "ops: dead"
-            await page.screenshot(path=str(tmp_path / "devices.png"), full_page=True)
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-devices.png"), full_page=True)
         finally:
             await browser.close()
