@@ -274,3 +274,47 @@ async def test_the_dashboard_devices_panel(
             await page.screenshot(path=str(ARTIFACTS / "dashboard-devices.png"), full_page=True)
         finally:
             await browser.close()
+
+
+async def test_a_silent_device_goes_offline_in_the_directory_and_comes_back(
+    mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
+) -> None:
+    config = admin_config(
+        mosquitto,
+        tmp_path,
+        [{"name": "crm", "url": receiver.url, "secret": SECRET}],
+        presence={"offline_after": "1s"},
+    )
+    async with running_bridge(config), admin_client(config) as admin:
+        with Publisher(mosquitto.port) as device:
+            device.publish_all(
+                [("devices/quiet-3/events", {"type": "session.started", "id": "q-1"})]
+            )
+
+            async def state_of(expected: str, reason: str | None) -> bool:
+                _, page = await admin.get("/api/devices", params={"prefix": "quiet-"})
+                found = page["devices"]
+                return bool(found) and (found[0]["state"], found[0]["reason"]) == (expected, reason)
+
+            await wait_until(lambda: state_of("online", None), message="quiet-3 online")
+            await wait_until(
+                lambda: state_of("offline", "heartbeat_timeout"),
+                timeout=15,
+                message="quiet-3 offline after its silence",
+            )
+            _, offline = await admin.get("/api/devices", params={"state": "offline"})
+            (listed,) = offline["devices"]
+            assert listed["device_id"] == "quiet-3"
+            assert listed["last_event"]["type"] == "device.offline"
+            assert listed["changed_at"] > listed["last_seen"]
+
+            device.publish_all([("devices/quiet-3/events", {"type": "session.ended", "id": "q-2"})])
+            await wait_until(lambda: state_of("online", "seen_again"), message="quiet-3 back")
+        _, detail = await admin.get("/api/devices/quiet-3")
+        assert [e["type"] for e in detail["events"]] == [
+            "session.ended",
+            "device.online",
+            "device.offline",
+            "session.started",
+        ]
+        assert detail["last_seen"] == detail["events"][0]["received_at"]
