@@ -240,3 +240,39 @@ class DirectoryStoreContract:
         assert [len(e.deliveries) for e in plain.events] == [1]
         assert await store.get_device("nobody", events=20) is None
         assert await store.get_device("d-", events=20) is None
+
+    async def test_a_forgotten_device_leaves_the_directory_until_it_is_seen_again(
+        self, store: Store
+    ) -> None:
+        await _fleet(store)
+        assert await store.forget_device("d-2")
+        assert await store.forget_device("x_1")  # known without presence
+        assert not await store.forget_device("d-2")
+        assert not await store.forget_device("nobody")
+        assert _ids(await _every_page(store)) == ["d-1", "d-3", "d-4", "x%2", "é-5"]
+        assert _ids(await _every_page(store, state=OFFLINE)) == ["d-4"]
+        assert await store.get_device("d-2", events=5) is None
+        assert await store.get_presence("d-2") is None
+        # Its events stay for inspection and replay.
+        assert await store.get_event("evt_dir_6") is not None
+
+        # Seen again: back as a device never seen (online, no synthetic transition).
+        await _ingest(store, [_seen("20", "d-2", "reading", T0 + 80)], T0 + 80)
+        back = await store.get_device("d-2", events=1)
+        assert back is not None
+        assert (back.device.state, back.device.changed_at, back.device.reason) == (
+            ONLINE,
+            T0 + 80,
+            None,
+        )
+        assert [e.event.id for e in back.events] == ["evt_dir_20"]
+
+    async def test_the_latest_event_never_moves_back(self, store: Store) -> None:
+        await _ingest(store, [_seen("30", "late-1", "reading", T0 + 10)], T0 + 10)
+        # A batch committed later that holds an event received earlier.
+        await store.ingest(
+            [_plain("31", "late-1", "reading", T0 + 5)], [], now=T0 + 11, owner="b", lease_until=T0
+        )
+        (device,), _ = await store.list_devices(state=None, prefix="late-", cursor=None, limit=5)
+        assert device.last_event is not None
+        assert (device.last_event.id, device.last_seen) == ("evt_dir_30", T0 + 10)

@@ -438,17 +438,28 @@ class Store(Protocol):
         cursor: str | None,
         limit: int,
     ) -> tuple[list[DeviceSummary], str | None]:
-        """The device directory: every device with a presence row or a stored event
-        naming it, ordered by device id (byte order of its UTF-8), one page at a time.
+        """The device directory, ordered by device id (byte order of its UTF-8), one
+        page at a time.
 
-        ``state`` keeps the devices whose presence row is in that state; ``prefix``
-        those whose id starts with it. Returns one page and an opaque cursor for
-        the next page, or None after the last page. Each page costs a few index
-        probes per device listed, however many devices and events are stored.
+        Every ingest notes the devices its new events name, with their latest
+        event, whether presence is tracked or not; a device stays listed until
+        :meth:`forget_device`. ``state`` keeps the devices whose presence row is
+        in that state; ``prefix`` those whose id starts with it. Returns one page
+        and an opaque cursor for the next page, or None after the last page.
+        Each page costs a few index probes per device listed, however many
+        devices and events are stored.
         """
         ...
 
     async def get_device(self, device_id: str, *, events: int) -> DeviceDetail | None:
         """One device with its ``events`` most recent events (newest first), each
         with its deliveries; None for a device the store does not know."""
+        ...
+
+    async def forget_device(self, device_id: str) -> bool:
+        """Drop a device from the directory, with its presence row; False if unknown.
+
+        Its events stay until retention removes them; a message from the device
+        later brings it back, as a device never seen.
+        """
         ...

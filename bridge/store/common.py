@@ -38,6 +38,7 @@ from bridge.store.ids import DELIVERY_ID_PREFIX
 
 __all__ = [
     "DELIVERY_COLUMNS",
+    "DEVICE_COLUMNS",
     "DEVICE_DELIVERY_COLUMNS",
     "DEVICE_EVENT_COLUMNS",
     "DEVICE_SUMMARY_COLUMNS",
@@ -54,6 +55,7 @@ __all__ = [
     "delivery_from_row",
     "device_detail",
     "device_page_and_cursor",
+    "device_rows",
     "device_summary_from_row",
     "encode_cursor",
     "encode_device_cursor",
@@ -63,6 +65,7 @@ __all__ = [
     "observed_devices",
     "outcome_values",
     "page_and_cursor",
+    "prefix_range",
     "presence_from_row",
     "redelivery_hashes",
     "rejection_from_row",
@@ -338,10 +341,13 @@ def decode_cursor(cursor: str) -> str:
 
 # -- the device directory ---------------------------------------------------------------
 
-# The columns ``device_summary_from_row`` reads, in its order: a page of device ids
-# (``page``) joined to its presence row (``p``) and its last event (``e``).
-DEVICE_SUMMARY_COLUMNS = """page.device_id, p.state, p.changed_at, p.last_seen, p.reason,
-    e.id, e.type, e.occurred_at, e.received_at"""
+# The columns ``device_summary_from_row`` reads, in its order: a directory row
+# (``d``) joined to its presence row (``p``).
+DEVICE_SUMMARY_COLUMNS = """d.device_id, p.state, p.changed_at, p.last_seen, p.reason,
+    d.last_event_id, d.last_event_type, d.last_event_at, d.last_received_at"""
+# The columns ``device_rows`` gives values for, in its order.
+DEVICE_COLUMNS = """device_id, first_seen, last_event_id, last_event_type, last_event_at,
+    last_received_at"""
 # An event of a device's history, and the deliveries of those events.
 DEVICE_EVENT_COLUMNS = "id, type, occurred_at, received_at"
 DEVICE_DELIVERY_COLUMNS = """event_id, id, subscription, status, attempts, created_at,
@@ -363,6 +369,45 @@ def device_summary_from_row(row: Sequence[Any]) -> DeviceSummary:
         reason=row[4],
         last_event=last_event,
     )
+
+
+def device_rows(items: Iterable[Accepted]) -> list[tuple[Any, ...]]:
+    """The directory rows a batch of newly stored events writes, one per device, sorted
+    by device id (the order to lock them in): the device's first receipt in the batch
+    and its latest event."""
+    first: dict[str, float] = {}
+    last: dict[str, Accepted] = {}
+    for item in items:
+        device = item.event.device_id
+        if device is None:
+            continue
+        first[device] = min(first.get(device, item.received_at), item.received_at)
+        last[device] = item
+    return [
+        (
+            device,
+            first[device],
+            last[device].event.id,
+            last[device].event.type,
+            last[device].event.timestamp.timestamp(),
+            last[device].received_at,
+        )
+        for device in sorted(last)
+    ]
+
+
+def prefix_range(prefix: str | None) -> tuple[str, str | None]:
+    """The ids starting with ``prefix`` as the range ``low <= id < high`` (high None:
+    no end) in code point order, the byte order of UTF-8 both stores compare in."""
+    text = prefix or ""
+    while text:
+        last = ord(text[-1]) + 1
+        if 0xD800 <= last <= 0xDFFF:  # surrogates are no characters: skip them
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return prefix or "", text[:-1] + chr(last)
+        text = text[:-1]
+    return prefix or "", None
 
 
 def device_detail(

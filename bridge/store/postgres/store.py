@@ -408,6 +408,11 @@ class PostgresStore:
 
     # -- operator and housekeeping writes ---------------------------------------------
 
+    async def forget_device(self, device_id: str) -> bool:
+        return await self._run(
+            lambda conn: directory.forget_device(conn, device_id), action="forget_device"
+        )
+
     async def save_subscription_state(self, state: SubscriptionState) -> None:
         params = common.subscription_state_values(state)
         await self._run(

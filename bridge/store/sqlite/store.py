@@ -370,6 +370,11 @@ class SQLiteStore:
 
     # -- operator and housekeeping writes ---------------------------------------------
 
+    async def forget_device(self, device_id: str) -> bool:
+        return await self._run(
+            lambda conn: directory.forget_device(conn, device_id), action="forget_device"
+        )
+
     async def save_subscription_state(self, state: SubscriptionState) -> None:
         # sqlite3 binds the bool ``disabled`` as the integer 0 or 1.
         params = common.subscription_state_values(state)
