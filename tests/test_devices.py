@@ -168,6 +168,26 @@ async def test_the_directory_lists_devices_with_presence_and_their_deliveries(
             assert isinstance(body["error"], str)
         status, _ = await admin.get("/api/devices", token="wrong-token-of-same-size!")
         assert status == 401
+        assert (await admin.call("DELETE", "/api/devices/sensor-1", token="x" * 24))[0] == 401
+
+        # Forgotten: out of the directory, its events kept; its next message brings it back.
+        assert await admin.call("DELETE", "/api/devices/sensor-1") == (
+            200,
+            {"device_id": "sensor-1", "forgotten": True},
+        )
+        assert (await admin.call("DELETE", "/api/devices/sensor-1"))[0] == 404
+        assert (await admin.get("/api/devices/sensor-1"))[0] == 404
+        assert [d["device_id"] for d in await _every_page(admin)] == ["pump-7", "sensor-2"]
+        with Publisher(mosquitto.port) as device:
+            device.publish_all(
+                [("devices/sensor-1/events", {"type": "session.ended", "id": "s-9"})]
+            )
+
+        async def back() -> bool:
+            status, found = await admin.get("/api/devices/sensor-1")
+            return status == 200 and found["events"][0]["type"] == "session.ended"
+
+        await wait_until(back, message="sensor-1 back in the directory")
 
 
 async def test_the_cli_prints_the_directory_and_a_device(
@@ -219,6 +239,10 @@ async def test_the_cli_prints_the_directory_and_a_device(
         code, _, err = await hookbridge("devices", *flags, "--state", "asleep")
         assert code == 1
         assert "state: must be one of online, offline" in err
+        code, out, _ = await hookbridge("device", "sensor-1", "--forget", *flags)
+        assert (code, out.strip()) == (0, "sensor-1: forgotten")
+        code, out, _ = await hookbridge("devices", *flags)
+        assert "sensor-1" not in out and "sensor-2" in out
 
 
 async def test_the_dashboard_devices_panel(
@@ -270,6 +294,13 @@ async def test_the_dashboard_devices_panel(
             assert "delivered" in await crm.get_attribute("class")
             assert "dead" in await ops.get_attribute("class")
             assert await ops.inner_text() == "ops: dead"
+
+            # Forget it (after the browser's confirmation): gone from the list and the detail.
+            page.once("dialog", lambda dialog: dialog.accept())
+            await page.click("#device-forget")
+            await pump.wait_for(state="detached", timeout=10_000)
+            await page.locator("#message", has_text="pump-7: forgotten").wait_for()
+            assert await events.count() == 0
             ARTIFACTS.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "dashboard-devices.png"), full_page=True)
         finally:

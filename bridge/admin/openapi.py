@@ -330,8 +330,8 @@ _PATHS: dict[str, Any] = {
     },
     "/api/devices": {
         "get": _op(
-            "The device directory: every device with a presence row or a stored event,"
-            " by device id, cursor-paged",
+            "The device directory: every device the bridge has had a message from (until"
+            " forgotten), by device id, cursor-paged",
             _ok("one page", "DevicePage"),
             errors=(400, 401),
             parameters=[
@@ -363,7 +363,13 @@ _PATHS: dict[str, Any] = {
                     {"type": "integer", "minimum": 1, "maximum": 200},
                 ),
             ],
-        )
+        ),
+        "delete": _on_one(
+            "Forget a device: out of the directory, its presence dropped, its events kept;"
+            " its next message brings it back as a device never seen",
+            _ok("the forgotten device id"),
+            _path_param("device_id", "Device id"),
+        ),
     },
     "/api/rejected": {
         "get": _op(

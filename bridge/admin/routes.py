@@ -347,6 +347,14 @@ async def get_device(request: web.Request) -> web.Response:
     return _json(body)
 
 
+async def forget_device(request: web.Request) -> web.Response:
+    """Drop a device from the directory (and its presence); its events stay."""
+    device_id = request.match_info["device_id"]
+    if not await _bridge(request).store.forget_device(device_id):
+        raise NotFound(f"no device '{device_id}'")
+    return _json({"device_id": device_id, "forgotten": True})
+
+
 async def get_delivery(request: web.Request) -> web.Response:
     store = _bridge(request).store
     delivery_id = request.match_info["delivery_id"]
@@ -479,6 +487,7 @@ def add_api_routes(app: web.Application) -> None:
     r.add_post("/api/replay", replay)
     r.add_get("/api/devices", list_devices)
     r.add_get("/api/devices/{device_id}", get_device)
+    r.add_delete("/api/devices/{device_id}", forget_device)
     r.add_get("/api/rejected", list_rejected)
     r.add_post("/api/reload", reload)
     r.add_get("/api/stats", stats)

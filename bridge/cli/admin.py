@@ -435,12 +435,19 @@ def devices(  # noqa: PLR0917 - typer takes each option as a parameter
 def device(  # noqa: PLR0917 - typer takes each option as a parameter
     device_id: Annotated[str, typer.Argument(help="Device id.")],
     events: Annotated[int, typer.Option(help="How many recent events.")] = 20,
+    forget: Annotated[
+        bool, typer.Option("--forget", help="Drop it from the directory (events are kept).")
+    ] = False,
     url: UrlOption = None,
     token: TokenOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """One device: its presence and recent events with each delivery's status."""
+    if forget:
+        answer = _run(url, token, config, "DELETE", path=f"/api/devices/{_quote(device_id)}")
+        _emit(as_json, answer, f"{device_id}: forgotten")
+        return
     path = f"/api/devices/{_quote(device_id)}?events={events}"
     d = _run(url, token, config, "GET", path=path)
     lines = [
