@@ -110,6 +110,74 @@ _SCHEMAS: dict[str, Any] = {
             "next_cursor": {"type": ["string", "null"]},
         },
     },
+    "EventSummary": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"type": "string"},
+            "timestamp": {"type": "string", "format": "date-time"},
+            "received_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "Device": {
+        "type": "object",
+        "description": "state, changed_at and reason are null for a device whose presence"
+        " is not tracked (known from its events only)",
+        "properties": {
+            "device_id": {"type": "string"},
+            "state": {"type": ["string", "null"], "enum": ["online", "offline", None]},
+            "changed_at": {"type": ["string", "null"], "description": "In this state since"},
+            "reason": {"type": ["string", "null"]},
+            "last_seen": {"type": ["string", "null"]},
+            "last_event": {
+                "oneOf": [{"$ref": "#/components/schemas/EventSummary"}, {"type": "null"}]
+            },
+        },
+    },
+    "DevicePage": {
+        "type": "object",
+        "properties": {
+            "devices": {"type": "array", "items": {"$ref": "#/components/schemas/Device"}},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    },
+    "DeviceDetail": {
+        "type": "object",
+        "description": "A Device with its recent events, newest first, and where each of"
+        " their deliveries stands",
+        "properties": {
+            "device_id": {"type": "string"},
+            "state": {"type": ["string", "null"]},
+            "events": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "type": {"type": "string"},
+                        "timestamp": {"type": "string"},
+                        "received_at": {"type": "string"},
+                        "deliveries": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "subscription": {"type": "string"},
+                                    "status": _STATUS,
+                                    "attempts": {"type": "integer"},
+                                    "created_at": {"type": "string"},
+                                    "next_attempt_at": {"type": ["string", "null"]},
+                                    "dead_reason": {"type": ["string", "null"]},
+                                    "last_status_code": {"type": ["integer", "null"]},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
     "Subscription": {
         "type": "object",
         "description": "Never carries a secret: secret is 'set' or null, headers are names only",
@@ -260,6 +328,49 @@ _PATHS: dict[str, Any] = {
             body="Replay",
         )
     },
+    "/api/devices": {
+        "get": _op(
+            "The device directory: every device the bridge has had a message from (until"
+            " forgotten), by device id, cursor-paged",
+            _ok("one page", "DevicePage"),
+            errors=(400, 401),
+            parameters=[
+                _query(
+                    "state",
+                    "Only devices in this presence state",
+                    {"type": "string", "enum": ["online", "offline"]},
+                ),
+                _query(
+                    "prefix",
+                    "Only device ids starting with this (matched literally)",
+                    {"type": "string", "maxLength": 256},
+                ),
+                _query("cursor", "next_cursor of the previous page", {"type": "string"}),
+                _query("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 500}),
+            ],
+        )
+    },
+    "/api/devices/{device_id}": {
+        "get": _op(
+            "One device with its recent events and their deliveries",
+            _ok("the device", "DeviceDetail"),
+            errors=(400, 401, 404),
+            parameters=[
+                _path_param("device_id", "Device id"),
+                _query(
+                    "events",
+                    "How many recent events (default 20)",
+                    {"type": "integer", "minimum": 1, "maximum": 200},
+                ),
+            ],
+        ),
+        "delete": _on_one(
+            "Forget a device: out of the directory, its presence dropped, its events kept;"
+            " its next message brings it back as a device never seen",
+            _ok("the forgotten device id"),
+            _path_param("device_id", "Device id"),
+        ),
+    },
     "/api/rejected": {
         "get": _op(
             "Messages that could not become events, newest first, with reasons",
@@ -288,7 +399,9 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "HookBridge admin API",
             "version": "1",
-            "description": "Operate a running HookBridge: health, deliveries, replay, test pings.",
+            "description": (
+                "Operate a running HookBridge: health, deliveries, devices, replay, test pings."
+            ),
         },
         "paths": _PATHS,
         "components": {

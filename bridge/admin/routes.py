@@ -20,9 +20,19 @@ from aiohttp import web
 from bridge.admin.operations import ReplayRequest
 from bridge.config import Subscription
 from bridge.core.events import format_timestamp
+from bridge.core.presence import Presence
 from bridge.errors import NotFound, OperatorError, StoreError
 from bridge.logs import display_url
-from bridge.store.base import AttemptRecord, Delivery, DeliveryStatus, Rejection
+from bridge.store.base import (
+    AttemptRecord,
+    Delivery,
+    DeliveryStatus,
+    DeviceDelivery,
+    DeviceEvent,
+    DeviceSummary,
+    EventSummary,
+    Rejection,
+)
 
 if TYPE_CHECKING:
     from bridge.admin.parts import BridgeParts
@@ -32,6 +42,8 @@ __all__ = ["BRIDGE_KEY", "add_api_routes", "parse_time", "refresh_gauges"]
 BRIDGE_KEY: web.AppKey[BridgeParts] = web.AppKey("bridge")
 
 _MAX_LIMIT = 500
+_MAX_DEVICE_EVENTS = 200
+_MAX_PREFIX = 256  # the longest device id
 _EXCERPT = 512
 
 
@@ -129,6 +141,45 @@ def rejection_json(rejection: Rejection) -> dict[str, Any]:
         "detail": rejection.detail,
         "payload_excerpt": rejection.payload[:_EXCERPT].decode("utf-8", "replace"),
     }
+
+
+def event_summary_json(event: EventSummary) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "timestamp": _iso(event.timestamp),
+        "received_at": _iso(event.received_at),
+    }
+
+
+def device_json(device: DeviceSummary) -> dict[str, Any]:
+    return {
+        "device_id": device.device_id,
+        "state": device.state.value if device.state is not None else None,
+        "changed_at": _iso(device.changed_at),
+        "reason": device.reason,
+        "last_seen": _iso(device.last_seen),
+        "last_event": event_summary_json(device.last_event) if device.last_event else None,
+    }
+
+
+def device_delivery_json(delivery: DeviceDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "subscription": delivery.subscription,
+        "status": delivery.status.value,
+        "attempts": delivery.attempts,
+        "created_at": _iso(delivery.created_at),
+        "next_attempt_at": _iso(delivery.next_attempt_at),
+        "dead_reason": delivery.dead_reason,
+        "last_status_code": delivery.last_status_code,
+    }
+
+
+def device_event_json(item: DeviceEvent) -> dict[str, Any]:
+    body = event_summary_json(item.event)
+    body["deliveries"] = [device_delivery_json(d) for d in item.deliveries]
+    return body
 
 
 async def _subscription_json(bridge: BridgeParts, sub: Subscription) -> dict[str, Any]:
@@ -250,6 +301,58 @@ async def list_deliveries(request: web.Request) -> web.Response:
             raise OperatorError("cursor: not a cursor this API gave out") from None
         raise
     return _json({"deliveries": [delivery_json(d) for d in page], "next_cursor": next_cursor})
+
+
+# -- devices --------------------------------------------------------------------------------
+
+
+def _presence_param(raw: str | None) -> Presence | None:
+    if raw is None:
+        return None
+    try:
+        return Presence(raw)
+    except ValueError:
+        choices = ", ".join(p.value for p in Presence)
+        raise OperatorError(f"state: must be one of {choices}") from None
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    query = request.query
+    prefix = query.get("prefix") or None
+    if prefix is not None and len(prefix) > _MAX_PREFIX:
+        raise OperatorError(f"prefix: at most {_MAX_PREFIX} characters")
+    cursor = query.get("cursor") or None
+    try:
+        page, next_cursor = await _bridge(request).store.list_devices(
+            state=_presence_param(query.get("state") or None),
+            prefix=prefix,
+            cursor=cursor,
+            limit=_int_param(request, "limit", 50, low=1, high=_MAX_LIMIT),
+        )
+    except StoreError as exc:
+        if cursor is not None and "cursor" in str(exc):
+            raise OperatorError("cursor: not a cursor this API gave out") from None
+        raise
+    return _json({"devices": [device_json(d) for d in page], "next_cursor": next_cursor})
+
+
+async def get_device(request: web.Request) -> web.Response:
+    device_id = request.match_info["device_id"]
+    events = _int_param(request, "events", 20, low=1, high=_MAX_DEVICE_EVENTS)
+    detail = await _bridge(request).store.get_device(device_id, events=events)
+    if detail is None:
+        raise NotFound(f"no device '{device_id}'")
+    body = device_json(detail.device)
+    body["events"] = [device_event_json(e) for e in detail.events]
+    return _json(body)
+
+
+async def forget_device(request: web.Request) -> web.Response:
+    """Drop a device from the directory (and its presence); its events stay."""
+    device_id = request.match_info["device_id"]
+    if not await _bridge(request).store.forget_device(device_id):
+        raise NotFound(f"no device '{device_id}'")
+    return _json({"device_id": device_id, "forgotten": True})
 
 
 async def get_delivery(request: web.Request) -> web.Response:
@@ -382,6 +485,9 @@ def add_api_routes(app: web.Application) -> None:
     r.add_get("/api/deliveries/{delivery_id}", get_delivery)
     r.add_post("/api/deliveries/{delivery_id}/retry", retry_delivery)
     r.add_post("/api/replay", replay)
+    r.add_get("/api/devices", list_devices)
+    r.add_get("/api/devices/{device_id}", get_device)
+    r.add_delete("/api/devices/{device_id}", forget_device)
     r.add_get("/api/rejected", list_rejected)
     r.add_post("/api/reload", reload)
     r.add_get("/api/stats", stats)

@@ -26,7 +26,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Configuration helpers.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-register_admin_commands(app)  # deliveries, rejected, subscriptions, test-endpoint
+register_admin_commands(app)  # deliveries, rejected, subscriptions, test-endpoint, devices
 events_app = typer.Typer(help="The event catalogue.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 

@@ -1,8 +1,9 @@
 """Operator commands that talk to a running bridge through its admin API.
 
 ``hookbridge deliveries list|show|retry|replay``, ``hookbridge rejected list``,
-``hookbridge test-endpoint NAME`` and ``hookbridge subscriptions
-list|enable|disable``. Where the API is: ``--url``/``--token``, else the
+``hookbridge test-endpoint NAME``, ``hookbridge subscriptions
+list|enable|disable``, and the device directory: ``hookbridge devices`` and
+``hookbridge device ID``. Where the API is: ``--url``/``--token``, else the
 environment (``HOOKBRIDGE_URL``, ``HOOKBRIDGE_ADMIN_TOKEN``), else ``api.listen``
 and ``api.token`` of the configuration file given with ``-c``. Answers are
 tables on a terminal and JSON with ``--json``; a failure is one line on
@@ -381,9 +382,100 @@ def test_endpoint(
         raise typer.Exit(1)
 
 
+def _state_text(device: dict[str, Any]) -> str:
+    state = device.get("state")
+    if state is None:
+        return "unknown"
+    reason = device.get("reason")
+    return str(state) + (f" ({reason})" if reason else "")
+
+
+def devices(  # noqa: PLR0917 - typer takes each option as a parameter
+    state: Annotated[str | None, typer.Option(help="online or offline.")] = None,
+    prefix: Annotated[str | None, typer.Option(help="Only device ids starting with this.")] = None,
+    limit: Annotated[int, typer.Option(help="Page size.")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page.")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The device directory: each device's presence, since when, last seen, last event."""
+    params = {
+        k: v
+        for k, v in {
+            "state": state,
+            "prefix": prefix,
+            "limit": str(limit),
+            "cursor": cursor,
+        }.items()
+        if v is not None
+    }
+    answer = _run(url, token, config, "GET", path="/api/devices?" + urllib.parse.urlencode(params))
+    rows = []
+    for d in answer["devices"]:
+        last = d.get("last_event") or {}
+        rows.append(
+            (
+                d["device_id"],
+                _state_text(d),
+                d.get("changed_at"),
+                d.get("last_seen"),
+                last.get("type"),
+                last.get("id"),
+            )
+        )
+    header = ("DEVICE", "STATE", "SINCE", "LAST SEEN", "LAST EVENT", "EVENT ID")
+    text = _table(rows, header) if rows else "no devices"
+    if answer.get("next_cursor"):
+        text += f"\nmore: --cursor {answer['next_cursor']}"
+    _emit(as_json, answer, text)
+
+
+def device(  # noqa: PLR0917 - typer takes each option as a parameter
+    device_id: Annotated[str, typer.Argument(help="Device id.")],
+    events: Annotated[int, typer.Option(help="How many recent events.")] = 20,
+    forget: Annotated[
+        bool, typer.Option("--forget", help="Drop it from the directory (events are kept).")
+    ] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One device: its presence and recent events with each delivery's status."""
+    if forget:
+        answer = _run(url, token, config, "DELETE", path=f"/api/devices/{_quote(device_id)}")
+        _emit(as_json, answer, f"{device_id}: forgotten")
+        return
+    path = f"/api/devices/{_quote(device_id)}?events={events}"
+    d = _run(url, token, config, "GET", path=path)
+    lines = [
+        f"device     {d['device_id']}",
+        f"state      {_state_text(d)}",
+        f"since      {d.get('changed_at') or '-'}",
+        f"last seen  {d.get('last_seen') or '-'}",
+    ]
+    rows = [
+        (
+            e["received_at"],
+            e["type"],
+            e["id"],
+            ", ".join(f"{x['subscription']}: {_status_text(x)}" for x in e["deliveries"])
+            or "not delivered",
+        )
+        for e in d["events"]
+    ]
+    if rows:
+        lines += ["", _table(rows, ("RECEIVED", "TYPE", "EVENT", "DELIVERIES"))]
+    _emit(as_json, d, "\n".join(lines))
+
+
 def register(app: typer.Typer) -> None:
     """Add the operator commands to the ``hookbridge`` command line."""
     app.add_typer(deliveries_app, name="deliveries")
     app.add_typer(rejected_app, name="rejected")
     app.add_typer(subscriptions_app, name="subscriptions")
     app.command("test-endpoint")(test_endpoint)
+    app.command("devices")(devices)
+    app.command("device")(device)

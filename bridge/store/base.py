@@ -28,7 +28,7 @@ from typing import Protocol, runtime_checkable
 
 from bridge.core.events import Event
 from bridge.core.outcomes import AttemptOutcome, DeliveryStatus
-from bridge.core.presence import Observation, PresenceState, Transition
+from bridge.core.presence import Observation, Presence, PresenceState, Transition
 
 __all__ = [
     "Accepted",
@@ -36,6 +36,11 @@ __all__ = [
     "AttemptRecord",
     "Delivery",
     "DeliveryStatus",
+    "DeviceDelivery",
+    "DeviceDetail",
+    "DeviceEvent",
+    "DeviceSummary",
+    "EventSummary",
     "IngestResult",
     "PresencePolicy",
     "Rejection",
@@ -151,6 +156,58 @@ class SubscriptionState:
     last_success: float | None = None
     last_failure: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EventSummary:
+    """What the device directory shows of one stored event."""
+
+    id: str
+    type: str
+    timestamp: float  # the event's own time (the device's clock when it gave one)
+    received_at: float  # when the bridge took it in
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSummary:
+    """One device of the directory: its presence row (if presence tracks it) and last event.
+
+    ``state`` is None for a device the store knows only from its events
+    (presence not tracked, or the events came before it was).
+    """
+
+    device_id: str
+    state: Presence | None
+    changed_at: float | None  # when ``state`` began
+    last_seen: float | None  # the presence row's, else the last event's receipt
+    reason: str | None  # why the state began (``heartbeat_timeout``, ``seen_again``…)
+    last_event: EventSummary | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceDelivery:
+    """Where one event of a device stands with one subscription."""
+
+    id: str
+    subscription: str
+    status: DeliveryStatus
+    attempts: int
+    created_at: float
+    next_attempt_at: float | None
+    dead_reason: str | None
+    last_status_code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    event: EventSummary
+    deliveries: tuple[DeviceDelivery, ...]  # oldest first
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceDetail:
+    device: DeviceSummary
+    events: tuple[DeviceEvent, ...]  # newest first
 
 
 @runtime_checkable
@@ -371,4 +428,38 @@ class Store(Protocol):
     ) -> list[Delivery]:
         """Store ``event`` if it is not stored yet and create one new pending delivery
         per subscription, due ``now`` and unleased (replay, test pings)."""
+        ...
+
+    async def list_devices(
+        self,
+        *,
+        state: Presence | None,
+        prefix: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[DeviceSummary], str | None]:
+        """The device directory, ordered by device id (byte order of its UTF-8), one
+        page at a time.
+
+        Every ingest notes the devices its new events name, with their latest
+        event, whether presence is tracked or not; a device stays listed until
+        :meth:`forget_device`. ``state`` keeps the devices whose presence row is
+        in that state; ``prefix`` those whose id starts with it. Returns one page
+        and an opaque cursor for the next page, or None after the last page.
+        Each page costs a few index probes per device listed, however many
+        devices and events are stored.
+        """
+        ...
+
+    async def get_device(self, device_id: str, *, events: int) -> DeviceDetail | None:
+        """One device with its ``events`` most recent events (newest first), each
+        with its deliveries; None for a device the store does not know."""
+        ...
+
+    async def forget_device(self, device_id: str) -> bool:
+        """Drop a device from the directory, with its presence row; False if unknown.
+
+        Its events stay until retention removes them; a message from the device
+        later brings it back, as a device never seen.
+        """
         ...

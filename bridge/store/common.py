@@ -26,6 +26,11 @@ from bridge.store.base import (
     AttemptRecord,
     Delivery,
     DeliveryStatus,
+    DeviceDelivery,
+    DeviceDetail,
+    DeviceEvent,
+    DeviceSummary,
+    EventSummary,
     PresencePolicy,
     Rejection,
     SubscriptionState,
@@ -34,6 +39,10 @@ from bridge.store.ids import DELIVERY_ID_PREFIX
 
 __all__ = [
     "DELIVERY_COLUMNS",
+    "DEVICE_COLUMNS",
+    "DEVICE_DELIVERY_COLUMNS",
+    "DEVICE_EVENT_COLUMNS",
+    "DEVICE_SUMMARY_COLUMNS",
     "FROM_DELIVERIES",
     "PRESENCE_COLUMNS",
     "PresenceBatch",
@@ -41,16 +50,23 @@ __all__ = [
     "decide_presence",
     "decide_timeouts",
     "decode_cursor",
+    "decode_device_cursor",
     "delivery_counts",
     "delivery_filters",
     "delivery_from_row",
+    "device_detail",
+    "device_page_and_cursor",
+    "device_rows",
+    "device_summary_from_row",
     "encode_cursor",
+    "encode_device_cursor",
     "event_from_body",
     "event_values",
     "not_yet_stored",
     "observed_devices",
     "outcome_values",
     "page_and_cursor",
+    "prefix_range",
     "presence_from_row",
     "redelivery_hashes",
     "rejection_from_row",
@@ -324,3 +340,128 @@ def decode_cursor(cursor: str) -> str:
     if not text.startswith(DELIVERY_ID_PREFIX):
         raise StoreError("invalid delivery list cursor")
     return text
+
+
+# -- the device directory ---------------------------------------------------------------
+
+# The columns ``device_summary_from_row`` reads, in its order: a directory row
+# (``d``) joined to its presence row (``p``).
+DEVICE_SUMMARY_COLUMNS = """d.device_id, p.state, p.changed_at, p.last_seen, p.reason,
+    d.last_event_id, d.last_event_type, d.last_event_at, d.last_received_at"""
+# The columns ``device_rows`` gives values for, in its order.
+DEVICE_COLUMNS = """device_id, first_seen, last_event_id, last_event_type, last_event_at,
+    last_received_at"""
+# An event of a device's history, and the deliveries of those events.
+DEVICE_EVENT_COLUMNS = "id, type, occurred_at, received_at"
+DEVICE_DELIVERY_COLUMNS = """event_id, id, subscription, status, attempts, created_at,
+    next_attempt_at, dead_reason, last_status_code"""
+_DEVICE_CURSOR = "device:"
+
+
+def device_summary_from_row(row: Sequence[Any]) -> DeviceSummary:
+    """A row of ``DEVICE_SUMMARY_COLUMNS`` as a DeviceSummary."""
+    last_event = None if row[5] is None else EventSummary(row[5], row[6], row[7], row[8])
+    last_seen = row[3]
+    if last_seen is None and last_event is not None:
+        last_seen = last_event.received_at
+    return DeviceSummary(
+        device_id=row[0],
+        state=None if row[1] is None else Presence(row[1]),
+        changed_at=row[2],
+        last_seen=last_seen,
+        reason=row[4],
+        last_event=last_event,
+    )
+
+
+def device_rows(items: Iterable[Accepted]) -> list[tuple[Any, ...]]:
+    """The directory rows a batch of newly stored events writes, one per device, sorted
+    by device id (the order to lock them in): the device's first receipt in the batch
+    and its latest event."""
+    first: dict[str, float] = {}
+    last: dict[str, Accepted] = {}
+    for item in items:
+        device = item.event.device_id
+        if device is None:
+            continue
+        first[device] = min(first.get(device, item.received_at), item.received_at)
+        last[device] = item
+    return [
+        (
+            device,
+            first[device],
+            last[device].event.id,
+            last[device].event.type,
+            last[device].event.timestamp.timestamp(),
+            last[device].received_at,
+        )
+        for device in sorted(last)
+    ]
+
+
+def prefix_range(prefix: str | None) -> tuple[str, str | None]:
+    """The ids starting with ``prefix`` as the range ``low <= id < high`` (high None:
+    no end) in code point order, the byte order of UTF-8 both stores compare in."""
+    text = prefix or ""
+    while text:
+        last = ord(text[-1]) + 1
+        if 0xD800 <= last <= 0xDFFF:  # surrogates are no characters: skip them
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return prefix or "", text[:-1] + chr(last)
+        text = text[:-1]
+    return prefix or "", None
+
+
+def device_detail(
+    summary: DeviceSummary,
+    events: Iterable[Sequence[Any]],
+    deliveries: Iterable[Sequence[Any]],
+) -> DeviceDetail:
+    """A device's detail from its ``DEVICE_EVENT_COLUMNS`` rows (newest first) and the
+    ``DEVICE_DELIVERY_COLUMNS`` rows of those events (oldest first)."""
+    by_event: dict[str, list[DeviceDelivery]] = {}
+    for row in deliveries:
+        by_event.setdefault(row[0], []).append(
+            DeviceDelivery(
+                id=row[1],
+                subscription=row[2],
+                status=DeliveryStatus(row[3]),
+                attempts=row[4],
+                created_at=row[5],
+                next_attempt_at=row[6] if row[3] == DeliveryStatus.PENDING.value else None,
+                dead_reason=row[7],
+                last_status_code=row[8],
+            )
+        )
+    history = tuple(
+        DeviceEvent(EventSummary(*row[:4]), tuple(by_event.get(row[0], ()))) for row in events
+    )
+    return DeviceDetail(summary, history)
+
+
+def device_page_and_cursor(
+    rows: list[DeviceSummary], limit: int
+) -> tuple[list[DeviceSummary], str | None]:
+    """One page out of up to ``limit + 1`` devices, and the cursor of the next page if any."""
+    if len(rows) > limit:
+        page = rows[:limit]
+        return page, encode_device_cursor(page[-1].device_id)
+    return rows, None
+
+
+def encode_device_cursor(device_id: str) -> str:
+    """The opaque cursor of the directory page after ``device_id``."""
+    raw = (_DEVICE_CURSOR + device_id).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_device_cursor(cursor: str) -> str:
+    """The device id a directory cursor continues after."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    if not text.startswith(_DEVICE_CURSOR) or len(text) == len(_DEVICE_CURSOR):
+        raise StoreError("invalid device list cursor")
+    return text[len(_DEVICE_CURSOR) :]

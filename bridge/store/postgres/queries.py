@@ -33,7 +33,7 @@ from bridge.store.common import (
 )
 from bridge.store.ids import new_delivery_ids
 from bridge.store.leases import dedupe_since, next_watermark
-from bridge.store.postgres import device, leases
+from bridge.store.postgres import device, directory, leases
 from bridge.store.postgres.leases import LEASE_LAPSED, NEXT_FENCE
 
 __all__ = [
@@ -277,6 +277,7 @@ async def store_items(
         inserted = {row[0] for row in await conn.fetch(_INSERT_EVENTS, *columns)}
         if len(inserted) < len(unique):
             fresh = [item for item in unique if item.event.id in inserted]
+        await directory.note_devices(conn, fresh)
 
     ids = iter(new_delivery_ids(now, sum(len(item.subscriptions) for item in fresh)))
     deliveries: list[Delivery] = []

@@ -150,6 +150,34 @@ _AGE_FROM_RECEIPT = (
 # bridge.core.trace.EventContext): its trace, and the MQTT 5 Response Topic and
 # Correlation Data a pipe subscription answers to. NULL for none.
 _EVENT_CONTEXT = ("ALTER TABLE events ADD COLUMN context text",)
+# The device directory: one row per device, written by every ingest (presence
+# tracked or not) with the device's latest event, until an operator forgets it;
+# filled here from the events and presence rows already stored. Device ids sort
+# byte by byte (COLLATE "C"), whatever the database's collation, so the ids
+# sharing a prefix are one range. The events index serves a device's history;
+# the presence one the directory by state.
+_DEVICE_DIRECTORY = (
+    """CREATE TABLE devices (
+        device_id text COLLATE "C" PRIMARY KEY,
+        first_seen double precision NOT NULL,
+        last_event_id text,
+        last_event_type text,
+        last_event_at double precision,
+        last_received_at double precision
+    )""",
+    """CREATE INDEX events_device ON events (device_id COLLATE "C", arrival)
+        WHERE device_id IS NOT NULL""",
+    'CREATE INDEX presence_state_device ON presence (state, device_id COLLATE "C")',
+    """INSERT INTO devices (device_id, first_seen, last_event_id, last_event_type,
+        last_event_at, last_received_at)
+    SELECT e.device_id, f.first_seen, e.id, e.type, e.occurred_at, e.received_at
+    FROM (SELECT device_id, min(received_at) AS first_seen, max(arrival) AS last
+          FROM events WHERE device_id IS NOT NULL GROUP BY device_id) AS f
+    JOIN events AS e ON e.arrival = f.last""",
+    """INSERT INTO devices (device_id, first_seen)
+    SELECT device_id, changed_at FROM presence
+    ON CONFLICT (device_id) DO NOTHING""",
+)
 
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
@@ -158,6 +186,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _DEDUPE_WINDOW_AND_PENDING_AGE,
     _AGE_FROM_RECEIPT,
     _EVENT_CONTEXT,
+    _DEVICE_DIRECTORY,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 

@@ -35,7 +35,7 @@ import asyncpg
 
 from bridge.config import StoreSettings, redact_url
 from bridge.core.events import Event
-from bridge.core.presence import PresenceState
+from bridge.core.presence import Presence, PresenceState
 from bridge.errors import StoreError
 from bridge.store import common
 from bridge.store.base import (
@@ -44,13 +44,15 @@ from bridge.store.base import (
     AttemptRecord,
     Delivery,
     DeliveryStatus,
+    DeviceDetail,
+    DeviceSummary,
     IngestResult,
     PresencePolicy,
     Rejection,
     SubscriptionState,
 )
 from bridge.store.leases import TAKEOVER_AFTER
-from bridge.store.postgres import device, leases
+from bridge.store.postgres import device, directory, leases
 from bridge.store.postgres import queries as sql
 from bridge.store.postgres.connect import FOREIGN_ERRORS, parse_postgres_url, translate
 from bridge.store.postgres.schema import SCHEMA_VERSION, migrate
@@ -381,7 +383,35 @@ class PostgresStore:
         rows = await self._run(work, action="list_deliveries", write=False)
         return common.page_and_cursor(rows, limit)
 
+    async def list_devices(
+        self,
+        *,
+        state: Presence | None,
+        prefix: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[DeviceSummary], str | None]:
+        return await self._run(
+            lambda conn: directory.list_devices(
+                conn, state=state, prefix=prefix, cursor=cursor, limit=limit
+            ),
+            action="list_devices",
+            write=False,
+        )
+
+    async def get_device(self, device_id: str, *, events: int) -> DeviceDetail | None:
+        return await self._run(
+            lambda conn: directory.get_device(conn, device_id, events=events),
+            action="get_device",
+            write=False,
+        )
+
     # -- operator and housekeeping writes ---------------------------------------------
+
+    async def forget_device(self, device_id: str) -> bool:
+        return await self._run(
+            lambda conn: directory.forget_device(conn, device_id), action="forget_device"
+        )
 
     async def save_subscription_state(self, state: SubscriptionState) -> None:
         params = common.subscription_state_values(state)

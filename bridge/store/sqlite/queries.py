@@ -37,6 +37,7 @@ from bridge.store.common import (
 from bridge.store.ids import new_delivery_ids
 from bridge.store.leases import dedupe_since, next_watermark
 from bridge.store.sqlite.device import apply_presence
+from bridge.store.sqlite.directory import note_devices
 from bridge.store.sqlite.leases import GET_WATERMARK, LEASE_LAPSED, SET_WATERMARK
 
 __all__ = [
@@ -212,6 +213,7 @@ def ingest(
         fresh, collapsed = apply_presence(conn, fresh, presence, now)
     event_rows = [event_values(item.event, item.received_at, item.content_hash) for item in fresh]
     conn.executemany(_INSERT_EVENT, event_rows)
+    note_devices(conn, fresh)
 
     ids = iter(new_delivery_ids(now, sum(len(item.subscriptions) for item in fresh)))
     deliveries: list[Delivery] = []

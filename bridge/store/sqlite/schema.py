@@ -139,6 +139,31 @@ _AGE_FROM_RECEIPT = (
 # bridge.core.trace.EventContext): its trace, and the MQTT 5 Response Topic and
 # Correlation Data a pipe subscription answers to. NULL for none.
 _EVENT_CONTEXT = ("ALTER TABLE events ADD COLUMN context TEXT",)
+# The device directory: one row per device, written by every ingest (presence
+# tracked or not) with the device's latest event, until an operator forgets it;
+# filled here from the events and presence rows already stored. The events
+# index serves a device's history; the presence one the directory by state.
+_DEVICE_DIRECTORY = (
+    """CREATE TABLE devices (
+        device_id TEXT PRIMARY KEY,
+        first_seen REAL NOT NULL,
+        last_event_id TEXT,
+        last_event_type TEXT,
+        last_event_at REAL,
+        last_received_at REAL
+    )""",
+    "CREATE INDEX events_device ON events (device_id) WHERE device_id IS NOT NULL",
+    "CREATE INDEX presence_state_device ON presence (state, device_id)",
+    """INSERT INTO devices (device_id, first_seen, last_event_id, last_event_type,
+        last_event_at, last_received_at)
+    SELECT e.device_id, f.first_seen, e.id, e.type, e.occurred_at, e.received_at
+    FROM (SELECT device_id, min(received_at) AS first_seen, max(arrival) AS last
+          FROM events WHERE device_id IS NOT NULL GROUP BY device_id) AS f
+    JOIN events AS e ON e.arrival = f.last""",
+    """INSERT INTO devices (device_id, first_seen)
+    SELECT device_id, changed_at FROM presence
+    WHERE device_id NOT IN (SELECT device_id FROM devices)""",
+)
 
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
@@ -147,6 +172,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _DEDUPE_WINDOW_AND_PENDING_AGE,
     _AGE_FROM_RECEIPT,
     _EVENT_CONTEXT,
+    _DEVICE_DIRECTORY,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 

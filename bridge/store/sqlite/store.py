@@ -28,7 +28,7 @@ import orjson
 
 from bridge.config import StoreSettings
 from bridge.core.events import Event
-from bridge.core.presence import PresenceState
+from bridge.core.presence import Presence, PresenceState
 from bridge.errors import StoreError
 from bridge.store import common
 from bridge.store.base import (
@@ -37,6 +37,8 @@ from bridge.store.base import (
     AttemptRecord,
     Delivery,
     DeliveryStatus,
+    DeviceDetail,
+    DeviceSummary,
     IngestResult,
     PresencePolicy,
     Rejection,
@@ -44,7 +46,7 @@ from bridge.store.base import (
 )
 from bridge.store.leases import TAKEOVER_AFTER
 from bridge.store.sqlite import device as per_device
-from bridge.store.sqlite import leases
+from bridge.store.sqlite import directory, leases
 from bridge.store.sqlite import queries as sql
 from bridge.store.sqlite.engine import SQLiteEngine
 from bridge.store.sqlite.schema import SCHEMA_VERSION, migrate, schema_version
@@ -343,7 +345,35 @@ class SQLiteStore:
         rows = await self._run(work, action="list_deliveries", write=False)
         return common.page_and_cursor(rows, limit)
 
+    async def list_devices(
+        self,
+        *,
+        state: Presence | None,
+        prefix: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[DeviceSummary], str | None]:
+        return await self._run(
+            lambda conn: directory.list_devices(
+                conn, state=state, prefix=prefix, cursor=cursor, limit=limit
+            ),
+            action="list_devices",
+            write=False,
+        )
+
+    async def get_device(self, device_id: str, *, events: int) -> DeviceDetail | None:
+        return await self._run(
+            lambda conn: directory.get_device(conn, device_id, events=events),
+            action="get_device",
+            write=False,
+        )
+
     # -- operator and housekeeping writes ---------------------------------------------
+
+    async def forget_device(self, device_id: str) -> bool:
+        return await self._run(
+            lambda conn: directory.forget_device(conn, device_id), action="forget_device"
+        )
 
     async def save_subscription_state(self, state: SubscriptionState) -> None:
         # sqlite3 binds the bool ``disabled`` as the integer 0 or 1.

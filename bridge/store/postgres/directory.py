@@ -1,0 +1,116 @@
+"""The device directory's SQL for the PostgreSQL store.
+
+The ``devices`` table holds one row per device with its latest event, written
+by every ingest (:func:`note_devices`, inside the ingest transaction) whether
+presence is tracked or not, until an operator forgets the device. A page of
+the directory is one range of its primary key (a prefix is the range
+``[prefix, next)``), or of the presence index by state, joined row by row:
+a few index probes per device listed, however many are stored. Ids are
+compared ``COLLATE "C"`` (the byte order of their UTF-8, as SQLite's BINARY
+collation): in that order the ids sharing a prefix are one range, whatever
+the database's own collation.
+
+f-strings here only join constant fragments; values are always $n.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bridge.core.presence import Presence
+from bridge.errors import StoreError
+from bridge.store import common
+from bridge.store.base import Accepted, DeviceDetail, DeviceSummary
+
+__all__ = ["forget_device", "get_device", "list_devices", "note_devices"]
+
+_C = 'COLLATE "C"'
+# The directory row's presence: the presence key is in the database's collation.
+_PRESENCE_OF_D = 'presence AS p ON p.device_id = d.device_id COLLATE "default"'
+
+# Rows in device id order, so two batches lock shared rows in the same order; a
+# device's latest event only moves forward (batches may commit out of order).
+_NOTE = f"""INSERT INTO devices ({common.DEVICE_COLUMNS})
+    SELECT * FROM unnest($1::text[], $2::float8[], $3::text[], $4::text[], $5::float8[],
+      $6::float8[])
+    ON CONFLICT (device_id) DO UPDATE SET last_event_id = EXCLUDED.last_event_id,
+      last_event_type = EXCLUDED.last_event_type, last_event_at = EXCLUDED.last_event_at,
+      last_received_at = EXCLUDED.last_received_at
+    WHERE devices.last_received_at IS NULL
+       OR EXCLUDED.last_received_at >= devices.last_received_at"""  # noqa: S608
+
+
+def _page_query(*, state: Presence | None, after: bool, bounded: bool) -> str:
+    """One page: $1 low, $2 page size, then the optional high, cursor id and state."""
+    key = f"p.device_id {_C}" if state is not None else "d.device_id"
+    where = [f"{key} >= $1"]
+    params = 2
+    for wanted, condition in (
+        (bounded, f"{key} < ${{n}}"),
+        (after, f"{key} > ${{n}}"),
+        (state is not None, "p.state = ${n}"),
+    ):
+        if wanted:
+            params += 1
+            where.append(condition.format(n=params))
+    if state is not None:
+        source = f"presence AS p JOIN devices AS d ON d.device_id = p.device_id {_C}"
+    else:
+        source = f"devices AS d LEFT JOIN {_PRESENCE_OF_D}"
+    return f"""SELECT {common.DEVICE_SUMMARY_COLUMNS} FROM {source}
+        WHERE {" AND ".join(where)} ORDER BY {key} LIMIT $2"""  # noqa: S608
+
+
+_SUMMARY = f"""SELECT {common.DEVICE_SUMMARY_COLUMNS}
+    FROM devices AS d LEFT JOIN {_PRESENCE_OF_D} WHERE d.device_id = $1"""  # noqa: S608
+_EVENTS = f"""SELECT {common.DEVICE_EVENT_COLUMNS} FROM events
+    WHERE device_id {_C} = $1 ORDER BY arrival DESC LIMIT $2"""  # noqa: S608
+_DELIVERIES = f"""SELECT {common.DEVICE_DELIVERY_COLUMNS} FROM deliveries
+    WHERE event_id = ANY($1::text[]) ORDER BY seq"""  # noqa: S608
+_FORGET_DEVICE = "DELETE FROM devices WHERE device_id = $1"
+_FORGET_PRESENCE = "DELETE FROM presence WHERE device_id = $1"
+
+
+async def note_devices(conn: Any, stored: Sequence[Accepted]) -> None:
+    """Record the devices of newly stored events and their latest event."""
+    rows = common.device_rows(stored)
+    if rows:
+        await conn.execute(_NOTE, *(list(column) for column in zip(*rows, strict=True)))
+
+
+async def list_devices(
+    conn: Any,
+    *,
+    state: Presence | None,
+    prefix: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[DeviceSummary], str | None]:
+    if limit < 1:
+        raise StoreError("a device list page needs a limit of at least 1")
+    after = common.decode_device_cursor(cursor) if cursor is not None else None
+    low, high = common.prefix_range(prefix)
+    params: list[Any] = [low, limit + 1]
+    params += [value for value in (high, after) if value is not None]
+    if state is not None:
+        params.append(state.value)
+    query = _page_query(state=state, after=after is not None, bounded=high is not None)
+    rows = await conn.fetch(query, *params)
+    return common.device_page_and_cursor([common.device_summary_from_row(r) for r in rows], limit)
+
+
+async def get_device(conn: Any, device_id: str, *, events: int) -> DeviceDetail | None:
+    row = await conn.fetchrow(_SUMMARY, device_id)
+    if row is None:
+        return None
+    history = await conn.fetch(_EVENTS, device_id, max(events, 0))
+    deliveries = await conn.fetch(_DELIVERIES, [event[0] for event in history]) if history else []
+    return common.device_detail(common.device_summary_from_row(row), history, deliveries)
+
+
+async def forget_device(conn: Any, device_id: str) -> bool:
+    """Drop a device's directory and presence rows; False when neither existed."""
+    dropped: str = await conn.execute(_FORGET_DEVICE, device_id)
+    dropped_presence: str = await conn.execute(_FORGET_PRESENCE, device_id)
+    return dropped != "DELETE 0" or dropped_presence != "DELETE 0"

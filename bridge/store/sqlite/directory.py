@@ -1,0 +1,108 @@
+"""The device directory's SQL for the SQLite store.
+
+The ``devices`` table holds one row per device with its latest event, written
+by every ingest (:func:`note_devices`, inside the ingest transaction) whether
+presence is tracked or not, until an operator forgets the device. A page of
+the directory is one range of its primary key (a prefix is the range
+``[prefix, next)``), or of the presence index by state, joined row by row:
+a few index probes per device listed, however many are stored. Ids sort by
+SQLite's BINARY collation, the byte order of their UTF-8, as in PostgreSQL's
+``COLLATE "C"``.
+
+f-strings here only join constant fragments; values are always bound (:name).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from bridge.core.presence import Presence
+from bridge.errors import StoreError
+from bridge.store import common
+from bridge.store.base import Accepted, DeviceDetail, DeviceSummary
+
+__all__ = ["forget_device", "get_device", "list_devices", "note_devices"]
+
+# A device's latest event only moves forward (two batches may commit out of order).
+_NOTE = f"""INSERT INTO devices ({common.DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (device_id) DO UPDATE SET last_event_id = excluded.last_event_id,
+      last_event_type = excluded.last_event_type, last_event_at = excluded.last_event_at,
+      last_received_at = excluded.last_received_at
+    WHERE devices.last_received_at IS NULL
+       OR excluded.last_received_at >= devices.last_received_at"""  # noqa: S608
+
+
+def _page_query(*, state: Presence | None, after: bool, bounded: bool) -> str:
+    """One page: ids from :low (before :high when bounded, after :after), :n of them."""
+    key = "p.device_id" if state is not None else "d.device_id"
+    where = [f"{key} >= :low"]
+    if bounded:
+        where.append(f"{key} < :high")
+    if after:
+        where.append(f"{key} > :after")
+    if state is not None:
+        where.append("p.state = :state")
+        source = "presence AS p JOIN devices AS d ON d.device_id = p.device_id"
+    else:
+        source = "devices AS d LEFT JOIN presence AS p ON p.device_id = d.device_id"
+    return f"""SELECT {common.DEVICE_SUMMARY_COLUMNS} FROM {source}
+        WHERE {" AND ".join(where)} ORDER BY {key} LIMIT :n"""  # noqa: S608
+
+
+_SUMMARY = f"""SELECT {common.DEVICE_SUMMARY_COLUMNS}
+    FROM devices AS d LEFT JOIN presence AS p ON p.device_id = d.device_id
+    WHERE d.device_id = ?"""  # noqa: S608
+_EVENTS = f"""SELECT {common.DEVICE_EVENT_COLUMNS} FROM events
+    WHERE device_id = ? ORDER BY arrival DESC LIMIT ?"""  # noqa: S608
+_DELIVERIES = f"""SELECT {common.DEVICE_DELIVERY_COLUMNS} FROM deliveries
+    WHERE event_id IN (SELECT value FROM json_each(?)) ORDER BY rowid"""  # noqa: S608
+_FORGET = (
+    "DELETE FROM devices WHERE device_id = ?",
+    "DELETE FROM presence WHERE device_id = ?",
+)
+
+
+def note_devices(conn: sqlite3.Connection, stored: Sequence[Accepted]) -> None:
+    """Record the devices of newly stored events and their latest event."""
+    rows = common.device_rows(stored)
+    if rows:
+        conn.executemany(_NOTE, rows)
+
+
+def list_devices(
+    conn: sqlite3.Connection,
+    *,
+    state: Presence | None,
+    prefix: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[DeviceSummary], str | None]:
+    if limit < 1:
+        raise StoreError("a device list page needs a limit of at least 1")
+    after = common.decode_device_cursor(cursor) if cursor is not None else None
+    low, high = common.prefix_range(prefix)
+    params: dict[str, Any] = {"low": low, "high": high, "after": after, "n": limit + 1}
+    if state is not None:
+        params["state"] = state.value
+    query = _page_query(state=state, after=after is not None, bounded=high is not None)
+    rows = conn.execute(query, params).fetchall()
+    return common.device_page_and_cursor([common.device_summary_from_row(r) for r in rows], limit)
+
+
+def get_device(conn: sqlite3.Connection, device_id: str, *, events: int) -> DeviceDetail | None:
+    row = conn.execute(_SUMMARY, (device_id,)).fetchone()
+    if row is None:
+        return None
+    history = conn.execute(_EVENTS, (device_id, max(events, 0))).fetchall()
+    ids = orjson.dumps([event[0] for event in history]).decode()
+    deliveries = conn.execute(_DELIVERIES, (ids,)).fetchall() if history else []
+    return common.device_detail(common.device_summary_from_row(row), history, deliveries)
+
+
+def forget_device(conn: sqlite3.Connection, device_id: str) -> bool:
+    """Drop a device's directory and presence rows; False when neither existed."""
+    return sum(conn.execute(statement, (device_id,)).rowcount for statement in _FORGET) > 0

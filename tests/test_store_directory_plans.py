@@ -1,0 +1,118 @@
+"""The device directory stays cheap with many devices: its queries use indexes, never scan.
+
+Each backend's planner is asked (EXPLAIN) how it runs a page of the directory
+and a device's detail over a store holding many devices and events. None may
+read the devices, presence or events tables whole: a page is one index range
+(by id, or by state and id) and a device's history one index probe.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bridge.core.presence import Presence
+from bridge.store.postgres import directory as pg_directory
+from bridge.store.postgres.store import PostgresStore, parse_postgres_url
+from bridge.store.sqlite import directory as sqlite_directory
+from bridge.store.sqlite.store import SQLiteStore
+from tests.store_contract import opened
+from tests.support.postgres import PostgresDatabase
+
+DEVICES = 20_000
+EVENTS = 100_000
+# The directory rows of those events (what ingest writes), as the migration fills them.
+_FILL_DEVICES = """INSERT INTO devices (device_id, first_seen, last_event_id, last_event_type,
+        last_event_at, last_received_at)
+    SELECT device_id, min(received_at), max(id), 't', max(occurred_at), max(received_at)
+    FROM events GROUP BY device_id"""
+_SQLITE_DEVICES = _POSTGRES_DEVICES = _FILL_DEVICES
+
+
+async def test_sqlite_directory_queries_use_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "plans.db"
+    async with opened(SQLiteStore(path)):
+        pass
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(
+            f"""WITH RECURSIVE g (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {EVENTS})
+            INSERT INTO events (id, type, source, device_id, occurred_at, received_at, body)
+            SELECT 'evt_' || n, 't', 's', 'dev-' || (n % {DEVICES}), n, n, x'00' FROM g"""
+        )
+        conn.execute(
+            f"""WITH RECURSIVE g (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {DEVICES})
+            INSERT INTO presence SELECT 'dev-' || n,
+              CASE WHEN n % 2 = 0 THEN 'online' ELSE 'offline' END, n, n, NULL FROM g"""
+        )
+        conn.execute(_SQLITE_DEVICES)
+        conn.execute("ANALYZE")
+        params = {"low": "dev-1", "high": "dev-2", "after": "dev-15", "n": 26}
+        queries: list[tuple[str, Any]] = [
+            (sqlite_directory._page_query(state=None, after=True, bounded=True), params),
+            (
+                sqlite_directory._page_query(state=Presence.ONLINE, after=False, bounded=False),
+                {**params, "low": "", "state": "online"},
+            ),
+            (sqlite_directory._SUMMARY, ("dev-7",)),
+            (sqlite_directory._EVENTS, ("dev-7", 20)),
+            (sqlite_directory._DELIVERIES, ('["evt_1"]',)),
+        ]
+        for query, bound in queries:
+            plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + query, bound)]
+            scans = [step for step in plan if step.startswith("SCAN") and _is_table(step)]
+            assert not scans, (query, plan)
+    finally:
+        conn.close()
+
+
+def _is_table(step: str) -> bool:
+    """A SCAN of a stored table (not of a CTE, a subquery or a constant row)."""
+    name = step.split()[1]
+    return name in {"events", "presence", "deliveries", "devices", "d", "p"}
+
+
+async def test_postgres_directory_queries_use_indexes(postgres: PostgresDatabase) -> None:
+    url = postgres.schema_url("plans")
+    async with opened(PostgresStore(url)):
+        pass
+    dsn, schema, _ = parse_postgres_url(url)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        await conn.execute(
+            f"""INSERT INTO events (id, type, source, device_id, occurred_at, received_at, body)
+            SELECT 'evt_' || n, 't', 's', 'dev-' || (n % {DEVICES}), n, n, '\\x00'
+            FROM generate_series(1, {EVENTS}) AS n"""
+        )
+        await conn.execute(
+            f"""INSERT INTO presence SELECT 'dev-' || n,
+              CASE WHEN n % 2 = 0 THEN 'online' ELSE 'offline' END, n, n, NULL
+            FROM generate_series(1, {DEVICES}) AS n"""
+        )
+        await conn.execute(_POSTGRES_DEVICES)
+        await conn.execute("ANALYZE")
+        queries: list[tuple[str, list[Any]]] = [
+            (
+                pg_directory._page_query(state=None, after=True, bounded=True),
+                ["dev-1", 26, "dev-2", "dev-15"],
+            ),
+            (
+                pg_directory._page_query(state=Presence.ONLINE, after=False, bounded=False),
+                ["", 26, "online"],
+            ),
+            (
+                pg_directory._page_query(state=Presence.OFFLINE, after=True, bounded=True),
+                ["d", 26, "e", "dev-2", "offline"],
+            ),
+            (pg_directory._SUMMARY, ["dev-7"]),
+            (pg_directory._EVENTS, ["dev-7", 20]),
+        ]
+        for query, args in queries:
+            plan = [row[0] for row in await conn.fetch("EXPLAIN " + query, *args)]
+            scans = [step for step in plan if "Seq Scan" in step]
+            assert not scans, (query, plan)
+    finally:
+        await conn.close()
