@@ -138,11 +138,16 @@ _DEDUPE_WINDOW_AND_PENDING_AGE = (
         WHERE status = 'pending'""",
 )
 
+# The timeout a device announced (its heartbeat interval times the misses
+# allowed), seconds; NULL: it announced none.
+_PRESENCE_HEARTBEAT = ("ALTER TABLE presence ADD COLUMN heartbeat double precision",)
+
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
     _V2,
     _LEASES_FOLLOW_HOLDER,
     _DEDUPE_WINDOW_AND_PENDING_AGE,
+    _PRESENCE_HEARTBEAT,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 
