@@ -95,6 +95,45 @@ def test_timeouts_only_after_silence(steps: list[tuple[float, str, bool]]) -> No
         state = decision.state
 
 
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0, max_value=200, allow_nan=False),
+            st.sampled_from(["event", "online", "offline", "tick"]),
+            st.sampled_from([None, 5.0, 30.0]),  # a heartbeat the message announces
+        ),
+        max_size=40,
+    ),
+    st.sampled_from([None, AFTER]),
+)
+def test_a_timeout_is_the_announced_one_else_the_default(
+    steps: list[tuple[float, str, float | None]], default: float | None
+) -> None:
+    state: PresenceState | None = None
+    announced: float | None = None  # what the device said last
+    now = 1_800_000_000.0
+    for gap, kind, heartbeat in steps:
+        now += gap
+        if kind == "online" or (heartbeat is not None and kind != "tick"):
+            announced = heartbeat
+        says = None if kind in {"event", "tick"} else Presence(kind)
+        observation = (
+            None if kind == "tick" else Observation("d", now, says, None, heartbeat=heartbeat)
+        )
+        decision = decide(state, observation, now, default)
+        timeout = announced if announced is not None else default
+        for transition in decision.emit:
+            if transition.reason == HEARTBEAT_TIMEOUT:
+                assert state is not None
+                assert timeout is not None, "a device with no timeout never times out"
+                assert transition.changed_at == state.last_seen + timeout
+        if decision.state is not None:
+            assert decision.state.heartbeat == announced
+        if kind == "tick" and state is not None and state.state is ON and timeout is not None:
+            assert bool(decision.emit) is (now - state.last_seen > timeout)
+        state = decision.state
+
+
 @given(st.sampled_from([ON, OFF]), st.sampled_from([ON, OFF]))
 def test_retained_status_sets_start_and_only_contradictions_pass(
     stored: Presence, retained: Presence
