@@ -174,6 +174,9 @@ def test_an_announced_timeout_is_kept_until_a_new_online_clears_it() -> None:
     seen = decide(start.state, Observation("d", 10.0), 10.0, None)
     assert seen.state is not None
     assert seen.state.heartbeat == 30.0
+    # An older retained status handed over again does not take the heartbeat away.
+    retained = decide(seen.state, Observation("d", 12.0, ON, retained=True), 12.0, None)
+    assert retained.state == seen.state
     assert decide(seen.state, None, 40.0, None).emit == ()
     gone = decide(seen.state, None, 40.1, None)
     assert [(t.state, t.reason, t.changed_at) for t in gone.emit] == [

@@ -22,7 +22,7 @@ The rules, in one place:
   clock check) goes offline with ``reason: heartbeat_timeout``, dated
   ``last_seen + timeout`` so every instance computes the same. The timeout is
   the one the device announced (``heartbeat``: set by an observation that
-  carries one, cleared by an ``online`` that carries none), else the caller's
+  carries one, cleared by a live ``online`` that carries none), else the caller's
   default; with neither (a device that signals presence with a retained status
   and a Last Will) the device stays online until it says ``offline``.
 * A retained status message is the broker's memory, not news: for a device
@@ -167,9 +167,11 @@ def decide(
 
 
 def _heartbeat(previous: PresenceState | None, observation: Observation) -> float | None:
-    """The timeout a device keeps: the one it announces now; an ``online`` without one
-    clears it (a new connection says how it signals presence); otherwise the known one."""
-    if observation.heartbeat is not None or observation.says is Presence.ONLINE:
+    """The timeout a device keeps: the one it announces now; a live ``online`` without
+    one clears it (a new connection says how it signals presence); otherwise the
+    known one (a retained copy is old news, and may be an older status)."""
+    live_online = observation.says is Presence.ONLINE and not observation.retained
+    if observation.heartbeat is not None or live_online:
         return observation.heartbeat
     return None if previous is None else previous.heartbeat
 
