@@ -11,7 +11,6 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,demo,bench,otlp]'
-	$(BIN)/python -m pip install --quiet -e tests/plugin_example 2>/dev/null || true
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -15,9 +15,13 @@ from hypothesis import HealthCheck, settings
 from bridge.app import Bridge
 from bridge.config import Settings, parse_config
 from tests.support.mosquitto import Mosquitto
+from tests.support.plugins import make_test_plugins_visible
 from tests.support.postgres import PostgresDatabase
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
+
+# The example plugin is for tests only: never installed where users run from.
+TEST_PLUGIN_PATHS = make_test_plugins_visible()
 
 settings.register_profile(
     "default", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from bridge.core.events import Event, event_id_for
 from bridge.core.presence import Observation, Presence, Transition
@@ -20,6 +21,9 @@ from bridge.store.base import (
     PresencePolicy,
     Store,
 )
+
+if TYPE_CHECKING:  # store_contract imports this module
+    from tests.store_contract import Reopen
 
 __all__ = ["DeviceStoreContract"]
 
@@ -61,8 +65,9 @@ def _seen(
     *,
     says: Presence | None = None,
     retained: bool = False,
+    heartbeat: float | None = None,
 ) -> Accepted:
-    observation = Observation(device, at, says, None, retained)
+    observation = Observation(device, at, says, None, retained, heartbeat)
     return Accepted(_event(key, device, kind), ("crm",), at, presence=observation)
 
 
@@ -149,6 +154,42 @@ class DeviceStoreContract:
         )
         back = await _ingest(store, [_seen("t3", "d3", "session.ended", T0 + 200)], T0 + 200)
         assert _kinds(back) == [("device.online", "seen_again"), ("session.ended", None)]
+
+    async def test_only_announced_heartbeats_time_out_without_a_default(
+        self, store: Store, reopen_store: Reopen
+    ) -> None:
+        """With no default timeout, a device times out after the heartbeat it announced
+        (kept in its row across a restart); a Last-Will device never does."""
+        announced_only = PresencePolicy(None, _announce)
+        online = Presence.ONLINE
+        await _ingest(store, [_seen("h1", "will", "device.online", T0, says=online)], T0)
+        beat = _seen("h2", "beat", "device.online", T0, says=online, heartbeat=10.0)
+        await _ingest(store, [beat], T0)
+        state = await store.get_presence("beat")
+        assert state is not None
+        assert state.heartbeat == 10.0
+        reopened = await reopen_store(store, owner="")
+        early = await reopened.claim_presence_timeouts(
+            now=T0 + 10, policy=announced_only, owner="a", lease_until=T0 + LEASE, limit=10
+        )
+        assert early.deliveries == []
+        claimed = await reopened.claim_presence_timeouts(
+            now=T0 + 1e6, policy=announced_only, owner="a", lease_until=T0 + LEASE, limit=10
+        )
+        assert [(d.event.type, d.event.device_id) for d in claimed.deliveries] == [
+            ("device.offline", "beat")
+        ]
+        gone = await reopened.get_presence("beat")
+        assert gone is not None
+        assert (gone.state, gone.changed_at) == (Presence.OFFLINE, T0 + 10)
+        will = await reopened.get_presence("will")
+        assert will is not None
+        assert will.state is online
+        # The configured default applies to the others once there is one.
+        everyone = await reopened.claim_presence_timeouts(
+            now=T0 + 1e6, policy=POLICY, owner="a", lease_until=T0 + LEASE, limit=10
+        )
+        assert [d.event.device_id for d in everyone.deliveries] == ["will"]
 
     async def test_ordered_claims_are_fifo_per_device(self, store: Store) -> None:
         items = [

@@ -32,7 +32,8 @@ KEYS = [
     "events", "filter", "secret", "format", "headers", "timeout", "verify_tls",
     "max_in_flight", "rate_limit", "ordered", "mode", "reply_topic", "circuit", "failures",
     "cool_down", "topic", "type", "data", "from", "map", "listen", "token",
-    "allow_private_targets", "path", "allow_topics", "offline_after",
+    "allow_private_targets", "path", "allow_topics", "offline_after", "timeout_for",
+    "missed_heartbeats",
 ]  # fmt: skip
 
 scalars = st.one_of(

@@ -1,7 +1,10 @@
-"""Plugins from the example package installed in the test environment, end to end."""
+"""Plugins from the example package, visible to the tests only (tests/support/plugins.py)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -10,8 +13,9 @@ import pytest
 from bridge import plugin as plugins
 from bridge.config import parse_config
 from bridge.errors import ConfigError
-from tests.conftest import bridge_config, running_bridge
+from tests.conftest import TEST_PLUGIN_PATHS, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
+from tests.support.plugins import without_test_plugins
 from tests.support.publisher import Publisher
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
@@ -85,3 +89,29 @@ def test_a_broken_plugin_is_a_startup_error_naming_it(monkeypatch: pytest.Monkey
         plugins.load_plugins(reload=True)
     monkeypatch.undo()
     plugins.load_plugins(reload=True)  # leave the registries as the suite expects
+
+
+def test_the_example_plugin_is_for_tests_only(tmp_path: Path) -> None:
+    """The virtualenv users run from does not load the test-only format; the tests'
+    own environment (the plugin's path added) does."""
+    config = tmp_path / "hookbridge.yaml"
+    config.write_text(
+        "mqtt: {url: 'mqtt://127.0.0.1:1883'}\n"
+        "subscriptions:\n"
+        "  - {name: text, url: 'https://crm.example.com/hook', format: example_text}\n",
+        encoding="utf-8",
+    )
+    cli = Path(sys.executable).parent / "hookbridge"
+    assert cli.exists(), cli
+    command = [str(cli), "check-config", str(config)]
+    user = without_test_plugins(dict(os.environ), TEST_PLUGIN_PATHS)
+    as_user = subprocess.run(
+        command, capture_output=True, text=True, env=user, cwd=tmp_path, timeout=60, check=False
+    )
+    assert as_user.returncode != 0, as_user.stdout
+    assert "unknown format" in as_user.stdout + as_user.stderr
+    assert "example_text" not in as_user.stdout + as_user.stderr
+    for_tests = subprocess.run(
+        command, capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False
+    )
+    assert for_tests.returncode == 0, for_tests.stdout + for_tests.stderr

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from bridge.core.presence import (
 )
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
+from tests.support.process import BridgeProcess
 from tests.support.publisher import Publisher
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
@@ -92,6 +95,45 @@ def test_timeouts_only_after_silence(steps: list[tuple[float, str, bool]]) -> No
         state = decision.state
 
 
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0, max_value=200, allow_nan=False),
+            st.sampled_from(["event", "online", "offline", "tick"]),
+            st.sampled_from([None, 5.0, 30.0]),  # a heartbeat the message announces
+        ),
+        max_size=40,
+    ),
+    st.sampled_from([None, AFTER]),
+)
+def test_a_timeout_is_the_announced_one_else_the_default(
+    steps: list[tuple[float, str, float | None]], default: float | None
+) -> None:
+    state: PresenceState | None = None
+    announced: float | None = None  # what the device said last
+    now = 1_800_000_000.0
+    for gap, kind, heartbeat in steps:
+        now += gap
+        if kind == "online" or (heartbeat is not None and kind != "tick"):
+            announced = heartbeat
+        says = None if kind in {"event", "tick"} else Presence(kind)
+        observation = (
+            None if kind == "tick" else Observation("d", now, says, None, heartbeat=heartbeat)
+        )
+        decision = decide(state, observation, now, default)
+        timeout = announced if announced is not None else default
+        for transition in decision.emit:
+            if transition.reason == HEARTBEAT_TIMEOUT:
+                assert state is not None
+                assert timeout is not None, "a device with no timeout never times out"
+                assert transition.changed_at == state.last_seen + timeout
+        if decision.state is not None:
+            assert decision.state.heartbeat == announced
+        if kind == "tick" and state is not None and state.state is ON and timeout is not None:
+            assert bool(decision.emit) is (now - state.last_seen > timeout)
+        state = decision.state
+
+
 @given(st.sampled_from([ON, OFF]), st.sampled_from([ON, OFF]))
 def test_retained_status_sets_start_and_only_contradictions_pass(
     stored: Presence, retained: Presence
@@ -118,14 +160,50 @@ def test_last_will_after_a_timeout_is_not_sent_twice() -> None:
     assert back.keep_event
 
 
+def test_without_an_announced_timeout_a_device_never_times_out() -> None:
+    start = decide(None, Observation("d", 0.0, ON, None, retained=True), 0.0, None)
+    assert start.state is not None
+    assert start.state.heartbeat is None
+    later = decide(start.state, None, 1e9, None)
+    assert later.emit == ()
+    assert later.state == start.state
+
+
+def test_an_announced_timeout_is_kept_until_a_new_online_clears_it() -> None:
+    start = decide(None, Observation("d", 0.0, ON, heartbeat=30.0), 0.0, None)
+    seen = decide(start.state, Observation("d", 10.0), 10.0, None)
+    assert seen.state is not None
+    assert seen.state.heartbeat == 30.0
+    # An older retained status handed over again does not take the heartbeat away.
+    retained = decide(seen.state, Observation("d", 12.0, ON, retained=True), 12.0, None)
+    assert retained.state == seen.state
+    assert decide(seen.state, None, 40.0, None).emit == ()
+    gone = decide(seen.state, None, 40.1, None)
+    assert [(t.state, t.reason, t.changed_at) for t in gone.emit] == [
+        (OFF, HEARTBEAT_TIMEOUT, 40.0)
+    ]
+    # The device reconnects without a heartbeat: from now on only its Last Will says offline.
+    back = decide(gone.state, Observation("d", 50.0, ON), 50.0, None)
+    assert back.state is not None
+    assert back.state.heartbeat is None
+    assert decide(back.state, None, 1e9, None).emit == ()
+    # The configured default applies to it when every device times out.
+    assert [t.changed_at for t in decide(back.state, None, 1e9, AFTER).emit] == [50.0 + AFTER]
+
+
 # -- through a real broker ----------------------------------------------------------------
 
 
 def _config(
-    mosquitto: Mosquitto, tmp_path: Path, receiver: Receiver, offline_after: str
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    receiver: Receiver,
+    offline_after: str,
+    timeout_for: str = "all",
 ) -> dict[str, Any]:
     sub = {"name": "crm", "url": receiver.url, "secret": SECRET, "events": ["device.*"]}
-    return bridge_config(mosquitto, tmp_path, [sub], presence={"offline_after": offline_after})
+    presence = {"offline_after": offline_after, "timeout_for": timeout_for}
+    return bridge_config(mosquitto, tmp_path, [sub], presence=presence)
 
 
 def _presence(receiver: Receiver, device: str) -> list[tuple[str, Any]]:
@@ -247,3 +325,101 @@ async def test_restart_keeps_state_and_waits_before_timeouts(
     assert timed_out >= restarted + 0.95
     assert state is not None
     assert state.state is OFF
+
+
+def _delivered(receiver: Receiver, device: str, event_type: str) -> int:
+    return sum(1 for t, _ in _presence(receiver, device) if t == event_type)
+
+
+async def test_last_will_device_stays_online_past_the_timeout(
+    mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
+) -> None:
+    """The default: a device that signals presence with a retained status and a Last
+    Will is online until its Last Will says otherwise, however long it is silent."""
+    config = _config(mosquitto, tmp_path, receiver, "300ms", timeout_for="announced")
+    async with running_bridge(config) as bridge:
+        device = Publisher(mosquitto.port, will=("devices/will-1/status", b"offline"))
+        device.__enter__()
+        device.publish("devices/will-1/status", "online", retain=True).wait_for_publish(10)
+        await wait_until(lambda: _delivered(receiver, "will-1", "device.online") == 1, timeout=10)
+        # A witness that announces a heartbeat and then stays silent: once it has timed
+        # out, the scanner has judged will-1 too (silent longer, same offline_after).
+        with Publisher(mosquitto.port) as witness:
+            witness.publish_all(
+                [("devices/beat-1/status", {"status": "online", "heartbeat_interval": 0.1})]
+            )
+            await wait_until(
+                lambda: _delivered(receiver, "beat-1", "device.offline") == 1, timeout=15
+            )
+        assert _presence(receiver, "will-1") == [("device.online", None)]
+        state = await bridge.store.get_presence("will-1")
+        assert state is not None
+        assert state.state is ON
+        _kill(device)
+        await wait_until(lambda: _delivered(receiver, "will-1", "device.offline") == 1, timeout=15)
+    assert _presence(receiver, "will-1") == [
+        ("device.online", None),
+        ("device.offline", "connection_lost"),
+    ]
+
+
+async def test_announced_heartbeat_goes_offline_when_silent(
+    mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
+) -> None:
+    config = _config(mosquitto, tmp_path, receiver, "300ms", timeout_for="announced")
+    async with running_bridge(config):
+        with Publisher(mosquitto.port) as device:
+            # Three missed beats of 0.2 s: offline after 0.6 s of silence.
+            device.publish_all(
+                [("devices/beat-2/status", {"state": "online", "heartbeat_interval": 0.2})]
+            )
+            await wait_until(lambda: len(_presence(receiver, "beat-2")) >= 2, timeout=15)
+    assert _presence(receiver, "beat-2") == [
+        ("device.online", None),
+        ("device.offline", "heartbeat_timeout"),
+    ]
+    online, offline = receiver.events()
+    assert online["data"]["heartbeat_interval"] == 0.2
+    seen = datetime.fromisoformat(offline["data"]["last_seen"])
+    gone = datetime.fromisoformat(offline["timestamp"])
+    assert abs((gone - seen).total_seconds() - 0.6) < 0.01
+
+
+async def test_a_restarted_bridge_process_does_not_flap_presence(
+    mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
+) -> None:
+    """SIGTERM and start again, past the timeout: the retained ``online`` the broker
+    hands over again is the state already stored, so receivers hear nothing."""
+    config = _config(mosquitto, tmp_path, receiver, "300ms", timeout_for="announced")
+    config["subscriptions"][0]["events"] = ["*"]
+    bridge = BridgeProcess(config, tmp_path)
+    device = Publisher(mosquitto.port, will=("devices/keep-1/status", b"offline"))
+    device.__enter__()
+    try:
+        await asyncio.to_thread(bridge.start)
+        await asyncio.to_thread(bridge.wait_subscribed)
+        device.publish("devices/keep-1/status", "online", retain=True).wait_for_publish(10)
+        await wait_until(lambda: len(_presence(receiver, "keep-1")) >= 1, timeout=15)
+        assert await asyncio.to_thread(bridge.terminate) == 0
+        down = time.time()
+        # Down for longer than offline_after.
+        await wait_until(lambda: time.time() > down + 0.6, timeout=5)
+        await asyncio.to_thread(bridge.start)
+        await asyncio.to_thread(bridge.wait_subscribed)
+        # The broker hands the retained copy over before anything published now: a
+        # marker event from the device, once delivered, shows it was processed.
+        device.publish_all([("devices/keep-1/events", {"type": "session.started"})])
+        await wait_until(lambda: len(_presence(receiver, "keep-1")) >= 2, timeout=15)
+        # A witness with a heartbeat times out: the scanner ran, past its start-up grace.
+        with Publisher(mosquitto.port) as witness:
+            witness.publish_all(
+                [("devices/beat-3/status", {"state": "online", "heartbeat_interval": 0.1})]
+            )
+            await wait_until(
+                lambda: _delivered(receiver, "beat-3", "device.offline") == 1, timeout=15
+            )
+        assert await asyncio.to_thread(bridge.terminate) == 0
+    finally:
+        bridge.ensure_stopped()
+        device.__exit__()
+    assert _presence(receiver, "keep-1") == [("device.online", None), ("session.started", None)]

@@ -22,7 +22,11 @@ from bridge.core.events import CATALOGUE, Event
 from bridge.core.formats import FORMATS
 from bridge.core.normalise import Message, Normalised, Normaliser, Rejected
 from bridge.core.signing import sign
-from tests.conftest import SECRET
+from tests.conftest import SECRET, running_bridge
+from tests.support.admin import admin_client, admin_config
+from tests.support.mosquitto import Mosquitto
+from tests.support.publisher import Publisher
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -205,6 +209,93 @@ async def test_python_receiver_sample_verifies_a_bridge_signature(
         good = await client.post("/hook", data=body, headers=_signed(body))
         bad = await client.post("/hook", data=body + b" ", headers=_signed(body))
     assert (good.status, bad.status) == (204, 401)
+
+
+def _catalogue_samples() -> dict[str, bytes]:
+    """The full sample of each catalogue type in docs/events.md, as bytes to send."""
+    samples = {}
+    for match in re.finditer(r"^### `([a-z_]+\.[a-z_]+)`\n(.*?)(?=^#)", EVENTS, re.M | re.S):
+        samples[match.group(1)] = _block(match.group(2), "", "json").encode()
+    return samples
+
+
+def _receiver_app(
+    page: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[web.Application, list[tuple[str, int]]]:
+    """The page's Python receiver as an app on ``/hook``; the (type, status) it answered."""
+    namespace: dict[str, object] = {}
+    source = _block((ROOT / page).read_text(encoding="utf-8"), "Python, with the", "python")
+    monkeypatch.setenv("CRM_WEBHOOK_SECRET", SECRET)
+    exec(compile(source, page, "exec"), namespace)  # the sample exactly as shown
+    handler = namespace["hookbridge"]
+    answered: list[tuple[str, int]] = []
+
+    async def hook(request: web.Request) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)  # type: ignore[operator]
+        except Exception:  # what aiohttp would answer: a 500
+            response = web.Response(status=500)
+        kind = json.loads(await request.read()).get("type", "?")
+        answered.append((kind, response.status))
+        return response
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    return app, answered
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/events.md"])
+async def test_python_receiver_sample_answers_2xx_to_every_catalogue_type(
+    page: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, answered = _receiver_app(page, monkeypatch)
+    samples = _catalogue_samples()
+    assert set(CATALOGUE) <= set(samples)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        for body in samples.values():
+            await client.post("/hook", data=body, headers=_signed(body))
+    assert answered == [(kind, 204) for kind in samples]
+
+
+async def test_readme_receiver_answers_2xx_to_a_running_bridge(
+    mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's receiver behind a real bridge: the test ping (a ``bridge.*`` event)
+    and device events are answered 2xx, so none of them retries or goes dead."""
+    app, answered = _receiver_app("README.md", monkeypatch)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    sub = {"name": "crm", "url": f"http://127.0.0.1:{port}/hook", "secret": SECRET}
+    config = admin_config(mosquitto, tmp_path, [sub])
+    now = datetime.now(UTC).isoformat()
+    try:
+        async with running_bridge(config), admin_client(config) as admin:
+            status, ping = await admin.post("/api/subscriptions/crm/test")
+            assert status == 200
+            assert (ping["outcome"], ping["status_code"]) == ("delivered", 204)
+            with Publisher(mosquitto.port) as device:
+                device.publish_all(
+                    [
+                        ("devices/rd-1/status", "online"),
+                        (
+                            "devices/rd-1/events",
+                            {"type": "session.started", "session_id": "s-1", "occurred_at": now},
+                        ),
+                        ("devices/rd-1/status", "offline"),
+                    ]
+                )
+                await wait_until(lambda: len(answered) >= 4, timeout=15)
+    finally:
+        await runner.cleanup()
+    assert answered == [
+        ("bridge.test", 204),
+        ("device.online", 204),
+        ("session.started", 204),
+        ("device.offline", 204),
+    ]
 
 
 def test_javascript_sample_verifies_a_bridge_signature(tmp_path: Path) -> None:

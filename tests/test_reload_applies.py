@@ -65,7 +65,7 @@ async def test_reload_applies_each_reloadable_value_and_refuses_restart_only_cha
         retry={"schedule": ["1h"], "jitter": 0.0},
         limits={"max_payload": 600},
         retention={"delivered": "7d", "interval": "1h"},
-        presence={"offline_after": "1s"},
+        presence={"offline_after": "1s", "timeout_for": "all"},
     )
     path = tmp_path / "hookbridge.yaml"
     path.write_text(yaml.safe_dump(config))

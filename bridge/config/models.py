@@ -200,6 +200,12 @@ class StoreSettings(_Model):
 class PresenceSettings(_Model):
     offline_after: Duration = 90.0
     enabled: bool = True
+    # Which devices go offline when silent: ``announced``, only those that announce
+    # a ``heartbeat_interval`` (the others stay online until they say ``offline``,
+    # e.g. by their Last Will); ``all``, also every other one after ``offline_after``.
+    timeout_for: Literal["announced", "all"] = "announced"
+    # A device announcing ``heartbeat_interval`` goes offline after this many missed beats.
+    missed_heartbeats: int = Field(default=3, ge=1, le=100)
 
 
 class RetrySettings(_Model):

@@ -18,9 +18,13 @@ The rules, in one place:
   ``online`` while already online.
 * Any other event from a device known to be offline first gives a synthetic
   ``device.online`` with ``reason: seen_again``.
-* A device silent longer than ``offline_after`` (observation None: the
-  scanner's clock check) goes offline with ``reason: heartbeat_timeout``,
-  dated ``last_seen + offline_after`` so every instance computes the same.
+* A device silent longer than its timeout (observation None: the scanner's
+  clock check) goes offline with ``reason: heartbeat_timeout``, dated
+  ``last_seen + timeout`` so every instance computes the same. The timeout is
+  the one the device announced (``heartbeat``: set by an observation that
+  carries one, cleared by a live ``online`` that carries none), else the caller's
+  default; with neither (a device that signals presence with a retained status
+  and a Last Will) the device stays online until it says ``offline``.
 * A retained status message is the broker's memory, not news: for a device
   never seen it only sets the starting state. When it contradicts the stored
   state (after a restart of the bridge, the device dropped or came back while
@@ -50,6 +54,7 @@ __all__ = [
     "Transition",
     "decide",
     "presence_of",
+    "timeout_of",
 ]
 
 HEARTBEAT_TIMEOUT = "heartbeat_timeout"
@@ -79,6 +84,7 @@ class PresenceState:
     last_seen: float  # epoch seconds of the latest message from the device
     changed_at: float  # when ``state`` began
     reason: str | None = None  # why it is in ``state``, when known
+    heartbeat: float | None = None  # the silence it announced it never exceeds, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,7 @@ class Observation:
     says: Presence | None = None
     reason: str | None = None  # the event's own ``reason``
     retained: bool = False  # the broker's retained copy, not a live message
+    heartbeat: float | None = None  # a timeout the message announces, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +126,12 @@ def decide(
     previous: PresenceState | None,
     observation: Observation | None,
     now: float,
-    offline_after: float,
+    offline_after: float | None,
 ) -> Decision:
-    """The next presence state of a device; ``observation`` None is the timeout check at ``now``."""
+    """The next presence state of a device; ``observation`` None is the timeout check at ``now``.
+
+    ``offline_after`` is the timeout of a device that announced none (None: it has none).
+    """
     if observation is None:
         return _check_timeout(previous, now, offline_after)
     device = observation.device_id
@@ -135,34 +145,63 @@ def decide(
         else max(at, previous.last_seen)
     )
     says = observation.says
+    heartbeat = _heartbeat(previous, observation)
     if previous is None:
         # The starting state: from a retained status it is no news; a live
         # presence event is; any other event just makes the device known.
-        state = PresenceState(device, says or Presence.ONLINE, seen, at, observation.reason)
+        state = PresenceState(
+            device, says or Presence.ONLINE, seen, at, observation.reason, heartbeat
+        )
         return Decision(state, keep_event=says is None or not observation.retained)
     if says is None:
         if previous.state is Presence.ONLINE:
-            return Decision(replace(previous, last_seen=seen))
+            return Decision(replace(previous, last_seen=seen, heartbeat=heartbeat))
         back = Transition(device, Presence.ONLINE, SEEN_AGAIN, at, seen)
-        return Decision(PresenceState(device, Presence.ONLINE, seen, at, SEEN_AGAIN), (back,))
+        return Decision(
+            PresenceState(device, Presence.ONLINE, seen, at, SEEN_AGAIN, heartbeat), (back,)
+        )
     if says is previous.state:
-        return Decision(replace(previous, last_seen=seen), keep_event=False)
+        return Decision(replace(previous, last_seen=seen, heartbeat=heartbeat), keep_event=False)
     # A change. A retained one contradicts what we stored: it happened while we were away.
-    return Decision(PresenceState(device, says, seen, at, observation.reason))
+    return Decision(PresenceState(device, says, seen, at, observation.reason, heartbeat))
 
 
-def _check_timeout(previous: PresenceState | None, now: float, offline_after: float) -> Decision:
+def _heartbeat(previous: PresenceState | None, observation: Observation) -> float | None:
+    """The timeout a device keeps: the one it announces now; a live ``online`` without
+    one clears it (a new connection says how it signals presence); otherwise the
+    known one (a retained copy is old news, and may be an older status)."""
+    live_online = observation.says is Presence.ONLINE and not observation.retained
+    if observation.heartbeat is not None or live_online:
+        return observation.heartbeat
+    return None if previous is None else previous.heartbeat
+
+
+def timeout_of(state: PresenceState, offline_after: float | None) -> float | None:
+    """The silence after which ``state``'s device goes offline; None: never."""
+    return state.heartbeat if state.heartbeat is not None else offline_after
+
+
+def _check_timeout(
+    previous: PresenceState | None, now: float, offline_after: float | None
+) -> Decision:
+    timeout = None if previous is None else timeout_of(previous, offline_after)
     if (
         previous is None
+        or timeout is None
         or previous.state is Presence.OFFLINE
-        or now - previous.last_seen <= offline_after
+        or now - previous.last_seen <= timeout
     ):
         return Decision(previous, keep_event=False)
-    changed = previous.last_seen + offline_after
+    changed = previous.last_seen + timeout
     gone = Transition(
         previous.device_id, Presence.OFFLINE, HEARTBEAT_TIMEOUT, changed, previous.last_seen
     )
     state = PresenceState(
-        previous.device_id, Presence.OFFLINE, previous.last_seen, changed, HEARTBEAT_TIMEOUT
+        previous.device_id,
+        Presence.OFFLINE,
+        previous.last_seen,
+        changed,
+        HEARTBEAT_TIMEOUT,
+        previous.heartbeat,
     )
     return Decision(state, (gone,), keep_event=False)

@@ -8,13 +8,15 @@ It owns three small jobs:
   reason (a Last Will) ``reason: connection_lost`` before it is routed;
 * :meth:`PresenceTracker.announce` builds a synthetic transition's event
   (stable id, routed), for the store to insert inside its transaction;
-* :meth:`PresenceTracker.run` is the timeout scanner: every
-  ``offline_after / 4`` (at least 50 ms) it asks the store to claim devices
-  silent for longer than ``offline_after``; the claim and the events it
+* :meth:`PresenceTracker.run` is the timeout scanner: every quarter of the
+  shortest timeout it knows (``offline_after`` and the announced ones it has
+  seen; at least 50 ms) it asks the store to claim devices silent for longer
+  than their timeout; the claim and the events it
   announces are one transaction, so with several instances only one emits.
-  After the bridge starts it waits one ``offline_after`` first: devices had
-  no chance to be seen while the bridge was down, and a storm of false
-  offlines would follow.
+  After the bridge starts it waits the longest timeout it knows first
+  (``offline_after``, or a longer one announced, e.g. by the retained statuses
+  the broker hands over): devices had no chance to be seen while the bridge
+  was down, and a storm of false offlines would follow.
 """
 
 from __future__ import annotations
@@ -66,8 +68,11 @@ class PresenceTracker:
         self._hand_over = hand_over
         self._clock = clock
         self._stop = asyncio.Event()
-        self.policy = PresencePolicy(settings.offline_after, self.announce)
+        default = settings.offline_after if settings.timeout_for == "all" else None
+        self.policy = PresencePolicy(default, self.announce)
         self.timeouts = 0  # heartbeat timeouts this instance emitted
+        # The shortest and longest timeouts seen: the scan pace and the start-up grace.
+        self._shortest = self._longest = settings.offline_after
 
     def reroute(self, router: Router) -> None:
         """Adopt reloaded subscriptions: synthetic transitions go where the new config says."""
@@ -75,7 +80,7 @@ class PresenceTracker:
 
     @property
     def interval(self) -> float:
-        return max(_MIN_INTERVAL, self._settings.offline_after / 4)
+        return max(_MIN_INTERVAL, self._shortest / 4)
 
     # -- the ingest path ---------------------------------------------------------------
 
@@ -92,9 +97,26 @@ class PresenceTracker:
         if retained and says is None:
             return None
         reason = event.data.get("reason")
+        heartbeat = self._announced(event.data.get("heartbeat_interval"))
         return Observation(
-            device, at, says, reason if isinstance(reason, str) else None, retained=retained
+            device,
+            at,
+            says,
+            reason if isinstance(reason, str) else None,
+            retained=retained,
+            heartbeat=heartbeat,
         )
+
+    def _announced(self, interval: object) -> float | None:
+        """The timeout a ``heartbeat_interval`` (seconds) announces; None for none or nonsense."""
+        if isinstance(interval, bool) or not isinstance(interval, int | float):
+            return None
+        if not 0 < interval < 1e9:
+            return None
+        timeout = float(interval) * self._settings.missed_heartbeats
+        self._shortest = min(self._shortest, timeout)
+        self._longest = max(self._longest, timeout)
+        return timeout
 
     def annotate(self, event: Event) -> Event:
         """A ``device.offline`` without a reason is a dropped connection (a Last Will)."""
@@ -129,13 +151,13 @@ class PresenceTracker:
     # -- the timeout scanner ------------------------------------------------------------
 
     async def run(self) -> None:
-        grace_until = self._clock() + self._settings.offline_after
+        started = self._clock()
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.interval)
             if self._stop.is_set():
                 return
-            if self._clock() < grace_until:
+            if self._clock() < started + self._longest:
                 continue
             await self.scan()
 

@@ -77,7 +77,8 @@ class PresencePolicy:
     is skipped like any duplicate.
     """
 
-    offline_after: float
+    # The timeout of a device that announced none; None: such devices never time out.
+    offline_after: float | None
     announce: Callable[[Transition], Accepted]
 
 
@@ -261,8 +262,9 @@ class Store(Protocol):
         lease_until: float,
         limit: int,
     ) -> IngestResult:
-        """In one transaction: up to ``limit`` online devices last seen before
-        ``now - policy.offline_after`` (oldest first) become offline per
+        """In one transaction: up to ``limit`` online devices silent for longer
+        than their timeout (the heartbeat they announced, else
+        ``policy.offline_after``; oldest first) become offline per
         :func:`bridge.presence.decide` with observation None, and the announced
         ``heartbeat_timeout`` events are stored with deliveries leased to
         ``owner``, as ``ingest`` does. Rows another instance is claiming are

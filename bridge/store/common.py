@@ -80,7 +80,7 @@ DELIVERY_COLUMNS = """d.id, d.subscription, d.attempts, d.created_at, d.status,
     d.lease_token, d.age_from, e.context"""
 FROM_DELIVERIES = "FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
 # The columns ``presence_from_row`` reads, in its order.
-PRESENCE_COLUMNS = "device_id, state, last_seen, changed_at, reason"
+PRESENCE_COLUMNS = "device_id, state, last_seen, changed_at, reason, heartbeat"
 
 
 # -- rows -----------------------------------------------------------------------------
@@ -163,7 +163,7 @@ def subscription_state_values(state: SubscriptionState) -> tuple[Any, ...]:
 
 def presence_from_row(row: Sequence[Any]) -> PresenceState:
     """A row of ``PRESENCE_COLUMNS`` as a PresenceState."""
-    return PresenceState(row[0], Presence(row[1]), row[2], row[3], row[4])
+    return PresenceState(row[0], Presence(row[1]), row[2], row[3], row[4], row[5])
 
 
 def outcome_values(

@@ -5,6 +5,7 @@ topic                       payload                               event
 ==========================  ====================================  ==================
 ``devices/{id}/status``     ``online`` / ``offline`` (any case)   ``device.online``
                             or ``{"state": "online", …}``         ``device.offline``
+                            (``status`` for ``state`` too)
 ``devices/{id}/events``     ``{"type": "<type>", …data}``         that type
 ``devices/{id}/lifecycle``  ``{"action": "added", …}``            ``device.added``
                                                                   ``device.deleted``
@@ -79,10 +80,12 @@ def _status(device_id: str, payload: Payload) -> Draft | Rejected:
         state: object = document
         fields: dict[str, Any] = {}
     elif isinstance(document, dict) and payload.is_json:
-        state = document.get("state")
+        # ``status`` is the name many device stacks give the same field.
+        key = "state" if "state" in document or "status" not in document else "status"
+        state = document.get(key)
         if state is None:
             return Rejected("invalid_fields", "state: missing from the status payload")
-        fields = document
+        fields = {k: v for k, v in document.items() if k != key}
     else:
         return Rejected(
             "invalid_json",

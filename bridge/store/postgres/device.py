@@ -95,13 +95,15 @@ _LOCK_DEVICES = """SELECT count(pg_advisory_xact_lock(k)) FROM (
 _PRESENCE_OF = f"""SELECT {PRESENCE_COLUMNS} FROM presence
     WHERE device_id = ANY($1::text[]) ORDER BY device_id FOR UPDATE"""  # noqa: S608
 _TIMED_OUT = f"""SELECT {PRESENCE_COLUMNS} FROM presence
-    WHERE state = 'online' AND last_seen < $1 ORDER BY last_seen LIMIT $2
+    WHERE state = 'online' AND last_seen + coalesce(heartbeat, $1::float8) < $2
+    ORDER BY last_seen LIMIT $3
     FOR UPDATE SKIP LOCKED"""  # noqa: S608
 _SAVE_PRESENCE = f"""INSERT INTO presence ({PRESENCE_COLUMNS})
-    SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::text[])
+    SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::text[],
+      $6::float8[])
     ON CONFLICT (device_id) DO UPDATE SET state = excluded.state,
       last_seen = excluded.last_seen, changed_at = excluded.changed_at,
-      reason = excluded.reason"""  # noqa: S608
+      reason = excluded.reason, heartbeat = excluded.heartbeat"""  # noqa: S608
 
 
 async def lock_devices(conn: Any, accepted: Sequence[Accepted]) -> None:
@@ -120,6 +122,7 @@ async def _save(conn: Any, states: Sequence[PresenceState]) -> None:
             [s.last_seen for s in states],
             [s.changed_at for s in states],
             [s.reason for s in states],
+            [s.heartbeat for s in states],
         )
 
 
@@ -143,8 +146,8 @@ async def apply_presence(
 
 
 async def timed_out(conn: Any, policy: PresencePolicy, now: float, limit: int) -> list[Accepted]:
-    """Online devices silent past ``offline_after`` become offline; their announced events."""
-    rows = await conn.fetch(_TIMED_OUT, now - policy.offline_after, limit)
+    """Online devices silent past their timeout become offline; their announced events."""
+    rows = await conn.fetch(_TIMED_OUT, policy.offline_after, now, limit)
     changed, announced = decide_timeouts(map(presence_from_row, rows), policy, now)
     await _save(conn, changed)
     return announced

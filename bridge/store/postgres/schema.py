@@ -179,6 +179,10 @@ _DEVICE_DIRECTORY = (
     ON CONFLICT (device_id) DO NOTHING""",
 )
 
+# The timeout a device announced (its heartbeat interval times the misses
+# allowed), seconds; NULL: it announced none.
+_PRESENCE_HEARTBEAT = ("ALTER TABLE presence ADD COLUMN heartbeat double precision",)
+
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
     _V2,
@@ -187,6 +191,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _AGE_FROM_RECEIPT,
     _EVENT_CONTEXT,
     _DEVICE_DIRECTORY,
+    _PRESENCE_HEARTBEAT,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 

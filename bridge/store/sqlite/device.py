@@ -69,20 +69,25 @@ NEXT_DUE_ORDERED = f"""{_HEADS}
 GET_PRESENCE = f"SELECT {PRESENCE_COLUMNS} FROM presence WHERE device_id = ?"  # noqa: S608
 _PRESENCE_OF = f"""SELECT {PRESENCE_COLUMNS} FROM presence
     WHERE device_id IN (SELECT value FROM json_each(?))"""  # noqa: S608
+# A device's own timeout, else the default (NULL: none, and NULL never compares true).
 _TIMED_OUT = f"""SELECT {PRESENCE_COLUMNS} FROM presence
-    WHERE state = 'online' AND last_seen < ? ORDER BY last_seen LIMIT ?"""  # noqa: S608
+    WHERE state = 'online' AND last_seen + coalesce(heartbeat, ?) < ?
+    ORDER BY last_seen LIMIT ?"""  # noqa: S608
 _SAVE_PRESENCE = f"""INSERT INTO presence ({PRESENCE_COLUMNS})
-    VALUES (?, ?, ?, ?, ?)
+    VALUES (?, ?, ?, ?, ?, ?)
     ON CONFLICT (device_id) DO UPDATE SET state = excluded.state,
       last_seen = excluded.last_seen, changed_at = excluded.changed_at,
-      reason = excluded.reason"""  # noqa: S608
+      reason = excluded.reason, heartbeat = excluded.heartbeat"""  # noqa: S608
 _EXISTING_IDS = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
 
 
 def _save(conn: sqlite3.Connection, states: Sequence[PresenceState]) -> None:
     conn.executemany(
         _SAVE_PRESENCE,
-        [(s.device_id, s.state.value, s.last_seen, s.changed_at, s.reason) for s in states],
+        [
+            (s.device_id, s.state.value, s.last_seen, s.changed_at, s.reason, s.heartbeat)
+            for s in states
+        ],
     )
 
 
@@ -125,8 +130,8 @@ def _without_stored_synthetics(
 def timed_out(
     conn: sqlite3.Connection, policy: PresencePolicy, now: float, limit: int
 ) -> list[Accepted]:
-    """Online devices silent past ``offline_after`` become offline; their announced events."""
-    rows = conn.execute(_TIMED_OUT, (now - policy.offline_after, limit)).fetchall()
+    """Online devices silent past their timeout become offline; their announced events."""
+    rows = conn.execute(_TIMED_OUT, (policy.offline_after, now, limit)).fetchall()
     changed, announced = decide_timeouts(map(presence_from_row, rows), policy, now)
     _save(conn, changed)
     return announced

@@ -165,6 +165,10 @@ _DEVICE_DIRECTORY = (
     WHERE device_id NOT IN (SELECT device_id FROM devices)""",
 )
 
+# The timeout a device announced (its heartbeat interval times the misses
+# allowed), seconds; NULL: it announced none.
+_PRESENCE_HEARTBEAT = ("ALTER TABLE presence ADD COLUMN heartbeat REAL",)
+
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
     _V2,
@@ -173,6 +177,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _AGE_FROM_RECEIPT,
     _EVENT_CONTEXT,
     _DEVICE_DIRECTORY,
+    _PRESENCE_HEARTBEAT,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 
