@@ -519,6 +519,8 @@ def _unexpected(
     text = scrub_secrets(text)[:200]
     reason = f"error while {step}: {type(exc).__name__}" + (f": {text}" if text else "")
     return _failure(started, reason)
+
+
 def _warn_if_refused(subscription: Subscription, exc: BridgeError) -> None:
     """A refused target is a configuration matter: a warning naming the key that allows it."""
     if isinstance(exc, TargetRefused):
