@@ -314,7 +314,7 @@ async def test_a_silent_device_goes_offline_in_the_directory_and_comes_back(
         mosquitto,
         tmp_path,
         [{"name": "crm", "url": receiver.url, "secret": SECRET}],
-        presence={"offline_after": "1s"},
+        presence={"offline_after": "1s", "timeout_for": "all"},
     )
     async with running_bridge(config), admin_client(config) as admin:
         with Publisher(mosquitto.port) as device:

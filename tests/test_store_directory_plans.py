@@ -45,7 +45,8 @@ async def test_sqlite_directory_queries_use_indexes(tmp_path: Path) -> None:
         )
         conn.execute(
             f"""WITH RECURSIVE g (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {DEVICES})
-            INSERT INTO presence SELECT 'dev-' || n,
+            INSERT INTO presence (device_id, state, last_seen, changed_at, reason)
+            SELECT 'dev-' || n,
               CASE WHEN n % 2 = 0 THEN 'online' ELSE 'offline' END, n, n, NULL FROM g"""
         )
         conn.execute(_SQLITE_DEVICES)
@@ -88,7 +89,8 @@ async def test_postgres_directory_queries_use_indexes(postgres: PostgresDatabase
             FROM generate_series(1, {EVENTS}) AS n"""
         )
         await conn.execute(
-            f"""INSERT INTO presence SELECT 'dev-' || n,
+            f"""INSERT INTO presence (device_id, state, last_seen, changed_at, reason)
+            SELECT 'dev-' || n,
               CASE WHEN n % 2 = 0 THEN 'online' ELSE 'offline' END, n, n, NULL
             FROM generate_series(1, {DEVICES}) AS n"""
         )
