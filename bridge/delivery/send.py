@@ -25,34 +25,35 @@ proxy because the configuration names it (:mod:`bridge.targets`).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import errno
 import os
 import ssl
 import time
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Literal
 
 import aiohttp
 import structlog
 from aiohttp.abc import AbstractResolver
-from yarl import URL
 
 from bridge.config import Settings, Subscription
-from bridge.config.units import format_duration
 from bridge.core.events import Event
 from bridge.core.formats import Encoded, encoder_for
 from bridge.core.outcomes import AttemptResult
-from bridge.core.retry import parse_retry_after
 from bridge.core.signing import hub_signature, signature_header
 from bridge.core.trace import format_traceparent, new_span_id, trace_of
+from bridge.delivery.answers import (
+    classify,
+    describe,
+    failure,
+    read_capped,
+    unexpected,
+    warn_if_refused,
+)
 from bridge.delivery.auth import ReceiverAuth
-from bridge.delivery.excerpts import MASK, SCRUB_MARGIN, masked_excerpt, sent_secrets
+from bridge.delivery.excerpts import SCRUB_MARGIN, sent_secrets
 from bridge.delivery.targets import GuardedResolver, check_proxied_target, check_url_target
-from bridge.errors import BridgeError, DeliveryError, TargetRefused
-from bridge.logs import scrub_secrets
+from bridge.errors import BridgeError, DeliveryError
 from bridge.tracing import NoSpans, Spans, receive_span_id
 
 __all__ = [
@@ -64,10 +65,6 @@ __all__ = [
 
 PIPE_BODY_LIMIT = 1024 * 1024
 """The most of a response body kept for pipe mode (routed back over MQTT)."""
-
-# After the kept part of a body, read (and drop) this much more so the
-# connection can go back to the pool; a bigger body costs a new connection.
-_DRAIN_LIMIT = 64 * 1024
 
 log = structlog.get_logger(__name__)
 
@@ -295,18 +292,18 @@ class Sender:
                 subscription, event, delivery_id=delivery_id, attempt=attempt, span_id=span_id
             )
         except BridgeError as exc:
-            _warn_if_refused(subscription, exc)
-            result = _failure(started, str(exc))
+            warn_if_refused(subscription, exc)
+            result = failure(started, str(exc))
         except Exception as exc:  # a format plugin, a header the HTTP layer refuses...
             log.warning("building the request failed unexpectedly", exc_info=True)
-            result = _unexpected(started, "building the request", exc, subscription)
+            result = unexpected(started, "building the request", exc, subscription)
         else:
             endpoint.in_flight += 1
             try:
                 result = await self._authorised_post(endpoint, encoded.body, headers, started)
             except Exception as exc:  # an auth provider, a value aiohttp refuses to send...
                 log.warning("sending the request failed unexpectedly", exc_info=True)
-                result = _unexpected(started, "sending the request", exc, subscription)
+                result = unexpected(started, "sending the request", exc, subscription)
             finally:
                 endpoint.in_flight -= 1
                 await self._close_idle_retired()
@@ -404,14 +401,14 @@ class Sender:
         try:
             headers.update(await endpoint.auth.headers(endpoint.session))
         except BridgeError as exc:
-            return _failure(started, str(exc))
+            return failure(started, str(exc))
         result = await self._post(endpoint, body, headers, started)
         if result.status_code == 401 and endpoint.auth.refreshable:
             endpoint.auth.invalidate(headers)
             try:
                 headers.update(await endpoint.auth.headers(endpoint.session))
             except BridgeError as exc:
-                return _failure(started, str(exc))
+                return failure(started, str(exc))
             result = await self._post(endpoint, body, headers, started)
         return result
 
@@ -429,8 +426,8 @@ class Sender:
                 allow_redirects=False,
                 proxy=subscription.proxy,  # explicit per subscription; never from the environment
             ) as response:
-                content = await _read_capped(response.content, cap)
-                result = _classify(
+                content = await read_capped(response.content, cap)
+                result = classify(
                     response, content, kept, started, sent_secrets(subscription, headers)
                 )
                 if subscription.mode == "pipe":
@@ -438,134 +435,7 @@ class Sender:
                 # The margin read only served the masking.
                 return dataclasses.replace(result, response_body=content[:kept])
         except BridgeError as exc:  # TargetRefused from the resolver
-            _warn_if_refused(subscription, exc)
-            return _failure(started, str(exc))
+            warn_if_refused(subscription, exc)
+            return failure(started, str(exc))
         except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
-            return _failure(started, _describe(exc, subscription))
-
-
-async def _read_capped(content: aiohttp.StreamReader, cap: int) -> bytes:
-    """At most ``cap`` bytes of a body; then drain a little so the connection can be reused."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < cap:
-        chunk = await content.read(cap - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    drained = 0
-    while drained <= _DRAIN_LIMIT and not content.at_eof():
-        chunk = await content.read(_DRAIN_LIMIT)
-        if not chunk:
-            break
-        drained += len(chunk)
-    return b"".join(chunks)
-
-
-def _classify(
-    response: aiohttp.ClientResponse,
-    content: bytes,
-    kept: int,
-    started: float,
-    secrets: Sequence[str] = (),
-) -> AttemptResult:
-    status = response.status
-    error: str | None = None
-    outcome: Literal["delivered", "failed", "gone"] = "failed"
-    retry_after: float | None = None
-    if 200 <= status < 300:
-        outcome = "delivered"
-    elif status == 410:
-        outcome = "gone"
-        error = "HTTP 410 Gone: the endpoint asked for no more deliveries"
-    elif 300 <= status < 400:
-        location = response.headers.get("Location")
-        error = (
-            f"redirect to {location[:200]} not followed"
-            if location
-            else f"redirect (HTTP {status}) not followed"
-        )
-    else:
-        error = f"HTTP {status}"
-    if status in (429, 503):
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
-    return AttemptResult(
-        outcome=outcome,
-        status_code=status,
-        latency_ms=(time.perf_counter() - started) * 1000,
-        error=error,
-        # Kept, listed by the API and logged: a receiver echoing our headers must not leak them.
-        response_excerpt=masked_excerpt(content, kept, secrets),
-        response_body=content,
-        retry_after=retry_after,
-        content_type=response.headers.get("Content-Type"),
-    )
-
-
-def _unexpected(
-    started: float, step: str, exc: Exception, subscription: Subscription
-) -> AttemptResult:
-    """A failed attempt for an error no part of the sender expected: it stays one attempt.
-
-    The reason names the step and the error's type and text, with every registered
-    secret masked (a header value can be a secret, and errors quote what they refuse).
-    """
-    text = str(exc)
-    for value in subscription.headers.values():
-        secret = value.get_secret_value()
-        if len(secret) >= 4:
-            text = text.replace(secret, MASK)
-    text = scrub_secrets(text)[:200]
-    reason = f"error while {step}: {type(exc).__name__}" + (f": {text}" if text else "")
-    return _failure(started, reason)
-
-
-def _warn_if_refused(subscription: Subscription, exc: BridgeError) -> None:
-    """A refused target is a configuration matter: a warning naming the key that allows it."""
-    if isinstance(exc, TargetRefused):
-        log.warning(
-            "delivery refused: the target is not a public address",
-            subscription=subscription.name,
-            reason=str(exc),
-            allowed_by="security.allow_private_targets: true",
-        )
-
-
-def _failure(started: float, error: str) -> AttemptResult:
-    return AttemptResult.failure(error, latency_ms=(time.perf_counter() - started) * 1000)
-
-
-# Fixed reasons by error type; the first match wins, so subclasses come first.
-_FIXED_REASONS: tuple[tuple[type[BaseException], str], ...] = (
-    (
-        aiohttp.ClientConnectorCertificateError,
-        "TLS verification failed: the certificate is not trusted for this host",
-    ),
-    (aiohttp.ClientSSLError, "TLS handshake failed"),
-    (aiohttp.ServerDisconnectedError, "the server closed the connection without a response"),
-    (aiohttp.ClientPayloadError, "the response body was cut off"),
-    (aiohttp.InvalidURL, "the URL is not valid"),
-)
-
-
-def _describe(exc: BaseException, subscription: Subscription) -> str:
-    """A short reason for a failed attempt; never the URL's query or a header value."""
-    if isinstance(exc, asyncio.TimeoutError):
-        return f"timeout after {format_duration(subscription.timeout)}"
-    reason = next((text for kind, text in _FIXED_REASONS if isinstance(exc, kind)), None)
-    if reason is not None:
-        return reason
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return f"DNS lookup of {URL(subscription.url).host} failed"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return _connection_failure(exc.os_error)
-    if isinstance(exc, OSError):
-        return f"network error: {exc.strerror or type(exc).__name__}"
-    return f"HTTP client error ({type(exc).__name__})"
-
-
-def _connection_failure(error: OSError) -> str:
-    if error.errno == errno.ECONNREFUSED:
-        return "connection refused"
-    return f"connection failed: {error.strerror or type(error).__name__}"
+            return failure(started, describe(exc, subscription))

@@ -44,6 +44,7 @@ import orjson
 from aiohttp import web
 
 from bridge.config import InboundSettings, Settings
+from bridge.config.models import INBOUND_RESERVED_PATHS
 from bridge.config.templates import render_topic, topic_matches
 from bridge.core.signing import verify, verify_hub_signature
 from bridge.errors import BridgeError, ConfigError, SignatureError, StoreError, TemplateError
@@ -69,7 +70,6 @@ GITHUB_REPLAY_WINDOW = 24 * 3600.0
 RESERVATION = 60.0
 """How long an id is held while its message is being published (longer than a PUBACK wait)."""
 
-_RESERVED = ("/api", "/metrics", "/healthz", "/readyz", "/dashboard")
 _CHUNK = 64 * 1024
 
 
@@ -231,7 +231,7 @@ def inbound_routes(host: InboundHost) -> list[web.RouteDef]:
     """One POST route per ``inbound:`` entry; a path the admin API uses is a ConfigError."""
     routes: list[web.RouteDef] = []
     for entry in host.settings.inbound:
-        if any(entry.path == p or entry.path.startswith(p + "/") for p in _RESERVED):
+        if any(entry.path == p or entry.path.startswith(p + "/") for p in INBOUND_RESERVED_PATHS):
             raise ConfigError(f"inbound '{entry.name}': path {entry.path} is reserved")
         # aiohttp wants a coroutine function, not a callable object
         routes.append(web.post(entry.path, _InboundHandler(host, entry).handle))
