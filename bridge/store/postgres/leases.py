@@ -22,7 +22,6 @@ __all__ = [
     "PURGE_CHUNK",
     "PURGE_DELIVERIES",
     "PURGE_EVENTS",
-    "PURGE_MAX_CHUNKS",
     "SET_WATERMARK",
 ]
 
@@ -51,7 +50,6 @@ OLDEST_PENDING = """SELECT s.name, (SELECT min(created_at) FROM deliveries
 # Retention works in chunks of PURGE_CHUNK rows, one transaction each, so no
 # long transaction holds row locks ingest and claims wait for.
 PURGE_CHUNK = 1000
-PURGE_MAX_CHUNKS = 10_000
 FINISHED = """SELECT id FROM deliveries
     WHERE (status = 'delivered' AND updated_at < $1) OR (status = 'dead' AND updated_at < $2)
     LIMIT $3 FOR UPDATE SKIP LOCKED"""

@@ -19,9 +19,8 @@ from bridge.store.base import (
     AttemptRecord,
     Delivery,
     DeliveryStatus,
+    IngestBatch,
     IngestResult,
-    PresencePolicy,
-    Rejection,
 )
 from bridge.store.common import (
     DELIVERY_COLUMNS,
@@ -203,16 +202,7 @@ async def _not_yet_stored(
     return not_yet_stored(accepted, stored_ids, stored_hashes)
 
 
-async def ingest(
-    conn: Any,
-    *,
-    accepted: Sequence[Accepted],
-    rejected: Sequence[Rejection],
-    now: float,
-    owner: str,
-    lease_until: float,
-    presence: PresencePolicy | None = None,
-) -> IngestResult:
+async def ingest(conn: Any, batch: IngestBatch) -> IngestResult:
     """Store new events with leased deliveries, and rejections; skip duplicates.
 
     Duplicates inside the batch and against stored events are sorted out here
@@ -221,6 +211,8 @@ async def ingest(
     With ``presence`` the batch's devices are locked first, so the duplicate
     check and the presence decisions see every earlier batch of those devices.
     """
+    accepted, rejected, now, owner = batch.accepted, batch.rejected, batch.now, batch.owner
+    presence = batch.presence
     collapsed = 0
     if presence is not None:
         await device.lock_devices(conn, accepted)
@@ -233,7 +225,7 @@ async def ingest(
         items, collapsed, announced = await device.apply_presence(conn, items, presence, now)
         synthetic = {id(item) for item in announced}
     fresh, deliveries = await store_items(
-        conn, items, now=now, owner=owner, lease_until=lease_until
+        conn, items, now=now, owner=owner, lease_until=batch.lease_until
     )
     if rejected:
         await conn.execute(

@@ -17,14 +17,12 @@ import orjson
 
 from bridge.core.events import Event
 from bridge.store.base import (
-    Accepted,
     AttemptOutcome,
     AttemptRecord,
     Delivery,
     DeliveryStatus,
+    IngestBatch,
     IngestResult,
-    PresencePolicy,
-    Rejection,
 )
 from bridge.store.common import (
     DELIVERY_COLUMNS,
@@ -53,7 +51,6 @@ __all__ = [
     "NEXT_DUE",
     "PROBE",
     "PURGE_CHUNK",
-    "PURGE_MAX_CHUNKS",
     "QUEUE_DEPTH",
     "RELEASE",
     "RELEASE_OWNER",
@@ -154,9 +151,8 @@ _APPLY_OUTCOME = """UPDATE deliveries SET status = ?1, attempts = max(attempts, 
     lease_owner = NULL, lease_until = NULL, updated_at = ?7
     WHERE id = ?8 AND (?9 IS NULL OR lease_token = ?9)"""
 # Retention works in chunks of PURGE_CHUNK rows, one transaction each, so the
-# writer is never held for long; PURGE_MAX_CHUNKS bounds one purge call.
+# writer is never held for long.
 PURGE_CHUNK = 1000
-PURGE_MAX_CHUNKS = 10_000
 _FINISHED = """SELECT id FROM deliveries
     WHERE (status = 'delivered' AND updated_at < ?1) OR (status = 'dead' AND updated_at < ?2)
     LIMIT ?3"""
@@ -173,25 +169,16 @@ def _json_list(values: list[str]) -> str:
     return orjson.dumps(values).decode()
 
 
-def ingest(
-    conn: sqlite3.Connection,
-    *,
-    accepted: Sequence[Accepted],
-    rejected: Sequence[Rejection],
-    now: float,
-    owner: str,
-    lease_until: float,
-    presence: PresencePolicy | None = None,
-    watermark: bool = True,
-) -> IngestResult:
+def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
     """Store new events with leased deliveries, and rejections; skip duplicates.
 
     Which events are new is decided by one lookup of the whole batch under the
     write lock (``BEGIN IMMEDIATE``), so no other writer can slip in between
     the check and the insert, and the inserts stay plain ``executemany``.
-    With ``watermark`` (a batch off the broker), ``owner``'s dedupe watermark
-    bounds the content-hash lookup and moves on (see :mod:`bridge.store.leases`).
+    ``owner``'s dedupe watermark bounds the content-hash lookup and moves on
+    (see :mod:`bridge.store.leases`).
     """
+    accepted, rejected, now, owner = batch.accepted, batch.rejected, batch.now, batch.owner
     stored_ids: set[str] = set()
     if accepted:
         ids_text = _json_list([a.event.id for a in accepted])
@@ -203,14 +190,14 @@ def ingest(
         since = dedupe_since(None if row is None else float(row[0]), now)
         hashes_text = _json_list(redelivered)
         stored_hashes = {row[0] for row in conn.execute(_KNOWN_HASHES, (hashes_text, since))}
-    mark = next_watermark(accepted, rejected) if watermark and owner else None
+    mark = next_watermark(accepted, rejected) if owner else None
     if mark is not None:
         conn.execute(SET_WATERMARK, (owner, mark))
     fresh = not_yet_stored(accepted, stored_ids, stored_hashes)
     duplicates = len(accepted) - len(fresh)
     collapsed = 0
-    if presence is not None:
-        fresh, collapsed = apply_presence(conn, fresh, presence, now)
+    if batch.presence is not None:
+        fresh, collapsed = apply_presence(conn, fresh, batch.presence, now)
     event_rows = [event_values(item.event, item.received_at, item.content_hash) for item in fresh]
     conn.executemany(_INSERT_EVENT, event_rows)
     note_devices(conn, fresh)
@@ -230,7 +217,7 @@ def ingest(
                     event.device_id,
                     now,
                     owner,
-                    lease_until,
+                    batch.lease_until,
                     now,
                     now,
                 )

@@ -1,0 +1,229 @@
+"""The PostgreSQL store's operations: one coroutine per :class:`bridge.store.base.Store`
+method, under the method's name, taking the pooled connection the store's
+``_run`` opened the transaction on. None commits.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from bridge.core.events import Event
+from bridge.core.presence import PresenceState
+from bridge.store import common
+from bridge.store.base import (
+    AttemptRecord,
+    Delivery,
+    IngestBatch,
+    IngestResult,
+    PresencePolicy,
+    Rejection,
+    SubscriptionState,
+)
+from bridge.store.postgres import device, leases
+from bridge.store.postgres import queries as sql
+from bridge.store.postgres.directory import forget_device, get_device, list_devices
+from bridge.store.postgres.queries import (
+    create_deliveries,
+    ingest,
+    purge_chunk,
+    record_attempts,
+    rowcount,
+)
+
+__all__ = [
+    "attempts",
+    "claim_due",
+    "claim_presence_timeouts",
+    "confirm_inbound_id",
+    "counts",
+    "create_deliveries",
+    "expire_older_than",
+    "forget_device",
+    "forget_inbound_id",
+    "get_delivery",
+    "get_device",
+    "get_event",
+    "get_presence",
+    "heartbeat",
+    "ingest",
+    "list_deliveries",
+    "list_devices",
+    "list_rejected",
+    "next_due_at",
+    "oldest_pending",
+    "probe",
+    "purge_chunk",
+    "queue_depth",
+    "record_attempts",
+    "release",
+    "remember_inbound_id",
+    "requeue",
+    "resume_age",
+    "save_subscription_state",
+    "subscription_states",
+]
+
+_INBOUND_IDS_TABLE = """CREATE TABLE IF NOT EXISTS inbound_ids (
+    source TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (source, msg_id)
+)"""
+# Inserts a new id, or renews one whose time ran out; an unexpired one returns no row.
+_REMEMBER_INBOUND_ID = """INSERT INTO inbound_ids (source, msg_id, expires_at) VALUES ($1, $2, $3)
+    ON CONFLICT (source, msg_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+    WHERE inbound_ids.expires_at < $4
+    RETURNING 1"""
+
+
+# -- the hot path -------------------------------------------------------------------------
+
+
+async def claim_presence_timeouts(
+    conn: Any, batch: IngestBatch, policy: PresencePolicy, limit: int
+) -> IngestResult:
+    announced = await device.timed_out(conn, policy, batch.now, limit)
+    fresh, deliveries = await sql.store_items(
+        conn, announced, now=batch.now, owner=batch.owner, lease_until=batch.lease_until
+    )
+    return IngestResult(deliveries, stored=len(fresh), duplicates=0)
+
+
+async def get_presence(conn: Any, device_id: str) -> PresenceState | None:
+    row = await conn.fetchrow(device.GET_PRESENCE, device_id)
+    return None if row is None else common.presence_from_row(row)
+
+
+async def claim_due(
+    conn: Any,
+    subscription: str,
+    lease: tuple[float, str, float, float],
+    limit: int,
+    ordered: bool,
+) -> list[Delivery]:
+    now, owner, lease_until, stale = lease
+    query = device.CLAIM_ORDERED if ordered else sql.CLAIM
+    rows = await conn.fetch(query, subscription, now, owner, lease_until, limit, stale)
+    return [common.delivery_from_row(row) for row in rows]
+
+
+async def next_due_at(conn: Any, subscription: str, ordered: bool) -> float | None:
+    found = await conn.fetchval(device.NEXT_DUE_ORDERED if ordered else sql.NEXT_DUE, subscription)
+    return None if found is None else float(found)
+
+
+async def heartbeat(conn: Any, owner: str) -> None:
+    await conn.execute(leases.HEARTBEAT, owner)
+
+
+async def oldest_pending(conn: Any, subscriptions: list[str]) -> dict[str, float]:
+    rows = await conn.fetch(leases.OLDEST_PENDING, subscriptions)
+    return {row[0]: float(row[1]) for row in rows if row[1] is not None}
+
+
+async def release(conn: Any, delivery_ids: list[str]) -> None:
+    await conn.execute(sql.RELEASE, delivery_ids)
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+async def get_delivery(conn: Any, delivery_id: str) -> Delivery | None:
+    row = await conn.fetchrow(sql.GET_DELIVERY, delivery_id)
+    return None if row is None else common.delivery_from_row(row)
+
+
+async def attempts(conn: Any, delivery_id: str) -> list[AttemptRecord]:
+    return [AttemptRecord(*row) for row in await conn.fetch(sql.ATTEMPTS, delivery_id)]
+
+
+async def get_event(conn: Any, event_id: str) -> Event | None:
+    row = await conn.fetchrow(sql.GET_EVENT, event_id)
+    return None if row is None else common.event_from_body(row[0], row[1])
+
+
+async def queue_depth(conn: Any, subscription: str) -> int:
+    return int(await conn.fetchval(sql.QUEUE_DEPTH, subscription))
+
+
+async def subscription_states(conn: Any) -> dict[str, SubscriptionState]:
+    rows = await conn.fetch(sql.SUBSCRIPTION_STATES)
+    return {row[0]: common.subscription_state_from_row(row) for row in rows}
+
+
+async def list_rejected(conn: Any, limit: int) -> list[Rejection]:
+    return [common.rejection_from_row(row) for row in await conn.fetch(sql.LIST_REJECTED, limit)]
+
+
+async def counts(conn: Any) -> dict[str, int]:
+    return common.delivery_counts(
+        await conn.fetch(sql.COUNT_BY_STATUS),
+        events=await conn.fetchval(sql.COUNT_EVENTS),
+        rejected=await conn.fetchval(sql.COUNT_REJECTED),
+    )
+
+
+async def list_deliveries(
+    conn: Any, filters: Sequence[tuple[str, Any]], limit: int
+) -> list[Delivery]:
+    query, params = sql.list_deliveries_query(filters, limit=limit)
+    return [common.delivery_from_row(row) for row in await conn.fetch(query, *params)]
+
+
+# -- operator and housekeeping writes -----------------------------------------------------
+
+
+async def save_subscription_state(conn: Any, values: tuple[Any, ...]) -> None:
+    await conn.execute(sql.SAVE_SUBSCRIPTION_STATE, *values)
+
+
+async def requeue(conn: Any, delivery_id: str, now: float) -> bool:
+    return rowcount(await conn.execute(sql.REQUEUE, now, delivery_id)) > 0
+
+
+async def expire_older_than(
+    conn: Any, received_before: float, now: float, paused: list[str]
+) -> dict[str, int]:
+    rows = await conn.fetch(sql.EXPIRE, now, received_before, paused)
+    return dict(Counter(row[0] for row in rows))
+
+
+async def resume_age(conn: Any, subscription: str, paused_for: float) -> int:
+    return rowcount(await conn.execute(sql.RESUME_AGE, paused_for, subscription))
+
+
+async def probe(conn: Any) -> None:
+    for statement in sql.PROBE:
+        await conn.execute(statement)
+
+
+# -- inbound webhooks' replay ids ---------------------------------------------------------
+
+
+async def _inbound_table(conn: Any) -> None:
+    # A side table of the inbound feature, outside the outbox schema, created on
+    # first use (a no-op afterwards); inbound requests are few next to events.
+    await conn.execute(_INBOUND_IDS_TABLE)
+
+
+async def remember_inbound_id(conn: Any, source: str, msg_id: str, now: float, ttl: float) -> bool:
+    await _inbound_table(conn)
+    await conn.execute("DELETE FROM inbound_ids WHERE expires_at < $1", now)
+    return await conn.fetchval(_REMEMBER_INBOUND_ID, source, msg_id, now + ttl, now) is not None
+
+
+async def confirm_inbound_id(conn: Any, source: str, msg_id: str, expires_at: float) -> None:
+    await _inbound_table(conn)
+    await conn.execute(
+        "UPDATE inbound_ids SET expires_at = $1 WHERE source = $2 AND msg_id = $3",
+        expires_at,
+        source,
+        msg_id,
+    )
+
+
+async def forget_inbound_id(conn: Any, source: str, msg_id: str) -> None:
+    await _inbound_table(conn)
+    await conn.execute("DELETE FROM inbound_ids WHERE source = $1 AND msg_id = $2", source, msg_id)
