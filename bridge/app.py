@@ -39,8 +39,9 @@ from bridge.ingest.presence import PresenceTracker
 from bridge.logs import get_logger, register_secrets
 from bridge.plugin import load_plugins
 from bridge.store import open_store
-from bridge.store.base import Delivery, IngestResult, Store
+from bridge.store.base import Store
 from bridge.store.leases import keep_heartbeat
+from bridge.store.rows import Delivery, IngestResult
 from bridge.tracing import open_spans
 
 __all__ = ["Bridge", "bridge_version"]

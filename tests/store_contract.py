@@ -25,14 +25,14 @@ import pytest
 from bridge.core.events import Event
 from bridge.core.trace import EventContext
 from bridge.errors import StoreError
-from bridge.store.base import (
+from bridge.store.base import Store
+from bridge.store.rows import (
     Accepted,
     AttemptOutcome,
     AttemptRecord,
     Delivery,
     DeliveryStatus,
     Rejection,
-    Store,
     SubscriptionState,
 )
 from tests.store_contract_device import DeviceStoreContract

@@ -22,7 +22,7 @@ from bridge.config import Subscription
 from bridge.core import concurrency
 from bridge.core.circuit import Circuit, CircuitPolicy, record, reopens_at
 from bridge.core.outcomes import AttemptResult
-from bridge.store.base import Delivery, SubscriptionState
+from bridge.store.rows import Delivery, SubscriptionState
 
 __all__ = ["BLOCKED_POLL", "ERROR_PAUSE", "FALLBACK_POLL", "Lane"]
 

@@ -46,7 +46,7 @@ from bridge.core.events import Event
 from bridge.core.outcomes import AttemptOutcome, AttemptResult, DeliveryStatus
 from bridge.errors import BrokerError, TemplateError
 from bridge.logs import get_logger
-from bridge.store.base import Delivery
+from bridge.store.rows import Delivery
 
 __all__ = ["Pipe", "PipeError", "Publish", "Reply", "plan_error_reply", "plan_reply"]
 

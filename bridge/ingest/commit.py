@@ -33,7 +33,8 @@ from bridge.ingest.dead_letter import DeadLetters
 from bridge.ingest.presence import PresenceTracker
 from bridge.logs import get_logger
 from bridge.plugin import filter_allows
-from bridge.store.base import Accepted, IngestResult, Rejection, Store
+from bridge.store.base import Store
+from bridge.store.rows import Accepted, IngestResult, Rejection
 from bridge.tracing import NoSpans, Spans, receive_span_id
 
 __all__ = ["CommitStep"]

@@ -33,7 +33,8 @@ from bridge.core.presence import CONNECTION_LOST, Observation, Presence, Transit
 from bridge.core.route import Router
 from bridge.errors import StoreError
 from bridge.logs import get_logger
-from bridge.store.base import Accepted, IngestResult, PresencePolicy, Store
+from bridge.store.base import Store
+from bridge.store.rows import Accepted, IngestResult, PresencePolicy
 
 __all__ = ["PresenceTracker"]
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from bridge.config import StoreSettings
 from bridge.errors import ConfigError, StoreError
-from bridge.store.base import (
+from bridge.store.base import Store
+from bridge.store.rows import (
     Accepted,
     AttemptOutcome,
     AttemptRecord,
@@ -17,7 +18,6 @@ from bridge.store.base import (
     DeliveryStatus,
     IngestResult,
     Rejection,
-    Store,
     SubscriptionState,
 )
 

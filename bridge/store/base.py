@@ -43,11 +43,8 @@ from bridge.store.rows import (
     AttemptRecord,
     Delivery,
     DeliveryStatus,
-    DeviceDelivery,
     DeviceDetail,
-    DeviceEvent,
     DeviceSummary,
-    EventSummary,
     IngestBatch,
     IngestResult,
     PresencePolicy,
@@ -55,27 +52,46 @@ from bridge.store.rows import (
     SubscriptionState,
 )
 
-__all__ = [
-    "Accepted",
-    "AttemptOutcome",
-    "AttemptRecord",
-    "Delivery",
-    "DeliveryStatus",
-    "DeviceDelivery",
-    "DeviceDetail",
-    "DeviceEvent",
-    "DeviceSummary",
-    "EventSummary",
-    "IngestBatch",
-    "IngestResult",
-    "PresencePolicy",
-    "Rejection",
-    "Store",
-    "SubscriptionState",
-]
+__all__ = ["OPERATIONS", "PURGE_MAX_CHUNKS", "Store"]
 
 PURGE_MAX_CHUNKS = 10_000
 """How many bounded chunks one ``purge`` call removes at most."""
+
+OPERATIONS = frozenset(
+    [
+        "attempts",
+        "claim_due",
+        "claim_presence_timeouts",
+        "confirm_inbound_id",
+        "counts",
+        "create_deliveries",
+        "expire_older_than",
+        "forget_device",
+        "forget_inbound_id",
+        "get_delivery",
+        "get_device",
+        "get_event",
+        "get_presence",
+        "heartbeat",
+        "ingest",
+        "list_deliveries",
+        "list_devices",
+        "list_rejected",
+        "next_due_at",
+        "oldest_pending",
+        "probe",
+        "purge_chunk",
+        "queue_depth",
+        "record_attempts",
+        "release",
+        "remember_inbound_id",
+        "requeue",
+        "resume_age",
+        "save_subscription_state",
+        "subscription_states",
+    ]
+)
+"""What every backend does, each ``name(conn, …)`` in one of its ``_sources`` modules."""
 
 
 class Store(ABC):
@@ -83,8 +99,21 @@ class Store(ABC):
 
     owner: str
     takeover_after: float
-    _ops: ClassVar[ModuleType]
-    """The backend's operations: ``name(conn, …)`` for each method below."""
+    _sources: ClassVar[tuple[ModuleType, ...]] = ()
+    """Where a backend's operations are, looked up in this order."""
+    _operations: ClassVar[dict[str, Callable[..., Any]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A backend's operations are found once, when its class is defined: a missing
+        one fails at import, not on the first call that needs it."""
+        super().__init_subclass__(**kwargs)
+        found: dict[str, Callable[..., Any]] = {}
+        for module in reversed(cls._sources):
+            found.update((name, getattr(module, name)) for name in OPERATIONS & set(dir(module)))
+        missing = OPERATIONS - set(found)
+        if missing and not getattr(cls, "__abstractmethods__", None):
+            raise TypeError(f"{cls.__name__} lacks the operations {', '.join(sorted(missing))}")
+        cls._operations = found
 
     # -- what a backend provides ------------------------------------------------------
 
@@ -108,11 +137,11 @@ class Store(ABC):
         """Disconnect; an instance's leases go back at once and its heartbeat row goes."""
 
     async def _write(self, action: str, *args: Any) -> Any:
-        operation = getattr(self._ops, action)
+        operation = self._operations[action]
         return await self._run(lambda conn: operation(conn, *args), action=action)
 
     async def _read(self, action: str, *args: Any) -> Any:
-        operation = getattr(self._ops, action)
+        operation = self._operations[action]
         return await self._run(lambda conn: operation(conn, *args), action=action, write=False)
 
     # -- the hot path -----------------------------------------------------------------
@@ -380,7 +409,7 @@ class Store(ABC):
     async def is_writable(self) -> bool:
         """A cheap write probe: False when the store refuses writes (read-only, full)."""
         try:
-            await self._run(self._ops.probe, action="write probe")
+            await self._run(self._operations["probe"], action="write probe")
         except StoreError:
             return False
         return True

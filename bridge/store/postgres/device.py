@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.core.presence import PresenceState
-from bridge.store.base import Accepted, PresencePolicy
 from bridge.store.common import (
     DELIVERY_COLUMNS,
     PRESENCE_COLUMNS,
@@ -32,6 +31,7 @@ from bridge.store.common import (
     presence_from_row,
 )
 from bridge.store.postgres.leases import LEASE_LAPSED, NEXT_FENCE
+from bridge.store.rows import Accepted, PresencePolicy
 
 __all__ = [
     "CLAIM_ORDERED",

@@ -20,7 +20,7 @@ from typing import Any
 
 from bridge.core.presence import Presence
 from bridge.store import common
-from bridge.store.base import Accepted, DeviceDetail, DeviceSummary
+from bridge.store.rows import Accepted, DeviceDetail, DeviceSummary
 
 __all__ = ["forget_device", "get_device", "list_devices", "note_devices"]
 

@@ -1,6 +1,9 @@
 """The PostgreSQL store's operations: one coroutine per :class:`bridge.store.base.Store`
 method, under the method's name, taking the pooled connection the store's
 ``_run`` opened the transaction on. None commits.
+
+Operations that are whole in another module (ingest, the directory…) are taken from
+there: see the store class's ``_sources``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from typing import Any
 from bridge.core.events import Event
 from bridge.core.presence import PresenceState
 from bridge.store import common
-from bridge.store.base import (
+from bridge.store.postgres import device, leases
+from bridge.store.postgres import queries as sql
+from bridge.store.postgres.queries import rowcount
+from bridge.store.rows import (
     AttemptRecord,
     Delivery,
     IngestBatch,
@@ -21,49 +27,6 @@ from bridge.store.base import (
     Rejection,
     SubscriptionState,
 )
-from bridge.store.postgres import device, leases
-from bridge.store.postgres import queries as sql
-from bridge.store.postgres.directory import forget_device, get_device, list_devices
-from bridge.store.postgres.queries import (
-    create_deliveries,
-    ingest,
-    purge_chunk,
-    record_attempts,
-    rowcount,
-)
-
-__all__ = [
-    "attempts",
-    "claim_due",
-    "claim_presence_timeouts",
-    "confirm_inbound_id",
-    "counts",
-    "create_deliveries",
-    "expire_older_than",
-    "forget_device",
-    "forget_inbound_id",
-    "get_delivery",
-    "get_device",
-    "get_event",
-    "get_presence",
-    "heartbeat",
-    "ingest",
-    "list_deliveries",
-    "list_devices",
-    "list_rejected",
-    "next_due_at",
-    "oldest_pending",
-    "probe",
-    "purge_chunk",
-    "queue_depth",
-    "record_attempts",
-    "release",
-    "remember_inbound_id",
-    "requeue",
-    "resume_age",
-    "save_subscription_state",
-    "subscription_states",
-]
 
 _INBOUND_IDS_TABLE = """CREATE TABLE IF NOT EXISTS inbound_ids (
     source TEXT NOT NULL,

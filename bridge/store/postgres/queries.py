@@ -13,15 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.core.events import Event
-from bridge.store.base import (
-    Accepted,
-    AttemptOutcome,
-    AttemptRecord,
-    Delivery,
-    DeliveryStatus,
-    IngestBatch,
-    IngestResult,
-)
 from bridge.store.common import (
     DELIVERY_COLUMNS,
     FROM_DELIVERIES,
@@ -34,6 +25,15 @@ from bridge.store.ids import new_delivery_ids
 from bridge.store.leases import dedupe_since, next_watermark
 from bridge.store.postgres import device, directory, leases
 from bridge.store.postgres.leases import LEASE_LAPSED, NEXT_FENCE
+from bridge.store.rows import (
+    Accepted,
+    AttemptOutcome,
+    AttemptRecord,
+    Delivery,
+    DeliveryStatus,
+    IngestBatch,
+    IngestResult,
+)
 
 __all__ = [
     "ATTEMPTS",

@@ -22,7 +22,7 @@ import orjson
 
 from bridge.core.presence import Presence
 from bridge.store import common
-from bridge.store.base import Accepted, DeviceDetail, DeviceSummary
+from bridge.store.rows import Accepted, DeviceDetail, DeviceSummary
 
 __all__ = ["forget_device", "get_device", "list_devices", "note_devices"]
 

@@ -3,6 +3,9 @@ method, under the method's name, taking the connection the store's ``_run``
 opened the transaction on.
 
 They run on the store's threads (writes on its one writer); none commits.
+
+Operations that are whole in another module (ingest, the directory…) are taken from
+there: see the store class's ``_sources``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import orjson
 from bridge.core.events import Event
 from bridge.core.presence import PresenceState
 from bridge.store import common
-from bridge.store.base import (
+from bridge.store.rows import (
     AttemptRecord,
     Delivery,
     IngestBatch,
@@ -30,41 +33,6 @@ from bridge.store.base import (
 from bridge.store.sqlite import device as per_device
 from bridge.store.sqlite import leases
 from bridge.store.sqlite import queries as sql
-from bridge.store.sqlite.directory import forget_device, get_device, list_devices
-from bridge.store.sqlite.queries import create_deliveries, ingest, purge_chunk, record_attempts
-
-__all__ = [
-    "attempts",
-    "claim_due",
-    "claim_presence_timeouts",
-    "confirm_inbound_id",
-    "counts",
-    "create_deliveries",
-    "expire_older_than",
-    "forget_device",
-    "forget_inbound_id",
-    "get_delivery",
-    "get_device",
-    "get_event",
-    "get_presence",
-    "heartbeat",
-    "ingest",
-    "list_deliveries",
-    "list_devices",
-    "list_rejected",
-    "next_due_at",
-    "oldest_pending",
-    "probe",
-    "purge_chunk",
-    "queue_depth",
-    "record_attempts",
-    "release",
-    "remember_inbound_id",
-    "requeue",
-    "resume_age",
-    "save_subscription_state",
-    "subscription_states",
-]
 
 _INBOUND_IDS_TABLE = """CREATE TABLE IF NOT EXISTS inbound_ids (
     source TEXT NOT NULL,
@@ -91,7 +59,7 @@ def claim_presence_timeouts(
 ) -> IngestResult:
     # BEGIN IMMEDIATE holds the write lock: no other instance claims the same rows.
     announced = per_device.timed_out(conn, policy, batch.now, limit)
-    return ingest(conn, replace(batch, accepted=announced))
+    return sql.ingest(conn, replace(batch, accepted=announced))
 
 
 def get_presence(conn: sqlite3.Connection, device_id: str) -> PresenceState | None:

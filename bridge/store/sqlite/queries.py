@@ -16,14 +16,6 @@ from typing import Any
 import orjson
 
 from bridge.core.events import Event
-from bridge.store.base import (
-    AttemptOutcome,
-    AttemptRecord,
-    Delivery,
-    DeliveryStatus,
-    IngestBatch,
-    IngestResult,
-)
 from bridge.store.common import (
     DELIVERY_COLUMNS,
     FROM_DELIVERIES,
@@ -34,6 +26,14 @@ from bridge.store.common import (
 )
 from bridge.store.ids import new_delivery_ids
 from bridge.store.leases import dedupe_since, next_watermark
+from bridge.store.rows import (
+    AttemptOutcome,
+    AttemptRecord,
+    Delivery,
+    DeliveryStatus,
+    IngestBatch,
+    IngestResult,
+)
 from bridge.store.sqlite.device import apply_presence
 from bridge.store.sqlite.directory import note_devices
 from bridge.store.sqlite.leases import GET_WATERMARK, LEASE_LAPSED, SET_WATERMARK
