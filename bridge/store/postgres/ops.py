@@ -14,19 +14,10 @@ from typing import Any
 
 from bridge.core.events import Event
 from bridge.core.presence import PresenceState
-from bridge.store import common
+from bridge.store import common, rows
 from bridge.store.postgres import device, leases
 from bridge.store.postgres import queries as sql
 from bridge.store.postgres.queries import rowcount
-from bridge.store.rows import (
-    AttemptRecord,
-    Delivery,
-    IngestBatch,
-    IngestResult,
-    PresencePolicy,
-    Rejection,
-    SubscriptionState,
-)
 
 _INBOUND_IDS_TABLE = """CREATE TABLE IF NOT EXISTS inbound_ids (
     source TEXT NOT NULL,
@@ -45,13 +36,13 @@ _REMEMBER_INBOUND_ID = """INSERT INTO inbound_ids (source, msg_id, expires_at) V
 
 
 async def claim_presence_timeouts(
-    conn: Any, batch: IngestBatch, policy: PresencePolicy, limit: int
-) -> IngestResult:
+    conn: Any, batch: rows.IngestBatch, policy: rows.PresencePolicy, limit: int
+) -> rows.IngestResult:
     announced = await device.timed_out(conn, policy, batch.now, limit)
     fresh, deliveries = await sql.store_items(
         conn, announced, now=batch.now, owner=batch.owner, lease_until=batch.lease_until
     )
-    return IngestResult(deliveries, stored=len(fresh), duplicates=0)
+    return rows.IngestResult(deliveries, stored=len(fresh), duplicates=0)
 
 
 async def get_presence(conn: Any, device_id: str) -> PresenceState | None:
@@ -65,11 +56,11 @@ async def claim_due(
     lease: tuple[float, str, float, float],
     limit: int,
     ordered: bool,
-) -> list[Delivery]:
+) -> list[rows.Delivery]:
     now, owner, lease_until, stale = lease
     query = device.CLAIM_ORDERED if ordered else sql.CLAIM
-    rows = await conn.fetch(query, subscription, now, owner, lease_until, limit, stale)
-    return [common.delivery_from_row(row) for row in rows]
+    records = await conn.fetch(query, subscription, now, owner, lease_until, limit, stale)
+    return [common.delivery_from_row(row) for row in records]
 
 
 async def next_due_at(conn: Any, subscription: str, ordered: bool) -> float | None:
@@ -82,8 +73,8 @@ async def heartbeat(conn: Any, owner: str) -> None:
 
 
 async def oldest_pending(conn: Any, subscriptions: list[str]) -> dict[str, float]:
-    rows = await conn.fetch(leases.OLDEST_PENDING, subscriptions)
-    return {row[0]: float(row[1]) for row in rows if row[1] is not None}
+    records = await conn.fetch(leases.OLDEST_PENDING, subscriptions)
+    return {row[0]: float(row[1]) for row in records if row[1] is not None}
 
 
 async def release(conn: Any, delivery_ids: list[str]) -> None:
@@ -93,13 +84,13 @@ async def release(conn: Any, delivery_ids: list[str]) -> None:
 # -- reading ------------------------------------------------------------------------------
 
 
-async def get_delivery(conn: Any, delivery_id: str) -> Delivery | None:
+async def get_delivery(conn: Any, delivery_id: str) -> rows.Delivery | None:
     row = await conn.fetchrow(sql.GET_DELIVERY, delivery_id)
     return None if row is None else common.delivery_from_row(row)
 
 
-async def attempts(conn: Any, delivery_id: str) -> list[AttemptRecord]:
-    return [AttemptRecord(*row) for row in await conn.fetch(sql.ATTEMPTS, delivery_id)]
+async def attempts(conn: Any, delivery_id: str) -> list[rows.AttemptRecord]:
+    return [rows.AttemptRecord(*row) for row in await conn.fetch(sql.ATTEMPTS, delivery_id)]
 
 
 async def get_event(conn: Any, event_id: str) -> Event | None:
@@ -111,12 +102,12 @@ async def queue_depth(conn: Any, subscription: str) -> int:
     return int(await conn.fetchval(sql.QUEUE_DEPTH, subscription))
 
 
-async def subscription_states(conn: Any) -> dict[str, SubscriptionState]:
-    rows = await conn.fetch(sql.SUBSCRIPTION_STATES)
-    return {row[0]: common.subscription_state_from_row(row) for row in rows}
+async def subscription_states(conn: Any) -> dict[str, rows.SubscriptionState]:
+    records = await conn.fetch(sql.SUBSCRIPTION_STATES)
+    return {row[0]: common.subscription_state_from_row(row) for row in records}
 
 
-async def list_rejected(conn: Any, limit: int) -> list[Rejection]:
+async def list_rejected(conn: Any, limit: int) -> list[rows.Rejection]:
     return [common.rejection_from_row(row) for row in await conn.fetch(sql.LIST_REJECTED, limit)]
 
 
@@ -130,7 +121,7 @@ async def counts(conn: Any) -> dict[str, int]:
 
 async def list_deliveries(
     conn: Any, filters: Sequence[tuple[str, Any]], limit: int
-) -> list[Delivery]:
+) -> list[rows.Delivery]:
     query, params = sql.list_deliveries_query(filters, limit=limit)
     return [common.delivery_from_row(row) for row in await conn.fetch(query, *params)]
 
@@ -149,8 +140,8 @@ async def requeue(conn: Any, delivery_id: str, now: float) -> bool:
 async def expire_older_than(
     conn: Any, received_before: float, now: float, paused: list[str]
 ) -> dict[str, int]:
-    rows = await conn.fetch(sql.EXPIRE, now, received_before, paused)
-    return dict(Counter(row[0] for row in rows))
+    records = await conn.fetch(sql.EXPIRE, now, received_before, paused)
+    return dict(Counter(row[0] for row in records))
 
 
 async def resume_age(conn: Any, subscription: str, paused_for: float) -> int:

@@ -20,16 +20,7 @@ import orjson
 
 from bridge.core.events import Event
 from bridge.core.presence import PresenceState
-from bridge.store import common
-from bridge.store.rows import (
-    AttemptRecord,
-    Delivery,
-    IngestBatch,
-    IngestResult,
-    PresencePolicy,
-    Rejection,
-    SubscriptionState,
-)
+from bridge.store import common, rows
 from bridge.store.sqlite import device as per_device
 from bridge.store.sqlite import leases
 from bridge.store.sqlite import queries as sql
@@ -55,8 +46,8 @@ def _one(conn: sqlite3.Connection, query: str, *params: Any) -> Any:
 
 
 def claim_presence_timeouts(
-    conn: sqlite3.Connection, batch: IngestBatch, policy: PresencePolicy, limit: int
-) -> IngestResult:
+    conn: sqlite3.Connection, batch: rows.IngestBatch, policy: rows.PresencePolicy, limit: int
+) -> rows.IngestResult:
     # BEGIN IMMEDIATE holds the write lock: no other instance claims the same rows.
     announced = per_device.timed_out(conn, policy, batch.now, limit)
     return sql.ingest(conn, replace(batch, accepted=announced))
@@ -73,17 +64,17 @@ def claim_due(
     lease: tuple[float, str, float, float],
     limit: int,
     ordered: bool,
-) -> list[Delivery]:
+) -> list[rows.Delivery]:
     now, owner, lease_until, stale = lease
     query = per_device.CLAIMABLE_ORDERED if ordered else sql.CLAIMABLE
     params = {"sub": subscription, "now": now, "owner": owner, "stale": stale, "limit": limit}
-    rows = conn.execute(query, params).fetchall()
-    if not rows:
+    records = conn.execute(query, params).fetchall()
+    if not records:
         return []
-    ids = orjson.dumps([row[0] for row in rows]).decode()
+    ids = orjson.dumps([row[0] for row in records]).decode()
     taken = {"owner": owner, "until": lease_until, "now": now, "ids": ids}
     tokens = dict(conn.execute(leases.LEASE, taken).fetchall())
-    claimed = [common.delivery_from_row(row) for row in rows]
+    claimed = [common.delivery_from_row(row) for row in records]
     return [replace(d, lease_token=tokens.get(d.id, d.lease_token)) for d in claimed]
 
 
@@ -113,13 +104,13 @@ def release(conn: sqlite3.Connection, delivery_ids: list[str]) -> None:
 # -- reading ------------------------------------------------------------------------------
 
 
-def get_delivery(conn: sqlite3.Connection, delivery_id: str) -> Delivery | None:
+def get_delivery(conn: sqlite3.Connection, delivery_id: str) -> rows.Delivery | None:
     row = _one(conn, sql.GET_DELIVERY, delivery_id)
     return None if row is None else common.delivery_from_row(row)
 
 
-def attempts(conn: sqlite3.Connection, delivery_id: str) -> list[AttemptRecord]:
-    return [AttemptRecord(*row) for row in conn.execute(sql.ATTEMPTS, (delivery_id,))]
+def attempts(conn: sqlite3.Connection, delivery_id: str) -> list[rows.AttemptRecord]:
+    return [rows.AttemptRecord(*row) for row in conn.execute(sql.ATTEMPTS, (delivery_id,))]
 
 
 def get_event(conn: sqlite3.Connection, event_id: str) -> Event | None:
@@ -131,12 +122,12 @@ def queue_depth(conn: sqlite3.Connection, subscription: str) -> int:
     return int(_one(conn, sql.QUEUE_DEPTH, subscription)[0])
 
 
-def subscription_states(conn: sqlite3.Connection) -> dict[str, SubscriptionState]:
-    rows = conn.execute(sql.SUBSCRIPTION_STATES)
-    return {row[0]: common.subscription_state_from_row(row) for row in rows}
+def subscription_states(conn: sqlite3.Connection) -> dict[str, rows.SubscriptionState]:
+    records = conn.execute(sql.SUBSCRIPTION_STATES)
+    return {row[0]: common.subscription_state_from_row(row) for row in records}
 
 
-def list_rejected(conn: sqlite3.Connection, limit: int) -> list[Rejection]:
+def list_rejected(conn: sqlite3.Connection, limit: int) -> list[rows.Rejection]:
     return [common.rejection_from_row(row) for row in conn.execute(sql.LIST_REJECTED, (limit,))]
 
 
@@ -150,7 +141,7 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 def list_deliveries(
     conn: sqlite3.Connection, filters: Sequence[tuple[str, Any]], limit: int
-) -> list[Delivery]:
+) -> list[rows.Delivery]:
     query, params = sql.list_deliveries_query(filters, limit=limit)
     return [common.delivery_from_row(row) for row in conn.execute(query, params)]
 
@@ -170,8 +161,8 @@ def requeue(conn: sqlite3.Connection, delivery_id: str, now: float) -> bool:
 def expire_older_than(
     conn: sqlite3.Connection, received_before: float, now: float, paused: list[str]
 ) -> dict[str, int]:
-    rows = conn.execute(sql.EXPIRE, (now, received_before, orjson.dumps(paused)))
-    return dict(Counter(row[0] for row in rows))
+    records = conn.execute(sql.EXPIRE, (now, received_before, orjson.dumps(paused)))
+    return dict(Counter(row[0] for row in records))
 
 
 def resume_age(conn: sqlite3.Connection, subscription: str, paused_for: float) -> int:

@@ -38,32 +38,7 @@ from bridge.store.sqlite.device import apply_presence
 from bridge.store.sqlite.directory import note_devices
 from bridge.store.sqlite.leases import GET_WATERMARK, LEASE_LAPSED, SET_WATERMARK
 
-__all__ = [
-    "ATTEMPTS",
-    "CLAIMABLE",
-    "COUNT_BY_STATUS",
-    "COUNT_EVENTS",
-    "COUNT_REJECTED",
-    "EXPIRE",
-    "GET_DELIVERY",
-    "GET_EVENT",
-    "LIST_REJECTED",
-    "NEXT_DUE",
-    "PROBE",
-    "PURGE_CHUNK",
-    "QUEUE_DEPTH",
-    "RELEASE",
-    "RELEASE_OWNER",
-    "REQUEUE",
-    "RESUME_AGE",
-    "SAVE_SUBSCRIPTION_STATE",
-    "SUBSCRIPTION_STATES",
-    "create_deliveries",
-    "ingest",
-    "list_deliveries_query",
-    "purge_chunk",
-    "record_attempts",
-]
+__all__ = ["create_deliveries", "ingest", "list_deliveries_query", "purge_chunk", "record_attempts"]
 
 _PENDING = DeliveryStatus.PENDING
 
