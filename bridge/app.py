@@ -21,6 +21,7 @@ from bridge.admin.metrics import Metrics
 from bridge.admin.operations import Operations, ReloadResult
 from bridge.admin.server import AdminServer
 from bridge.config import Settings, Subscription
+from bridge.core.messages import Outgoing
 from bridge.core.normalise import Normaliser
 from bridge.core.outcomes import AttemptOutcome, AttemptResult, DeliveryStatus
 from bridge.core.route import Router
@@ -245,25 +246,9 @@ class Bridge:
             self.metrics.freshness.labels(subscription.name).observe(max(0.0, time.time() - start))
         return await self.pipe.after_attempt(subscription, delivery, result, outcome)
 
-    async def publish_reply(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        correlation: bytes | None = None,
-        content_type: str | None = None,
-    ) -> None:
+    async def publish_reply(self, message: Outgoing) -> None:
         """Publish on ingest's connection (pipe replies, inbound webhooks); waits for the PUBACK."""
-        await self.ingest.publish(
-            topic,
-            payload,
-            qos=qos,
-            retain=retain,
-            correlation=correlation,
-            content_type=content_type,
-        )
+        await self.ingest.publish(message)
 
     # -- helpers for the API and tests ---------------------------------------------
 

@@ -46,6 +46,7 @@ from aiohttp import web
 from bridge.config import InboundSettings, Settings
 from bridge.config.models import INBOUND_RESERVED_PATHS
 from bridge.config.templates import render_topic, topic_matches
+from bridge.core.messages import Outgoing
 from bridge.core.signing import verify, verify_hub_signature
 from bridge.errors import BridgeError, ConfigError, SignatureError, StoreError, TemplateError
 from bridge.logs import get_logger
@@ -79,15 +80,7 @@ class InboundHost(Protocol):
     settings: Settings
     store: Store
 
-    def publish_reply(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        correlation: bytes | None = None,
-    ) -> Awaitable[None]: ...
+    def publish_reply(self, message: Outgoing) -> Awaitable[None]: ...
 
 
 class _Refused(Exception):
@@ -221,7 +214,7 @@ class _InboundHandler:
 
     async def _publish(self, topic: str, body: bytes, our_id: str) -> None:
         try:
-            await self._host.publish_reply(topic, body, qos=1, correlation=our_id.encode())
+            await self._host.publish_reply(Outgoing(topic, body, correlation=our_id.encode()))
         except BridgeError as exc:
             log.warning("inbound webhook not published", inbound=self._entry.name, error=str(exc))
             raise _Refused(503, "the broker is unavailable; try again later") from exc
