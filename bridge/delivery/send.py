@@ -54,7 +54,7 @@ from bridge.delivery.auth import ReceiverAuth
 from bridge.delivery.excerpts import SCRUB_MARGIN, sent_secrets
 from bridge.delivery.targets import GuardedResolver, check_proxied_target, check_url_target
 from bridge.errors import BridgeError, DeliveryError
-from bridge.tracing import NoSpans, Spans, receive_span_id
+from bridge.tracing import NoSpans, Span, Spans, receive_span_id
 
 __all__ = [
     "PIPE_BODY_LIMIT",
@@ -355,16 +355,18 @@ class Sender:
             attributes["http.response.status_code"] = result.status_code
         try:
             self._spans.record(
-                "hookbridge.attempt",
-                trace_id=trace.trace_id,
-                span_id=span_id,
-                parent_id=receive_span_id(event.id),
-                flags=trace.flags,
-                start=start,
-                end=start + result.latency_ms / 1000,
-                attributes=attributes,
-                error=result.error if result.outcome != "delivered" else None,
-                client=True,
+                Span(
+                    "hookbridge.attempt",
+                    trace_id=trace.trace_id,
+                    span_id=span_id,
+                    parent_id=receive_span_id(event.id),
+                    flags=trace.flags,
+                    start=start,
+                    end=start + result.latency_ms / 1000,
+                    attributes=attributes,
+                    error=result.error if result.outcome != "delivered" else None,
+                    client=True,
+                )
             )
         except Exception:  # export must never touch a delivery
             log.warning("could not record the attempt's span", exc_info=True)

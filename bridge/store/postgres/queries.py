@@ -24,7 +24,7 @@ from bridge.store.common import (
 from bridge.store.ids import new_delivery_ids
 from bridge.store.leases import dedupe_since, next_watermark
 from bridge.store.postgres import device, directory, leases
-from bridge.store.postgres.leases import LEASE_LAPSED, NEXT_FENCE
+from bridge.store.postgres.leases import LEASE_DUE, LEASE_LAPSED
 from bridge.store.rows import (
     Accepted,
     AttemptOutcome,
@@ -56,15 +56,7 @@ CLAIM = f"""WITH due AS (
         SELECT d.id, d.seq FROM deliveries AS d
         WHERE d.subscription = $1 AND d.status = 'pending' AND d.next_attempt_at <= $2
           AND {LEASE_LAPSED}
-        ORDER BY d.next_attempt_at, d.seq LIMIT $5
-        FOR UPDATE OF d SKIP LOCKED),
-    leased AS (
-        UPDATE deliveries AS d SET lease_token = {NEXT_FENCE},
-          lease_owner = $3, lease_until = $4, updated_at = $2
-        FROM due WHERE d.id = due.id
-        RETURNING d.*)
-    SELECT {DELIVERY_COLUMNS} FROM leased AS d JOIN events AS e ON e.id = d.event_id
-    ORDER BY d.next_attempt_at, d.seq"""  # noqa: S608
+        {LEASE_DUE}"""  # noqa: S608
 RELEASE_OWNER = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
     WHERE status = 'pending' AND lease_owner = $1"""
 RELEASE = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
