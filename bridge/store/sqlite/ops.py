@@ -21,6 +21,7 @@ import orjson
 from bridge.core.events import Event
 from bridge.core.presence import PresenceState
 from bridge.store import common, rows
+from bridge.store import statements as shared
 from bridge.store.sqlite import device as per_device
 from bridge.store.sqlite import leases
 from bridge.store.sqlite import queries as sql
@@ -105,7 +106,7 @@ def release(conn: sqlite3.Connection, delivery_ids: list[str]) -> None:
 
 
 def get_delivery(conn: sqlite3.Connection, delivery_id: str) -> rows.Delivery | None:
-    row = _one(conn, sql.GET_DELIVERY, delivery_id)
+    row = _one(conn, shared.GET_DELIVERY, delivery_id)
     return None if row is None else common.delivery_from_row(row)
 
 
@@ -114,28 +115,28 @@ def attempts(conn: sqlite3.Connection, delivery_id: str) -> list[rows.AttemptRec
 
 
 def get_event(conn: sqlite3.Connection, event_id: str) -> Event | None:
-    row = _one(conn, sql.GET_EVENT, event_id)
+    row = _one(conn, shared.GET_EVENT, event_id)
     return None if row is None else common.event_from_body(row[0], row[1])
 
 
 def queue_depth(conn: sqlite3.Connection, subscription: str) -> int:
-    return int(_one(conn, sql.QUEUE_DEPTH, subscription)[0])
+    return int(_one(conn, shared.QUEUE_DEPTH, subscription)[0])
 
 
 def subscription_states(conn: sqlite3.Connection) -> dict[str, rows.SubscriptionState]:
-    records = conn.execute(sql.SUBSCRIPTION_STATES)
+    records = conn.execute(shared.SUBSCRIPTION_STATES)
     return {row[0]: common.subscription_state_from_row(row) for row in records}
 
 
 def list_rejected(conn: sqlite3.Connection, limit: int) -> list[rows.Rejection]:
-    return [common.rejection_from_row(row) for row in conn.execute(sql.LIST_REJECTED, (limit,))]
+    return [common.rejection_from_row(row) for row in conn.execute(shared.LIST_REJECTED, (limit,))]
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
     return common.delivery_counts(
-        conn.execute(sql.COUNT_BY_STATUS),
-        events=_one(conn, sql.COUNT_EVENTS)[0],
-        rejected=_one(conn, sql.COUNT_REJECTED)[0],
+        conn.execute(shared.COUNT_BY_STATUS),
+        events=_one(conn, shared.COUNT_EVENTS)[0],
+        rejected=_one(conn, shared.COUNT_REJECTED)[0],
     )
 
 
@@ -151,11 +152,11 @@ def list_deliveries(
 
 def save_subscription_state(conn: sqlite3.Connection, values: tuple[Any, ...]) -> None:
     # sqlite3 binds the bool ``disabled`` as the integer 0 or 1.
-    conn.execute(sql.SAVE_SUBSCRIPTION_STATE, values)
+    conn.execute(shared.SAVE_SUBSCRIPTION_STATE, values)
 
 
 def requeue(conn: sqlite3.Connection, delivery_id: str, now: float) -> bool:
-    return conn.execute(sql.REQUEUE, (now, now, delivery_id)).rowcount > 0
+    return conn.execute(shared.REQUEUE, (now, delivery_id)).rowcount > 0
 
 
 def expire_older_than(
@@ -166,7 +167,7 @@ def expire_older_than(
 
 
 def resume_age(conn: sqlite3.Connection, subscription: str, paused_for: float) -> int:
-    return conn.execute(sql.RESUME_AGE, (paused_for, subscription)).rowcount
+    return conn.execute(shared.RESUME_AGE, (paused_for, subscription)).rowcount
 
 
 def probe(conn: sqlite3.Connection) -> None:

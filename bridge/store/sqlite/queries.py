@@ -47,9 +47,6 @@ CLAIMABLE = f"""SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES}
     WHERE d.subscription = :sub AND d.status = 'pending' AND d.next_attempt_at <= :now
       AND {LEASE_LAPSED}
     ORDER BY d.next_attempt_at, d.rowid LIMIT :limit"""
-# Through the status index: only pending deliveries can hold a lease that matters.
-RELEASE_OWNER = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
-    WHERE status = 'pending' AND lease_owner = ?"""
 RELEASE = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
     WHERE id IN (SELECT value FROM json_each(?))"""
 # Deliveries under a lease (in flight here or elsewhere) are left out: counting them
@@ -57,32 +54,8 @@ RELEASE = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
 NEXT_DUE = """SELECT next_attempt_at FROM deliveries
     WHERE subscription = :sub AND status = 'pending' AND lease_until IS NULL
     ORDER BY next_attempt_at LIMIT 1"""
-GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} WHERE d.id = ?"
 ATTEMPTS = """SELECT delivery_id, attempt, started_at, latency_ms, status_code, error,
     response_excerpt FROM attempts WHERE delivery_id = ? ORDER BY attempt, rowid"""
-GET_EVENT = "SELECT body, context FROM events WHERE id = ?"
-QUEUE_DEPTH = "SELECT count(*) FROM deliveries WHERE subscription = ? AND status = 'pending'"
-SUBSCRIPTION_STATES = """SELECT name, disabled, disabled_reason, failing_since, last_success,
-    last_failure, extra FROM subscription_state ORDER BY name"""
-SAVE_SUBSCRIPTION_STATE = """INSERT INTO subscription_state
-    (name, disabled, disabled_reason, failing_since, last_success, last_failure, extra)
-    VALUES (?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (name) DO UPDATE SET disabled = excluded.disabled,
-      disabled_reason = excluded.disabled_reason, failing_since = excluded.failing_since,
-      last_success = excluded.last_success, last_failure = excluded.last_failure,
-      extra = excluded.extra"""
-LIST_REJECTED = (
-    "SELECT received_at, topic, payload, reason, detail FROM rejected ORDER BY id DESC LIMIT ?"
-)
-COUNT_BY_STATUS = "SELECT status, count(*) FROM deliveries GROUP BY status"
-COUNT_EVENTS = "SELECT count(*) FROM events"
-COUNT_REJECTED = "SELECT count(*) FROM rejected"
-# A new fencing token: the result of an attempt still in flight no longer applies.
-# An operator's retry always sends: the delivery's age starts again.
-REQUEUE = """UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, lease_owner = NULL,
-    lease_until = NULL, dead_reason = NULL, updated_at = ?2, lease_token = lease_token + 1,
-    age_from = ?2
-    WHERE id = ?3"""
 # A delivery under a live lease is being sent right now: its attempt decides.
 EXPIRE = """UPDATE deliveries SET status = 'dead', dead_reason = 'too_old',
     next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?1
@@ -91,8 +64,6 @@ EXPIRE = """UPDATE deliveries SET status = 'dead', dead_reason = 'too_old',
       AND subscription NOT IN (SELECT value FROM json_each(?3))
       AND subscription NOT IN (SELECT name FROM subscription_state WHERE disabled = 1)
     RETURNING subscription"""
-RESUME_AGE = """UPDATE deliveries SET age_from = coalesce(age_from, created_at) + ?
-    WHERE subscription = ? AND status = 'pending'"""
 # The write probe takes the commit path of ingest: a row into events (its
 # indexes, its pages) and out again, committed. A one-row update elsewhere can
 # succeed in place while ingest's inserts fail on a full disk.

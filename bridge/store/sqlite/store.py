@@ -25,6 +25,7 @@ from typing import ClassVar, Literal, TypeVar
 
 from bridge.config import StoreSettings
 from bridge.errors import StoreError
+from bridge.store import statements as shared
 from bridge.store.base import Store
 from bridge.store.leases import TAKEOVER_AFTER
 from bridge.store.sqlite import directory, leases, ops
@@ -110,12 +111,12 @@ class SQLiteStore(Store):
         if self.owner:
             # Without this a restarted instance would wait for its own work. Autocommit
             # mode: each statement is its own transaction.
-            conn.execute(sql.RELEASE_OWNER, (self.owner,))
+            conn.execute(shared.RELEASE_OWNER, (self.owner,))
             conn.execute(leases.HEARTBEAT, (self.owner,))
 
     def _leave(self, conn: sqlite3.Connection) -> None:
         """An instance closing: its leases go back at once and its heartbeat row goes."""
-        conn.execute(sql.RELEASE_OWNER, (self.owner,))
+        conn.execute(shared.RELEASE_OWNER, (self.owner,))
         conn.execute(leases.FORGET_INSTANCE, (self.owner,))
 
     # -- lifecycle --------------------------------------------------------------------
