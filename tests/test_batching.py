@@ -15,6 +15,7 @@ from typing import Any
 from standardwebhooks import Webhook
 
 from tests.conftest import SECRET, bridge_config, running_bridge
+from tests.support.admin import admin_client, admin_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Received, Receiver
@@ -105,7 +106,7 @@ async def test_a_failed_batch_is_retried_whole_under_its_id(
     receiver = Receiver(lambda _r, n: Answer(500 if n == 0 else 200))
     await receiver.start()
     try:
-        config = bridge_config(
+        config = admin_config(
             mosquitto,
             tmp_path,
             [
@@ -119,7 +120,7 @@ async def test_a_failed_batch_is_retried_whole_under_its_id(
             retry={"schedule": ["50ms"] * 5, "jitter": 0.0},
             presence={"enabled": False},
         )
-        async with running_bridge(config):
+        async with running_bridge(config), admin_client(config) as admin:
             with Publisher(mosquitto.port) as device:
                 device.publish_all(_messages(2, 4))
             await wait_until(
@@ -127,22 +128,40 @@ async def test_a_failed_batch_is_retried_whole_under_its_id(
                 timeout=30,
                 message="the failed batch sent again",
             )
-        first = receiver.requests[0]
-        again = [
-            r
-            for r in receiver.requests[1:]
-            if r.headers["webhook-id"] == first.headers["webhook-id"]
-        ]
-        assert len(again) == 1
-        failed, retried = _verified(first), _verified(again[0])
-        assert failed["id"] == retried["id"]
-        assert len(failed["events"]) > 1
-        assert [e["id"] for e in failed["events"]] == [e["id"] for e in retried["events"]]
-        assert again[0].headers["hookbridge-attempt"] == "2"
-        # Every event delivered once after the retry: none lost, none sent in two batches.
-        delivered = [e["id"] for r in receiver.requests[1:] for e in json.loads(r.body)["events"]]
-        assert sorted(delivered) == sorted(set(delivered))
-        assert len(delivered) == 8
+            first = receiver.requests[0]
+            again = [
+                r
+                for r in receiver.requests[1:]
+                if r.headers["webhook-id"] == first.headers["webhook-id"]
+            ]
+            assert len(again) == 1
+            failed, retried = _verified(first), _verified(again[0])
+            assert failed["id"] == retried["id"]
+            assert len(failed["events"]) > 1
+            assert [e["id"] for e in failed["events"]] == [e["id"] for e in retried["events"]]
+            assert again[0].headers["hookbridge-attempt"] == "2"
+            # Every event delivered once after the retry: none lost, none in two batches.
+            delivered = [
+                e["id"] for r in receiver.requests[1:] for e in json.loads(r.body)["events"]
+            ]
+            assert sorted(delivered) == sorted(set(delivered))
+            assert len(delivered) == 8
+
+            # An operator's retry of one delivery of that batch sends it in a new batch.
+            status, page = await admin.get("/api/deliveries", params={"status": "delivered"})
+            assert status == 200
+            chosen = page["deliveries"][0]
+            sent_before = len(receiver.requests)
+            status, _ = await admin.post(f"/api/deliveries/{chosen['id']}/retry")
+            assert status in (200, 202)
+            await wait_until(
+                lambda: len(receiver.requests) > sent_before,
+                timeout=30,
+                message="the retried delivery sent",
+            )
+        resent = _verified(receiver.requests[sent_before])
+        assert resent["id"] != retried["id"]
+        assert [e["id"] for e in resent["events"]] == [chosen["event_id"]]
     finally:
         await receiver.stop()
 
