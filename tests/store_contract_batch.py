@@ -9,13 +9,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bridge.core.events import Event
-from bridge.store.base import (
+from bridge.store.base import Store
+from bridge.store.rows import (
     Accepted,
     AttemptOutcome,
     AttemptRecord,
     Delivery,
     DeliveryStatus,
-    Store,
 )
 
 __all__ = ["BatchStoreContract"]

@@ -35,8 +35,8 @@ from bridge.delivery.lane import Lane
 from bridge.delivery.retention import too_old
 from bridge.errors import StoreError
 from bridge.logs import get_logger
-from bridge.store.base import AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus
 from bridge.store.ids import new_delivery_id
+from bridge.store.rows import AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus
 
 __all__ = ["BatchingDispatcher", "new_batch_id"]
 
