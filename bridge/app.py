@@ -27,6 +27,7 @@ from bridge.core.outcomes import AttemptOutcome, AttemptResult, DeliveryStatus
 from bridge.core.route import Router
 from bridge.core.trace import freshness_start
 from bridge.delivery.auth import secret_values
+from bridge.delivery.batching import BatchingDispatcher
 from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.pipe import Pipe
 from bridge.delivery.retention import Retention
@@ -96,7 +97,7 @@ class Bridge:
             settings, user_agent=f"hookbridge/{bridge_version()}", spans=self.spans
         )
         self.pipe = Pipe(self.publish_reply)
-        self.dispatcher = Dispatcher(
+        self.dispatcher: Dispatcher = BatchingDispatcher(
             settings,
             self.store,
             self.sender,

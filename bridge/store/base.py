@@ -59,9 +59,12 @@ PURGE_MAX_CHUNKS = 10_000
 
 OPERATIONS = frozenset(
     [
+        "assign_batch",
         "attempts",
+        "batches_of",
         "claim_due",
         "claim_presence_timeouts",
+        "claim_runs",
         "confirm_inbound_id",
         "counts",
         "create_deliveries",
@@ -225,6 +228,36 @@ class Store(ABC):
             "claim_due", subscription, lease, limit, ordered
         )
         return claimed
+
+    async def claim_runs(
+        self,
+        subscription: str,
+        *,
+        now: float,
+        owner: str,
+        lease_until: float,
+        limit: int,
+        per_device: int,
+    ) -> list[Delivery]:
+        """``claim_due(ordered=True)`` for ordered batching: up to ``per_device`` of each
+        device's oldest pending deliveries, in creation order, each only while every older
+        pending one of its device is due and unleased (claimed in this same call)."""
+        lease = (now, owner, lease_until, self.takeover_after)
+        claimed: list[Delivery] = await self._write(
+            "claim_runs", subscription, lease, limit, per_device
+        )
+        return claimed
+
+    async def assign_batch(self, batch_id: str, delivery_ids: Sequence[str]) -> None:
+        """Note that these deliveries go together (in this order) as ``batch_id``; a
+        delivery already in a batch moves to this one. Gone deliveries are skipped."""
+        await self._write("assign_batch", batch_id, list(delivery_ids))
+
+    async def batches_of(self, delivery_ids: Sequence[str]) -> dict[str, str]:
+        """The batch id of each of these deliveries that is in a batch.
+        ``requeue`` (an operator's retry) takes a delivery out of its batch."""
+        found: dict[str, str] = await self._read("batches_of", list(delivery_ids))
+        return found
 
     async def next_due_at(self, subscription: str, *, ordered: bool = False) -> float | None:
         """The earliest ``next_attempt_at`` of the subscription's pending deliveries

@@ -15,7 +15,7 @@ from typing import Any
 from bridge.core.events import Event
 from bridge.core.presence import PresenceState
 from bridge.store import common, rows
-from bridge.store.postgres import device, leases
+from bridge.store.postgres import batches, device, leases
 from bridge.store.postgres import queries as sql
 from bridge.store.postgres.queries import rowcount
 
@@ -134,6 +134,7 @@ async def save_subscription_state(conn: Any, values: tuple[Any, ...]) -> None:
 
 
 async def requeue(conn: Any, delivery_id: str, now: float) -> bool:
+    await batches.forget(conn, delivery_id)  # an operator's retry goes in a new batch
     return rowcount(await conn.execute(sql.REQUEUE, now, delivery_id)) > 0
 
 

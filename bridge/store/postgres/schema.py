@@ -183,6 +183,17 @@ _DEVICE_DIRECTORY = (
 # allowed), seconds; NULL: it announced none.
 _PRESENCE_HEARTBEAT = ("ALTER TABLE presence ADD COLUMN heartbeat double precision",)
 
+# Batch membership: the deliveries sent together in one POST (a subscription's
+# ``batch:``), so a retried batch goes out again whole, under the same id.
+_BATCH_MEMBERS = (
+    """CREATE TABLE batch_members (
+        delivery_id text COLLATE "C" PRIMARY KEY REFERENCES deliveries (id) ON DELETE CASCADE,
+        batch_id text COLLATE "C" NOT NULL,
+        position integer NOT NULL
+    )""",
+    "CREATE INDEX batch_members_batch ON batch_members (batch_id, position)",
+)
+
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
     _V2,
@@ -192,6 +203,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _EVENT_CONTEXT,
     _DEVICE_DIRECTORY,
     _PRESENCE_HEARTBEAT,
+    _BATCH_MEMBERS,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 

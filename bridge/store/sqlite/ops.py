@@ -22,8 +22,8 @@ from bridge.core.events import Event
 from bridge.core.presence import PresenceState
 from bridge.store import common, rows
 from bridge.store import statements as shared
+from bridge.store.sqlite import batches, leases
 from bridge.store.sqlite import device as per_device
-from bridge.store.sqlite import leases
 from bridge.store.sqlite import queries as sql
 
 _INBOUND_IDS_TABLE = """CREATE TABLE IF NOT EXISTS inbound_ids (
@@ -156,6 +156,7 @@ def save_subscription_state(conn: sqlite3.Connection, values: tuple[Any, ...]) -
 
 
 def requeue(conn: sqlite3.Connection, delivery_id: str, now: float) -> bool:
+    batches.forget(conn, delivery_id)  # an operator's retry goes in a new batch
     return conn.execute(shared.REQUEUE, (now, delivery_id)).rowcount > 0
 
 
