@@ -24,11 +24,12 @@ _GUARD_KEY = "security.allow_private_targets"
 def config_warnings(settings: Settings) -> list[str]:
     """Every warning about ``settings``, each as ``place: what and why``."""
     warnings: list[str] = []
+    known = [*CATALOGUE, *(t.name for t in settings.event_types)]
     if not settings.subscriptions:
         warnings.append("subscriptions: none configured; events are stored but delivered nowhere")
     for index, sub in enumerate(settings.subscriptions):
         place = f"subscriptions[{index}]"
-        warnings.extend(_glob_warnings(place, sub))
+        warnings.extend(_glob_warnings(place, sub, known))
         if not _guard_off(settings, sub):
             warnings.extend(_private_target_warnings(place, sub))
         if any(not s.get_secret_value().startswith(SECRET_PREFIX) for s in sub.secrets):
@@ -86,8 +87,7 @@ def _private_target_warnings(place: str, sub: Subscription) -> list[str]:
     return warnings
 
 
-def _glob_warnings(place: str, sub: Subscription) -> list[str]:
-    known = list(CATALOGUE)
+def _glob_warnings(place: str, sub: Subscription, known: list[str]) -> list[str]:
     families = sorted({f"{name.split('.', 1)[0]}.*" for name in known})
     warnings: list[str] = []
     for index, glob in enumerate(sub.events):
