@@ -291,3 +291,14 @@ def test_the_worked_example_in_the_events_page() -> None:
     assert (event.type, event.source, event.data) == (shown["type"], shown["source"], shown["data"])
     detail = rejected(bridge.normalise(message(topic, json.loads(bad))), "invalid_fields")
     assert f"reason `{detail}`" in section.replace("\n", " ")
+
+
+def test_a_telemetry_topic_that_takes_a_profile_topic_is_warned_about() -> None:
+    shadowing = {"topics": ["devices/{device_id}/{kind}", "devices/{device_id}/telemetry"]}
+    warnings = config_warnings(parse_config({"telemetry": shadowing}))
+    telemetry = [w for w in warnings if w.startswith("telemetry.")]
+    assert telemetry == [
+        "telemetry.topics[0]: 'devices/{device_id}/{kind}' also matches devices/+/status of the "
+        "native profile; its messages become telemetry.reported and the profile no longer "
+        "reads them"
+    ]

@@ -38,6 +38,37 @@ def config_warnings(settings: Settings) -> list[str]:
                 "bytes; Standard Webhooks verifiers expect whsec_<base64> "
                 "(make one with: echo whsec_$(openssl rand -base64 32))"
             )
+    warnings.extend(_telemetry_warnings(settings))
+    return warnings
+
+
+def _telemetry_warnings(settings: Settings) -> list[str]:
+    """A telemetry topic that takes the messages of a profile's topic (rules come first)."""
+    from bridge.core.profiles import load_profiles
+    from bridge.core.rules import TopicPattern
+    from bridge.errors import ConfigError
+
+    if not settings.telemetry.topics:
+        return []
+    try:
+        profiles = load_profiles(settings.profiles)
+    except ConfigError:
+        return []  # reported as a problem where profiles are checked
+    taken = [(p.name, f) for p in profiles for f in p.topic_filters()]
+    warnings: list[str] = []
+    for index, topic in enumerate(settings.telemetry.topics):
+        pattern = TopicPattern(topic)
+        for name, topic_filter in taken:
+            sample = [
+                level if level not in {"+", "#"} else "x" for level in topic_filter.split("/")
+            ]
+            if pattern.match(sample) is not None:
+                warnings.append(
+                    f"telemetry.topics[{index}]: '{topic}' also matches {topic_filter} of the "
+                    f"{name} profile; its messages become telemetry.reported and the profile "
+                    "no longer reads them"
+                )
+                break
     return warnings
 
 
