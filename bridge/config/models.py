@@ -33,6 +33,7 @@ from bridge.config.checks import (
     duplicate_names,
     jmespath_problem,
 )
+from bridge.config.event_types import EventTypeDeclaration, TelemetrySettings
 from bridge.config.fields import Duration, RateLimit, Size
 from bridge.config.templates import check_filter, check_template
 from bridge.errors import TemplateError
@@ -469,6 +470,8 @@ class Settings(_Model):
     limits: LimitsSettings = LimitsSettings()
     retention: RetentionSettings = RetentionSettings()
     rules: list[Rule] = Field(default_factory=list)
+    event_types: list[EventTypeDeclaration] = Field(default_factory=list)
+    telemetry: TelemetrySettings = TelemetrySettings()
     subscriptions: list[Subscription] = Field(default_factory=list)
     inbound: list[InboundSettings] = Field(default_factory=list)
     api: ApiSettings = ApiSettings()
@@ -480,6 +483,7 @@ class Settings(_Model):
         problems = [
             *duplicate_names("subscriptions", list(enumerate(s.name for s in self.subscriptions))),
             *duplicate_names("inbound", list(enumerate(i.name for i in self.inbound))),
+            *duplicate_names("event_types", list(enumerate(t.name for t in self.event_types))),
         ]
         if problems:  # each with its place, which the loader reads off the message
             raise ValueError("\n".join(f".{problem}" for problem in problems))

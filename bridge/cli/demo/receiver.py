@@ -28,6 +28,7 @@ _KEY_FIELDS = {
     "session": ("session_id", "technician", "customer", "scheduled_for", "duration_s"),
     "file_transfer": ("transfer_id", "file_name", "size_bytes", "direction", "error"),
     "bulk_deployment": ("deployment_id", "package", "succeeded", "error"),
+    "telemetry": ("cpu_percent", "free_disk_gb", "value"),
     "bridge": ("message", "subscription", "reason"),
 }
 
