@@ -41,6 +41,7 @@ from bridge.store.rows import (
     Accepted,
     AttemptOutcome,
     AttemptRecord,
+    Claim,
     Delivery,
     DeliveryStatus,
     DeviceDetail,
@@ -223,10 +224,8 @@ class Store(ABC):
         delivery per device is out at a time, and a device's next one waits until
         the previous is delivered or dead. Deliveries without a device id are not
         held back."""
-        lease = (now, owner, lease_until, self.takeover_after)
-        claimed: list[Delivery] = await self._write(
-            "claim_due", subscription, lease, limit, ordered
-        )
+        claim = Claim(subscription, now, owner, lease_until, limit, self.takeover_after, ordered)
+        claimed: list[Delivery] = await self._write("claim_due", claim)
         return claimed
 
     async def claim_runs(
@@ -242,10 +241,9 @@ class Store(ABC):
         """``claim_due(ordered=True)`` for ordered batching: up to ``per_device`` of each
         device's oldest pending deliveries, in creation order, each only while every older
         pending one of its device is due and unleased (claimed in this same call)."""
-        lease = (now, owner, lease_until, self.takeover_after)
-        claimed: list[Delivery] = await self._write(
-            "claim_runs", subscription, lease, limit, per_device
-        )
+        stale = self.takeover_after
+        claim = Claim(subscription, now, owner, lease_until, limit, stale, True, per_device)
+        claimed: list[Delivery] = await self._write("claim_runs", claim)
         return claimed
 
     async def assign_batch(self, batch_id: str, delivery_ids: Sequence[str]) -> None:

@@ -16,6 +16,7 @@ __all__ = [
     "Accepted",
     "AttemptOutcome",
     "AttemptRecord",
+    "Claim",
     "Delivery",
     "DeliveryStatus",
     "DeviceDelivery",
@@ -103,6 +104,20 @@ class Delivery:
     @property
     def event_id(self) -> str:
         return self.event.id
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One claim's request, as the backends' operations take it (see ``Store.claim_due``)."""
+
+    subscription: str
+    now: float
+    owner: str
+    lease_until: float
+    limit: int
+    stale: float  # a holder whose heartbeat is older than this many seconds is dead
+    ordered: bool = False
+    per_device: int = 1  # ordered batching: a device's first this many at once
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,17 +71,9 @@ async def forget(conn: Any, delivery_id: str) -> None:
     await conn.execute(_FORGET, delivery_id)
 
 
-async def claim_runs(
-    conn: Any,
-    subscription: str,
-    lease: tuple[float, str, float, float],
-    limit: int,
-    per_device: int,
-) -> list[rows.Delivery]:
+async def claim_runs(conn: Any, claim: rows.Claim) -> list[rows.Delivery]:
     """Lease the first ``per_device`` claimable deliveries of each device (see above)."""
-    now, owner, lease_until, stale = lease
-    await conn.execute(_LOCK_SUBSCRIPTION, subscription)
-    records = await conn.fetch(
-        _CLAIM_RUNS, subscription, now, owner, lease_until, limit, stale, per_device
-    )
+    await conn.execute(_LOCK_SUBSCRIPTION, claim.subscription)
+    params = (claim.subscription, claim.now, claim.owner, claim.lease_until, claim.limit)
+    records = await conn.fetch(_CLAIM_RUNS, *params, claim.stale, claim.per_device)
     return [common.delivery_from_row(row) for row in records]

@@ -50,17 +50,15 @@ async def get_presence(conn: Any, device_id: str) -> PresenceState | None:
     return None if row is None else common.presence_from_row(row)
 
 
-async def claim_due(
-    conn: Any,
-    subscription: str,
-    lease: tuple[float, str, float, float],
-    limit: int,
-    ordered: bool,
-) -> list[rows.Delivery]:
-    now, owner, lease_until, stale = lease
-    query = device.CLAIM_ORDERED if ordered else sql.CLAIM
-    records = await conn.fetch(query, subscription, now, owner, lease_until, limit, stale)
+async def claim_due(conn: Any, claim: rows.Claim) -> list[rows.Delivery]:
+    query = device.CLAIM_ORDERED if claim.ordered else sql.CLAIM
+    records = await conn.fetch(query, *_claim_params(claim))
     return [common.delivery_from_row(row) for row in records]
+
+
+def _claim_params(claim: rows.Claim) -> tuple[Any, ...]:
+    """$1 subscription, $2 now, $3 owner, $4 lease_until, $5 limit, $6 stale."""
+    return claim.subscription, claim.now, claim.owner, claim.lease_until, claim.limit, claim.stale
 
 
 async def next_due_at(conn: Any, subscription: str, ordered: bool) -> float | None:

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import replace
 
 import orjson
 
 from bridge.store import common, rows
-from bridge.store.sqlite.leases import LEASE, LEASE_LAPSED
+from bridge.store.sqlite.leases import LEASE_LAPSED, lease_claimed
 
 __all__ = ["assign_batch", "batches_of", "claim_runs", "forget"]
 
@@ -68,22 +67,8 @@ def forget(conn: sqlite3.Connection, delivery_id: str) -> None:
     conn.execute(_FORGET, (delivery_id,))
 
 
-def claim_runs(
-    conn: sqlite3.Connection,
-    subscription: str,
-    lease: tuple[float, str, float, float],
-    limit: int,
-    per_device: int,
-) -> list[rows.Delivery]:
+def claim_runs(conn: sqlite3.Connection, claim: rows.Claim) -> list[rows.Delivery]:
     """Lease the first ``per_device`` claimable deliveries of each device (see above)."""
-    now, owner, lease_until, stale = lease
-    params = {"sub": subscription, "now": now, "owner": owner, "stale": stale}
-    params |= {"limit": limit, "k": per_device}
-    records = conn.execute(_CLAIMABLE_RUNS, params).fetchall()
-    if not records:
-        return []
-    ids = orjson.dumps([row[0] for row in records]).decode()
-    taken = {"owner": owner, "until": lease_until, "now": now, "ids": ids}
-    tokens = dict(conn.execute(LEASE, taken).fetchall())
-    claimed = [common.delivery_from_row(row) for row in records]
-    return [replace(d, lease_token=tokens.get(d.id, d.lease_token)) for d in claimed]
+    params = {"sub": claim.subscription, "now": claim.now, "owner": claim.owner}
+    params |= {"stale": claim.stale, "limit": claim.limit, "k": claim.per_device}
+    return lease_claimed(conn, conn.execute(_CLAIMABLE_RUNS, params).fetchall(), claim)

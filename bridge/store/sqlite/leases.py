@@ -8,6 +8,16 @@ See :mod:`bridge.store.base` for the lease rules these statements encode.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from bridge.store import common
+from bridge.store.rows import Claim, Delivery
+
 __all__ = [
     "DB_NOW",
     "FORGET_INSTANCE",
@@ -17,6 +27,7 @@ __all__ = [
     "LEASE_LAPSED",
     "OLDEST_PENDING",
     "SET_WATERMARK",
+    "lease_claimed",
 ]
 
 # Epoch seconds from SQLite's clock.
@@ -43,3 +54,16 @@ SET_WATERMARK = """INSERT INTO ingest_watermarks (client_id, oldest_unacked) VAL
     ON CONFLICT (client_id) DO UPDATE SET oldest_unacked = excluded.oldest_unacked"""
 OLDEST_PENDING = """SELECT min(created_at) FROM deliveries
     WHERE subscription = ? AND status = 'pending'"""
+
+
+def lease_claimed(conn: sqlite3.Connection, records: Sequence[Any], claim: Claim) -> list[Delivery]:
+    """Lease the claimable rows a claim's SELECT found (``DELIVERY_COLUMNS`` rows) to
+    its owner, each with its new fencing token; the write lock (``BEGIN IMMEDIATE``)
+    keeps another claimer from taking the same rows in between."""
+    if not records:
+        return []
+    ids = orjson.dumps([row[0] for row in records]).decode()
+    taken = {"owner": claim.owner, "until": claim.lease_until, "now": claim.now, "ids": ids}
+    tokens = dict(conn.execute(LEASE, taken).fetchall())
+    claimed = [common.delivery_from_row(row) for row in records]
+    return [replace(d, lease_token=tokens.get(d.id, d.lease_token)) for d in claimed]

@@ -59,24 +59,11 @@ def get_presence(conn: sqlite3.Connection, device_id: str) -> PresenceState | No
     return None if row is None else common.presence_from_row(row)
 
 
-def claim_due(
-    conn: sqlite3.Connection,
-    subscription: str,
-    lease: tuple[float, str, float, float],
-    limit: int,
-    ordered: bool,
-) -> list[rows.Delivery]:
-    now, owner, lease_until, stale = lease
-    query = per_device.CLAIMABLE_ORDERED if ordered else sql.CLAIMABLE
-    params = {"sub": subscription, "now": now, "owner": owner, "stale": stale, "limit": limit}
-    records = conn.execute(query, params).fetchall()
-    if not records:
-        return []
-    ids = orjson.dumps([row[0] for row in records]).decode()
-    taken = {"owner": owner, "until": lease_until, "now": now, "ids": ids}
-    tokens = dict(conn.execute(leases.LEASE, taken).fetchall())
-    claimed = [common.delivery_from_row(row) for row in records]
-    return [replace(d, lease_token=tokens.get(d.id, d.lease_token)) for d in claimed]
+def claim_due(conn: sqlite3.Connection, claim: rows.Claim) -> list[rows.Delivery]:
+    query = per_device.CLAIMABLE_ORDERED if claim.ordered else sql.CLAIMABLE
+    params = {"sub": claim.subscription, "now": claim.now, "owner": claim.owner}
+    params |= {"stale": claim.stale, "limit": claim.limit}
+    return leases.lease_claimed(conn, conn.execute(query, params).fetchall(), claim)
 
 
 def next_due_at(conn: sqlite3.Connection, subscription: str, ordered: bool) -> float | None:
