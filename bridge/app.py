@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -20,12 +19,10 @@ from aiohttp import web
 from bridge.admin.metrics import Metrics
 from bridge.admin.operations import Operations, ReloadResult
 from bridge.admin.server import AdminServer
-from bridge.config import Settings, Subscription
+from bridge.config import Settings
 from bridge.core.messages import Outgoing
 from bridge.core.normalise import Normaliser
-from bridge.core.outcomes import AttemptOutcome, AttemptResult, DeliveryStatus
 from bridge.core.route import Router
-from bridge.core.trace import freshness_start
 from bridge.delivery.auth import secret_values
 from bridge.delivery.batching import BatchingDispatcher
 from bridge.delivery.dispatch import Dispatcher
@@ -43,7 +40,7 @@ from bridge.plugin import load_plugins
 from bridge.store import open_store
 from bridge.store.base import Store
 from bridge.store.leases import keep_heartbeat
-from bridge.store.rows import Delivery, IngestResult
+from bridge.store.rows import IngestResult
 from bridge.tracing import open_spans
 
 __all__ = ["Bridge", "bridge_version"]
@@ -103,7 +100,7 @@ class Bridge:
             self.sender,
             owner=self.owner,
             metrics=self.metrics,
-            after_delivery=self._after_attempt,
+            after_delivery=self.pipe.after_attempt,
             alert=self._alert,
         )
         self.dead_letters = DeadLetters(dead_letter_path(settings.store))
@@ -233,19 +230,6 @@ class Bridge:
             released = set(overflow)
             for name in {d.subscription for d in result.deliveries if d.id in released}:
                 self.dispatcher.poke(name)
-
-    async def _after_attempt(
-        self,
-        subscription: Subscription,
-        delivery: Delivery,
-        result: AttemptResult,
-        outcome: AttemptOutcome,
-    ) -> str | None:
-        """After every attempt: freshness of a delivered event, then pipe mode's answer."""
-        if outcome.status is DeliveryStatus.DELIVERED:
-            start = freshness_start(delivery.event.timestamp, delivery.created_at)
-            self.metrics.freshness.labels(subscription.name).observe(max(0.0, time.time() - start))
-        return await self.pipe.after_attempt(subscription, delivery, result, outcome)
 
     async def publish_reply(self, message: Outgoing) -> None:
         """Publish on ingest's connection (pipe replies, inbound webhooks); waits for the PUBACK."""

@@ -101,8 +101,14 @@ class BatchStoreContract:
         names = {d.id: d.event.id.removeprefix("evt_batch_") for d in made}
 
         async def claim(now: float, k: int = 2) -> list[Delivery]:
-            return await store.claim_runs(
-                "crm", now=now, owner="x", lease_until=now + LEASE, limit=50, per_device=k
+            return await store.claim_due(
+                "crm",
+                now=now,
+                owner="x",
+                lease_until=now + LEASE,
+                limit=50,
+                ordered=True,
+                per_device=k,
             )
 
         first = await claim(T0)
@@ -124,8 +130,14 @@ class BatchStoreContract:
         assert [names[d.id] for d in await claim(T0 + 1)] == ["a3", "a6"]
         assert await claim(T0 + 1) == []
         # b's run comes back whole once due; the limit never splits a run out of order.
-        again = await store.claim_runs(
-            "crm", now=T0 + 31, owner="x", lease_until=T0 + LEASE, limit=1, per_device=2
+        again = await store.claim_due(
+            "crm",
+            now=T0 + 31,
+            owner="x",
+            lease_until=T0 + LEASE,
+            limit=1,
+            ordered=True,
+            per_device=2,
         )
         assert [names[d.id] for d in again] == ["b2"]
         rest = await claim(T0 + 31)

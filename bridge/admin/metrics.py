@@ -29,6 +29,7 @@ class LaneMetrics:
     in_flight: Any
     attempt_latency: Any
     end_to_end_latency: Any
+    freshness: Any
     circuit_open: Any
     _deliveries: Counter
     _name: str
@@ -48,6 +49,7 @@ class Metrics:
             in_flight=self.in_flight.labels(subscription),
             attempt_latency=self.attempt_latency.labels(subscription),
             end_to_end_latency=self.end_to_end_latency.labels(subscription),
+            freshness=self.freshness.labels(subscription),
             circuit_open=self.circuit_open.labels(subscription),
             _deliveries=self.deliveries,
             _name=subscription,

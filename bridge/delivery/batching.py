@@ -12,7 +12,7 @@ batch id and sent together again under that id. An operator's retry takes a
 delivery out of its batch (it goes in a new one); a replay is a new delivery.
 
 Ordered subscriptions claim each device's first ``max_events`` deliveries at
-once (``Store.claim_runs``); a batch takes a device's run whole or in part,
+once (``Store.claim_due`` with ``per_device``); a batch takes a device's run whole or in part,
 and the part it cannot take goes back to the store, where it waits until the
 batch is settled: a device's events never travel in two batches at once.
 """
@@ -30,11 +30,12 @@ from bridge.core.batching import BATCH_ID_PREFIX, batch_of, envelope, fitting
 from bridge.core.outcomes import AttemptResult
 from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.lane import Lane
+from bridge.delivery.learning import Settled
 from bridge.delivery.retention import too_old
 from bridge.errors import StoreError
 from bridge.logs import get_logger
 from bridge.store.ids import new_delivery_id
-from bridge.store.rows import AttemptOutcome, Delivery, DeliveryStatus
+from bridge.store.rows import Delivery
 
 __all__ = ["BatchingDispatcher", "new_batch_id"]
 
@@ -58,28 +59,6 @@ class BatchingDispatcher(Dispatcher):
             if lane is not None and delivery.id not in overflow:
                 lane.batch_ids[delivery.id] = _NONE  # just committed: in no batch yet
         return list(overflow)
-
-    async def _claim(self, lane: Lane, now: float) -> None:
-        batch = lane.subscription.batch
-        if batch is None or not lane.subscription.ordered:
-            await super()._claim(lane, now)
-            return
-        room = lane.capacity
-        try:
-            claimed = await self._store.claim_runs(
-                lane.name,
-                now=now,
-                owner=self._owner,
-                lease_until=now + self._settings.store.lease,
-                limit=room,
-                per_device=batch.max_events,
-            )
-            next_due = await self._store.next_due_at(lane.name, ordered=True)
-        except StoreError as exc:
-            log.warning("cannot claim due deliveries", subscription=lane.name, error=str(exc))
-            lane.poll_at = now + 1.0
-            return
-        lane.take(claimed, room=room, next_due=next_due, now=now)
 
     async def _start_attempts(self, lane: Lane) -> None:
         batch = lane.subscription.batch
@@ -251,37 +230,15 @@ class BatchingDispatcher(Dispatcher):
         """Every member gets the attempt and one next state; the lane learns from it once."""
         now = self._clock()
         outcome = self._decide(result, attempt_no, now)
-        for member in members:
-            await self._record(
-                lane, member, result, outcome, attempt_no=member.attempts + 1, started=started
-            )
+        settled = [
+            Settled(member, result, outcome, member.attempts + 1, started, now)
+            for member in members
+        ]
+        for one in settled:
+            await self._record(lane, one)
         try:
-            first, *rest = members
-            await self._learn(lane, first, result, outcome, attempt_no=attempt_no, now=now)
-            self._count_members(lane, rest, result, outcome, now=now)
-            if outcome.status is DeliveryStatus.DEAD:
-                for member in rest:
-                    details: dict[str, object] = {
-                        "delivery_id": member.id,
-                        "event_id": member.event_id,
-                    }
-                    await self._emit("delivery_dead", lane.name, details)
+            await self._learn(lane, settled[0])
+            for one in settled:
+                await self._count(lane, one)
         except Exception:
             log.exception("settling a batch's consequences failed; its results are kept")
-
-    def _count_members(
-        self,
-        lane: Lane,
-        members: list[Delivery],
-        result: AttemptResult,
-        outcome: AttemptOutcome,
-        *,
-        now: float,
-    ) -> None:
-        """Per-delivery metrics for the members ``_learn`` did not count."""
-        for member in members:
-            lane.metrics.attempt(result.outcome).inc()
-            if outcome.status is DeliveryStatus.DELIVERED:
-                lane.metrics.end_to_end_latency.observe(max(0.0, now - member.created_at))
-            elif outcome.status is DeliveryStatus.DEAD:
-                self._metrics.dead.labels(lane.name).inc()

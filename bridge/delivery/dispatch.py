@@ -26,7 +26,7 @@ from bridge.config import Settings
 from bridge.core.circuit import admit, release_probe
 from bridge.core.retry import decide
 from bridge.delivery.lane import ERROR_PAUSE, Lane
-from bridge.delivery.learning import AfterDelivery, Alert, Learning
+from bridge.delivery.learning import AfterDelivery, Alert, Learning, Settled
 from bridge.delivery.recorder import Recorder
 from bridge.delivery.retention import TOO_OLD_ERROR, too_old
 from bridge.delivery.send import AttemptResult, Sender
@@ -231,6 +231,7 @@ class Dispatcher(Learning):
                 lease_until=now + self._settings.store.lease,
                 limit=room,
                 ordered=lane.subscription.ordered,
+                per_device=lane.run_length,
             )
             next_due = await self._store.next_due_at(lane.name, ordered=lane.subscription.ordered)
         except StoreError as exc:
@@ -373,9 +374,11 @@ class Dispatcher(Learning):
         """
         now = self._clock()
         outcome = self._decide(result, attempt_no, now)
-        await self._record(lane, delivery, result, outcome, attempt_no=attempt_no, started=started)
+        settled = Settled(delivery, result, outcome, attempt_no, started, now)
+        await self._record(lane, settled)
         try:
-            await self._learn(lane, delivery, result, outcome, attempt_no=attempt_no, now=now)
+            await self._learn(lane, settled)
+            await self._count(lane, settled)
         except Exception:
             log.exception("settling an attempt's consequences failed; its result is kept")
         return True
@@ -388,17 +391,9 @@ class Dispatcher(Learning):
         retry = self._settings.retry
         return decide(result, attempts_made=attempt_no, retry=retry, now=now, rand=self._rand())
 
-    async def _record(
-        self,
-        lane: Lane,
-        delivery: Delivery,
-        result: AttemptResult,
-        outcome: AttemptOutcome,
-        *,
-        attempt_no: int,
-        started: float,
-    ) -> None:
+    async def _record(self, lane: Lane, settled: Settled) -> None:
         """Queue one delivery's attempt record, with what the after-delivery hook notes."""
+        delivery, result, outcome = settled.delivery, settled.result, settled.outcome
         error = result.error
         if self._after_delivery is not None:
             try:
@@ -412,8 +407,8 @@ class Dispatcher(Learning):
                 error = f"{error}; {note}" if error else note
         record = AttemptRecord(
             delivery_id=delivery.id,
-            attempt=attempt_no,
-            started_at=started,
+            attempt=settled.attempt_no,
+            started_at=settled.started,
             latency_ms=result.latency_ms,
             status_code=result.status_code,
             error=error,

@@ -70,6 +70,13 @@ class Lane:
         return AsyncLimiter(rate.count, rate.per) if rate is not None else None
 
     @property
+    def run_length(self) -> int:
+        """How many of one device's deliveries a claim may take at once: an ordered
+        batch takes a device's first ``max_events``; anything else one at a time."""
+        batch = self.subscription.batch
+        return batch.max_events if batch is not None and self.subscription.ordered else 1
+
+    @property
     def name(self) -> str:
         return self.subscription.name
 

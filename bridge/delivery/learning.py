@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from bridge.admin.metrics import Metrics
 from bridge.config import Settings, Subscription
+from bridge.core.trace import freshness_start
 from bridge.delivery.lane import Lane
 from bridge.delivery.send import AttemptResult
 from bridge.errors import StoreError
@@ -21,7 +23,7 @@ from bridge.logs import get_logger
 from bridge.store.base import Store
 from bridge.store.rows import AttemptOutcome, Delivery, DeliveryStatus
 
-__all__ = ["AfterDelivery", "Alert", "Learning"]
+__all__ = ["AfterDelivery", "Alert", "Learning", "Settled"]
 
 log = get_logger("hookbridge.dispatch")
 
@@ -33,6 +35,18 @@ AfterDelivery = Callable[
 ]
 """Called after every attempt with what it decided (pipe mode: publish the answer, or the
 error, back); returns an error to record, or None."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """One delivery's attempt and what was decided about it."""
+
+    delivery: Delivery
+    result: AttemptResult
+    outcome: AttemptOutcome
+    attempt_no: int
+    started: float
+    now: float  # when the outcome was decided
 
 
 class Learning(ABC):
@@ -55,29 +69,19 @@ class Learning(ABC):
             log.warning("cannot save the disabled state yet; will retry", error=str(exc))
         await self._emit("subscription_disabled", lane.name, {"reason": code})
 
-    async def _learn(
-        self,
-        lane: Lane,
-        delivery: Delivery,
-        result: AttemptResult,
-        outcome: AttemptOutcome,
-        *,
-        attempt_no: int,
-        now: float,
-    ) -> None:
-        """What one result changes for the lane: limits, circuit, state, alerts, metrics."""
-        name = lane.name
+    async def _learn(self, lane: Lane, settled: Settled) -> None:
+        """What one attempt's result changes for the lane: its concurrency limit, the
+        410 that disables it, its circuit, its failing streak, its next poll."""
+        result, outcome, now = settled.result, settled.outcome, settled.now
         lane.metrics.attempt_latency.observe(result.latency_ms / 1000)
         if lane.adapt(result, now):
-            self._metrics.concurrency_limit.labels(name).set(lane.concurrency.allowed)
+            self._metrics.concurrency_limit.labels(lane.name).set(lane.concurrency.allowed)
         if result.outcome == "gone":
             log.warning("endpoint answered 410 Gone; disabling subscription")
             await self._disable(lane, "endpoint answered 410 Gone", "gone")
-        lane.metrics.attempt(result.outcome).inc()
-        await self._note_circuit(lane, outcome.status is DeliveryStatus.DELIVERED, now)
-        if outcome.status is DeliveryStatus.DELIVERED:
-            received = delivery.created_at
-            lane.metrics.end_to_end_latency.observe(max(0.0, now - received))
+        delivered = outcome.status is DeliveryStatus.DELIVERED
+        await self._note_circuit(lane, delivered, now)
+        if delivered:
             log.debug(
                 "delivered", status=result.status_code, latency_ms=round(result.latency_ms, 1)
             )
@@ -85,28 +89,30 @@ class Learning(ABC):
             return
         log.info(
             "attempt failed",
-            attempt=attempt_no,
+            attempt=settled.attempt_no,
             status=result.status_code,
             error=result.error,
             outcome=outcome.status.value,
         )
         await self._note_failure(lane, now)
-        if outcome.status is DeliveryStatus.DEAD:
-            self._metrics.dead.labels(name).inc()
+        if outcome.status is DeliveryStatus.PENDING and outcome.next_attempt_at is not None:
+            due = outcome.next_attempt_at
+            lane.poll_at = min(lane.poll_at, due) if lane.poll_at > now else due
+
+    async def _count(self, lane: Lane, settled: Settled) -> None:
+        """What one delivery's result counts: its outcome, latency and freshness when
+        delivered, its death (with its alert) when dead."""
+        delivery, outcome, now = settled.delivery, settled.outcome, settled.now
+        lane.metrics.attempt(settled.result.outcome).inc()
+        if outcome.status is DeliveryStatus.DELIVERED:
+            lane.metrics.end_to_end_latency.observe(max(0.0, now - delivery.created_at))
+            start = freshness_start(delivery.event.timestamp, delivery.created_at)
+            lane.metrics.freshness.observe(max(0.0, now - start))
+        elif outcome.status is DeliveryStatus.DEAD:
+            self._metrics.dead.labels(lane.name).inc()
+            details = {"delivery_id": delivery.id, "event_id": delivery.event_id}
             await self._emit(
-                "delivery_dead",
-                name,
-                {
-                    "delivery_id": delivery.id,
-                    "event_id": delivery.event_id,
-                    "reason": outcome.reason or "",
-                },
-            )
-        elif outcome.next_attempt_at is not None:
-            lane.poll_at = (
-                min(lane.poll_at, outcome.next_attempt_at)
-                if lane.poll_at > now
-                else outcome.next_attempt_at
+                "delivery_dead", lane.name, {**details, "reason": outcome.reason or ""}
             )
 
     async def _note_success(self, lane: Lane, now: float) -> None:

@@ -65,7 +65,6 @@ OPERATIONS = frozenset(
         "batches_of",
         "claim_due",
         "claim_presence_timeouts",
-        "claim_runs",
         "confirm_inbound_id",
         "counts",
         "create_deliveries",
@@ -207,6 +206,7 @@ class Store(ABC):
         lease_until: float,
         limit: int,
         ordered: bool = False,
+        per_device: int = 1,
     ) -> list[Delivery]:
         """Lease up to ``limit`` pending deliveries of one subscription that are due
         (``next_attempt_at <= now``) and not leased by a live lease, oldest first.
@@ -223,27 +223,15 @@ class Store(ABC):
         still pending (leased, in flight or waiting for its retry). So at most one
         delivery per device is out at a time, and a device's next one waits until
         the previous is delivered or dead. Deliveries without a device id are not
-        held back."""
-        claim = Claim(subscription, now, owner, lease_until, limit, self.takeover_after, ordered)
-        claimed: list[Delivery] = await self._write("claim_due", claim)
-        return claimed
+        held back.
 
-    async def claim_runs(
-        self,
-        subscription: str,
-        *,
-        now: float,
-        owner: str,
-        lease_until: float,
-        limit: int,
-        per_device: int,
-    ) -> list[Delivery]:
-        """``claim_due(ordered=True)`` for ordered batching: up to ``per_device`` of each
-        device's oldest pending deliveries, in creation order, each only while every older
-        pending one of its device is due and unleased (claimed in this same call)."""
+        ``per_device`` above 1 (ordered batching) takes up to that many of each
+        device's oldest pending deliveries at once, in creation order, each only
+        while every older pending one of its device is due and unleased (claimed
+        in this same call)."""
         stale = self.takeover_after
-        claim = Claim(subscription, now, owner, lease_until, limit, stale, True, per_device)
-        claimed: list[Delivery] = await self._write("claim_runs", claim)
+        claim = Claim(subscription, now, owner, lease_until, limit, stale, ordered, per_device)
+        claimed: list[Delivery] = await self._write("claim_due", claim)
         return claimed
 
     async def assign_batch(self, batch_id: str, delivery_ids: Sequence[str]) -> None:

@@ -51,6 +51,8 @@ async def get_presence(conn: Any, device_id: str) -> PresenceState | None:
 
 
 async def claim_due(conn: Any, claim: rows.Claim) -> list[rows.Delivery]:
+    if claim.ordered and claim.per_device > 1:
+        return await batches.claim_runs(conn, claim)
     query = device.CLAIM_ORDERED if claim.ordered else sql.CLAIM
     records = await conn.fetch(query, *_claim_params(claim))
     return [common.delivery_from_row(row) for row in records]

@@ -60,6 +60,8 @@ def get_presence(conn: sqlite3.Connection, device_id: str) -> PresenceState | No
 
 
 def claim_due(conn: sqlite3.Connection, claim: rows.Claim) -> list[rows.Delivery]:
+    if claim.ordered and claim.per_device > 1:
+        return batches.claim_runs(conn, claim)
     query = per_device.CLAIMABLE_ORDERED if claim.ordered else sql.CLAIMABLE
     params = {"sub": claim.subscription, "now": claim.now, "owner": claim.owner}
     params |= {"stale": claim.stale, "limit": claim.limit}
