@@ -29,6 +29,7 @@ from typing import Protocol, runtime_checkable
 from bridge.core.events import Event
 from bridge.core.outcomes import AttemptOutcome, DeliveryStatus
 from bridge.core.presence import Observation, Presence, PresenceState, Transition
+from bridge.store.outbox import OutboxStore
 
 __all__ = [
     "Accepted",
@@ -212,8 +213,9 @@ class DeviceDetail:
 
 
 @runtime_checkable
-class Store(Protocol):
-    """The durable outbox. Every method is one transaction."""
+class Store(OutboxStore, Protocol):
+    """The durable outbox. Every method is one transaction (the MQTT outbox's are
+    in :class:`bridge.store.outbox.OutboxStore`)."""
 
     async def open(self) -> None:
         """Connect, migrate the schema to the current version.

@@ -183,6 +183,47 @@ _DEVICE_DIRECTORY = (
 # allowed), seconds; NULL: it announced none.
 _PRESENCE_HEARTBEAT = ("ALTER TABLE presence ADD COLUMN heartbeat double precision",)
 
+# Step 9 is another change's; until it is merged this branch holds its place
+# with no statements (the integrator replaces it with the real step).
+_STEP_9_PLACEHOLDER: tuple[str, ...] = ()
+
+# The MQTT outbox (bridge.store.outbox): accepted inbound webhooks waiting for
+# the broker's PUBACK, leased like deliveries. seq is the acceptance order;
+# the partial index answers "is an earlier message of this topic pending?"
+# (per-topic order) in one probe. inbound_ids was created on first use before;
+# accepting now writes it in the same transaction as the outbox row.
+_OUTBOX = (
+    """CREATE TABLE outbox (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id text COLLATE "C" NOT NULL UNIQUE,
+        source text NOT NULL,
+        topic text NOT NULL,
+        payload bytea NOT NULL,
+        status text NOT NULL CHECK (status IN ('pending', 'published', 'dead')),
+        attempts integer NOT NULL DEFAULT 0,
+        next_attempt_at double precision,
+        lease_owner text,
+        lease_until double precision,
+        lease_token bigint NOT NULL DEFAULT 0,
+        created_at double precision NOT NULL,
+        updated_at double precision NOT NULL,
+        age_from double precision,
+        max_age double precision NOT NULL,
+        published_at double precision,
+        dead_reason text,
+        last_error text
+    )""",
+    "CREATE INDEX outbox_pending_topic ON outbox (topic, seq) WHERE status = 'pending'",
+    "CREATE INDEX outbox_pending_due ON outbox (next_attempt_at) WHERE status = 'pending'",
+    "CREATE INDEX outbox_finished ON outbox (status, updated_at)",
+    """CREATE TABLE IF NOT EXISTS inbound_ids (
+        source text NOT NULL,
+        msg_id text NOT NULL,
+        expires_at double precision NOT NULL,
+        PRIMARY KEY (source, msg_id)
+    )""",
+)
+
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
     _V2,
@@ -192,6 +233,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _EVENT_CONTEXT,
     _DEVICE_DIRECTORY,
     _PRESENCE_HEARTBEAT,
+    _STEP_9_PLACEHOLDER,
+    _OUTBOX,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 

@@ -54,6 +54,7 @@ from bridge.store.base import (
 from bridge.store.leases import TAKEOVER_AFTER
 from bridge.store.postgres import device, directory, leases
 from bridge.store.postgres import queries as sql
+from bridge.store.postgres.outbox import PostgresOutbox
 from bridge.store.postgres.connect import FOREIGN_ERRORS, parse_postgres_url, translate
 from bridge.store.postgres.schema import SCHEMA_VERSION, migrate
 
@@ -77,7 +78,7 @@ _REMEMBER_INBOUND_ID = """INSERT INTO inbound_ids (source, msg_id, expires_at) V
     RETURNING 1"""
 
 
-class PostgresStore:
+class PostgresStore(PostgresOutbox):
     """The durable outbox in a PostgreSQL database (see the module docstring).
 
     ``read_only=True`` opens every session with ``default_transaction_read_only``:

@@ -48,6 +48,7 @@ from bridge.store.leases import TAKEOVER_AFTER
 from bridge.store.sqlite import device as per_device
 from bridge.store.sqlite import directory, leases
 from bridge.store.sqlite import queries as sql
+from bridge.store.sqlite.outbox import SQLiteOutbox
 from bridge.store.sqlite.engine import SQLiteEngine
 from bridge.store.sqlite.schema import SCHEMA_VERSION, migrate, schema_version
 
@@ -75,7 +76,7 @@ _REMEMBER_INBOUND_ID = """INSERT INTO inbound_ids (source, msg_id, expires_at) V
     WHERE inbound_ids.expires_at < ?"""
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteOutbox):
     """The durable outbox in one SQLite file (see the module docstring).
 
     ``read_only=True`` opens the file with ``mode=ro``: reads work, every write
