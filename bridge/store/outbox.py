@@ -37,6 +37,7 @@ from bridge.errors import StoreError
 
 __all__ = [
     "OUTBOX_COLUMNS",
+    "TOO_OLD",
     "OutboxClaim",
     "OutboxMessage",
     "OutboxOutcome",
@@ -44,7 +45,6 @@ __all__ = [
     "OutboxStatus",
     "OutboxStore",
     "ReplayNote",
-    "TOO_OLD",
     "decode_outbox_cursor",
     "encode_outbox_cursor",
     "message_from_row",

@@ -54,8 +54,8 @@ from bridge.store.base import (
 from bridge.store.leases import TAKEOVER_AFTER
 from bridge.store.postgres import device, directory, leases
 from bridge.store.postgres import queries as sql
-from bridge.store.postgres.outbox import PostgresOutbox
 from bridge.store.postgres.connect import FOREIGN_ERRORS, parse_postgres_url, translate
+from bridge.store.postgres.outbox import PostgresOutbox
 from bridge.store.postgres.schema import SCHEMA_VERSION, migrate
 
 __all__ = ["PostgresStore", "parse_postgres_url"]

@@ -53,7 +53,8 @@ _REMEMBER = """INSERT INTO inbound_ids (source, msg_id, expires_at) VALUES (?, ?
     ON CONFLICT (source, msg_id) DO UPDATE SET expires_at = excluded.expires_at
     WHERE inbound_ids.expires_at < ?"""
 _INSERT = """INSERT INTO outbox (id, source, topic, payload, status, attempts, next_attempt_at,
-    lease_token, created_at, updated_at, max_age) VALUES (?, ?, ?, ?, 'pending', 0, ?, 0, ?, ?, ?)"""
+    lease_token, created_at, updated_at, max_age)
+    VALUES (?, ?, ?, ?, 'pending', 0, ?, 0, ?, ?, ?)"""
 # The oldest pending message of its topic (what per-topic order lets go next).
 _HEAD_OF_LINE = """NOT EXISTS (SELECT 1 FROM outbox AS e
     WHERE e.topic = d.topic AND e.status = 'pending' AND e.seq < d.seq)"""

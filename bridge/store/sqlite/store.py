@@ -48,8 +48,8 @@ from bridge.store.leases import TAKEOVER_AFTER
 from bridge.store.sqlite import device as per_device
 from bridge.store.sqlite import directory, leases
 from bridge.store.sqlite import queries as sql
-from bridge.store.sqlite.outbox import SQLiteOutbox
 from bridge.store.sqlite.engine import SQLiteEngine
+from bridge.store.sqlite.outbox import SQLiteOutbox
 from bridge.store.sqlite.schema import SCHEMA_VERSION, migrate, schema_version
 
 __all__ = ["SQLiteStore", "sqlite_path"]
