@@ -38,6 +38,7 @@ from bridge.store.base import (
 from tests.store_contract_device import DeviceStoreContract
 from tests.store_contract_directory import DirectoryStoreContract
 from tests.store_contract_leases import LeaseStoreContract
+from tests.store_contract_outbox import OutboxStoreContract
 
 __all__ = ["T0", "Reopen", "StoreContract", "accepted", "make_event", "opened", "reopening"]
 
@@ -131,7 +132,9 @@ def attempt(
     return AttemptRecord(delivery.id, delivery.attempts + 1, at, 12.5, code, error, "ok")
 
 
-class StoreContract(DeviceStoreContract, DirectoryStoreContract, LeaseStoreContract):
+class StoreContract(
+    DeviceStoreContract, DirectoryStoreContract, LeaseStoreContract, OutboxStoreContract
+):
     """Conformance tests; see the module docstring for the fixtures they need."""
 
     async def test_ingest_stores_events_and_leased_deliveries(self, store: Store) -> None:
