@@ -204,4 +204,3 @@ class OutboxStoreContract:
         assert await _claim(store, "bridge-a", at=T0 + 1) == []
         await store.release_outbox(owner="bridge-a")
         assert len(await _claim(store, "bridge-a", at=T0 + 2)) == 1
-
