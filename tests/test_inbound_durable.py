@@ -59,7 +59,7 @@ class Watcher:
         )
         self.client.loop_start()
         wait_until_sync(self.client.is_connected, timeout=10, message="watcher connected")
-        result, mid = self.client.subscribe("devices/#", qos=1)
+        result, _mid = self.client.subscribe("devices/#", qos=1)
         assert result == 0
 
     def payloads(self) -> list[dict[str, Any]]:
