@@ -98,6 +98,10 @@ class OutboxPublisher:
         self._metrics.accepted.labels(message.source).inc()
         self._wake.set()
 
+    def poke(self) -> None:
+        """Something became due (an operator's replay): look now."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
