@@ -27,6 +27,7 @@ from tests.conftest import SECRET, bridge_config
 from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.process import BridgeProcess
 from tests.support.waiting import wait_until, wait_until_sync
+from tests.test_faults_readiness import fill, small_disk
 
 INBOUND = [
     {
@@ -97,9 +98,7 @@ def _config(broker: Mosquitto, tmp_path: Path, port: int) -> dict[str, Any]:
     )
 
 
-async def _post(
-    session: aiohttp.ClientSession, port: int, payload: dict[str, Any]
-) -> tuple[int, dict[str, Any]]:
+def _signed(payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(payload).encode()
     msg_id = f"msg_{time.monotonic_ns()}"
     stamp = int(time.time())
@@ -109,9 +108,22 @@ async def _post(
         "webhook-timestamp": str(stamp),
         "webhook-signature": sign(SECRET, msg_id, stamp, body),
     }
+    return body, headers
+
+
+async def _send(
+    session: aiohttp.ClientSession, port: int, request: tuple[bytes, dict[str, str]]
+) -> tuple[int, dict[str, Any]]:
+    body, headers = request
     url = f"http://127.0.0.1:{port}/inbound/helpdesk"
     async with session.post(url, data=body, headers=headers) as response:
         return response.status, await response.json()
+
+
+async def _post(
+    session: aiohttp.ClientSession, port: int, payload: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    return await _send(session, port, _signed(payload))
 
 
 async def _wait_listening(session: aiohttp.ClientSession, port: int, bridge: BridgeProcess) -> None:
@@ -185,3 +197,42 @@ async def test_accepted_while_the_broker_is_down_survives_a_bridge_restart(
     finally:
         watcher.close()
         bridge.ensure_stopped()
+
+
+async def test_a_store_that_cannot_commit_is_503_and_accepts_nothing(
+    broker: Mosquitto, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    port = free_port()
+    with small_disk(tmp_path / "disk") as disk:
+        config = _config(broker, tmp_path, port)
+        config["store"] = {"url": f"sqlite:///{disk}/hookbridge.db"}
+        bridge = BridgeProcess(config, tmp_path)
+        watcher = Watcher(broker.port, f"watcher-{tmp_path.name}")
+        try:
+            bridge.start()
+            bridge.wait_subscribed()
+            await _wait_listening(session, port, bridge)
+            filler = fill(disk)
+            pad = "x" * 150_000  # fresh pages for every message: a full disk refuses them
+            answers: list[int] = []
+            request = _signed({"device_id": "dev-3", "n": 0, "pad": pad})
+            for n in range(20):  # bounded: the disk is full long before
+                request = _signed({"device_id": "dev-3", "n": n, "pad": pad})
+                answers.append((await _send(session, port, request))[0])
+                if answers[-1] != 202:
+                    break
+            assert answers[-1] == 503, answers
+            accepted = answers.count(202)
+            filler.unlink()
+            # Nothing of the refused request was kept: the very same request is taken now.
+            status, answer = await _send(session, port, request)
+            assert status == 202
+            await wait_until(
+                lambda: len(watcher.received) >= accepted + 1, timeout=30, message="published"
+            )
+            assert [p["n"] for p in watcher.payloads()] == list(range(accepted + 1))
+            last = watcher.received[-1]
+            assert last.properties.CorrelationData == answer["id"].encode()
+        finally:
+            watcher.close()
+            bridge.ensure_stopped()
