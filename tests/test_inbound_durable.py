@@ -23,8 +23,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridge.core.signing import sign
-from tests.conftest import SECRET, bridge_config
+from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto, free_port
+from tests.support.postgres import PostgresDatabase
 from tests.support.process import BridgeProcess
 from tests.support.waiting import wait_until, wait_until_sync
 from tests.test_faults_readiness import fill, small_disk
@@ -236,3 +237,55 @@ async def test_a_store_that_cannot_commit_is_503_and_accepts_nothing(
         finally:
             watcher.close()
             bridge.ensure_stopped()
+
+
+async def test_two_instances_on_one_postgres_publish_each_message_once_in_topic_order(
+    mosquitto: Mosquitto, postgres: PostgresDatabase, tmp_path: Path
+) -> None:
+    url = postgres.schema_url("outbox")
+    ports = [free_port(), free_port()]
+    configs = [
+        bridge_config(
+            mosquitto,
+            tmp_path,
+            [],
+            inbound=INBOUND,
+            mqtt={"client_id": f"hb-outbox-{name}-{tmp_path.name}"},
+            store={"url": url},
+            presence={"enabled": False},
+            api={"listen": None, "inbound_listen": f"127.0.0.1:{port}"},
+        )
+        for name, port in zip("ab", ports, strict=True)
+    ]
+    watcher = Watcher(mosquitto.port, f"watcher-{tmp_path.name}")
+    total = 40
+    try:
+        async with (
+            running_bridge(configs[0]) as first,
+            running_bridge(configs[1]) as second,
+            aiohttp.ClientSession() as session,
+        ):
+            for bridge in (first, second):
+                await wait_until(lambda b=bridge: b.ingest.connected, timeout=10)
+            # Accepted alternately by the two instances, on four topics.
+            answers = []
+            for n in range(total):
+                payload = {"device_id": f"dev-{n % 4}", "n": n}
+                status, answer = await _post(session, ports[n % 2], payload)
+                assert status == 202
+                answers.append(answer)
+            await wait_until(
+                lambda: len(watcher.received) >= total, timeout=30, message="all published"
+            )
+            ids = [m.properties.CorrelationData.decode() for m in watcher.received]
+            assert sorted(ids) == sorted(a["id"] for a in answers)  # each once
+            for device in range(4):
+                topic = f"devices/dev-{device}/commands"
+                seen = [
+                    p["n"]
+                    for m, p in zip(watcher.received, watcher.payloads(), strict=True)
+                    if m.topic == topic
+                ]
+                assert seen == list(range(device, total, 4)), topic  # acceptance order
+    finally:
+        watcher.close()
