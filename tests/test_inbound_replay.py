@@ -25,8 +25,9 @@ from structlog.testing import capture_logs
 from bridge.app import Bridge
 from bridge.config import InboundSettings
 from bridge.core.signing import hub_signature, sign
+from bridge.inbound.outbox import BACKOFF, retry_at
 from bridge.inbound.server import GITHUB_REPLAY_WINDOW, replay_key
-from bridge.store.outbox import OutboxStatus
+from bridge.store.outbox import OutboxMessage, OutboxStatus
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
@@ -297,3 +298,21 @@ def test_github_replay_key_is_the_signature_held_a_day() -> None:
     assert key == replay_key(entry, {**signed, "x-github-delivery": "d-9"})
     assert (key.value, key.window) == ("sig:sha256=ab12", GITHUB_REPLAY_WINDOW)
     assert GITHUB_REPLAY_WINDOW == 24 * 3600
+
+
+def test_the_backoff_grows_and_never_passes_max_age() -> None:
+    message = OutboxMessage(
+        id="inb_1", source="s", topic="t", payload=b"{}", created_at=1000.0, max_age=100.0
+    )
+    assert [retry_at(message, n, 1000.0) for n in (1, 2, 3, 4, 5, 6, 9)] == [
+        1001.0,
+        1002.0,
+        1005.0,
+        1010.0,
+        1030.0,
+        1060.0,
+        1060.0,
+    ]
+    assert retry_at(message, 6, 1080.0) == 1100.0  # capped at the end of its max_age
+    assert retry_at(message, 1, 1100.0) is None  # no time left: dead
+    assert BACKOFF[-1] == 60.0
