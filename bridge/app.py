@@ -21,11 +21,13 @@ from bridge.admin.metrics import Metrics
 from bridge.admin.operations import Operations, ReloadResult
 from bridge.admin.server import AdminServer
 from bridge.config import Settings, Subscription
+from bridge.core.messages import Outgoing
 from bridge.core.normalise import Normaliser
 from bridge.core.outcomes import AttemptOutcome, AttemptResult, DeliveryStatus
 from bridge.core.route import Router
 from bridge.core.trace import freshness_start
 from bridge.delivery.auth import secret_values
+from bridge.delivery.batching import BatchingDispatcher
 from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.pipe import Pipe
 from bridge.delivery.retention import Retention
@@ -41,8 +43,9 @@ from bridge.ingest.presence import PresenceTracker
 from bridge.logs import get_logger, register_secrets
 from bridge.plugin import load_plugins
 from bridge.store import open_store
-from bridge.store.base import Delivery, IngestResult, Store
+from bridge.store.base import Store
 from bridge.store.leases import keep_heartbeat
+from bridge.store.rows import Delivery, IngestResult
 from bridge.tracing import open_spans
 
 __all__ = ["Bridge", "bridge_version"]
@@ -96,7 +99,7 @@ class Bridge:
             settings, user_agent=f"hookbridge/{bridge_version()}", spans=self.spans
         )
         self.pipe = Pipe(self.publish_reply)
-        self.dispatcher = Dispatcher(
+        self.dispatcher: Dispatcher = BatchingDispatcher(
             settings,
             self.store,
             self.sender,
@@ -259,25 +262,9 @@ class Bridge:
             self.metrics.freshness.labels(subscription.name).observe(max(0.0, time.time() - start))
         return await self.pipe.after_attempt(subscription, delivery, result, outcome)
 
-    async def publish_reply(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        correlation: bytes | None = None,
-        content_type: str | None = None,
-    ) -> None:
+    async def publish_reply(self, message: Outgoing) -> None:
         """Publish on ingest's connection (pipe replies, inbound webhooks); waits for the PUBACK."""
-        await self.ingest.publish(
-            topic,
-            payload,
-            qos=qos,
-            retain=retain,
-            correlation=correlation,
-            content_type=content_type,
-        )
+        await self.ingest.publish(message)
 
     # -- helpers for the API and tests ---------------------------------------------
 

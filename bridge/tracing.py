@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from bridge.config import TracingSettings
 from bridge.errors import ConfigError
 from bridge.logs import get_logger
 
-__all__ = ["NoSpans", "OtlpSpans", "Spans", "open_spans", "receive_span_id"]
+__all__ = ["NoSpans", "OtlpSpans", "Span", "Spans", "open_spans", "receive_span_id"]
 
 log = get_logger("hookbridge.tracing")
 
@@ -40,23 +41,26 @@ def receive_span_id(event_id: str) -> str:
     return (raw if any(raw) else b"\x00" * 7 + b"\x01").hex()
 
 
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One finished span: ids as W3C hex, times as epoch seconds."""
+
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    flags: str
+    start: float
+    end: float
+    attributes: Attributes
+    error: str | None = None
+    client: bool = False  # an outgoing request (an attempt) rather than a received message
+
+
 class Spans(Protocol):
     enabled: bool
 
-    def record(
-        self,
-        name: str,
-        *,
-        trace_id: str,
-        span_id: str,
-        parent_id: str | None,
-        flags: str,
-        start: float,
-        end: float,
-        attributes: Attributes,
-        error: str | None = None,
-        client: bool = False,
-    ) -> None: ...
+    def record(self, span: Span) -> None: ...
 
     def shutdown(self) -> None: ...
 
@@ -66,7 +70,7 @@ class NoSpans:
 
     enabled = False
 
-    def record(self, name: str, **_kwargs: Any) -> None:
+    def record(self, span: Span) -> None:
         return None
 
     def shutdown(self) -> None:
@@ -94,44 +98,33 @@ class OtlpSpans:
         self._resource = Resource.create({"service.name": settings.service_name})
         self._scope = InstrumentationScope("hookbridge")
 
-    def record(
-        self,
-        name: str,
-        *,
-        trace_id: str,
-        span_id: str,
-        parent_id: str | None,
-        flags: str,
-        start: float,
-        end: float,
-        attributes: Attributes,
-        error: str | None = None,
-        client: bool = False,
-    ) -> None:
+    def record(self, span: Span) -> None:
         from opentelemetry.sdk.trace import ReadableSpan
         from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
         from opentelemetry.trace.status import Status, StatusCode
 
-        trace_flags = TraceFlags(int(flags, 16))
-        context = SpanContext(int(trace_id, 16), int(span_id, 16), False, trace_flags)
+        trace_id = int(span.trace_id, 16)
+        trace_flags = TraceFlags(int(span.flags, 16))
+        context = SpanContext(trace_id, int(span.span_id, 16), False, trace_flags)
         parent = (
-            SpanContext(int(trace_id, 16), int(parent_id, 16), True, trace_flags)
-            if parent_id is not None
+            SpanContext(trace_id, int(span.parent_id, 16), True, trace_flags)
+            if span.parent_id is not None
             else None
         )
-        span = ReadableSpan(
-            name,
+        error = span.error
+        readable = ReadableSpan(
+            span.name,
             context=context,
             parent=parent,
             resource=self._resource,
-            attributes=dict(attributes),
-            kind=SpanKind.CLIENT if client else SpanKind.CONSUMER,
+            attributes=dict(span.attributes),
+            kind=SpanKind.CLIENT if span.client else SpanKind.CONSUMER,
             status=Status(StatusCode.ERROR, error) if error else Status(StatusCode.OK),
-            start_time=int(start * 1e9),
-            end_time=int(max(end, start) * 1e9),
+            start_time=int(span.start * 1e9),
+            end_time=int(max(span.end, span.start) * 1e9),
             instrumentation_scope=self._scope,
         )
-        self._processor.on_end(span)
+        self._processor.on_end(readable)
 
     def shutdown(self) -> None:
         """Export what is queued (bounded by the exporter's timeout) and stop."""

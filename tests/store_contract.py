@@ -25,16 +25,17 @@ import pytest
 from bridge.core.events import Event
 from bridge.core.trace import EventContext
 from bridge.errors import StoreError
-from bridge.store.base import (
+from bridge.store.base import Store
+from bridge.store.rows import (
     Accepted,
     AttemptOutcome,
     AttemptRecord,
     Delivery,
     DeliveryStatus,
     Rejection,
-    Store,
     SubscriptionState,
 )
+from tests.store_contract_batch import BatchStoreContract
 from tests.store_contract_device import DeviceStoreContract
 from tests.store_contract_directory import DirectoryStoreContract
 from tests.store_contract_leases import LeaseStoreContract
@@ -133,7 +134,11 @@ def attempt(
 
 
 class StoreContract(
-    DeviceStoreContract, DirectoryStoreContract, LeaseStoreContract, OutboxStoreContract
+    BatchStoreContract,
+    DeviceStoreContract,
+    DirectoryStoreContract,
+    LeaseStoreContract,
+    OutboxStoreContract,
 ):
     """Conformance tests; see the module docstring for the fixtures they need."""
 

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 
 from bridge.core.events import Event, event_id_for
 from bridge.core.presence import Observation, Presence, Transition
-from bridge.store.base import (
+from bridge.store.base import Store
+from bridge.store.rows import (
     Accepted,
     AttemptOutcome,
     AttemptRecord,
     Delivery,
     DeliveryStatus,
     PresencePolicy,
-    Store,
 )
 
 if TYPE_CHECKING:  # store_contract imports this module

@@ -14,14 +14,14 @@ import pytest
 from bridge.core.events import Event, event_id_for
 from bridge.core.presence import Observation, Presence, Transition
 from bridge.errors import StoreError
-from bridge.store.base import (
+from bridge.store.base import Store
+from bridge.store.rows import (
     Accepted,
     AttemptOutcome,
     AttemptRecord,
     DeliveryStatus,
     DeviceSummary,
     PresencePolicy,
-    Store,
 )
 
 __all__ = ["DirectoryStoreContract"]

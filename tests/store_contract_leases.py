@@ -14,14 +14,8 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from bridge.core.events import Event
-from bridge.store.base import (
-    Accepted,
-    AttemptOutcome,
-    AttemptRecord,
-    Delivery,
-    DeliveryStatus,
-    Store,
-)
+from bridge.store.base import Store
+from bridge.store.rows import Accepted, AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus
 from tests.support.waiting import wait_until
 
 __all__ = ["Instance", "LeaseStoreContract", "instances"]

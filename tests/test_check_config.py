@@ -213,6 +213,27 @@ BROKEN: list[tuple[str, object, list[str]]] = [
         ],
     ),
     (
+        "batching where it cannot batch",
+        {
+            "subscriptions": [
+                _sub(name="pipe", mode="pipe", batch={"max_events": 10}),
+                _sub(name="xml", format="xml", batch={}),
+                _sub(name="form", format="form", batch={}),
+                _sub(name="binary", format="cloudevents-binary", batch={}),
+                _sub(name="bounds", batch={"max_events": 0, "max_bytes": "10B", "extra": 1}),
+            ]
+        },
+        [
+            "subscriptions[0]: batch cannot be used with mode 'pipe'",
+            "subscriptions[1]: batch cannot be used with format 'xml'",
+            "subscriptions[2]: batch cannot be used with format 'form'",
+            "subscriptions[3]: batch cannot be used with format 'cloudevents-binary'",
+            "subscriptions[4].batch.max_events:",
+            "subscriptions[4].batch.max_bytes:",
+            "subscriptions[4].batch.extra:",
+        ],
+    ),
+    (
         "duplicate subscription name",
         {"subscriptions": [_sub(), _sub(url="https://other.example.com/")]},
         ["subscriptions[1].name: 'crm' is already the name of subscriptions[0]"],

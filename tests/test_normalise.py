@@ -92,6 +92,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "failed": 2,
     },
     "bulk_deployment.failed": {"deployment_id": "dep-8", "reason": "timeout", "error": "no agent"},
+    "telemetry.reported": {"cpu_percent": 12.5, "disks": [{"mount": "C:", "free_gb": 41}]},
 }
 DEVICE_TYPES = sorted(t for t in CATALOGUE if not t.startswith("bridge."))
 

@@ -40,6 +40,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     },
     "bulk_deployment.completed": {"deployment_id": "bd-7", "succeeded": 39, "failed": 1},
     "bulk_deployment.failed": {"deployment_id": "bd-8", "error": "package missing"},
+    "telemetry.reported": {"cpu_percent": 12.5, "memory_mb": 2048},
 }
 
 

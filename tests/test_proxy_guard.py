@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bridge.app import Bridge
-from bridge.store.base import Delivery
+from bridge.store.rows import Delivery
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.proxy import ForwardProxy

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from bridge.config import RetentionSettings
 from bridge.delivery.retention import Retention, retention_bounds, too_old
-from bridge.store.base import AttemptOutcome, DeliveryStatus
+from bridge.store.rows import AttemptOutcome, DeliveryStatus
 from bridge.store.sqlite.store import SQLiteStore
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.store_contract import T0, accepted, attempt, ingest, make_event

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from bridge.config import RetrySettings
 from bridge.core.retry import decide, next_delay, parse_retry_after
 from bridge.delivery.send import AttemptResult
-from bridge.store.base import DeliveryStatus
+from bridge.store.rows import DeliveryStatus
 
 NOW = 1_700_000_000.0
 SCHEDULE = [5.0, 300.0, 1800.0]

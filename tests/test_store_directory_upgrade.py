@@ -9,9 +9,10 @@ from pathlib import Path
 import asyncpg
 
 from bridge.core.presence import Presence
-from bridge.store.base import DeviceSummary, Store
+from bridge.store.base import Store
 from bridge.store.postgres import schema as pg_schema
 from bridge.store.postgres.store import PostgresStore, parse_postgres_url
+from bridge.store.rows import DeviceSummary
 from bridge.store.sqlite import schema as sqlite_schema
 from bridge.store.sqlite.store import SQLiteStore
 from tests.store_contract import opened

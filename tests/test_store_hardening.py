@@ -15,12 +15,12 @@ import asyncpg
 import pytest
 
 from bridge.errors import StoreError, StoreUnavailable
-from bridge.store.base import Accepted, AttemptOutcome, AttemptRecord, DeliveryStatus
 from bridge.store.postgres import device as postgres_device
 from bridge.store.postgres import queries as pg_sql
 from bridge.store.postgres.connect import translate
 from bridge.store.postgres.leases import PURGE_CHUNK as PG_CHUNK
 from bridge.store.postgres.store import PostgresStore
+from bridge.store.rows import Accepted, AttemptOutcome, AttemptRecord, DeliveryStatus
 from bridge.store.sqlite import device as sqlite_device
 from bridge.store.sqlite import queries as sqlite_sql
 from bridge.store.sqlite.store import SQLiteStore

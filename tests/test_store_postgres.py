@@ -16,15 +16,15 @@ from bridge.core.events import Event
 from bridge.core.presence import Observation, Presence, Transition
 from bridge.errors import ConfigError, StoreError, StoreUnavailable
 from bridge.store import Store, open_store
-from bridge.store.base import (
+from bridge.store.postgres.schema import SCHEMA_VERSION
+from bridge.store.postgres.store import PostgresStore, parse_postgres_url
+from bridge.store.rows import (
     Accepted,
     AttemptOutcome,
     AttemptRecord,
     DeliveryStatus,
     PresencePolicy,
 )
-from bridge.store.postgres.schema import SCHEMA_VERSION
-from bridge.store.postgres.store import PostgresStore, parse_postgres_url
 from tests.store_contract import (
     T0,
     Reopen,

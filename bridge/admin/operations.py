@@ -20,13 +20,7 @@ from bridge.config import Subscription
 from bridge.core.events import Event, new_event_id
 from bridge.errors import Conflict, NotFound, OperatorError
 from bridge.logs import get_logger
-from bridge.store.base import (
-    Accepted,
-    AttemptOutcome,
-    AttemptRecord,
-    Delivery,
-    DeliveryStatus,
-)
+from bridge.store.rows import Accepted, AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus
 
 if TYPE_CHECKING:
     from bridge.admin.parts import BridgeParts

@@ -3,8 +3,9 @@
 A reload is all or nothing. The new file is validated first; then every
 difference from the running configuration is sorted into what a running
 bridge can adopt (subscriptions, and with them where presence transitions
-are routed; retry, limits, retention, security, the API token) and what only
-a restart changes (the broker connection, the store, the listeners, rules and
+are routed; retry, limits, retention, security, the API token, the declared
+event types and their data schemas) and what only a restart changes (the
+broker connection, the store, the listeners, rules, telemetry topics and
 profiles, inbound webhooks, presence settings, and any section this module
 does not know). When anything of the second kind differs, nothing is applied and
 the answer names each part that needs a restart; otherwise everything that
@@ -39,6 +40,7 @@ RELOADABLE: dict[str, frozenset[str] | None] = {
     "limits": None,
     "retention": None,
     "security": None,
+    "event_types": None,
     "api": frozenset({"token"}),
 }
 """Sections a reload applies: ``None`` for all of one, else the keys of it that it applies."""
@@ -100,7 +102,8 @@ async def reload_bridge(bridge: BridgeParts) -> ReloadResult:
     register_secrets(secret_values(new))
     bridge.settings = new
     bridge.router = Router(new.subscriptions)
-    if new.limits != old.limits:  # rules and profiles are equal here: only limits differ
+    if new.limits != old.limits or new.event_types != old.event_types:
+        # Rules, telemetry topics and profiles are equal here: the topics subscribed stay.
         bridge.normaliser = Normaliser(new, source=f"mqtt://{new.mqtt.host}:{new.mqtt.port}")
     bridge.committer.reconfigure(
         normaliser=bridge.normaliser,

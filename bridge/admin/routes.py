@@ -23,7 +23,7 @@ from bridge.core.events import format_timestamp
 from bridge.core.presence import Presence
 from bridge.errors import NotFound, OperatorError, StoreError
 from bridge.logs import display_url
-from bridge.store.base import (
+from bridge.store.rows import (
     AttemptRecord,
     Delivery,
     DeliveryStatus,

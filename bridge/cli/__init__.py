@@ -116,6 +116,10 @@ def check_config(
     typer.echo(f"  broker: {display_url(settings.mqtt.url)} (MQTT {settings.mqtt.protocol})")
     typer.echo(f"  store: {display_url(redact_url(settings.store.url))}")
     typer.echo(f"  profiles: {', '.join(settings.profiles) or '-'}; rules: {len(settings.rules)}")
+    if settings.event_types:
+        typer.echo(f"  event types: {', '.join(t.name for t in settings.event_types)}")
+    if settings.telemetry.topics:
+        typer.echo(f"  telemetry: {', '.join(settings.telemetry.topics)}")
     typer.echo(f"  subscriptions: {len(settings.subscriptions)}")
     for sub in settings.subscriptions:
         signed = "signed" if sub.secrets else "UNSIGNED"
@@ -139,21 +143,36 @@ def events_schema(
     event_type: Annotated[
         str | None, typer.Argument(metavar="[TYPE]", help="One event type, e.g. session.started.")
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Include the event types this configuration file declares."
+        ),
+    ] = None,
 ) -> None:
     """Print the JSON Schema of the delivery body of TYPE, or of every type."""
-    from bridge.core.events import CATALOGUE
+    from bridge.config.load import load_event_types
+    from bridge.core.event_types import EventTypes
     from bridge.core.schema import dumps, event_schema
     from bridge.core.schema import events_schema as schema_of_events
 
+    declared = []
+    if config is not None:
+        try:
+            declared = load_event_types(config)
+        except ConfigError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            for problem in exc.problems if exc.problems != [str(exc)] else []:
+                typer.echo(f"  {problem}", err=True)
+            raise typer.Exit(2) from None
     if event_type is None:
-        typer.echo(dumps(schema_of_events()), nl=False)
+        typer.echo(dumps(schema_of_events(declared)), nl=False)
         return
-    if event_type not in CATALOGUE:
-        typer.echo(
-            f"error: unknown event type {event_type!r}; known: {', '.join(CATALOGUE)}", err=True
-        )
+    known = EventTypes(declared).names()
+    if event_type not in known:
+        typer.echo(f"error: unknown event type {event_type!r}; known: {', '.join(known)}", err=True)
         raise typer.Exit(2)
-    typer.echo(dumps(event_schema(event_type)), nl=False)
+    typer.echo(dumps(event_schema(event_type, declared)), nl=False)
 
 
 @app.command()

@@ -9,56 +9,9 @@ in a ``repr``, a summary or an error message.
 
 from __future__ import annotations
 
+from bridge.config import models
 from bridge.config.load import load_api_settings, load_config, parse_config
-from bridge.config.models import (
-    FEATURES_NOT_BUILT,
-    ApiSettings,
-    BasicAuth,
-    BearerAuth,
-    CircuitSettings,
-    InboundSettings,
-    LimitsSettings,
-    MqttSettings,
-    MqttTls,
-    OAuth2ClientCredentials,
-    PresenceSettings,
-    ReceiverAuth,
-    RetentionSettings,
-    RetrySettings,
-    Rule,
-    SecuritySettings,
-    Settings,
-    StoreSettings,
-    Subscription,
-    TracingSettings,
-    TypeFrom,
-    redact_url,
-)
+from bridge.config.models import *  # noqa: F403 (the models are this package's surface)
 
-__all__ = [
-    "FEATURES_NOT_BUILT",
-    "ApiSettings",
-    "BasicAuth",
-    "BearerAuth",
-    "CircuitSettings",
-    "InboundSettings",
-    "LimitsSettings",
-    "MqttSettings",
-    "MqttTls",
-    "OAuth2ClientCredentials",
-    "PresenceSettings",
-    "ReceiverAuth",
-    "RetentionSettings",
-    "RetrySettings",
-    "Rule",
-    "SecuritySettings",
-    "Settings",
-    "StoreSettings",
-    "Subscription",
-    "TracingSettings",
-    "TypeFrom",
-    "load_api_settings",
-    "load_config",
-    "parse_config",
-    "redact_url",
-]
+__all__ = ["load_api_settings", "load_config", "parse_config"]
+__all__ += models.__all__

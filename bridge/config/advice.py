@@ -24,11 +24,12 @@ _GUARD_KEY = "security.allow_private_targets"
 def config_warnings(settings: Settings) -> list[str]:
     """Every warning about ``settings``, each as ``place: what and why``."""
     warnings: list[str] = []
+    known = [*CATALOGUE, *(t.name for t in settings.event_types)]
     if not settings.subscriptions:
         warnings.append("subscriptions: none configured; events are stored but delivered nowhere")
     for index, sub in enumerate(settings.subscriptions):
         place = f"subscriptions[{index}]"
-        warnings.extend(_glob_warnings(place, sub))
+        warnings.extend(_glob_warnings(place, sub, known))
         if not _guard_off(settings, sub):
             warnings.extend(_private_target_warnings(place, sub))
         if any(not s.get_secret_value().startswith(SECRET_PREFIX) for s in sub.secrets):
@@ -37,6 +38,37 @@ def config_warnings(settings: Settings) -> list[str]:
                 "bytes; Standard Webhooks verifiers expect whsec_<base64> "
                 "(make one with: echo whsec_$(openssl rand -base64 32))"
             )
+    warnings.extend(_telemetry_warnings(settings))
+    return warnings
+
+
+def _telemetry_warnings(settings: Settings) -> list[str]:
+    """A telemetry topic that takes the messages of a profile's topic (rules come first)."""
+    from bridge.core.profiles import load_profiles
+    from bridge.core.rules import TopicPattern
+    from bridge.errors import ConfigError
+
+    if not settings.telemetry.topics:
+        return []
+    try:
+        profiles = load_profiles(settings.profiles)
+    except ConfigError:
+        return []  # reported as a problem where profiles are checked
+    taken = [(p.name, f) for p in profiles for f in p.topic_filters()]
+    warnings: list[str] = []
+    for index, topic in enumerate(settings.telemetry.topics):
+        pattern = TopicPattern(topic)
+        for name, topic_filter in taken:
+            sample = [
+                level if level not in {"+", "#"} else "x" for level in topic_filter.split("/")
+            ]
+            if pattern.match(sample) is not None:
+                warnings.append(
+                    f"telemetry.topics[{index}]: '{topic}' also matches {topic_filter} of the "
+                    f"{name} profile; its messages become telemetry.reported and the profile "
+                    "no longer reads them"
+                )
+                break
     return warnings
 
 
@@ -86,8 +118,7 @@ def _private_target_warnings(place: str, sub: Subscription) -> list[str]:
     return warnings
 
 
-def _glob_warnings(place: str, sub: Subscription) -> list[str]:
-    known = list(CATALOGUE)
+def _glob_warnings(place: str, sub: Subscription, known: list[str]) -> list[str]:
     families = sorted({f"{name.split('.', 1)[0]}.*" for name in known})
     warnings: list[str] = []
     for index, glob in enumerate(sub.events):

@@ -17,11 +17,12 @@ import yaml
 from pydantic import ValidationError
 
 from bridge.config.checks import duplicate_names
+from bridge.config.event_types import EventTypeDeclaration
 from bridge.config.models import FEATURES_NOT_BUILT, ApiSettings, Rule, Settings
 from bridge.config.problems import did_you_mean, join_place, validation_problems
 from bridge.errors import ConfigError
 
-__all__ = ["load_api_settings", "load_config", "parse_config"]
+__all__ = ["load_api_settings", "load_config", "load_event_types", "parse_config"]
 
 
 _ENV_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -80,24 +81,37 @@ def _items(document: dict[str, Any], section: str) -> list[tuple[int, dict[str, 
 
 def _check_names(document: dict[str, Any], problems: list[str]) -> None:
     """Names (and inbound paths) are unique; a repeat is reported where it is."""
-    for section in ("subscriptions", "inbound"):
+    for section in ("subscriptions", "inbound", "event_types"):
         names = [(index, entry.get("name")) for index, entry in _items(document, section)]
         problems.extend(duplicate_names(section, names))
     paths = [(index, entry.get("path")) for index, entry in _items(document, "inbound")]
     problems.extend(duplicate_names("inbound", paths, key="path"))
 
 
+def _declared_types(document: dict[str, Any]) -> list[EventTypeDeclaration]:
+    """The valid entries of ``event_types`` (the invalid ones are reported with their place)."""
+    declared: list[EventTypeDeclaration] = []
+    for _index, entry in _items(document, "event_types"):
+        try:
+            declared.append(EventTypeDeclaration.model_validate(entry))
+        except ValidationError:
+            continue
+    return declared
+
+
 def _check_rules(document: dict[str, Any], problems: list[str]) -> None:
     """Compile every rule as ``run`` does: event types known, JMESPath parsed, a device id."""
+    from bridge.core.event_types import EventTypes
     from bridge.core.rules import UserRule
 
+    types = EventTypes(_declared_types(document))
     for index, entry in _items(document, "rules"):
         try:
             rule = Rule.model_validate(entry)
         except ValidationError:
             continue  # reported with its place by the whole document's validation
         try:
-            UserRule(rule, index)
+            UserRule(rule, index, types)
         except ConfigError as exc:
             problems.extend(exc.problems)
 
@@ -248,3 +262,29 @@ def load_api_settings(path: str | os.PathLike[str]) -> ApiSettings:
             ]
     count = len(problems)
     raise ConfigError(f"the api section has {count} problem{'s' if count != 1 else ''}", problems)
+
+
+def load_event_types(path: str | os.PathLike[str]) -> list[EventTypeDeclaration]:
+    """Only the ``event_types`` section of a configuration file, interpolating only it.
+
+    What ``hookbridge events schema -c FILE`` needs: the rest of the file (and
+    the variables it needs) is not read.
+    """
+    raw = _read_yaml(path)
+    section = raw.get("event_types") if isinstance(raw, dict) else None
+    if section is None:
+        return []
+    missing: dict[str, str] = {}
+    section = _interpolate(section, "event_types", missing)
+    problems = [
+        f"{place}: environment variable {name} is not set" for place, name in missing.items()
+    ]
+    if not problems:
+        try:
+            return Settings.model_validate({"event_types": section}).event_types
+        except ValidationError as exc:
+            problems = validation_problems(Settings, exc)
+    count = len(problems)
+    raise ConfigError(
+        f"the event_types section has {count} problem{'s' if count != 1 else ''}", problems
+    )

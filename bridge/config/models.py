@@ -16,16 +16,14 @@ import jmespath
 import jmespath.exceptions
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     SecretStr,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from bridge.config.batch import BatchSettings, batch_problem
 from bridge.config.checks import (
     check_clean,
     check_clean_secret,
@@ -35,8 +33,9 @@ from bridge.config.checks import (
     duplicate_names,
     jmespath_problem,
 )
+from bridge.config.event_types import EventTypeDeclaration, TelemetrySettings
+from bridge.config.fields import Duration, RateLimit, Size
 from bridge.config.templates import check_filter, check_template
-from bridge.config.units import Rate, format_duration, parse_duration, parse_rate, parse_size
 from bridge.errors import TemplateError
 
 __all__ = [
@@ -65,41 +64,6 @@ __all__ = [
     "redact_url",
 ]
 
-
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str, when_used="json"),
-    # What a user writes: seconds as a number, or text with a unit.
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"},
-            ]
-        }
-    ),
-]
-Size = Annotated[
-    int,
-    BeforeValidator(parse_size),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([bB]|[kKmMgG][bB])?\s*$"},
-            ]
-        }
-    ),
-]
-RateLimit = Annotated[
-    Rate,
-    BeforeValidator(parse_rate),
-    PlainSerializer(str, return_type=str),
-    WithJsonSchema(
-        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*/\s*\d*\.?\d*\s*(ms|s|m|h|d)\s*$"}
-    ),
-]
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -331,6 +295,7 @@ class Subscription(_Model):
     proxy: str | None = Field(default=None, pattern=r"^http://[^\s/]+")
     pipe_max_reply: Size = 64 * 1024  # pipe: a longer answer is not published
     filter_plugin: str | None = None  # a predicate from the hookbridge.filters entry points
+    batch: BatchSettings | None = None  # several events per POST (see bridge.config.batch)
 
     _url = field_validator("url")(check_http_url)
 
@@ -400,6 +365,14 @@ class Subscription(_Model):
             raise ValueError("reply_topic is only used with mode 'pipe'")
         if self.reply_errors and self.mode != "pipe":
             raise ValueError("reply_errors is only used with mode 'pipe'")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_can_batch(self) -> Subscription:
+        if self.batch is not None:
+            problem = batch_problem(mode=self.mode, format_name=self.format)
+            if problem is not None:
+                raise ValueError(problem)
         return self
 
     @property
@@ -498,6 +471,8 @@ class Settings(_Model):
     limits: LimitsSettings = LimitsSettings()
     retention: RetentionSettings = RetentionSettings()
     rules: list[Rule] = Field(default_factory=list)
+    event_types: list[EventTypeDeclaration] = Field(default_factory=list)
+    telemetry: TelemetrySettings = TelemetrySettings()
     subscriptions: list[Subscription] = Field(default_factory=list)
     inbound: list[InboundSettings] = Field(default_factory=list)
     api: ApiSettings = ApiSettings()
@@ -509,6 +484,7 @@ class Settings(_Model):
         problems = [
             *duplicate_names("subscriptions", list(enumerate(s.name for s in self.subscriptions))),
             *duplicate_names("inbound", list(enumerate(i.name for i in self.inbound))),
+            *duplicate_names("event_types", list(enumerate(t.name for t in self.event_types))),
         ]
         if problems:  # each with its place, which the loader reads off the message
             raise ValueError("\n".join(f".{problem}" for problem in problems))

@@ -100,6 +100,13 @@ class BulkDeploymentFailed(BulkDeployment):
     error: str | None = None
 
 
+class TelemetryReported(_Data):
+    """Readings a device reports: any JSON. An object's fields are ``data``'s fields;
+    any other payload (a number, a text, a list) is ``data.value``."""
+
+    device_id: str = Field(min_length=1, max_length=256)
+
+
 class BridgeTest(_Data):
     """A test ping sent by an operator; it names no device."""
 
@@ -164,6 +171,7 @@ CATALOGUE: dict[str, type[_Data]] = {
     "bulk_deployment.started": BulkDeployment,
     "bulk_deployment.completed": BulkDeployment,
     "bulk_deployment.failed": BulkDeploymentFailed,
+    "telemetry.reported": TelemetryReported,
     "bridge.test": BridgeTest,
     "bridge.subscription_disabled": BridgeAlert,
     "bridge.circuit_opened": BridgeAlert,

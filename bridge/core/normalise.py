@@ -4,11 +4,12 @@ The steps, each of which may end in a :class:`Rejected`:
 
 1. limits that need no decoding: payload size, topic length, topic encoding;
 2. the first mapping that owns the topic — user rules first, then the
-   profiles ``settings.profiles`` names, in order;
+   telemetry topics, then the profiles ``settings.profiles`` names, in order;
 3. the payload parsed (JSON, or text when it is not JSON) and checked against
    the nesting and field-count limits;
 4. the mapping reads it into a :class:`~bridge.profiles.base.Draft`;
-5. the draft becomes an event: the catalogue model validates ``data``, the
+5. the draft becomes an event: the type's catalogue model or declared JSON
+   Schema validates ``data`` (:mod:`bridge.core.event_types`), the
    device's ``occurred_at`` becomes the timestamp, its message ``id`` the
    stable event id.
 
@@ -25,19 +26,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 
 from bridge.config.models import LimitsSettings, Settings
-from bridge.core.events import CATALOGUE, Event, content_hash, event_id_for, new_event_id
+from bridge.core.event_types import EventTypes
+from bridge.core.events import Event, content_hash, event_id_for, new_event_id
 from bridge.core.profiles import load_profiles
 from bridge.core.profiles.base import Draft, Payload, Profile, Rejected, json_kind, quote
-from bridge.core.rules import compile_rules, device_event_type
+from bridge.core.profiles.telemetry import TelemetryTopics
+from bridge.core.rules import compile_rules
 
 __all__ = ["Message", "Normalised", "Normaliser", "Rejected", "parse_occurred_at"]
 
 # An epoch number this large is milliseconds: 1e11 seconds is the year 5138.
 _MILLIS_THRESHOLD = 1e11
-_MAX_LISTED_ERRORS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +77,13 @@ class Normaliser:
     def __init__(self, settings: Settings, *, source: str) -> None:
         self._limits: LimitsSettings = settings.limits
         self._source = source.rstrip("/")
+        self._types = EventTypes(settings.event_types)
         # Construction raises ConfigError for unknown profiles and broken rules:
         # that is configuration, found before the first message arrives.
+        telemetry = settings.telemetry.topics
         self._mappings: list[Profile] = [
-            *compile_rules(settings.rules),
+            *compile_rules(settings.rules, self._types),
+            *([TelemetryTopics(telemetry)] if telemetry else []),
             *load_profiles(settings.profiles),
         ]
 
@@ -135,17 +139,17 @@ class Normaliser:
         return mapping, named
 
     def _event(self, message: Message, draft: Draft) -> Normalised | Rejected:
-        if not device_event_type(draft.type):
+        if not self._types.is_device_type(draft.type):
             why = (
                 "is made by the bridge itself"
                 if draft.type.startswith("bridge.")
-                else "is not in the event catalogue"
+                else "is not in the event catalogue (nor declared under event_types)"
             )
             return Rejected("unknown_type", f"event type {quote(draft.type)} {why}")
         device_id = _device_id(draft.device_id)
         if isinstance(device_id, Rejected):
             return device_id
-        data = _validated_data(draft.type, {"device_id": device_id, **draft.fields})
+        data = self._types.validate(draft.type, {"device_id": device_id, **draft.fields})
         if isinstance(data, Rejected):
             return data
         timestamp = message.received_at
@@ -267,27 +271,6 @@ def _too_deep(limits: LimitsSettings) -> Rejected:
         "too_deep",
         f"the payload nests deeper than {limits.max_json_depth} levels (limits.max_json_depth)",
     )
-
-
-def _validated_data(event_type: str, fields: dict[str, Any]) -> dict[str, Any] | Rejected:
-    model = CATALOGUE[event_type]
-    try:
-        data = model.model_validate(fields)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        listed = [
-            f"{'.'.join(str(part) for part in error['loc']) or 'data'}: {error['msg']}"
-            for error in errors[:_MAX_LISTED_ERRORS]
-        ]
-        if len(errors) > _MAX_LISTED_ERRORS:
-            listed.append(f"and {len(errors) - _MAX_LISTED_ERRORS} more")
-        return Rejected("invalid_fields", f"{event_type}: " + "; ".join(listed))
-    dumped = data.model_dump(mode="json", exclude_none=True)
-    # exclude_none is for the model's own unset fields; extra fields stay as sent.
-    for key, value in (data.model_extra or {}).items():
-        if value is None:
-            dumped[key] = None
-    return dumped
 
 
 def parse_occurred_at(value: object) -> datetime | str:

@@ -10,7 +10,8 @@ matches a topic level by level (``{name}`` takes one whole level) and
 evaluates every expression over ``{"topic": {named levels}, "payload": …}``,
 where the payload is the parsed JSON, or its text when it is not JSON.
 Everything that can be checked without a message — the pattern, every
-JMESPath expression, every event type a rule can produce — is checked once,
+JMESPath expression, every event type a rule can produce (a catalogue type
+or one the configuration declares under ``event_types``) — is checked once,
 at construction, and reported as a :class:`~bridge.errors.ConfigError`.
 A :class:`UserRule` is a :class:`~bridge.profiles.base.Profile`, so the
 normaliser treats rules and built-in profiles alike.
@@ -29,6 +30,7 @@ import jmespath.parser
 
 from bridge.config.checks import jmespath_problem
 from bridge.config.models import Rule, TypeFrom
+from bridge.core.event_types import EventTypes
 from bridge.core.events import CATALOGUE
 from bridge.core.profiles.base import Draft, Payload, Rejected, quote
 from bridge.errors import ConfigError
@@ -85,8 +87,9 @@ class TopicPattern:
 class UserRule:
     """One entry of ``rules:``, compiled."""
 
-    def __init__(self, rule: Rule, index: int) -> None:
+    def __init__(self, rule: Rule, index: int, types: EventTypes | None = None) -> None:
         place = f"rules[{index}]"
+        types = types or EventTypes()
         self._place = place
         problems: list[str] = []
         try:
@@ -101,12 +104,12 @@ class UserRule:
             self._type = _compile(rule.type.from_, f"{place}.type.from", problems)
             self._type_map = rule.type.map
             for raw, canonical in (rule.type.map or {}).items():
-                if not device_event_type(canonical):
-                    problems.append(f"{place}.type.map.{raw}: {_not_a_type(canonical)}")
+                if not types.is_device_type(canonical):
+                    problems.append(f"{place}.type.map.{raw}: {_not_a_type(canonical, types)}")
         else:
             self._type = rule.type
-            if not device_event_type(rule.type):
-                problems.append(f"{place}.type: {_not_a_type(rule.type)}")
+            if not types.is_device_type(rule.type):
+                problems.append(f"{place}.type: {_not_a_type(rule.type, types)}")
 
         self._data = {
             name: _compile(text, f"{place}.data.{name}", problems)
@@ -178,13 +181,17 @@ class UserRule:
         return mapped
 
 
-def compile_rules(rules: Sequence[Rule]) -> list[UserRule]:
-    """Compile every rule, reporting the problems of all of them at once."""
+def compile_rules(rules: Sequence[Rule], types: EventTypes | None = None) -> list[UserRule]:
+    """Compile every rule, reporting the problems of all of them at once.
+
+    ``types`` are the types a rule may produce: the catalogue's and those the
+    configuration declares (the catalogue's alone when not given).
+    """
     compiled: list[UserRule] = []
     problems: list[str] = []
     for index, rule in enumerate(rules):
         try:
-            compiled.append(UserRule(rule, index))
+            compiled.append(UserRule(rule, index, types))
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -202,9 +209,9 @@ def _compile(text: str, place: str, problems: list[str]) -> jmespath.parser.Pars
         return jmespath.compile("`null`")
 
 
-def _not_a_type(name: str) -> str:
+def _not_a_type(name: str, types: EventTypes) -> str:
     if name.startswith("bridge."):
         return f"'{name}' is made by the bridge itself, a rule cannot produce it"
-    close = difflib.get_close_matches(name, [t for t in CATALOGUE if device_event_type(t)], n=1)
+    close = difflib.get_close_matches(name, types.device_types(), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"'{name}' is not in the event catalogue{hint}"

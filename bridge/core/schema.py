@@ -6,6 +6,8 @@ holds). ``event_schema(type)`` is the schema of one delivery body: the
 envelope with that type's ``data`` model; ``events_schema()`` is every type in
 one document, keyed by type under ``$defs`` and combined with ``oneOf`` so
 that any delivery body validates against it (``config/events.schema.json``).
+Both take a configuration's declared types (``event_types``) as well: a
+declared type's ``data`` names its device and satisfies its ``data_schema``.
 
 The committed files are generated (``make schemas``); a test keeps them equal
 to what this module produces.
@@ -14,13 +16,16 @@ to what this module produces.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
+from bridge.config.event_types import EventTypeDeclaration
 from bridge.config.models import Settings
 from bridge.core.events import CATALOGUE, SCHEMA_VERSION
 
 __all__ = [
     "CONFIG_SCHEMA_ID",
+    "DECLARED_TYPES_ID",
     "DRAFT",
     "EVENTS_SCHEMA_ID",
     "config_schema",
@@ -32,6 +37,7 @@ __all__ = [
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 EVENTS_SCHEMA_ID = "https://hookbridge.dev/schemas/events.schema.json"
 CONFIG_SCHEMA_ID = "https://hookbridge.dev/schemas/hookbridge.schema.json"
+DECLARED_TYPES_ID = "https://hookbridge.dev/schemas/event-types"
 
 
 def dumps(schema: dict[str, Any]) -> str:
@@ -59,11 +65,37 @@ def _data_schema(event_type: str, defs: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _envelope(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+def _declared_data_schema(declaration: EventTypeDeclaration) -> dict[str, Any]:
+    """A declared type's ``data``: it names its device, and satisfies the declared schema.
+
+    The declared schema is embedded as a resource of its own (``$id``), so its
+    local ``#/...`` references keep pointing inside it.
+    """
+    names_device: dict[str, Any] = {
+        "type": "object",
+        "required": ["device_id"],
+        "properties": {"device_id": {"type": "string", "minLength": 1, "maxLength": 256}},
+    }
+    schema: dict[str, Any] = {"title": f"{declaration.name} data"}
+    if declaration.description:
+        schema["description"] = declaration.description
+    if declaration.data_schema is None:
+        return {**schema, **names_device}
+    declared = {
+        "$id": f"{DECLARED_TYPES_ID}/{declaration.name}/data",
+        **declaration.data_schema,
+    }
+    return {**schema, "allOf": [names_device, declared]}
+
+
+def _envelope(
+    event_type: str, data: dict[str, Any], description: str | None = None
+) -> dict[str, Any]:
     return {
         "type": "object",
         "title": f"{event_type} event",
-        "description": f"The body of a `{event_type}` delivery (Standard Webhooks envelope).",
+        "description": description
+        or f"The body of a `{event_type}` delivery (Standard Webhooks envelope).",
         "required": ["id", "type", "timestamp", "source", "schema_version", "data"],
         "additionalProperties": False,
         "properties": {
@@ -85,24 +117,42 @@ def _envelope(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def event_schema(event_type: str) -> dict[str, Any]:
-    """The schema of one type's delivery body; ``KeyError`` for an unknown type."""
-    if event_type not in CATALOGUE:
-        raise KeyError(event_type)
+def _envelopes(
+    declared: Sequence[EventTypeDeclaration], defs: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    envelopes = {t: _envelope(t, _data_schema(t, defs)) for t in CATALOGUE}
+    for declaration in declared:
+        description = (
+            f"The body of a `{declaration.name}` delivery: a type this configuration declares."
+        )
+        data = _declared_data_schema(declaration)
+        envelopes[declaration.name] = _envelope(declaration.name, data, description)
+    return envelopes
+
+
+def event_schema(event_type: str, declared: Sequence[EventTypeDeclaration] = ()) -> dict[str, Any]:
+    """The schema of one type's delivery body; ``KeyError`` for an unknown type.
+
+    ``declared`` are the configuration's own types (``event_types``).
+    """
     defs: dict[str, Any] = {}
-    schema: dict[str, Any] = {
-        "$schema": DRAFT,
-        **_envelope(event_type, _data_schema(event_type, defs)),
-    }
+    if event_type in CATALOGUE:
+        envelope = _envelope(event_type, _data_schema(event_type, defs))
+    else:
+        envelope = _envelopes([d for d in declared if d.name == event_type], defs)[event_type]
+    schema: dict[str, Any] = {"$schema": DRAFT, **envelope}
     if defs:
         schema["$defs"] = defs
     return schema
 
 
-def events_schema() -> dict[str, Any]:
-    """Every catalogue type in one document: ``$defs`` keyed by type, ``oneOf`` over them."""
+def events_schema(declared: Sequence[EventTypeDeclaration] = ()) -> dict[str, Any]:
+    """Every type in one document: ``$defs`` keyed by type, ``oneOf`` over them.
+
+    The catalogue's types, then those of ``declared`` (a configuration's ``event_types``).
+    """
     defs: dict[str, Any] = {}
-    envelopes = {t: _envelope(t, _data_schema(t, defs)) for t in CATALOGUE}
+    envelopes = _envelopes(declared, defs)
     return {
         "$schema": DRAFT,
         "$id": EVENTS_SCHEMA_ID,
@@ -111,6 +161,6 @@ def events_schema() -> dict[str, Any]:
             f"Delivery bodies of every event type (schema_version {SCHEMA_VERSION}). "
             "Each type's schema is under $defs, keyed by the type."
         ),
-        "oneOf": [{"$ref": f"#/$defs/{t}"} for t in CATALOGUE],
+        "oneOf": [{"$ref": f"#/$defs/{t}"} for t in envelopes],
         "$defs": {**defs, **envelopes},
     }

@@ -30,12 +30,12 @@ from bridge.delivery.retention import TOO_OLD_ERROR, too_old
 from bridge.delivery.send import AttemptResult, Sender
 from bridge.errors import StoreError
 from bridge.logs import get_logger
-from bridge.store.base import (
+from bridge.store.base import Store
+from bridge.store.rows import (
     AttemptOutcome,
     AttemptRecord,
     Delivery,
     DeliveryStatus,
-    Store,
     SubscriptionState,
 )
 

@@ -22,7 +22,7 @@ from bridge.config import Subscription
 from bridge.core import concurrency
 from bridge.core.circuit import Circuit, CircuitPolicy, record, reopens_at
 from bridge.core.outcomes import AttemptResult
-from bridge.store.base import Delivery, SubscriptionState
+from bridge.store.rows import Delivery, SubscriptionState
 
 __all__ = ["BLOCKED_POLL", "ERROR_PAUSE", "FALLBACK_POLL", "Lane"]
 
@@ -59,6 +59,10 @@ class Lane:
         self.probe: str | None = None  # the delivery a half-open circuit let through
         self.tasks: set[asyncio.Task[None]] = set()
         self.unsaved = False  # its state changed but the store refused to keep it
+        # Batching (bridge.delivery.batching): the stored batch of each buffered
+        # delivery ("" for none), and until when a partial batch waits for more.
+        self.batch_ids: dict[str, str] = {}
+        self.gather_until: float | None = None
 
     @staticmethod
     def _limiter(subscription: Subscription) -> AsyncLimiter | None:
@@ -127,6 +131,8 @@ class Lane:
             if reopens is not None and reopens > now:
                 # Open circuit: sleep until the probe may go, not a poll sooner.
                 timeout = reopens - now
+            if self.gather_until is not None and self.gather_until > now:
+                timeout = min(timeout, self.gather_until - now)  # a partial batch is due
             paused_until = self.concurrency.paused_until
             if paused_until > now:
                 # Retry-After: the receiver asked for a pause; wake when it ends.

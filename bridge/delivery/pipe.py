@@ -34,36 +34,22 @@ the bridge will try again (and so may still publish the answer later).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Protocol
 
 import orjson
 
 from bridge.config import Subscription
 from bridge.config.templates import render_topic
 from bridge.core.events import Event
+from bridge.core.messages import Outgoing, Publish
 from bridge.core.outcomes import AttemptOutcome, AttemptResult, DeliveryStatus
 from bridge.errors import BrokerError, TemplateError
 from bridge.logs import get_logger
-from bridge.store.base import Delivery
+from bridge.store.rows import Delivery
 
-__all__ = ["Pipe", "PipeError", "Publish", "Reply", "plan_error_reply", "plan_reply"]
+__all__ = ["Pipe", "PipeError", "Reply", "plan_error_reply", "plan_reply"]
 
 log = get_logger("hookbridge.pipe")
-
-
-class Publish(Protocol):
-    def __call__(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        correlation: bytes | None = None,
-        content_type: str | None = None,
-    ) -> Awaitable[None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,11 +225,12 @@ class Pipe:
             return plan.reason
         try:
             await self._publish(
-                plan.topic,
-                plan.payload,
-                qos=1,
-                correlation=plan.correlation,
-                content_type=plan.content_type,
+                Outgoing(
+                    plan.topic,
+                    plan.payload,
+                    correlation=plan.correlation,
+                    content_type=plan.content_type,
+                )
             )
         except BrokerError as exc:
             self.errors += 1

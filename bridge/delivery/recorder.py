@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from bridge.errors import StoreError
 from bridge.logs import get_logger
-from bridge.store.base import AttemptOutcome, AttemptRecord, Store
+from bridge.store.base import Store
+from bridge.store.rows import AttemptOutcome, AttemptRecord
 
 __all__ = ["RECORD_BATCH", "Recorder"]
 

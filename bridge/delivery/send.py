@@ -29,7 +29,7 @@ import dataclasses
 import os
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 import aiohttp
@@ -37,6 +37,7 @@ import structlog
 from aiohttp.abc import AbstractResolver
 
 from bridge.config import Settings, Subscription
+from bridge.core.batching import Batch
 from bridge.core.events import Event
 from bridge.core.formats import Encoded, encoder_for
 from bridge.core.outcomes import AttemptResult
@@ -54,7 +55,7 @@ from bridge.delivery.auth import ReceiverAuth
 from bridge.delivery.excerpts import SCRUB_MARGIN, sent_secrets
 from bridge.delivery.targets import GuardedResolver, check_proxied_target, check_url_target
 from bridge.errors import BridgeError, DeliveryError
-from bridge.tracing import NoSpans, Spans, receive_span_id
+from bridge.tracing import NoSpans, Span, Spans, receive_span_id
 
 __all__ = [
     "PIPE_BODY_LIMIT",
@@ -246,10 +247,13 @@ class Sender:
         event: Event,
         encoded: Encoded,
         *,
-        delivery_id: str,
+        delivery_id: str | None,
         attempt: int,
         span_id: str,
+        webhook_id: str | None = None,
     ) -> dict[str, str]:
+        """The attempt's headers; ``webhook_id`` (a batch's id) signs in place of the event id."""
+        message_id = event.id if webhook_id is None else webhook_id
         headers = {name: value.get_secret_value() for name, value in subscription.headers.items()}
         headers.update(encoded.extra_headers)
         # The attempt's own time, signed afresh: a receiver's replay window
@@ -259,12 +263,13 @@ class Sender:
             {
                 "content-type": encoded.content_type,
                 "user-agent": self._user_agent,
-                "webhook-id": event.id,
+                "webhook-id": message_id,
                 "webhook-timestamp": str(timestamp),
-                "hookbridge-delivery-id": delivery_id,
                 "hookbridge-attempt": str(attempt),
             }
         )
+        if delivery_id is not None:
+            headers["hookbridge-delivery-id"] = delivery_id
         # W3C trace context: the event's trace (the device's, or one started at
         # receipt), a new span per attempt (exported as hookbridge.attempt).
         trace = trace_of(event.id, event.context)
@@ -274,7 +279,7 @@ class Sender:
         secrets = [secret.get_secret_value() for secret in subscription.secrets]
         if secrets:
             headers["webhook-signature"] = signature_header(
-                secrets, event.id, timestamp, encoded.body
+                secrets, message_id, timestamp, encoded.body
             )
             if subscription.hub_signature:
                 headers["x-hub-signature-256"] = hub_signature(secrets[0], encoded.body)
@@ -284,29 +289,25 @@ class Sender:
         self, subscription: Subscription, event: Event, *, delivery_id: str, attempt: int
     ) -> AttemptResult:
         """POST ``event`` to ``subscription`` once; every problem is a failed result."""
-        started = time.perf_counter()
         wall_start = time.time()
         span_id = new_span_id(os.urandom(8))
-        try:
-            encoded, headers, endpoint = await self._prepare(
-                subscription, event, delivery_id=delivery_id, attempt=attempt, span_id=span_id
+
+        def build() -> tuple[Encoded, dict[str, str]]:
+            encoder = encoder_for(subscription.format)
+            if encoder is None:
+                raise DeliveryError(f"format '{subscription.format}' is not available")
+            encoded = encoder(event)
+            headers = self._headers(
+                subscription,
+                event,
+                encoded,
+                delivery_id=delivery_id,
+                attempt=attempt,
+                span_id=span_id,
             )
-        except BridgeError as exc:
-            warn_if_refused(subscription, exc)
-            result = failure(started, str(exc))
-        except Exception as exc:  # a format plugin, a header the HTTP layer refuses...
-            log.warning("building the request failed unexpectedly", exc_info=True)
-            result = unexpected(started, "building the request", exc, subscription)
-        else:
-            endpoint.in_flight += 1
-            try:
-                result = await self._authorised_post(endpoint, encoded.body, headers, started)
-            except Exception as exc:  # an auth provider, a value aiohttp refuses to send...
-                log.warning("sending the request failed unexpectedly", exc_info=True)
-                result = unexpected(started, "sending the request", exc, subscription)
-            finally:
-                endpoint.in_flight -= 1
-                await self._close_idle_retired()
+            return encoded, headers
+
+        result = await self._send(subscription, build)
         log.debug(
             "delivery attempt",
             event_id=event.id,
@@ -329,6 +330,56 @@ class Sender:
                 start=wall_start,
             )
         return result
+
+    async def attempt_batch(
+        self, subscription: Subscription, batch: Batch, *, attempt: int
+    ) -> AttemptResult:
+        """POST one batch once, signed with the batch id; every problem is a failed result.
+
+        The trace context is the first event's; ``hookbridge-batch-size`` says how
+        many envelopes the body holds (there is no one delivery id to name).
+        """
+        span_id = new_span_id(os.urandom(8))
+
+        def build() -> tuple[Encoded, dict[str, str]]:
+            encoded = Encoded(batch.body, "application/json", {})
+            headers = self._headers(
+                subscription,
+                batch.first,
+                encoded,
+                delivery_id=None,
+                attempt=attempt,
+                span_id=span_id,
+                webhook_id=batch.id,
+            )
+            headers["hookbridge-batch-size"] = str(batch.size)
+            return encoded, headers
+
+        return await self._send(subscription, build)
+
+    async def _send(
+        self, subscription: Subscription, build: Callable[[], tuple[Encoded, dict[str, str]]]
+    ) -> AttemptResult:
+        """Build the request (body, headers), check the target, POST it; never raises."""
+        started = time.perf_counter()
+        try:
+            encoded, headers = build()
+            endpoint = await self._checked_endpoint(subscription)
+        except BridgeError as exc:
+            warn_if_refused(subscription, exc)
+            return failure(started, str(exc))
+        except Exception as exc:  # a format plugin, a header the HTTP layer refuses...
+            log.warning("building the request failed unexpectedly", exc_info=True)
+            return unexpected(started, "building the request", exc, subscription)
+        endpoint.in_flight += 1
+        try:
+            return await self._authorised_post(endpoint, encoded.body, headers, started)
+        except Exception as exc:  # an auth provider, a value aiohttp refuses to send...
+            log.warning("sending the request failed unexpectedly", exc_info=True)
+            return unexpected(started, "sending the request", exc, subscription)
+        finally:
+            endpoint.in_flight -= 1
+            await self._close_idle_retired()
 
     def _attempt_span(
         self,
@@ -355,44 +406,31 @@ class Sender:
             attributes["http.response.status_code"] = result.status_code
         try:
             self._spans.record(
-                "hookbridge.attempt",
-                trace_id=trace.trace_id,
-                span_id=span_id,
-                parent_id=receive_span_id(event.id),
-                flags=trace.flags,
-                start=start,
-                end=start + result.latency_ms / 1000,
-                attributes=attributes,
-                error=result.error if result.outcome != "delivered" else None,
-                client=True,
+                Span(
+                    "hookbridge.attempt",
+                    trace_id=trace.trace_id,
+                    span_id=span_id,
+                    parent_id=receive_span_id(event.id),
+                    flags=trace.flags,
+                    start=start,
+                    end=start + result.latency_ms / 1000,
+                    attributes=attributes,
+                    error=result.error if result.outcome != "delivered" else None,
+                    client=True,
+                )
             )
         except Exception:  # export must never touch a delivery
             log.warning("could not record the attempt's span", exc_info=True)
 
-    async def _prepare(
-        self,
-        subscription: Subscription,
-        event: Event,
-        *,
-        delivery_id: str,
-        attempt: int,
-        span_id: str,
-    ) -> tuple[Encoded, dict[str, str], _Endpoint]:
-        """The body, the headers and the endpoint of one attempt; raises what stops it."""
+    async def _checked_endpoint(self, subscription: Subscription) -> _Endpoint:
+        """The subscription's pool, once its target passes the guard; raises what stops it."""
         if self._closed:
             raise DeliveryError("the sender is closed")
-        encoder = encoder_for(subscription.format)
-        if encoder is None:
-            raise DeliveryError(f"format '{subscription.format}' is not available")
-        encoded = encoder(event)
-        headers = self._headers(
-            subscription, event, encoded, delivery_id=delivery_id, attempt=attempt, span_id=span_id
-        )
         if self._guarded(subscription):
             check_url_target(subscription.url)
             if subscription.proxy is not None:
                 await check_proxied_target(subscription.url)
-        return encoded, headers, self._endpoint_for(subscription)
+        return self._endpoint_for(subscription)
 
     async def _authorised_post(
         self, endpoint: _Endpoint, body: bytes, headers: dict[str, str], started: float

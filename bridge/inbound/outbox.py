@@ -28,9 +28,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
 
 from bridge.config import RetentionSettings
+from bridge.core.messages import Outgoing, Publish
 from bridge.errors import BridgeError, StoreError
 from bridge.inbound.metrics import InboundMetrics
 from bridge.logs import get_logger
@@ -49,12 +49,6 @@ OFFLINE_POLL = 1.0
 STATS_INTERVAL = 5.0
 
 Alert = Callable[[str, str, dict[str, object]], Awaitable[None]]
-
-
-class Publish(Protocol):
-    def __call__(
-        self, topic: str, payload: bytes, *, qos: int = 1, correlation: bytes | None = None
-    ) -> Awaitable[None]: ...
 
 
 def retry_at(message: OutboxMessage, failures: int, now: float) -> float | None:
@@ -147,7 +141,7 @@ class OutboxPublisher:
         """One publish; its failure is a result, never an exception."""
         try:
             await self._publish(
-                message.topic, message.payload, qos=1, correlation=message.id.encode()
+                Outgoing(message.topic, message.payload, qos=1, correlation=message.id.encode())
             )
         except BridgeError as exc:
             self._metrics.failed.labels(message.source).inc()

@@ -37,6 +37,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from bridge.admin.metrics import Metrics
 from bridge.config import MqttSettings
 from bridge.core.events import new_event_id
+from bridge.core.messages import Outgoing
 from bridge.core.normalise import Message
 from bridge.errors import BrokerError, StoreUnavailable
 from bridge.ingest.wire import ReadAheadClient, connect, new_client, status_topic
@@ -134,17 +135,7 @@ class Ingest:
         self._arrived.set()
         self._full.set()
 
-    async def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        correlation: bytes | None = None,
-        content_type: str | None = None,
-        timeout: float = 10.0,
-    ) -> None:
+    async def publish(self, message: Outgoing, *, timeout: float = 10.0) -> None:
         """Publish and wait for the broker's PUBACK (QoS 1) or the write (QoS 0).
 
         ``correlation`` and ``content_type`` are MQTT 5 properties: on a 3.1.1
@@ -152,6 +143,7 @@ class Ingest:
         """
         if not self.connected:
             raise BrokerError("not connected to the broker")
+        topic, correlation, content_type = message.topic, message.correlation, message.content_type
         properties = None
         if (correlation is not None or content_type) and self._settings.protocol == "5":
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -159,10 +151,12 @@ class Ingest:
                 properties.CorrelationData = correlation
             if content_type:
                 properties.ContentType = content_type
-        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        info = self._client.publish(
+            topic, message.payload, qos=message.qos, retain=message.retain, properties=properties
+        )
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise BrokerError(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
-        if qos == 0 or info.is_published():
+        if message.qos == 0 or info.is_published():
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._publishes[info.mid] = future

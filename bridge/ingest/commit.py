@@ -33,8 +33,9 @@ from bridge.ingest.dead_letter import DeadLetters
 from bridge.ingest.presence import PresenceTracker
 from bridge.logs import get_logger
 from bridge.plugin import filter_allows
-from bridge.store.base import Accepted, IngestResult, Rejection, Store
-from bridge.tracing import NoSpans, Spans, receive_span_id
+from bridge.store.base import Store
+from bridge.store.rows import Accepted, IngestResult, Rejection
+from bridge.tracing import NoSpans, Span, Spans, receive_span_id
 
 __all__ = ["CommitStep"]
 
@@ -289,20 +290,22 @@ class CommitStep:
             trace = trace_of(event.id, context)
             try:
                 self._spans.record(
-                    "hookbridge.receive",
-                    trace_id=trace.trace_id,
-                    span_id=receive_span_id(event.id),
-                    parent_id=context.parent_id if context is not None else None,
-                    flags=trace.flags,
-                    start=item.received_at,
-                    end=committed,
-                    attributes={
-                        "hookbridge.event_id": event.id,
-                        "hookbridge.event_type": event.type,
-                        "hookbridge.device_id": event.device_id or "",
-                        "hookbridge.deliveries": len(item.subscriptions),
-                        "messaging.system": "mqtt",
-                    },
+                    Span(
+                        "hookbridge.receive",
+                        trace_id=trace.trace_id,
+                        span_id=receive_span_id(event.id),
+                        parent_id=context.parent_id if context is not None else None,
+                        flags=trace.flags,
+                        start=item.received_at,
+                        end=committed,
+                        attributes={
+                            "hookbridge.event_id": event.id,
+                            "hookbridge.event_type": event.type,
+                            "hookbridge.device_id": event.device_id or "",
+                            "hookbridge.deliveries": len(item.subscriptions),
+                            "messaging.system": "mqtt",
+                        },
+                    )
                 )
             except Exception:  # export must never touch ingest
                 log.warning("could not record a receive span", exc_info=True)

@@ -30,10 +30,12 @@ from datetime import UTC, datetime
 from bridge.config import PresenceSettings
 from bridge.core.events import Event, event_id_for, format_timestamp
 from bridge.core.presence import CONNECTION_LOST, Observation, Presence, Transition, presence_of
+from bridge.core.profiles.telemetry import TELEMETRY_TYPE
 from bridge.core.route import Router
 from bridge.errors import StoreError
 from bridge.logs import get_logger
-from bridge.store.base import Accepted, IngestResult, PresencePolicy, Store
+from bridge.store.base import Store
+from bridge.store.rows import Accepted, IngestResult, PresencePolicy
 
 __all__ = ["PresenceTracker"]
 
@@ -85,14 +87,14 @@ class PresenceTracker:
     # -- the ingest path ---------------------------------------------------------------
 
     def observe(self, event: Event, *, at: float, retained: bool) -> Observation | None:
-        """The sighting ``event`` stands for; None when it names no device.
+        """The sighting ``event`` stands for; None when it names no device, or is telemetry.
 
         A retained message that is not a presence event is old news: it says
         nothing about whether the device is there now, so it is not a sighting.
         """
         device = event.device_id
-        if device is None:
-            return None
+        if device is None or event.type == TELEMETRY_TYPE:
+            return None  # telemetry says nothing about presence: a device may report it offline
         says = presence_of(event.type)
         if retained and says is None:
             return None

@@ -9,30 +9,12 @@ from __future__ import annotations
 
 from bridge.config import StoreSettings
 from bridge.errors import ConfigError, StoreError
-from bridge.store.base import (
-    Accepted,
-    AttemptOutcome,
-    AttemptRecord,
-    Delivery,
-    DeliveryStatus,
-    IngestResult,
-    Rejection,
-    Store,
-    SubscriptionState,
-)
+from bridge.store import rows
+from bridge.store.base import Store
+from bridge.store.rows import *  # noqa: F403 (the rows are this package's surface)
 
-__all__ = [
-    "Accepted",
-    "AttemptOutcome",
-    "AttemptRecord",
-    "Delivery",
-    "DeliveryStatus",
-    "IngestResult",
-    "Rejection",
-    "Store",
-    "SubscriptionState",
-    "open_store",
-]
+__all__ = ["Store", "open_store"]
+__all__ += rows.__all__
 
 
 def open_store(settings: StoreSettings, *, owner: str) -> Store:

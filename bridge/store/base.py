@@ -1,4 +1,4 @@
-"""The store protocol: the durable outbox every backend implements.
+"""The store: the durable outbox every backend implements.
 
 A backend keeps four things: events, deliveries (one per event and matching
 subscription), attempts (one per HTTP try) and rejected messages. It is the
@@ -16,207 +16,120 @@ delivery: a result is applied only while the token it was sent under is still
 the delivery's, so the late result of a lost lease never overwrites another
 outcome.
 
+:class:`Store` is written once for every backend: each public method is one
+transaction, run by the backend's ``_run`` on one of its connections, doing
+what the backend's *operations* module (``bridge.store.sqlite.ops``,
+``bridge.store.postgres.ops``) says under the method's own name. A backend
+class adds only how it connects, migrates and leaves.
+
 Times are UNIX epoch seconds (float) throughout; callers pass ``now`` so the
 logic stays testable with a fake clock.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from types import ModuleType
+from typing import Any, ClassVar
 
 from bridge.core.events import Event
-from bridge.core.outcomes import AttemptOutcome, DeliveryStatus
-from bridge.core.presence import Observation, Presence, PresenceState, Transition
-from bridge.store.outbox import OutboxStore
+from bridge.core.presence import Presence, PresenceState
+from bridge.errors import StoreError
+from bridge.store import common
+from bridge.store.outbox import OUTBOX_OPERATIONS, OutboxStore
+from bridge.store.rows import (
+    Accepted,
+    AttemptOutcome,
+    AttemptRecord,
+    Delivery,
+    DeliveryStatus,
+    DeviceDetail,
+    DeviceSummary,
+    IngestBatch,
+    IngestResult,
+    PresencePolicy,
+    Rejection,
+    SubscriptionState,
+)
 
-__all__ = [
-    "Accepted",
-    "AttemptOutcome",
-    "AttemptRecord",
-    "Delivery",
-    "DeliveryStatus",
-    "DeviceDelivery",
-    "DeviceDetail",
-    "DeviceEvent",
-    "DeviceSummary",
-    "EventSummary",
-    "IngestResult",
-    "PresencePolicy",
-    "Rejection",
-    "Store",
-    "SubscriptionState",
-]
+__all__ = ["OPERATIONS", "PURGE_MAX_CHUNKS", "Store"]
 
+PURGE_MAX_CHUNKS = 10_000
+"""How many bounded chunks one ``purge`` call removes at most."""
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """An event ready to store, with the names of the subscriptions that want it."""
-
-    event: Event
-    subscriptions: tuple[str, ...]
-    received_at: float
-    # Set for events whose device gave no message id: lets a broker redelivery
-    # (DUP flag) of an already stored message be recognised and skipped.
-    content_hash: str | None = None
-    redelivery: bool = False
-    # The device was seen (see bridge.presence); None when presence is not tracked
-    # or the event names no device.
-    presence: Observation | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PresencePolicy:
-    """How the store tracks presence during ``ingest`` and ``claim_presence_timeouts``.
-
-    The store applies :func:`bridge.presence.decide` inside its transaction, in
-    batch order, to every new (non-duplicate) event carrying an observation, and
-    keeps one presence row per device. ``announce`` turns a synthetic transition
-    into a routed event (pure, cheap, callable from the store's thread); its
-    event id is stable (derived from ``Transition.key``), and one already stored
-    is skipped like any duplicate.
-    """
-
-    # The timeout of a device that announced none; None: such devices never time out.
-    offline_after: float | None
-    announce: Callable[[Transition], Accepted]
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """A message that could not become an event: kept with its reason for inspection."""
-
-    received_at: float
-    topic: str
-    payload: bytes  # at most the first limits.max_payload bytes
-    reason: str  # short machine code, e.g. "invalid_json"
-    detail: str  # human sentence
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One event on its way to one subscription, as claimed from the store."""
-
-    id: str
-    event: Event
-    subscription: str
-    attempts: int  # attempts already made
-    created_at: float
-    status: DeliveryStatus = DeliveryStatus.PENDING
-    next_attempt_at: float | None = None
-    # What the last attempt left behind, for operators (API, CLI).
-    dead_reason: str | None = None  # for DEAD: "exhausted", "gone", "too_old"
-    last_status_code: int | None = None
-    last_error: str | None = None
-    # The fencing token of the claim this copy was taken under (see the module docstring).
-    lease_token: int = 0
-    # Where retention.max_event_age counts from: the receipt (created_at) unless an
-    # operator's retry or a resumed pause moved it.
-    age_from: float | None = None
-
-    @property
-    def age_start(self) -> float:
-        return self.created_at if self.age_from is None else self.age_from
-
-    @property
-    def event_id(self) -> str:
-        return self.event.id
+OPERATIONS = (
+    frozenset(
+        [
+            "assign_batch",
+            "attempts",
+            "batches_of",
+            "claim_due",
+            "claim_presence_timeouts",
+            "claim_runs",
+            "confirm_inbound_id",
+            "counts",
+            "create_deliveries",
+            "expire_older_than",
+            "forget_device",
+            "forget_inbound_id",
+            "get_delivery",
+            "get_device",
+            "get_event",
+            "get_presence",
+            "heartbeat",
+            "ingest",
+            "list_deliveries",
+            "list_devices",
+            "list_rejected",
+            "next_due_at",
+            "oldest_pending",
+            "probe",
+            "purge_chunk",
+            "queue_depth",
+            "record_attempts",
+            "release",
+            "remember_inbound_id",
+            "requeue",
+            "resume_age",
+            "save_subscription_state",
+            "subscription_states",
+        ]
+    )
+    | OUTBOX_OPERATIONS
+)
+"""What every backend does, each ``name(conn, …)`` in one of its ``_sources`` modules."""
 
 
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    deliveries: list[Delivery]  # created by this call, leased to the caller
-    stored: int  # events newly stored
-    duplicates: int  # events already in the store (same id, or a recognised redelivery)
-    # Presence events that repeated the known state: stored, delivered to nobody.
-    collapsed: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """What happened on one HTTP try."""
-
-    delivery_id: str
-    attempt: int  # 1-based
-    started_at: float
-    latency_ms: float
-    status_code: int | None
-    error: str | None
-    response_excerpt: str | None
-    # The ``Delivery.lease_token`` the attempt was made under; None applies the
-    # outcome whoever holds the delivery now (operator tools).
-    lease_token: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionState:
-    name: str
-    disabled: bool = False
-    disabled_reason: str | None = None
-    failing_since: float | None = None
-    last_success: float | None = None
-    last_failure: float | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class EventSummary:
-    """What the device directory shows of one stored event."""
-
-    id: str
-    type: str
-    timestamp: float  # the event's own time (the device's clock when it gave one)
-    received_at: float  # when the bridge took it in
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceSummary:
-    """One device of the directory: its presence row (if presence tracks it) and last event.
-
-    ``state`` is None for a device the store knows only from its events
-    (presence not tracked, or the events came before it was).
-    """
-
-    device_id: str
-    state: Presence | None
-    changed_at: float | None  # when ``state`` began
-    last_seen: float | None  # the presence row's, else the last event's receipt
-    reason: str | None  # why the state began (``heartbeat_timeout``, ``seen_again``…)
-    last_event: EventSummary | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceDelivery:
-    """Where one event of a device stands with one subscription."""
-
-    id: str
-    subscription: str
-    status: DeliveryStatus
-    attempts: int
-    created_at: float
-    next_attempt_at: float | None
-    dead_reason: str | None
-    last_status_code: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceEvent:
-    event: EventSummary
-    deliveries: tuple[DeviceDelivery, ...]  # oldest first
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceDetail:
-    device: DeviceSummary
-    events: tuple[DeviceEvent, ...]  # newest first
-
-
-@runtime_checkable
-class Store(OutboxStore, Protocol):
+class Store(OutboxStore, ABC):
     """The durable outbox. Every method is one transaction (the MQTT outbox's are
-    in :class:`bridge.store.outbox.OutboxStore`)."""
+    :class:`bridge.store.outbox.OutboxStore`'s)."""
 
+    owner: str
+    takeover_after: float
+    _sources: ClassVar[tuple[ModuleType, ...]] = ()
+    """Where a backend's operations are, looked up in this order."""
+    _operations: ClassVar[dict[str, Callable[..., Any]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A backend's operations are found once, when its class is defined: a missing
+        one fails at import, not on the first call that needs it."""
+        super().__init_subclass__(**kwargs)
+        found: dict[str, Callable[..., Any]] = {}
+        for module in reversed(cls._sources):
+            found.update((name, getattr(module, name)) for name in OPERATIONS & set(dir(module)))
+        missing = OPERATIONS - set(found)
+        if missing and not getattr(cls, "__abstractmethods__", None):
+            raise TypeError(f"{cls.__name__} lacks the operations {', '.join(sorted(missing))}")
+        cls._operations = found
+
+    # -- what a backend provides ------------------------------------------------------
+
+    @abstractmethod
+    async def _run(self, work: Callable[[Any], Any], *, action: str, write: bool = True) -> Any:
+        """Run ``work(conn)`` as one transaction (a writer's, or a reader's snapshot)."""
+
+    @abstractmethod
     async def open(self) -> None:
         """Connect, migrate the schema to the current version.
 
@@ -227,7 +140,19 @@ class Store(OutboxStore, Protocol):
         running bridge pass an empty owner.
         """
 
-    async def close(self) -> None: ...
+    @abstractmethod
+    async def close(self) -> None:
+        """Disconnect; an instance's leases go back at once and its heartbeat row goes."""
+
+    async def _write(self, action: str, *args: Any) -> Any:
+        operation = self._operations[action]
+        return await self._run(lambda conn: operation(conn, *args), action=action)
+
+    async def _read(self, action: str, *args: Any) -> Any:
+        operation = self._operations[action]
+        return await self._run(lambda conn: operation(conn, *args), action=action, write=False)
+
+    # -- the hot path -----------------------------------------------------------------
 
     async def ingest(
         self,
@@ -247,36 +172,35 @@ class Store(OutboxStore, Protocol):
         ``lease_until`` and returned, so the caller can send them at once.
 
         With ``presence``, each new event's observation goes through
-        :func:`bridge.presence.decide` against the stored presence row of its
-        device (rows read and written in this same transaction, in batch
+        :func:`bridge.core.presence.decide` against the stored presence row of
+        its device (rows read and written in this same transaction, in batch
         order): synthetic transitions are stored (with their deliveries) just
         before the event that caused them, and an event that repeats the known
         state is stored without deliveries (counted in ``collapsed``).
         """
-        ...
+        batch = IngestBatch(accepted, rejected, now, owner, lease_until, presence)
+        result: IngestResult = await self._write("ingest", batch)
+        return result
 
     async def claim_presence_timeouts(
-        self,
-        *,
-        now: float,
-        policy: PresencePolicy,
-        owner: str,
-        lease_until: float,
-        limit: int,
+        self, *, now: float, policy: PresencePolicy, owner: str, lease_until: float, limit: int
     ) -> IngestResult:
         """In one transaction: up to ``limit`` online devices silent for longer
         than their timeout (the heartbeat they announced, else
         ``policy.offline_after``; oldest first) become offline per
-        :func:`bridge.presence.decide` with observation None, and the announced
-        ``heartbeat_timeout`` events are stored with deliveries leased to
-        ``owner``, as ``ingest`` does. Rows another instance is claiming are
+        :func:`bridge.core.presence.decide` with observation None, and the
+        announced ``heartbeat_timeout`` events are stored with deliveries leased
+        to ``owner``, as ``ingest`` does. Rows another instance is claiming are
         skipped (PostgreSQL: ``FOR UPDATE SKIP LOCKED``), so each timeout is
         emitted by one instance only."""
-        ...
+        batch = IngestBatch((), (), now, owner, lease_until)
+        result: IngestResult = await self._write("claim_presence_timeouts", batch, policy, limit)
+        return result
 
     async def get_presence(self, device_id: str) -> PresenceState | None:
         """The stored presence row of a device, or None for a device never seen."""
-        ...
+        state: PresenceState | None = await self._read("get_presence", device_id)
+        return state
 
     async def claim_due(
         self,
@@ -304,7 +228,41 @@ class Store(OutboxStore, Protocol):
         delivery per device is out at a time, and a device's next one waits until
         the previous is delivered or dead. Deliveries without a device id are not
         held back."""
-        ...
+        lease = (now, owner, lease_until, self.takeover_after)
+        claimed: list[Delivery] = await self._write(
+            "claim_due", subscription, lease, limit, ordered
+        )
+        return claimed
+
+    async def claim_runs(
+        self,
+        subscription: str,
+        *,
+        now: float,
+        owner: str,
+        lease_until: float,
+        limit: int,
+        per_device: int,
+    ) -> list[Delivery]:
+        """``claim_due(ordered=True)`` for ordered batching: up to ``per_device`` of each
+        device's oldest pending deliveries, in creation order, each only while every older
+        pending one of its device is due and unleased (claimed in this same call)."""
+        lease = (now, owner, lease_until, self.takeover_after)
+        claimed: list[Delivery] = await self._write(
+            "claim_runs", subscription, lease, limit, per_device
+        )
+        return claimed
+
+    async def assign_batch(self, batch_id: str, delivery_ids: Sequence[str]) -> None:
+        """Note that these deliveries go together (in this order) as ``batch_id``; a
+        delivery already in a batch moves to this one. Gone deliveries are skipped."""
+        await self._write("assign_batch", batch_id, list(delivery_ids))
+
+    async def batches_of(self, delivery_ids: Sequence[str]) -> dict[str, str]:
+        """The batch id of each of these deliveries that is in a batch.
+        ``requeue`` (an operator's retry) takes a delivery out of its batch."""
+        found: dict[str, str] = await self._read("batches_of", list(delivery_ids))
+        return found
 
     async def next_due_at(self, subscription: str, *, ordered: bool = False) -> float | None:
         """The earliest ``next_attempt_at`` of the subscription's pending deliveries
@@ -313,7 +271,8 @@ class Store(OutboxStore, Protocol):
         With ``ordered``, only deliveries ``claim_due(ordered=True)`` could take
         count (a device's head of line), so a blocked device does not make the
         dispatcher poll."""
-        ...
+        due: float | None = await self._read("next_due_at", subscription, ordered)
+        return due
 
     async def record_attempts(
         self, results: Sequence[tuple[AttemptRecord, AttemptOutcome]], *, now: float
@@ -323,92 +282,56 @@ class Store(OutboxStore, Protocol):
         An outcome whose record carries a ``lease_token`` is applied only while
         the delivery still has that token (nobody claimed it since); the
         attempt itself is kept in the history either way."""
-        ...
+        await self._write("record_attempts", results, now)
 
     async def heartbeat(self) -> None:
         """Renew this instance's heartbeat row (the store's ``owner``), stamped with
         the database's clock; its leases hold while the row is fresh."""
-        ...
+        if self.owner:
+            await self._write("heartbeat", self.owner)
 
     async def oldest_pending(self, subscriptions: Sequence[str]) -> dict[str, float]:
         """For each named subscription with pending deliveries, the creation time of
         its oldest pending one (read on a read connection: it never waits for ingest)."""
-        ...
+        found: dict[str, float] = await self._read("oldest_pending", list(subscriptions))
+        return found
 
     async def release(self, delivery_ids: Sequence[str]) -> None:
         """Drop our leases on deliveries we will not send now (shutdown, overflow)."""
-        ...
+        if delivery_ids:
+            await self._write("release", list(delivery_ids))
 
-    async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
+    # -- reading ----------------------------------------------------------------------
 
-    async def attempts(self, delivery_id: str) -> list[AttemptRecord]: ...
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        found: Delivery | None = await self._read("get_delivery", delivery_id)
+        return found
 
-    async def get_event(self, event_id: str) -> Event | None: ...
+    async def attempts(self, delivery_id: str) -> list[AttemptRecord]:
+        found: list[AttemptRecord] = await self._read("attempts", delivery_id)
+        return found
+
+    async def get_event(self, event_id: str) -> Event | None:
+        found: Event | None = await self._read("get_event", event_id)
+        return found
 
     async def queue_depth(self, subscription: str) -> int:
         """Pending deliveries of a subscription."""
-        ...
+        depth: int = await self._read("queue_depth", subscription)
+        return depth
 
-    async def subscription_states(self) -> dict[str, SubscriptionState]: ...
+    async def subscription_states(self) -> dict[str, SubscriptionState]:
+        states: dict[str, SubscriptionState] = await self._read("subscription_states")
+        return states
 
-    async def save_subscription_state(self, state: SubscriptionState) -> None: ...
-
-    async def requeue(self, delivery_id: str, *, now: float) -> bool:
-        """Make a delivery (dead or delivered) pending and due now; False if unknown."""
-        ...
-
-    async def list_rejected(self, *, limit: int) -> list[Rejection]: ...
+    async def list_rejected(self, *, limit: int) -> list[Rejection]:
+        found: list[Rejection] = await self._read("list_rejected", limit)
+        return found
 
     async def counts(self) -> dict[str, int]:
         """Deliveries by status, plus ``events`` and ``rejected``."""
-        ...
-
-    async def purge(self, *, delivered_before: float, dead_before: float) -> int:
-        """Delete delivered deliveries finished before ``delivered_before`` and dead
-        ones finished before ``dead_before``, with their attempts, then the events
-        left with no delivery that were received before the later of the two bounds.
-        Returns the number of rows removed (deliveries, attempts and events)."""
-        ...
-
-    async def expire_older_than(
-        self, *, received_before: float, now: float, paused: Sequence[str] = ()
-    ) -> dict[str, int]:
-        """Pending deliveries whose age counts from before ``received_before`` become
-        dead with reason ``too_old``; returns how many per subscription.
-
-        Age counts from receipt (see :attr:`Delivery.age_start`), never from the
-        device's clock. Left alone: deliveries under a live lease (their attempt
-        decides), and those of subscriptions disabled in the store or named in
-        ``paused``: a paused subscription's queue does not age.
-        """
-        ...
-
-    async def resume_age(self, subscription: str, *, paused_for: float) -> int:
-        """A subscription's pause ended after ``paused_for`` seconds: its pending
-        deliveries' age starts that much later; returns how many were moved."""
-        ...
-
-    async def is_writable(self) -> bool:
-        """A cheap write probe: False when the store refuses writes (read-only, full)."""
-        ...
-
-    async def remember_inbound_id(
-        self, source: str, msg_id: str, *, now: float, ttl: float
-    ) -> bool:
-        """Note an inbound webhook id for ``ttl`` seconds; False when already noted and unexpired.
-
-        Inbound webhooks refuse a replayed ``webhook-id``: the check and the
-        note are one atomic step, so two instances cannot both accept it.
-        """
-        ...
-
-    async def confirm_inbound_id(self, source: str, msg_id: str, *, expires_at: float) -> None:
-        """Hold a noted inbound id until ``expires_at``: its message was published."""
-        ...
-
-    async def forget_inbound_id(self, source: str, msg_id: str) -> None:
-        """Drop a noted inbound id: its publish failed, so the sender's retry is not a replay."""
-        ...
+        found: dict[str, int] = await self._read("counts")
+        return found
 
     async def list_deliveries(
         self,
@@ -423,24 +346,17 @@ class Store(OutboxStore, Protocol):
         """Deliveries newest first, optionally filtered (``since <= created_at < until``).
 
         Returns one page and an opaque cursor for the next page, or None after
-        the last page.
+        the last page. Delivery ids sort by creation time, so the key alone pages.
         """
-        ...
-
-    async def create_deliveries(
-        self, event: Event, subscriptions: Sequence[str], *, now: float
-    ) -> list[Delivery]:
-        """Store ``event`` if it is not stored yet and create one new pending delivery
-        per subscription, due ``now`` and unleased (replay, test pings)."""
-        ...
+        common.check_page_limit(limit)
+        filters = common.delivery_filters(
+            subscription=subscription, status=status, since=since, until=until, cursor=cursor
+        )
+        rows: list[Delivery] = await self._read("list_deliveries", filters, limit + 1)
+        return common.page_and_cursor(rows, limit)
 
     async def list_devices(
-        self,
-        *,
-        state: Presence | None,
-        prefix: str | None,
-        cursor: str | None,
-        limit: int,
+        self, *, state: Presence | None, prefix: str | None, cursor: str | None, limit: int
     ) -> tuple[list[DeviceSummary], str | None]:
         """The device directory, ordered by device id (byte order of its UTF-8), one
         page at a time.
@@ -453,12 +369,18 @@ class Store(OutboxStore, Protocol):
         Each page costs a few index probes per device listed, however many
         devices and events are stored.
         """
-        ...
+        rows: list[DeviceSummary] = await self._read(
+            "list_devices", common.device_page(state, prefix, cursor, limit)
+        )
+        return common.device_page_and_cursor(rows, limit)
 
     async def get_device(self, device_id: str, *, events: int) -> DeviceDetail | None:
         """One device with its ``events`` most recent events (newest first), each
         with its deliveries; None for a device the store does not know."""
-        ...
+        found: DeviceDetail | None = await self._read("get_device", device_id, events)
+        return found
+
+    # -- operator and housekeeping writes ---------------------------------------------
 
     async def forget_device(self, device_id: str) -> bool:
         """Drop a device from the directory, with its presence row; False if unknown.
@@ -466,4 +388,87 @@ class Store(OutboxStore, Protocol):
         Its events stay until retention removes them; a message from the device
         later brings it back, as a device never seen.
         """
-        ...
+        forgotten: bool = await self._write("forget_device", device_id)
+        return forgotten
+
+    async def save_subscription_state(self, state: SubscriptionState) -> None:
+        await self._write("save_subscription_state", common.subscription_state_values(state))
+
+    async def requeue(self, delivery_id: str, *, now: float) -> bool:
+        """Make a delivery (dead or delivered) pending and due now; False if unknown."""
+        requeued: bool = await self._write("requeue", delivery_id, now)
+        return requeued
+
+    async def create_deliveries(
+        self, event: Event, subscriptions: Sequence[str], *, now: float
+    ) -> list[Delivery]:
+        """Store ``event`` if it is not stored yet and create one new pending delivery
+        per subscription, due ``now`` and unleased (replay, test pings)."""
+        created: list[Delivery] = await self._write("create_deliveries", event, subscriptions, now)
+        return created
+
+    async def purge(self, *, delivered_before: float, dead_before: float) -> int:
+        """Delete delivered deliveries finished before ``delivered_before`` and dead
+        ones finished before ``dead_before``, with their attempts, then the events
+        left with no delivery that were received before the later of the two bounds.
+        Returns the number of rows removed (deliveries, attempts and events).
+
+        One bounded chunk per transaction: ingest commits get the writer in between."""
+        removed = 0
+        for _ in range(PURGE_MAX_CHUNKS):
+            done, chunk = await self._write("purge_chunk", delivered_before, dead_before)
+            removed += chunk
+            if done:
+                break
+        return removed
+
+    async def expire_older_than(
+        self, *, received_before: float, now: float, paused: Sequence[str] = ()
+    ) -> dict[str, int]:
+        """Pending deliveries whose age counts from before ``received_before`` become
+        dead with reason ``too_old``; returns how many per subscription.
+
+        Age counts from receipt (see :attr:`Delivery.age_start`), never from the
+        device's clock. Left alone: deliveries under a live lease (their attempt
+        decides), and those of subscriptions disabled in the store or named in
+        ``paused``: a paused subscription's queue does not age.
+        """
+        expired: dict[str, int] = await self._write(
+            "expire_older_than", received_before, now, list(paused)
+        )
+        return expired
+
+    async def resume_age(self, subscription: str, *, paused_for: float) -> int:
+        """A subscription's pause ended after ``paused_for`` seconds: its pending
+        deliveries' age starts that much later; returns how many were moved."""
+        moved: int = await self._write("resume_age", subscription, paused_for)
+        return moved
+
+    async def is_writable(self) -> bool:
+        """A cheap write probe: False when the store refuses writes (read-only, full)."""
+        try:
+            await self._run(self._operations["probe"], action="write probe")
+        except StoreError:
+            return False
+        return True
+
+    # -- inbound webhooks' replay ids --------------------------------------------------
+
+    async def remember_inbound_id(
+        self, source: str, msg_id: str, *, now: float, ttl: float
+    ) -> bool:
+        """Note an inbound webhook id for ``ttl`` seconds; False when already noted and unexpired.
+
+        Inbound webhooks refuse a replayed ``webhook-id``: the check and the
+        note are one atomic step, so two instances cannot both accept it.
+        """
+        fresh: bool = await self._write("remember_inbound_id", source, msg_id, now, ttl)
+        return fresh
+
+    async def confirm_inbound_id(self, source: str, msg_id: str, *, expires_at: float) -> None:
+        """Hold a noted inbound id until ``expires_at``: its message was published."""
+        await self._write("confirm_inbound_id", source, msg_id, expires_at)
+
+    async def forget_inbound_id(self, source: str, msg_id: str) -> None:
+        """Drop a noted inbound id: its publish failed, so the sender's retry is not a replay."""
+        await self._write("forget_inbound_id", source, msg_id)

@@ -20,7 +20,8 @@ from bridge.core.events import Event
 from bridge.core.presence import Observation, Presence, PresenceState, decide
 from bridge.core.trace import EventContext
 from bridge.errors import StoreError
-from bridge.store.base import (
+from bridge.store.ids import DELIVERY_ID_PREFIX
+from bridge.store.rows import (
     Accepted,
     AttemptOutcome,
     AttemptRecord,
@@ -35,7 +36,6 @@ from bridge.store.base import (
     Rejection,
     SubscriptionState,
 )
-from bridge.store.ids import DELIVERY_ID_PREFIX
 
 __all__ = [
     "DELIVERY_COLUMNS",
@@ -438,6 +438,30 @@ def device_detail(
         DeviceEvent(EventSummary(*row[:4]), tuple(by_event.get(row[0], ()))) for row in events
     )
     return DeviceDetail(summary, history)
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePage:
+    """One directory page to read: ids in ``[low, high)`` (no end when high is None),
+    after ``after`` when given, in ``state`` when given; ``size`` rows at most."""
+
+    state: Presence | None
+    low: str
+    high: str | None
+    after: str | None
+    size: int
+
+
+def device_page(
+    state: Presence | None, prefix: str | None, cursor: str | None, limit: int
+) -> DevicePage:
+    """The page a directory listing asks for, with one row more than ``limit`` to see
+    whether another page follows."""
+    if limit < 1:
+        raise StoreError("a device list page needs a limit of at least 1")
+    after = decode_device_cursor(cursor) if cursor is not None else None
+    low, high = prefix_range(prefix)
+    return DevicePage(state, low, high, after, limit + 1)
 
 
 def device_page_and_cursor(

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from bridge.errors import StoreError
 from bridge.logs import get_logger
-from bridge.store.base import Accepted, Rejection
+from bridge.store.rows import Accepted, Rejection
 
 __all__ = [
     "DEDUPE_FLOOR",

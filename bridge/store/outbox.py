@@ -31,12 +31,13 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from bridge.errors import StoreError
 
 __all__ = [
     "OUTBOX_COLUMNS",
+    "OUTBOX_OPERATIONS",
     "TOO_OLD",
     "OutboxClaim",
     "OutboxMessage",
@@ -187,8 +188,34 @@ def page_and_cursor(
     return rows, None
 
 
-class OutboxStore(Protocol):
-    """What a store keeps for the MQTT outbox. Every method is one transaction."""
+OUTBOX_OPERATIONS = frozenset(
+    [
+        "accept_inbound",
+        "claim_outbox",
+        "get_outbox",
+        "list_outbox",
+        "next_outbox_due",
+        "outbox_stats",
+        "purge_outbox",
+        "record_outbox",
+        "release_outbox",
+        "requeue_outbox",
+    ]
+)
+"""The outbox's operations: each ``name(conn, …)`` in a backend's ``outbox`` module."""
+
+
+class OutboxStore:
+    """The store's outbox methods, each one transaction; a base of
+    :class:`bridge.store.base.Store`, which runs the backend's operations."""
+
+    takeover_after: float
+
+    async def _write(self, action: str, *args: Any) -> Any:
+        raise NotImplementedError
+
+    async def _read(self, action: str, *args: Any) -> Any:
+        raise NotImplementedError
 
     async def accept_inbound(
         self, message: OutboxMessage, replay: ReplayNote | None, *, now: float
@@ -199,7 +226,8 @@ class OutboxStore(Protocol):
         unexpired for the same source: the request is a replay. Expired replay
         ids are dropped on the way.
         """
-        ...
+        fresh: bool = await self._write("accept_inbound", message, replay, now)
+        return fresh
 
     async def claim_outbox(
         self, *, now: float, owner: str, lease_until: float, limit: int
@@ -208,22 +236,28 @@ class OutboxStore(Protocol):
         dead as ``too_old``, then lease up to ``limit`` due messages, each the
         oldest pending message of its topic, oldest first. ``limit`` 0 only
         expires. Lease rules as ``Store.claim_due``."""
-        ...
+        lease = (now, owner, lease_until, self.takeover_after)
+        claim: OutboxClaim = await self._write("claim_outbox", lease, limit)
+        return claim
 
     async def record_outbox(self, outcomes: Sequence[OutboxOutcome], *, now: float) -> None:
         """Apply publish outcomes (each only while its lease token is current) and
         release their leases."""
-        ...
+        if outcomes:
+            await self._write("record_outbox", list(outcomes), now)
 
     async def release_outbox(self, *, owner: str, ids: Sequence[str] | None = None) -> None:
         """Drop ``owner``'s leases on ``ids`` (all of them when None: a restart)."""
-        ...
+        await self._write("release_outbox", owner, None if ids is None else list(ids))
 
     async def next_outbox_due(self) -> float | None:
         """The earliest ``next_attempt_at`` of an unleased head-of-line pending message."""
-        ...
+        due: float | None = await self._read("next_outbox_due")
+        return due
 
-    async def get_outbox(self, message_id: str) -> OutboxMessage | None: ...
+    async def get_outbox(self, message_id: str) -> OutboxMessage | None:
+        found: OutboxMessage | None = await self._read("get_outbox", message_id)
+        return found
 
     async def list_outbox(
         self,
@@ -234,16 +268,23 @@ class OutboxStore(Protocol):
         limit: int,
     ) -> tuple[list[OutboxMessage], str | None]:
         """Messages newest first, one page, and the cursor of the next page or None."""
-        ...
+        page: tuple[list[OutboxMessage], str | None] = await self._read(
+            "list_outbox", status, source, cursor, limit
+        )
+        return page
 
     async def requeue_outbox(self, message_id: str, *, now: float) -> bool:
         """Make a dead or published message pending, due now, its age counted from
         now; False when unknown or still pending."""
-        ...
+        moved: bool = await self._write("requeue_outbox", message_id, now)
+        return moved
 
-    async def outbox_stats(self) -> OutboxStats: ...
+    async def outbox_stats(self) -> OutboxStats:
+        stats: OutboxStats = await self._read("outbox_stats")
+        return stats
 
     async def purge_outbox(self, *, published_before: float, dead_before: float) -> int:
         """Delete published messages published before ``published_before`` and dead
         ones that died before ``dead_before``; returns how many."""
-        ...
+        removed: int = await self._write("purge_outbox", published_before, dead_before)
+        return removed

@@ -28,6 +28,7 @@ _KEY_FIELDS = {
     "session": ("session_id", "technician", "customer", "scheduled_for", "duration_s"),
     "file_transfer": ("transfer_id", "file_name", "size_bytes", "direction", "error"),
     "bulk_deployment": ("deployment_id", "package", "succeeded", "error"),
+    "telemetry": ("cpu_percent", "free_disk_gb", "value"),
     "bridge": ("message", "subscription", "reason"),
 }
 
@@ -70,7 +71,8 @@ class DemoReceiver:
         """Where the pipe subscription posts: the answer goes back to the device."""
         return f"http://127.0.0.1:{self.port}/webhooks/commands"
 
-    async def _answer(self, request: web.Request) -> web.Response:
+    async def _verified(self, request: web.Request) -> dict[str, Any] | None:
+        """The envelope of a request whose signature verifies; None (counted) otherwise."""
         body = await request.read()
         try:
             verify([self._secret], request.headers, body, now=time.time())
@@ -78,22 +80,22 @@ class DemoReceiver:
             self.refused += 1
             self._print(f"REFUSED  {request.headers.get('webhook-id', '?')}: {exc}")
             self.changed.set()
+            return None
+        envelope: dict[str, Any] = json.loads(body)
+        return envelope
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        envelope = await self._verified(request)
+        if envelope is None:
             return web.Response(status=401, text="bad signature")
-        envelope = json.loads(body)
         device = (envelope.get("data") or {}).get("device_id", "-")
         self._print(f"{describe(envelope)}  [signature ok, answering: sync]")
         return web.json_response({"command": "sync", "device_id": device})
 
     async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        try:
-            verify([self._secret], request.headers, body, now=time.time())
-        except SignatureError as exc:
-            self.refused += 1
-            self._print(f"REFUSED  {request.headers.get('webhook-id', '?')}: {exc}")
-            self.changed.set()
+        envelope = await self._verified(request)
+        if envelope is None:
             return web.Response(status=401, text="bad signature")
-        envelope = json.loads(body)
         event_id = request.headers.get("webhook-id", "")
         if event_id in self._seen:  # a retry of what we already have: ack, do not count
             return web.Response(status=204)

@@ -1,7 +1,8 @@
 """Simulated devices that walk through the whole event catalogue, in a realistic order.
 
-Each device is added, comes online, gets a scheduled session that starts, a
-customer joins, files move (one transfer fails on one device), the session
+Each device is added, comes online, reports telemetry, gets a scheduled
+session that starts, a customer joins, files move (one transfer fails on one
+device), the session
 ends, a bulk deployment runs (and fails on one device), the device goes
 offline and is deleted. Messages use the native topics
 (``devices/{id}/lifecycle|status|events``) with a message ``id`` and a
@@ -55,6 +56,10 @@ def device_script(device: Device, n: int, now: datetime) -> list[DeviceMessage]:
     steps: list[tuple[str, dict[str, Any]]] = [
         ("lifecycle", {"action": "added", **base}),
         ("status", {"state": "online", "reason": "boot"}),
+        (
+            "events",
+            {"type": "telemetry.reported", "cpu_percent": 7 + 3 * (n % 9), "free_disk_gb": 41},
+        ),
         (
             "events",
             {

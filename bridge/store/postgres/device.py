@@ -22,16 +22,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.core.presence import PresenceState
-from bridge.store.base import Accepted, PresencePolicy
 from bridge.store.common import (
-    DELIVERY_COLUMNS,
     PRESENCE_COLUMNS,
     decide_presence,
     decide_timeouts,
     observed_devices,
     presence_from_row,
 )
-from bridge.store.postgres.leases import LEASE_LAPSED, NEXT_FENCE
+from bridge.store.postgres.leases import LEASE_DUE, LEASE_LAPSED
+from bridge.store.rows import Accepted, PresencePolicy
 
 __all__ = [
     "CLAIM_ORDERED",
@@ -74,15 +73,7 @@ CLAIM_ORDERED = f"""{_HEADS},
         WHERE d.id IN (SELECT id FROM heads)
           AND d.status = 'pending' AND d.next_attempt_at <= $2
           AND {LEASE_LAPSED}
-        ORDER BY d.next_attempt_at, d.seq LIMIT $5
-        FOR UPDATE OF d SKIP LOCKED),
-    leased AS (
-        UPDATE deliveries AS d SET lease_token = {NEXT_FENCE},
-          lease_owner = $3, lease_until = $4, updated_at = $2
-        FROM due WHERE d.id = due.id
-        RETURNING d.*)
-    SELECT {DELIVERY_COLUMNS} FROM leased AS d JOIN events AS e ON e.id = d.event_id
-    ORDER BY d.next_attempt_at, d.seq"""  # noqa: S608
+        {LEASE_DUE}"""  # noqa: S608
 NEXT_DUE_ORDERED = f"""{_HEADS}
     SELECT min(d.next_attempt_at) FROM deliveries AS d
     WHERE d.id IN (SELECT id FROM heads) AND d.lease_until IS NULL"""  # noqa: S608

@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.core.presence import Presence
-from bridge.errors import StoreError
 from bridge.store import common
-from bridge.store.base import Accepted, DeviceDetail, DeviceSummary
+from bridge.store.rows import Accepted, DeviceDetail, DeviceSummary
 
 __all__ = ["forget_device", "get_device", "list_devices", "note_devices"]
 
@@ -79,28 +78,18 @@ async def note_devices(conn: Any, stored: Sequence[Accepted]) -> None:
         await conn.execute(_NOTE, *(list(column) for column in zip(*rows, strict=True)))
 
 
-async def list_devices(
-    conn: Any,
-    *,
-    state: Presence | None,
-    prefix: str | None,
-    cursor: str | None,
-    limit: int,
-) -> tuple[list[DeviceSummary], str | None]:
-    if limit < 1:
-        raise StoreError("a device list page needs a limit of at least 1")
-    after = common.decode_device_cursor(cursor) if cursor is not None else None
-    low, high = common.prefix_range(prefix)
-    params: list[Any] = [low, limit + 1]
-    params += [value for value in (high, after) if value is not None]
-    if state is not None:
-        params.append(state.value)
-    query = _page_query(state=state, after=after is not None, bounded=high is not None)
-    rows = await conn.fetch(query, *params)
-    return common.device_page_and_cursor([common.device_summary_from_row(r) for r in rows], limit)
+async def list_devices(conn: Any, page: common.DevicePage) -> list[DeviceSummary]:
+    params: list[Any] = [page.low, page.size]
+    params += [value for value in (page.high, page.after) if value is not None]
+    if page.state is not None:
+        params.append(page.state.value)
+    query = _page_query(
+        state=page.state, after=page.after is not None, bounded=page.high is not None
+    )
+    return [common.device_summary_from_row(row) for row in await conn.fetch(query, *params)]
 
 
-async def get_device(conn: Any, device_id: str, *, events: int) -> DeviceDetail | None:
+async def get_device(conn: Any, device_id: str, events: int) -> DeviceDetail | None:
     row = await conn.fetchrow(_SUMMARY, device_id)
     if row is None:
         return None

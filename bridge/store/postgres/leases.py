@@ -9,12 +9,15 @@ lease rules these statements encode.
 
 from __future__ import annotations
 
+from bridge.store.common import DELIVERY_COLUMNS
+
 __all__ = [
     "DB_NOW",
     "FINISHED",
     "FORGET_INSTANCE",
     "GET_WATERMARK",
     "HEARTBEAT",
+    "LEASE_DUE",
     "LEASE_LAPSED",
     "NEXT_FENCE",
     "OLDEST_PENDING",
@@ -22,7 +25,6 @@ __all__ = [
     "PURGE_CHUNK",
     "PURGE_DELIVERIES",
     "PURGE_EVENTS",
-    "PURGE_MAX_CHUNKS",
     "SET_WATERMARK",
 ]
 
@@ -41,6 +43,18 @@ LEASE_LAPSED = f"""(d.lease_owner IS NULL
         SELECT 1 FROM instances AS i WHERE i.owner = d.lease_owner))))"""  # noqa: S608
 # The token after a claim by $3: a claim from anyone else is a new fencing token.
 NEXT_FENCE = "d.lease_token + CASE WHEN d.lease_owner IS NOT DISTINCT FROM $3 THEN 0 ELSE 1 END"
+# The end of a claim: the ``due`` rows chosen (in order, at most $5, locked with
+# SKIP LOCKED) are leased to $3 until $4 at $2 and returned with their events.
+# The outer ORDER BY restores the order ``due`` chose (UPDATE ... RETURNING has none).
+LEASE_DUE = f"""ORDER BY d.next_attempt_at, d.seq LIMIT $5
+        FOR UPDATE OF d SKIP LOCKED),
+    leased AS (
+        UPDATE deliveries AS d SET lease_token = {NEXT_FENCE},
+          lease_owner = $3, lease_until = $4, updated_at = $2
+        FROM due WHERE d.id = due.id
+        RETURNING d.*)
+    SELECT {DELIVERY_COLUMNS} FROM leased AS d JOIN events AS e ON e.id = d.event_id
+    ORDER BY d.next_attempt_at, d.seq"""  # noqa: S608
 GET_WATERMARK = "SELECT oldest_unacked FROM ingest_watermarks WHERE client_id = $1"
 SET_WATERMARK = """INSERT INTO ingest_watermarks (client_id, oldest_unacked) VALUES ($1, $2)
     ON CONFLICT (client_id) DO UPDATE SET oldest_unacked = excluded.oldest_unacked"""
@@ -51,7 +65,6 @@ OLDEST_PENDING = """SELECT s.name, (SELECT min(created_at) FROM deliveries
 # Retention works in chunks of PURGE_CHUNK rows, one transaction each, so no
 # long transaction holds row locks ingest and claims wait for.
 PURGE_CHUNK = 1000
-PURGE_MAX_CHUNKS = 10_000
 FINISHED = """SELECT id FROM deliveries
     WHERE (status = 'delivered' AND updated_at < $1) OR (status = 'dead' AND updated_at < $2)
     LIMIT $3 FOR UPDATE SKIP LOCKED"""

@@ -9,8 +9,8 @@ server's clock. f-strings here only join constant fragments; values are bound.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from bridge.store.outbox import (
     OUTBOX_COLUMNS,
@@ -30,20 +30,17 @@ from bridge.store.postgres import queries as sql
 from bridge.store.postgres.leases import DB_NOW
 
 __all__ = [
-    "PostgresOutbox",
-    "accept",
-    "claim",
-    "get",
-    "list_page",
-    "next_due",
-    "purge",
-    "record",
-    "release",
-    "requeue",
-    "stats",
+    "accept_inbound",
+    "claim_outbox",
+    "get_outbox",
+    "list_outbox",
+    "next_outbox_due",
+    "outbox_stats",
+    "purge_outbox",
+    "record_outbox",
+    "release_outbox",
+    "requeue_outbox",
 ]
-
-T = TypeVar("T")
 
 
 def _lapsed(now: str, owner: str, stale: str) -> str:
@@ -108,7 +105,9 @@ _PURGE = """DELETE FROM outbox WHERE (status = 'published' AND updated_at < $1)
     OR (status = 'dead' AND updated_at < $2)"""
 
 
-async def accept(conn: Any, message: OutboxMessage, replay: ReplayNote | None, now: float) -> bool:
+async def accept_inbound(
+    conn: Any, message: OutboxMessage, replay: ReplayNote | None, now: float
+) -> bool:
     if replay is not None:
         await conn.execute(_PRUNE_IDS, now)
         fresh = await conn.fetchval(_REMEMBER, message.source, replay.key, replay.expires_at, now)
@@ -127,9 +126,10 @@ async def accept(conn: Any, message: OutboxMessage, replay: ReplayNote | None, n
     return True
 
 
-async def claim(
-    conn: Any, *, now: float, owner: str, until: float, limit: int, stale: float
+async def claim_outbox(
+    conn: Any, lease: tuple[float, str, float, float], limit: int
 ) -> OutboxClaim:
+    now, owner, until, stale = lease
     expired = [message_from_row(row) for row in await conn.fetch(_EXPIRE, now, owner, stale)]
     if limit <= 0:
         return OutboxClaim([], expired)
@@ -138,31 +138,30 @@ async def claim(
     return OutboxClaim(messages, expired)
 
 
-async def record(conn: Any, outcomes: Sequence[OutboxOutcome], now: float) -> None:
+async def record_outbox(conn: Any, outcomes: Sequence[OutboxOutcome], now: float) -> None:
     rows = [(*outcome_values(o, now), now, o.id, o.lease_token) for o in outcomes]
     await conn.executemany(_RECORD, rows)
 
 
-async def release(conn: Any, owner: str, ids: Sequence[str] | None) -> None:
+async def release_outbox(conn: Any, owner: str, ids: Sequence[str] | None) -> None:
     if ids is None:
         await conn.execute(_RELEASE_ALL, owner)
     elif ids:
         await conn.execute(_RELEASE, owner, list(ids))
 
 
-async def next_due(conn: Any) -> float | None:
+async def next_outbox_due(conn: Any) -> float | None:
     value = await conn.fetchval(_NEXT_DUE)
     return None if value is None else float(value)
 
 
-async def get(conn: Any, message_id: str) -> OutboxMessage | None:
+async def get_outbox(conn: Any, message_id: str) -> OutboxMessage | None:
     row = await conn.fetchrow(_GET, message_id)
     return None if row is None else message_from_row(row)
 
 
-async def list_page(
+async def list_outbox(
     conn: Any,
-    *,
     status: OutboxStatus | None,
     source: str | None,
     cursor: str | None,
@@ -175,86 +174,16 @@ async def list_page(
     return page_and_cursor([message_from_row(row) for row in rows], limit)
 
 
-async def requeue(conn: Any, message_id: str, now: float) -> bool:
+async def requeue_outbox(conn: Any, message_id: str, now: float) -> bool:
     return sql.rowcount(await conn.execute(_REQUEUE, now, message_id)) > 0
 
 
-async def stats(conn: Any) -> OutboxStats:
+async def outbox_stats(conn: Any) -> OutboxStats:
     counts = {status.value: 0 for status in OutboxStatus}
     counts.update({str(row[0]): int(row[1]) for row in await conn.fetch(_COUNTS)})
     oldest = await conn.fetchval(_OLDEST)
     return OutboxStats(counts, None if oldest is None else float(oldest))
 
 
-async def purge(conn: Any, published_before: float, dead_before: float) -> int:
+async def purge_outbox(conn: Any, published_before: float, dead_before: float) -> int:
     return sql.rowcount(await conn.execute(_PURGE, published_before, dead_before))
-
-
-class PostgresOutbox:
-    """The store's outbox methods (``OutboxStore``), one transaction each.
-
-    A base of :class:`bridge.store.postgres.store.PostgresStore`, which provides ``_run``.
-    """
-
-    takeover_after: float
-
-    async def _run(
-        self, work: Callable[[Any], Awaitable[T]], *, action: str, write: bool = True
-    ) -> T:
-        raise NotImplementedError
-
-    async def accept_inbound(
-        self, message: OutboxMessage, replay: ReplayNote | None, *, now: float
-    ) -> bool:
-        return await self._run(
-            lambda conn: accept(conn, message, replay, now), action="accept_inbound"
-        )
-
-    async def claim_outbox(
-        self, *, now: float, owner: str, lease_until: float, limit: int
-    ) -> OutboxClaim:
-        stale = self.takeover_after
-        return await self._run(
-            lambda conn: claim(
-                conn, now=now, owner=owner, until=lease_until, limit=limit, stale=stale
-            ),
-            action="claim_outbox",
-        )
-
-    async def record_outbox(self, outcomes: Sequence[OutboxOutcome], *, now: float) -> None:
-        if outcomes:
-            await self._run(lambda conn: record(conn, outcomes, now), action="record_outbox")
-
-    async def release_outbox(self, *, owner: str, ids: Sequence[str] | None = None) -> None:
-        await self._run(lambda conn: release(conn, owner, ids), action="release_outbox")
-
-    async def next_outbox_due(self) -> float | None:
-        return await self._run(next_due, action="next_outbox_due", write=False)
-
-    async def get_outbox(self, message_id: str) -> OutboxMessage | None:
-        return await self._run(lambda conn: get(conn, message_id), action="get_outbox", write=False)
-
-    async def list_outbox(
-        self,
-        *,
-        status: OutboxStatus | None,
-        source: str | None,
-        cursor: str | None,
-        limit: int,
-    ) -> tuple[list[OutboxMessage], str | None]:
-        return await self._run(
-            lambda conn: list_page(conn, status=status, source=source, cursor=cursor, limit=limit),
-            action="list_outbox",
-            write=False,
-        )
-
-    async def requeue_outbox(self, message_id: str, *, now: float) -> bool:
-        return await self._run(lambda conn: requeue(conn, message_id, now), action="requeue_outbox")
-
-    async def outbox_stats(self) -> OutboxStats:
-        return await self._run(stats, action="outbox_stats", write=False)
-
-    async def purge_outbox(self, *, published_before: float, dead_before: float) -> int:
-        return await self._run(
-            lambda conn: purge(conn, published_before, dead_before), action="purge_outbox"
-        )

@@ -13,16 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.core.events import Event
-from bridge.store.base import (
-    Accepted,
-    AttemptOutcome,
-    AttemptRecord,
-    Delivery,
-    DeliveryStatus,
-    IngestResult,
-    PresencePolicy,
-    Rejection,
-)
+from bridge.store import statements as shared
 from bridge.store.common import (
     DELIVERY_COLUMNS,
     FROM_DELIVERIES,
@@ -34,22 +25,26 @@ from bridge.store.common import (
 from bridge.store.ids import new_delivery_ids
 from bridge.store.leases import dedupe_since, next_watermark
 from bridge.store.postgres import device, directory, leases
-from bridge.store.postgres.leases import LEASE_LAPSED, NEXT_FENCE
+from bridge.store.postgres.leases import LEASE_DUE, LEASE_LAPSED
+from bridge.store.rows import (
+    Accepted,
+    AttemptOutcome,
+    AttemptRecord,
+    Delivery,
+    DeliveryStatus,
+    IngestBatch,
+    IngestResult,
+)
+from bridge.store.statements import numbered
 
 __all__ = [
-    "ATTEMPTS",
-    "CLAIM",
     "COUNT_BY_STATUS",
     "COUNT_EVENTS",
     "COUNT_REJECTED",
-    "EXPIRE",
     "GET_DELIVERY",
     "GET_EVENT",
     "LIST_REJECTED",
-    "NEXT_DUE",
-    "PROBE",
     "QUEUE_DEPTH",
-    "RELEASE",
     "RELEASE_OWNER",
     "REQUEUE",
     "RESUME_AGE",
@@ -66,6 +61,20 @@ __all__ = [
 
 _PENDING = DeliveryStatus.PENDING
 
+# The statements both stores share, with PostgreSQL's placeholders.
+RELEASE_OWNER = numbered(shared.RELEASE_OWNER)
+GET_DELIVERY = numbered(shared.GET_DELIVERY)
+GET_EVENT = numbered(shared.GET_EVENT)
+QUEUE_DEPTH = numbered(shared.QUEUE_DEPTH)
+SUBSCRIPTION_STATES = numbered(shared.SUBSCRIPTION_STATES)
+SAVE_SUBSCRIPTION_STATE = numbered(shared.SAVE_SUBSCRIPTION_STATE)
+LIST_REJECTED = numbered(shared.LIST_REJECTED)
+COUNT_BY_STATUS = numbered(shared.COUNT_BY_STATUS)
+COUNT_EVENTS = numbered(shared.COUNT_EVENTS)
+COUNT_REJECTED = numbered(shared.COUNT_REJECTED)
+REQUEUE = numbered(shared.REQUEUE)
+RESUME_AGE = numbered(shared.RESUME_AGE)
+
 
 # f-strings here only join constant fragments of this module; values are always $n.
 # SKIP LOCKED: two instances claiming at once each get different rows instead
@@ -75,49 +84,15 @@ CLAIM = f"""WITH due AS (
         SELECT d.id, d.seq FROM deliveries AS d
         WHERE d.subscription = $1 AND d.status = 'pending' AND d.next_attempt_at <= $2
           AND {LEASE_LAPSED}
-        ORDER BY d.next_attempt_at, d.seq LIMIT $5
-        FOR UPDATE OF d SKIP LOCKED),
-    leased AS (
-        UPDATE deliveries AS d SET lease_token = {NEXT_FENCE},
-          lease_owner = $3, lease_until = $4, updated_at = $2
-        FROM due WHERE d.id = due.id
-        RETURNING d.*)
-    SELECT {DELIVERY_COLUMNS} FROM leased AS d JOIN events AS e ON e.id = d.event_id
-    ORDER BY d.next_attempt_at, d.seq"""  # noqa: S608
-RELEASE_OWNER = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
-    WHERE status = 'pending' AND lease_owner = $1"""
+        {LEASE_DUE}"""  # noqa: S608
 RELEASE = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
     WHERE id = ANY($1::text[])"""
 # Deliveries under a lease (in flight here or elsewhere) are left out: counting them
 # would make a dispatcher poll non-stop while its own attempts are running.
 NEXT_DUE = """SELECT min(next_attempt_at) FROM deliveries
     WHERE subscription = $1 AND status = 'pending' AND lease_until IS NULL"""
-GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} WHERE d.id = $1"
 ATTEMPTS = """SELECT delivery_id, attempt, started_at, latency_ms, status_code, error,
     response_excerpt FROM attempts WHERE delivery_id = $1 ORDER BY attempt, id"""
-GET_EVENT = "SELECT body, context FROM events WHERE id = $1"
-QUEUE_DEPTH = "SELECT count(*) FROM deliveries WHERE subscription = $1 AND status = 'pending'"
-SUBSCRIPTION_STATES = """SELECT name, disabled, disabled_reason, failing_since, last_success,
-    last_failure, extra FROM subscription_state ORDER BY name"""
-SAVE_SUBSCRIPTION_STATE = """INSERT INTO subscription_state
-    (name, disabled, disabled_reason, failing_since, last_success, last_failure, extra)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)
-    ON CONFLICT (name) DO UPDATE SET disabled = excluded.disabled,
-      disabled_reason = excluded.disabled_reason, failing_since = excluded.failing_since,
-      last_success = excluded.last_success, last_failure = excluded.last_failure,
-      extra = excluded.extra"""
-LIST_REJECTED = (
-    "SELECT received_at, topic, payload, reason, detail FROM rejected ORDER BY id DESC LIMIT $1"
-)
-COUNT_BY_STATUS = "SELECT status, count(*) FROM deliveries GROUP BY status"
-COUNT_EVENTS = "SELECT count(*) FROM events"
-COUNT_REJECTED = "SELECT count(*) FROM rejected"
-# A new fencing token: the result of an attempt still in flight no longer applies.
-# An operator's retry always sends: the delivery's age starts again.
-REQUEUE = """UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_owner = NULL,
-    lease_until = NULL, dead_reason = NULL, updated_at = $1, lease_token = lease_token + 1,
-    age_from = $1
-    WHERE id = $2"""
 # A delivery under a live lease is being sent right now: its attempt decides.
 EXPIRE = """UPDATE deliveries SET status = 'dead', dead_reason = 'too_old',
     next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $1
@@ -126,8 +101,6 @@ EXPIRE = """UPDATE deliveries SET status = 'dead', dead_reason = 'too_old',
       AND NOT (subscription = ANY($3::text[]))
       AND subscription NOT IN (SELECT name FROM subscription_state WHERE disabled)
     RETURNING subscription"""
-RESUME_AGE = """UPDATE deliveries SET age_from = coalesce(age_from, created_at) + $1
-    WHERE subscription = $2 AND status = 'pending'"""
 # The write probe takes the commit path of ingest: a row into events (its
 # indexes, its locks) and out again, committed. A one-row update elsewhere
 # goes through while an operator's lock or a full disk stops ingest's inserts.
@@ -203,16 +176,7 @@ async def _not_yet_stored(
     return not_yet_stored(accepted, stored_ids, stored_hashes)
 
 
-async def ingest(
-    conn: Any,
-    *,
-    accepted: Sequence[Accepted],
-    rejected: Sequence[Rejection],
-    now: float,
-    owner: str,
-    lease_until: float,
-    presence: PresencePolicy | None = None,
-) -> IngestResult:
+async def ingest(conn: Any, batch: IngestBatch) -> IngestResult:
     """Store new events with leased deliveries, and rejections; skip duplicates.
 
     Duplicates inside the batch and against stored events are sorted out here
@@ -221,6 +185,8 @@ async def ingest(
     With ``presence`` the batch's devices are locked first, so the duplicate
     check and the presence decisions see every earlier batch of those devices.
     """
+    accepted, rejected, now, owner = batch.accepted, batch.rejected, batch.now, batch.owner
+    presence = batch.presence
     collapsed = 0
     if presence is not None:
         await device.lock_devices(conn, accepted)
@@ -233,7 +199,7 @@ async def ingest(
         items, collapsed, announced = await device.apply_presence(conn, items, presence, now)
         synthetic = {id(item) for item in announced}
     fresh, deliveries = await store_items(
-        conn, items, now=now, owner=owner, lease_until=lease_until
+        conn, items, now=now, owner=owner, lease_until=batch.lease_until
     )
     if rejected:
         await conn.execute(

@@ -183,9 +183,16 @@ _DEVICE_DIRECTORY = (
 # allowed), seconds; NULL: it announced none.
 _PRESENCE_HEARTBEAT = ("ALTER TABLE presence ADD COLUMN heartbeat double precision",)
 
-# Step 9 is another change's; until it is merged this branch holds its place
-# with no statements (the integrator replaces it with the real step).
-_STEP_9_PLACEHOLDER: tuple[str, ...] = ()
+# Batch membership: the deliveries sent together in one POST (a subscription's
+# ``batch:``), so a retried batch goes out again whole, under the same id.
+_BATCH_MEMBERS = (
+    """CREATE TABLE batch_members (
+        delivery_id text COLLATE "C" PRIMARY KEY REFERENCES deliveries (id) ON DELETE CASCADE,
+        batch_id text COLLATE "C" NOT NULL,
+        position integer NOT NULL
+    )""",
+    "CREATE INDEX batch_members_batch ON batch_members (batch_id, position)",
+)
 
 # The MQTT outbox (bridge.store.outbox): accepted inbound webhooks waiting for
 # the broker's PUBACK, leased like deliveries. seq is the acceptance order;
@@ -224,6 +231,7 @@ _OUTBOX = (
     )""",
 )
 
+
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
     _V2,
@@ -233,7 +241,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _EVENT_CONTEXT,
     _DEVICE_DIRECTORY,
     _PRESENCE_HEARTBEAT,
-    _STEP_9_PLACEHOLDER,
+    _BATCH_MEMBERS,
     _OUTBOX,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""

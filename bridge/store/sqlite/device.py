@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import orjson
 
 from bridge.core.presence import PresenceState
-from bridge.store.base import Accepted, PresencePolicy
 from bridge.store.common import (
     DELIVERY_COLUMNS,
     FROM_DELIVERIES,
@@ -24,6 +23,7 @@ from bridge.store.common import (
     observed_devices,
     presence_from_row,
 )
+from bridge.store.rows import Accepted, PresencePolicy
 from bridge.store.sqlite.leases import LEASE_LAPSED
 
 __all__ = [

@@ -21,9 +21,8 @@ from typing import Any
 import orjson
 
 from bridge.core.presence import Presence
-from bridge.errors import StoreError
 from bridge.store import common
-from bridge.store.base import Accepted, DeviceDetail, DeviceSummary
+from bridge.store.rows import Accepted, DeviceDetail, DeviceSummary
 
 __all__ = ["forget_device", "get_device", "list_devices", "note_devices"]
 
@@ -73,27 +72,18 @@ def note_devices(conn: sqlite3.Connection, stored: Sequence[Accepted]) -> None:
         conn.executemany(_NOTE, rows)
 
 
-def list_devices(
-    conn: sqlite3.Connection,
-    *,
-    state: Presence | None,
-    prefix: str | None,
-    cursor: str | None,
-    limit: int,
-) -> tuple[list[DeviceSummary], str | None]:
-    if limit < 1:
-        raise StoreError("a device list page needs a limit of at least 1")
-    after = common.decode_device_cursor(cursor) if cursor is not None else None
-    low, high = common.prefix_range(prefix)
-    params: dict[str, Any] = {"low": low, "high": high, "after": after, "n": limit + 1}
-    if state is not None:
-        params["state"] = state.value
-    query = _page_query(state=state, after=after is not None, bounded=high is not None)
-    rows = conn.execute(query, params).fetchall()
-    return common.device_page_and_cursor([common.device_summary_from_row(r) for r in rows], limit)
+def list_devices(conn: sqlite3.Connection, page: common.DevicePage) -> list[DeviceSummary]:
+    params: dict[str, Any] = {"low": page.low, "high": page.high, "after": page.after}
+    params["n"] = page.size
+    if page.state is not None:
+        params["state"] = page.state.value
+    query = _page_query(
+        state=page.state, after=page.after is not None, bounded=page.high is not None
+    )
+    return [common.device_summary_from_row(row) for row in conn.execute(query, params)]
 
 
-def get_device(conn: sqlite3.Connection, device_id: str, *, events: int) -> DeviceDetail | None:
+def get_device(conn: sqlite3.Connection, device_id: str, events: int) -> DeviceDetail | None:
     row = conn.execute(_SUMMARY, (device_id,)).fetchone()
     if row is None:
         return None

@@ -10,8 +10,7 @@ deliveries. f-strings here only join constant fragments; values are bound.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 import orjson
 
@@ -32,20 +31,18 @@ from bridge.store.outbox import (
 from bridge.store.sqlite.leases import LEASE_LAPSED
 
 __all__ = [
-    "SQLiteOutbox",
-    "accept",
-    "claim",
-    "get",
-    "list_page",
-    "next_due",
-    "purge",
-    "record",
-    "release",
-    "requeue",
-    "stats",
+    "accept_inbound",
+    "claim_outbox",
+    "get_outbox",
+    "list_outbox",
+    "next_outbox_due",
+    "outbox_stats",
+    "purge_outbox",
+    "record_outbox",
+    "release_outbox",
+    "requeue_outbox",
 ]
 
-T = TypeVar("T")
 
 _PRUNE_IDS = "DELETE FROM inbound_ids WHERE expires_at < ?"
 # Inserts a new id, or renews one whose time ran out; an unexpired one changes no row.
@@ -95,7 +92,7 @@ _PURGE = """DELETE FROM outbox WHERE (status = 'published' AND updated_at < ?)
     OR (status = 'dead' AND updated_at < ?)"""
 
 
-def accept(
+def accept_inbound(
     conn: sqlite3.Connection, message: OutboxMessage, replay: ReplayNote | None, now: float
 ) -> bool:
     if replay is not None:
@@ -119,9 +116,10 @@ def accept(
     return True
 
 
-def claim(
-    conn: sqlite3.Connection, *, now: float, owner: str, until: float, limit: int, stale: float
+def claim_outbox(
+    conn: sqlite3.Connection, lease: tuple[float, str, float, float], limit: int
 ) -> OutboxClaim:
+    now, owner, until, stale = lease
     params = {"now": now, "owner": owner, "stale": stale, "limit": limit, "until": until}
     expired = [message_from_row(row) for row in conn.execute(_EXPIRE, params).fetchall()]
     if limit <= 0:
@@ -134,31 +132,30 @@ def claim(
     return OutboxClaim(messages, expired)
 
 
-def record(conn: sqlite3.Connection, outcomes: Sequence[OutboxOutcome], now: float) -> None:
+def record_outbox(conn: sqlite3.Connection, outcomes: Sequence[OutboxOutcome], now: float) -> None:
     rows = [(*outcome_values(o, now), now, o.id, o.lease_token) for o in outcomes]
     conn.executemany(_RECORD, rows)
 
 
-def release(conn: sqlite3.Connection, owner: str, ids: Sequence[str] | None) -> None:
+def release_outbox(conn: sqlite3.Connection, owner: str, ids: Sequence[str] | None) -> None:
     if ids is None:
         conn.execute(_RELEASE_ALL, (owner,))
     elif ids:
         conn.execute(_RELEASE, (owner, orjson.dumps(list(ids)).decode()))
 
 
-def next_due(conn: sqlite3.Connection) -> float | None:
+def next_outbox_due(conn: sqlite3.Connection) -> float | None:
     row = conn.execute(_NEXT_DUE).fetchone()
     return None if row is None or row[0] is None else float(row[0])
 
 
-def get(conn: sqlite3.Connection, message_id: str) -> OutboxMessage | None:
+def get_outbox(conn: sqlite3.Connection, message_id: str) -> OutboxMessage | None:
     row = conn.execute(_GET, (message_id,)).fetchone()
     return None if row is None else message_from_row(row)
 
 
-def list_page(
+def list_outbox(
     conn: sqlite3.Connection,
-    *,
     status: OutboxStatus | None,
     source: str | None,
     cursor: str | None,
@@ -174,11 +171,11 @@ def list_page(
     return page_and_cursor(rows, limit)
 
 
-def requeue(conn: sqlite3.Connection, message_id: str, now: float) -> bool:
+def requeue_outbox(conn: sqlite3.Connection, message_id: str, now: float) -> bool:
     return conn.execute(_REQUEUE, {"now": now, "id": message_id}).rowcount > 0
 
 
-def stats(conn: sqlite3.Connection) -> OutboxStats:
+def outbox_stats(conn: sqlite3.Connection) -> OutboxStats:
     counts = {status.value: 0 for status in OutboxStatus}
     counts.update({str(s): int(n) for s, n in conn.execute(_COUNTS)})
     row = conn.execute(_OLDEST).fetchone()
@@ -186,75 +183,5 @@ def stats(conn: sqlite3.Connection) -> OutboxStats:
     return OutboxStats(counts, oldest)
 
 
-def purge(conn: sqlite3.Connection, published_before: float, dead_before: float) -> int:
+def purge_outbox(conn: sqlite3.Connection, published_before: float, dead_before: float) -> int:
     return conn.execute(_PURGE, (published_before, dead_before)).rowcount
-
-
-class SQLiteOutbox:
-    """The store's outbox methods (``OutboxStore``), one transaction each.
-
-    A base of :class:`bridge.store.sqlite.store.SQLiteStore`, which provides ``_run``.
-    """
-
-    takeover_after: float
-
-    async def _run(
-        self, work: Callable[[sqlite3.Connection], T], *, action: str, write: bool = True
-    ) -> T:
-        raise NotImplementedError
-
-    async def accept_inbound(
-        self, message: OutboxMessage, replay: ReplayNote | None, *, now: float
-    ) -> bool:
-        return await self._run(
-            lambda conn: accept(conn, message, replay, now), action="accept_inbound"
-        )
-
-    async def claim_outbox(
-        self, *, now: float, owner: str, lease_until: float, limit: int
-    ) -> OutboxClaim:
-        stale = self.takeover_after
-        return await self._run(
-            lambda conn: claim(
-                conn, now=now, owner=owner, until=lease_until, limit=limit, stale=stale
-            ),
-            action="claim_outbox",
-        )
-
-    async def record_outbox(self, outcomes: Sequence[OutboxOutcome], *, now: float) -> None:
-        if outcomes:
-            await self._run(lambda conn: record(conn, outcomes, now), action="record_outbox")
-
-    async def release_outbox(self, *, owner: str, ids: Sequence[str] | None = None) -> None:
-        await self._run(lambda conn: release(conn, owner, ids), action="release_outbox")
-
-    async def next_outbox_due(self) -> float | None:
-        return await self._run(next_due, action="next_outbox_due", write=False)
-
-    async def get_outbox(self, message_id: str) -> OutboxMessage | None:
-        return await self._run(lambda conn: get(conn, message_id), action="get_outbox", write=False)
-
-    async def list_outbox(
-        self,
-        *,
-        status: OutboxStatus | None,
-        source: str | None,
-        cursor: str | None,
-        limit: int,
-    ) -> tuple[list[OutboxMessage], str | None]:
-        return await self._run(
-            lambda conn: list_page(conn, status=status, source=source, cursor=cursor, limit=limit),
-            action="list_outbox",
-            write=False,
-        )
-
-    async def requeue_outbox(self, message_id: str, *, now: float) -> bool:
-        return await self._run(lambda conn: requeue(conn, message_id, now), action="requeue_outbox")
-
-    async def outbox_stats(self) -> OutboxStats:
-        return await self._run(stats, action="outbox_stats", write=False)
-
-    async def purge_outbox(self, *, published_before: float, dead_before: float) -> int:
-        return await self._run(
-            lambda conn: purge(conn, published_before, dead_before), action="purge_outbox"
-        )

@@ -16,16 +16,6 @@ from typing import Any
 import orjson
 
 from bridge.core.events import Event
-from bridge.store.base import (
-    Accepted,
-    AttemptOutcome,
-    AttemptRecord,
-    Delivery,
-    DeliveryStatus,
-    IngestResult,
-    PresencePolicy,
-    Rejection,
-)
 from bridge.store.common import (
     DELIVERY_COLUMNS,
     FROM_DELIVERIES,
@@ -36,37 +26,19 @@ from bridge.store.common import (
 )
 from bridge.store.ids import new_delivery_ids
 from bridge.store.leases import dedupe_since, next_watermark
+from bridge.store.rows import (
+    AttemptOutcome,
+    AttemptRecord,
+    Delivery,
+    DeliveryStatus,
+    IngestBatch,
+    IngestResult,
+)
 from bridge.store.sqlite.device import apply_presence
 from bridge.store.sqlite.directory import note_devices
 from bridge.store.sqlite.leases import GET_WATERMARK, LEASE_LAPSED, SET_WATERMARK
 
-__all__ = [
-    "ATTEMPTS",
-    "CLAIMABLE",
-    "COUNT_BY_STATUS",
-    "COUNT_EVENTS",
-    "COUNT_REJECTED",
-    "EXPIRE",
-    "GET_DELIVERY",
-    "GET_EVENT",
-    "LIST_REJECTED",
-    "NEXT_DUE",
-    "PROBE",
-    "PURGE_CHUNK",
-    "PURGE_MAX_CHUNKS",
-    "QUEUE_DEPTH",
-    "RELEASE",
-    "RELEASE_OWNER",
-    "REQUEUE",
-    "RESUME_AGE",
-    "SAVE_SUBSCRIPTION_STATE",
-    "SUBSCRIPTION_STATES",
-    "create_deliveries",
-    "ingest",
-    "list_deliveries_query",
-    "purge_chunk",
-    "record_attempts",
-]
+__all__ = ["create_deliveries", "ingest", "list_deliveries_query", "purge_chunk", "record_attempts"]
 
 _PENDING = DeliveryStatus.PENDING
 
@@ -75,9 +47,6 @@ CLAIMABLE = f"""SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES}
     WHERE d.subscription = :sub AND d.status = 'pending' AND d.next_attempt_at <= :now
       AND {LEASE_LAPSED}
     ORDER BY d.next_attempt_at, d.rowid LIMIT :limit"""
-# Through the status index: only pending deliveries can hold a lease that matters.
-RELEASE_OWNER = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
-    WHERE status = 'pending' AND lease_owner = ?"""
 RELEASE = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
     WHERE id IN (SELECT value FROM json_each(?))"""
 # Deliveries under a lease (in flight here or elsewhere) are left out: counting them
@@ -85,32 +54,8 @@ RELEASE = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
 NEXT_DUE = """SELECT next_attempt_at FROM deliveries
     WHERE subscription = :sub AND status = 'pending' AND lease_until IS NULL
     ORDER BY next_attempt_at LIMIT 1"""
-GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} WHERE d.id = ?"
 ATTEMPTS = """SELECT delivery_id, attempt, started_at, latency_ms, status_code, error,
     response_excerpt FROM attempts WHERE delivery_id = ? ORDER BY attempt, rowid"""
-GET_EVENT = "SELECT body, context FROM events WHERE id = ?"
-QUEUE_DEPTH = "SELECT count(*) FROM deliveries WHERE subscription = ? AND status = 'pending'"
-SUBSCRIPTION_STATES = """SELECT name, disabled, disabled_reason, failing_since, last_success,
-    last_failure, extra FROM subscription_state ORDER BY name"""
-SAVE_SUBSCRIPTION_STATE = """INSERT INTO subscription_state
-    (name, disabled, disabled_reason, failing_since, last_success, last_failure, extra)
-    VALUES (?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (name) DO UPDATE SET disabled = excluded.disabled,
-      disabled_reason = excluded.disabled_reason, failing_since = excluded.failing_since,
-      last_success = excluded.last_success, last_failure = excluded.last_failure,
-      extra = excluded.extra"""
-LIST_REJECTED = (
-    "SELECT received_at, topic, payload, reason, detail FROM rejected ORDER BY id DESC LIMIT ?"
-)
-COUNT_BY_STATUS = "SELECT status, count(*) FROM deliveries GROUP BY status"
-COUNT_EVENTS = "SELECT count(*) FROM events"
-COUNT_REJECTED = "SELECT count(*) FROM rejected"
-# A new fencing token: the result of an attempt still in flight no longer applies.
-# An operator's retry always sends: the delivery's age starts again.
-REQUEUE = """UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, lease_owner = NULL,
-    lease_until = NULL, dead_reason = NULL, updated_at = ?2, lease_token = lease_token + 1,
-    age_from = ?2
-    WHERE id = ?3"""
 # A delivery under a live lease is being sent right now: its attempt decides.
 EXPIRE = """UPDATE deliveries SET status = 'dead', dead_reason = 'too_old',
     next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?1
@@ -119,8 +64,6 @@ EXPIRE = """UPDATE deliveries SET status = 'dead', dead_reason = 'too_old',
       AND subscription NOT IN (SELECT value FROM json_each(?3))
       AND subscription NOT IN (SELECT name FROM subscription_state WHERE disabled = 1)
     RETURNING subscription"""
-RESUME_AGE = """UPDATE deliveries SET age_from = coalesce(age_from, created_at) + ?
-    WHERE subscription = ? AND status = 'pending'"""
 # The write probe takes the commit path of ingest: a row into events (its
 # indexes, its pages) and out again, committed. A one-row update elsewhere can
 # succeed in place while ingest's inserts fail on a full disk.
@@ -154,9 +97,8 @@ _APPLY_OUTCOME = """UPDATE deliveries SET status = ?1, attempts = max(attempts, 
     lease_owner = NULL, lease_until = NULL, updated_at = ?7
     WHERE id = ?8 AND (?9 IS NULL OR lease_token = ?9)"""
 # Retention works in chunks of PURGE_CHUNK rows, one transaction each, so the
-# writer is never held for long; PURGE_MAX_CHUNKS bounds one purge call.
+# writer is never held for long.
 PURGE_CHUNK = 1000
-PURGE_MAX_CHUNKS = 10_000
 _FINISHED = """SELECT id FROM deliveries
     WHERE (status = 'delivered' AND updated_at < ?1) OR (status = 'dead' AND updated_at < ?2)
     LIMIT ?3"""
@@ -173,25 +115,16 @@ def _json_list(values: list[str]) -> str:
     return orjson.dumps(values).decode()
 
 
-def ingest(
-    conn: sqlite3.Connection,
-    *,
-    accepted: Sequence[Accepted],
-    rejected: Sequence[Rejection],
-    now: float,
-    owner: str,
-    lease_until: float,
-    presence: PresencePolicy | None = None,
-    watermark: bool = True,
-) -> IngestResult:
+def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
     """Store new events with leased deliveries, and rejections; skip duplicates.
 
     Which events are new is decided by one lookup of the whole batch under the
     write lock (``BEGIN IMMEDIATE``), so no other writer can slip in between
     the check and the insert, and the inserts stay plain ``executemany``.
-    With ``watermark`` (a batch off the broker), ``owner``'s dedupe watermark
-    bounds the content-hash lookup and moves on (see :mod:`bridge.store.leases`).
+    ``owner``'s dedupe watermark bounds the content-hash lookup and moves on
+    (see :mod:`bridge.store.leases`).
     """
+    accepted, rejected, now, owner = batch.accepted, batch.rejected, batch.now, batch.owner
     stored_ids: set[str] = set()
     if accepted:
         ids_text = _json_list([a.event.id for a in accepted])
@@ -203,14 +136,14 @@ def ingest(
         since = dedupe_since(None if row is None else float(row[0]), now)
         hashes_text = _json_list(redelivered)
         stored_hashes = {row[0] for row in conn.execute(_KNOWN_HASHES, (hashes_text, since))}
-    mark = next_watermark(accepted, rejected) if watermark and owner else None
+    mark = next_watermark(accepted, rejected) if owner else None
     if mark is not None:
         conn.execute(SET_WATERMARK, (owner, mark))
     fresh = not_yet_stored(accepted, stored_ids, stored_hashes)
     duplicates = len(accepted) - len(fresh)
     collapsed = 0
-    if presence is not None:
-        fresh, collapsed = apply_presence(conn, fresh, presence, now)
+    if batch.presence is not None:
+        fresh, collapsed = apply_presence(conn, fresh, batch.presence, now)
     event_rows = [event_values(item.event, item.received_at, item.content_hash) for item in fresh]
     conn.executemany(_INSERT_EVENT, event_rows)
     note_devices(conn, fresh)
@@ -230,7 +163,7 @@ def ingest(
                     event.device_id,
                     now,
                     owner,
-                    lease_until,
+                    batch.lease_until,
                     now,
                     now,
                 )

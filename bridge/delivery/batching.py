@@ -1,0 +1,337 @@
+"""Batching: several deliveries of one subscription in one signed POST.
+
+A subscription with ``batch:`` gets the same lane as any other (buffer,
+in-flight limit, rate limit, circuit, Retry-After); what changes is what one
+attempt carries. :class:`BatchingDispatcher` takes up to ``max_events``
+deliveries from the lane's buffer (the body at most ``max_bytes``), stores
+their membership under a new batch id, and sends them as one body
+(:mod:`bridge.core.batching`). A partial batch waits at most ``max_wait`` for
+more. Every member gets the attempt's result and the same next state, so a
+failed batch falls due again whole; its members are recognised by their stored
+batch id and sent together again under that id. An operator's retry takes a
+delivery out of its batch (it goes in a new one); a replay is a new delivery.
+
+Ordered subscriptions claim each device's first ``max_events`` deliveries at
+once (``Store.claim_runs``); a batch takes a device's run whole or in part,
+and the part it cannot take goes back to the store, where it waits until the
+batch is settled: a device's events never travel in two batches at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Sequence
+
+import structlog
+
+from bridge.config.batch import BatchSettings
+from bridge.core.batching import BATCH_ID_PREFIX, batch_of, envelope, fitting
+from bridge.core.circuit import admit, release_probe
+from bridge.core.outcomes import AttemptResult
+from bridge.core.retry import decide
+from bridge.delivery.dispatch import Dispatcher
+from bridge.delivery.lane import Lane
+from bridge.delivery.retention import too_old
+from bridge.errors import StoreError
+from bridge.logs import get_logger
+from bridge.store.ids import new_delivery_id
+from bridge.store.rows import AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus
+
+__all__ = ["BatchingDispatcher", "new_batch_id"]
+
+log = get_logger("hookbridge.dispatch")
+
+_NONE = ""  # in Lane.batch_ids: the delivery is in no stored batch
+
+
+def new_batch_id(now: float) -> str:
+    """A fresh batch id: ``bat_`` + a time-ordered random id (as delivery ids)."""
+    return BATCH_ID_PREFIX + new_delivery_id(now, os.urandom(10)).removeprefix("dlv_")
+
+
+class BatchingDispatcher(Dispatcher):
+    """The dispatcher; lanes of subscriptions with ``batch:`` send batches."""
+
+    def offer(self, deliveries: Sequence[Delivery]) -> list[str]:
+        overflow = set(super().offer(deliveries))
+        for delivery in deliveries:
+            lane = self.lanes.get(delivery.subscription)
+            if lane is not None and delivery.id not in overflow:
+                lane.batch_ids[delivery.id] = _NONE  # just committed: in no batch yet
+        return list(overflow)
+
+    async def _claim(self, lane: Lane, now: float) -> None:
+        batch = lane.subscription.batch
+        if batch is None or not lane.subscription.ordered:
+            await super()._claim(lane, now)
+            return
+        room = lane.capacity
+        try:
+            claimed = await self._store.claim_runs(
+                lane.name,
+                now=now,
+                owner=self._owner,
+                lease_until=now + self._settings.store.lease,
+                limit=room,
+                per_device=batch.max_events,
+            )
+            next_due = await self._store.next_due_at(lane.name, ordered=True)
+        except StoreError as exc:
+            log.warning("cannot claim due deliveries", subscription=lane.name, error=str(exc))
+            lane.poll_at = now + 1.0
+            return
+        lane.take(claimed, room=room, next_due=next_due, now=now)
+
+    async def _start_attempts(self, lane: Lane) -> None:
+        batch = lane.subscription.batch
+        if batch is None:
+            await super()._start_attempts(lane)
+            return
+        assert self._group is not None
+        while (
+            lane.buffer
+            and lane.concurrency.permits(lane.in_flight, self._clock())
+            and not lane.paused
+            and not self._stopping
+        ):
+            if not await self._know_batches(lane):
+                break
+            chosen = await self._choose(lane, batch)
+            if chosen is None:
+                break  # a partial batch waits for more (see Lane.gather_until)
+            batch_id, members, envelopes = chosen
+            was_open = lane.circuit.is_open
+            lane.circuit, admitted = admit(lane.circuit, lane.circuit_policy, self._clock())
+            if not admitted:
+                break  # open: deliveries wait in the buffer and the store, none dropped
+            if lane.limiter is not None:
+                await lane.limiter.acquire()
+            taken = {m.id for m in members}
+            lane.buffer = deque(d for d in lane.buffer if d.id not in taken)
+            stored = lane.batch_ids.get(members[0].id) == batch_id
+            for member in members:
+                lane.batch_ids.pop(member.id, None)
+            if was_open:
+                lane.probe = batch_id
+                log.info("circuit half-open: probing with one batch", subscription=lane.name)
+            lane.in_flight += 1
+            lane.metrics.in_flight.set(lane.in_flight)
+            task = self._group.create_task(
+                self._attempt_batch(lane, batch_id, members, envelopes, stored=stored),
+                name=f"attempt-{batch_id}",
+            )
+            lane.tasks.add(task)
+            task.add_done_callback(lane.tasks.discard)
+
+    async def _know_batches(self, lane: Lane) -> bool:
+        """Look up the stored batch of buffered deliveries not known yet; False: not now."""
+        unknown = [d.id for d in lane.buffer if d.id not in lane.batch_ids]
+        if not unknown:
+            return True
+        try:
+            found = await self._store.batches_of(unknown)
+        except StoreError as exc:
+            log.warning("cannot read batch membership", subscription=lane.name, error=str(exc))
+            lane.poll_at = self._clock() + 1.0
+            return False
+        for delivery_id in unknown:
+            lane.batch_ids[delivery_id] = found.get(delivery_id, _NONE)
+        return True
+
+    async def _choose(
+        self, lane: Lane, settings: BatchSettings
+    ) -> tuple[str, list[Delivery], list[bytes]] | None:
+        """The next batch of the buffer: its id, members and their envelopes; None: wait.
+
+        The buffer's first delivery decides: a member of a stored batch goes with
+        the other buffered members of that batch, under its id (a retry); a new
+        one with the other new ones, under a new id, once ``max_events`` are
+        there or the first has waited ``max_wait``.
+        """
+        now = self._clock()
+        ordered = lane.subscription.ordered
+        group = lane.batch_ids.get(lane.buffer[0].id, _NONE)
+        if group == _NONE:
+            fresh = sum(1 for d in lane.buffer if lane.batch_ids.get(d.id) == _NONE)
+            if lane.gather_until is None:
+                lane.gather_until = now + settings.max_wait
+            if fresh < settings.max_events and now < lane.gather_until and not self._stopping:
+                return None
+            lane.gather_until = None
+        batch_id = group or new_batch_id(now)
+        members: list[Delivery] = []
+        envelopes: list[bytes] = []
+        sizes: list[int] = []
+        blocked: set[str] = set()  # devices whose next delivery must wait (ordered)
+        left_behind: list[Delivery] = []
+        for delivery in lane.buffer:
+            device = delivery.event.device_id if ordered else None
+            if device is not None and device in blocked:
+                if any(m.event.device_id == device for m in members):
+                    left_behind.append(delivery)
+                continue
+            fits = lane.batch_ids.get(delivery.id) == group
+            if fits:
+                body = envelope(delivery.event, lane.subscription.format)
+                wanted = [*sizes, len(body)]
+                kept = fitting(
+                    wanted,
+                    batch_id=batch_id,
+                    max_events=settings.max_events,
+                    max_bytes=settings.max_bytes,
+                )
+                fits = kept == len(wanted)
+            if fits:
+                members.append(delivery)
+                envelopes.append(body)
+                sizes.append(len(body))
+            elif device is not None:
+                blocked.add(device)
+                if any(m.event.device_id == device for m in members):
+                    left_behind.append(delivery)
+            elif not ordered and lane.batch_ids.get(delivery.id) == group:
+                break  # full
+        await self._leave_behind(lane, left_behind)
+        return batch_id, members, envelopes
+
+    async def _leave_behind(self, lane: Lane, deliveries: list[Delivery]) -> None:
+        """Give back a device's deliveries that must wait for its batch in flight.
+
+        Back in the store they are claimable again only once that batch is settled.
+        """
+        if not deliveries:
+            return
+        ids = {d.id for d in deliveries}
+        lane.buffer = deque(d for d in lane.buffer if d.id not in ids)
+        lane.held.difference_update(ids)
+        for delivery_id in ids:
+            lane.batch_ids.pop(delivery_id, None)
+        try:
+            await self._store.release(list(ids))
+        except StoreError as exc:  # their leases run out; they are claimed again then
+            log.warning("cannot release deliveries", subscription=lane.name, error=str(exc))
+
+    # -- one batch ------------------------------------------------------------------
+
+    async def _attempt_batch(
+        self,
+        lane: Lane,
+        batch_id: str,
+        members: list[Delivery],
+        envelopes: list[bytes],
+        *,
+        stored: bool,
+    ) -> None:
+        sub = lane.subscription
+        started = self._clock()
+        recorded: set[str] = set()
+        try:
+            structlog.contextvars.bind_contextvars(batch_id=batch_id, subscription=sub.name)
+            max_age = self._settings.retention.max_event_age
+            sending: list[tuple[Delivery, bytes]] = []
+            for member, body in zip(members, envelopes, strict=True):
+                if too_old(member.age_start, now=started, max_event_age=max_age):
+                    await self._record_too_old(lane, member, member.attempts + 1, started)
+                    recorded.add(member.id)
+                else:
+                    sending.append((member, body))
+            if not sending:
+                return
+            if not stored:
+                await self._assign(lane, batch_id, [m.id for m, _ in sending])
+            attempt_no = max(m.attempts for m, _ in sending) + 1
+            batch = batch_of(batch_id, [m.event for m, _ in sending], [b for _, b in sending])
+            try:
+                result = await self._sender.attempt_batch(sub, batch, attempt=attempt_no)
+            except Exception as exc:
+                log.exception("batch attempt raised; recorded as a failed attempt")
+                latency_ms = max(0.0, self._clock() - started) * 1000
+                reason = f"internal error: {type(exc).__name__}"
+                result = AttemptResult.failure(reason, latency_ms=latency_ms)
+            log.debug("batch attempt", size=batch.size, attempt=attempt_no, outcome=result.outcome)
+            await self._settle_batch(lane, [m for m, _ in sending], attempt_no, started, result)
+            recorded.update(m.id for m, _ in sending)
+        finally:
+            if lane.probe == batch_id:
+                lane.probe = None
+                lane.circuit = release_probe(lane.circuit)
+            lane.in_flight -= 1
+            # Recorded ones stay held until their result is committed (see the recorder).
+            lane.held.difference_update(m.id for m in members if m.id not in recorded)
+            lane.metrics.in_flight.set(lane.in_flight)
+            lane.wake.set()
+
+    async def _assign(self, lane: Lane, batch_id: str, ids: list[str]) -> None:
+        try:
+            await self._store.assign_batch(batch_id, ids)
+        except StoreError as exc:
+            # Sent all the same; should it fail, its retry goes under a new batch id.
+            log.warning("cannot store batch membership", subscription=lane.name, error=str(exc))
+
+    async def _settle_batch(
+        self,
+        lane: Lane,
+        members: list[Delivery],
+        attempt_no: int,
+        started: float,
+        result: AttemptResult,
+    ) -> None:
+        """Every member gets the attempt and one next state; the lane learns from it once."""
+        now = self._clock()
+        outcome = decide(
+            result, attempts_made=attempt_no, retry=self._settings.retry, now=now, rand=self._rand()
+        )
+        if result.outcome == "gone":  # kept, due again once the subscription is re-enabled
+            outcome = AttemptOutcome(DeliveryStatus.PENDING, next_attempt_at=now)
+        for member in members:
+            error = result.error
+            if self._after_delivery is not None:
+                try:
+                    note = await self._after_delivery(lane.subscription, member, result, outcome)
+                except Exception as exc:
+                    log.exception("after-delivery hook failed")
+                    note = f"after-delivery hook failed: {type(exc).__name__}"
+                if note:
+                    error = f"{error}; {note}" if error else note
+            record = AttemptRecord(
+                delivery_id=member.id,
+                attempt=member.attempts + 1,
+                started_at=started,
+                latency_ms=result.latency_ms,
+                status_code=result.status_code,
+                error=error,
+                response_excerpt=result.response_excerpt,
+                lease_token=member.lease_token,
+            )
+            self._recorder.add(record, outcome)
+        try:
+            first, *rest = members
+            await self._learn(lane, first, result, outcome, attempt_no=attempt_no, now=now)
+            self._count_members(lane, rest, result, outcome, now=now)
+            if outcome.status is DeliveryStatus.DEAD:
+                for member in rest:
+                    details: dict[str, object] = {
+                        "delivery_id": member.id,
+                        "event_id": member.event_id,
+                    }
+                    await self._emit("delivery_dead", lane.name, details)
+        except Exception:
+            log.exception("settling a batch's consequences failed; its results are kept")
+
+    def _count_members(
+        self,
+        lane: Lane,
+        members: list[Delivery],
+        result: AttemptResult,
+        outcome: AttemptOutcome,
+        *,
+        now: float,
+    ) -> None:
+        """Per-delivery metrics for the members ``_learn`` did not count."""
+        for member in members:
+            lane.metrics.attempt(result.outcome).inc()
+            if outcome.status is DeliveryStatus.DELIVERED:
+                lane.metrics.end_to_end_latency.observe(max(0.0, now - member.created_at))
+            elif outcome.status is DeliveryStatus.DEAD:
+                self._metrics.dead.labels(lane.name).inc()

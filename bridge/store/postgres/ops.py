@@ -1,0 +1,184 @@
+"""The PostgreSQL store's operations: one coroutine per :class:`bridge.store.base.Store`
+method, under the method's name, taking the pooled connection the store's
+``_run`` opened the transaction on. None commits.
+
+Operations that are whole in another module (ingest, the directory…) are taken from
+there: see the store class's ``_sources``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from bridge.core.events import Event
+from bridge.core.presence import PresenceState
+from bridge.store import common, rows
+from bridge.store.postgres import batches, device, leases
+from bridge.store.postgres import queries as sql
+from bridge.store.postgres.queries import rowcount
+
+_INBOUND_IDS_TABLE = """CREATE TABLE IF NOT EXISTS inbound_ids (
+    source TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (source, msg_id)
+)"""
+# Inserts a new id, or renews one whose time ran out; an unexpired one returns no row.
+_REMEMBER_INBOUND_ID = """INSERT INTO inbound_ids (source, msg_id, expires_at) VALUES ($1, $2, $3)
+    ON CONFLICT (source, msg_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+    WHERE inbound_ids.expires_at < $4
+    RETURNING 1"""
+
+
+# -- the hot path -------------------------------------------------------------------------
+
+
+async def claim_presence_timeouts(
+    conn: Any, batch: rows.IngestBatch, policy: rows.PresencePolicy, limit: int
+) -> rows.IngestResult:
+    announced = await device.timed_out(conn, policy, batch.now, limit)
+    fresh, deliveries = await sql.store_items(
+        conn, announced, now=batch.now, owner=batch.owner, lease_until=batch.lease_until
+    )
+    return rows.IngestResult(deliveries, stored=len(fresh), duplicates=0)
+
+
+async def get_presence(conn: Any, device_id: str) -> PresenceState | None:
+    row = await conn.fetchrow(device.GET_PRESENCE, device_id)
+    return None if row is None else common.presence_from_row(row)
+
+
+async def claim_due(
+    conn: Any,
+    subscription: str,
+    lease: tuple[float, str, float, float],
+    limit: int,
+    ordered: bool,
+) -> list[rows.Delivery]:
+    now, owner, lease_until, stale = lease
+    query = device.CLAIM_ORDERED if ordered else sql.CLAIM
+    records = await conn.fetch(query, subscription, now, owner, lease_until, limit, stale)
+    return [common.delivery_from_row(row) for row in records]
+
+
+async def next_due_at(conn: Any, subscription: str, ordered: bool) -> float | None:
+    found = await conn.fetchval(device.NEXT_DUE_ORDERED if ordered else sql.NEXT_DUE, subscription)
+    return None if found is None else float(found)
+
+
+async def heartbeat(conn: Any, owner: str) -> None:
+    await conn.execute(leases.HEARTBEAT, owner)
+
+
+async def oldest_pending(conn: Any, subscriptions: list[str]) -> dict[str, float]:
+    records = await conn.fetch(leases.OLDEST_PENDING, subscriptions)
+    return {row[0]: float(row[1]) for row in records if row[1] is not None}
+
+
+async def release(conn: Any, delivery_ids: list[str]) -> None:
+    await conn.execute(sql.RELEASE, delivery_ids)
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+async def get_delivery(conn: Any, delivery_id: str) -> rows.Delivery | None:
+    row = await conn.fetchrow(sql.GET_DELIVERY, delivery_id)
+    return None if row is None else common.delivery_from_row(row)
+
+
+async def attempts(conn: Any, delivery_id: str) -> list[rows.AttemptRecord]:
+    return [rows.AttemptRecord(*row) for row in await conn.fetch(sql.ATTEMPTS, delivery_id)]
+
+
+async def get_event(conn: Any, event_id: str) -> Event | None:
+    row = await conn.fetchrow(sql.GET_EVENT, event_id)
+    return None if row is None else common.event_from_body(row[0], row[1])
+
+
+async def queue_depth(conn: Any, subscription: str) -> int:
+    return int(await conn.fetchval(sql.QUEUE_DEPTH, subscription))
+
+
+async def subscription_states(conn: Any) -> dict[str, rows.SubscriptionState]:
+    records = await conn.fetch(sql.SUBSCRIPTION_STATES)
+    return {row[0]: common.subscription_state_from_row(row) for row in records}
+
+
+async def list_rejected(conn: Any, limit: int) -> list[rows.Rejection]:
+    return [common.rejection_from_row(row) for row in await conn.fetch(sql.LIST_REJECTED, limit)]
+
+
+async def counts(conn: Any) -> dict[str, int]:
+    return common.delivery_counts(
+        await conn.fetch(sql.COUNT_BY_STATUS),
+        events=await conn.fetchval(sql.COUNT_EVENTS),
+        rejected=await conn.fetchval(sql.COUNT_REJECTED),
+    )
+
+
+async def list_deliveries(
+    conn: Any, filters: Sequence[tuple[str, Any]], limit: int
+) -> list[rows.Delivery]:
+    query, params = sql.list_deliveries_query(filters, limit=limit)
+    return [common.delivery_from_row(row) for row in await conn.fetch(query, *params)]
+
+
+# -- operator and housekeeping writes -----------------------------------------------------
+
+
+async def save_subscription_state(conn: Any, values: tuple[Any, ...]) -> None:
+    await conn.execute(sql.SAVE_SUBSCRIPTION_STATE, *values)
+
+
+async def requeue(conn: Any, delivery_id: str, now: float) -> bool:
+    await batches.forget(conn, delivery_id)  # an operator's retry goes in a new batch
+    return rowcount(await conn.execute(sql.REQUEUE, now, delivery_id)) > 0
+
+
+async def expire_older_than(
+    conn: Any, received_before: float, now: float, paused: list[str]
+) -> dict[str, int]:
+    records = await conn.fetch(sql.EXPIRE, now, received_before, paused)
+    return dict(Counter(row[0] for row in records))
+
+
+async def resume_age(conn: Any, subscription: str, paused_for: float) -> int:
+    return rowcount(await conn.execute(sql.RESUME_AGE, paused_for, subscription))
+
+
+async def probe(conn: Any) -> None:
+    for statement in sql.PROBE:
+        await conn.execute(statement)
+
+
+# -- inbound webhooks' replay ids ---------------------------------------------------------
+
+
+async def _inbound_table(conn: Any) -> None:
+    # A side table of the inbound feature, outside the outbox schema, created on
+    # first use (a no-op afterwards); inbound requests are few next to events.
+    await conn.execute(_INBOUND_IDS_TABLE)
+
+
+async def remember_inbound_id(conn: Any, source: str, msg_id: str, now: float, ttl: float) -> bool:
+    await _inbound_table(conn)
+    await conn.execute("DELETE FROM inbound_ids WHERE expires_at < $1", now)
+    return await conn.fetchval(_REMEMBER_INBOUND_ID, source, msg_id, now + ttl, now) is not None
+
+
+async def confirm_inbound_id(conn: Any, source: str, msg_id: str, expires_at: float) -> None:
+    await _inbound_table(conn)
+    await conn.execute(
+        "UPDATE inbound_ids SET expires_at = $1 WHERE source = $2 AND msg_id = $3",
+        expires_at,
+        source,
+        msg_id,
+    )
+
+
+async def forget_inbound_id(conn: Any, source: str, msg_id: str) -> None:
+    await _inbound_table(conn)
+    await conn.execute("DELETE FROM inbound_ids WHERE source = $1 AND msg_id = $2", source, msg_id)
