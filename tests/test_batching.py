@@ -148,9 +148,17 @@ async def test_a_failed_batch_is_retried_whole_under_its_id(
             assert len(delivered) == 8
 
             # An operator's retry of one delivery of that batch sends it in a new batch.
-            status, page = await admin.get("/api/deliveries", params={"status": "delivered"})
-            assert status == 200
-            chosen = page["deliveries"][0]
+            # Results are recorded in the store shortly after the receiver's answer.
+            delivered_rows: list[dict[str, Any]] = []
+
+            async def recorded() -> bool:
+                status, page = await admin.get("/api/deliveries", params={"status": "delivered"})
+                assert status == 200
+                delivered_rows[:] = page["deliveries"]
+                return bool(delivered_rows)
+
+            await wait_until(recorded, timeout=30, message="the batch's results recorded")
+            chosen = delivered_rows[0]
             sent_before = len(receiver.requests)
             status, _ = await admin.post(f"/api/deliveries/{chosen['id']}/retry")
             assert status in (200, 202)

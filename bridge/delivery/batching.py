@@ -27,16 +27,14 @@ import structlog
 
 from bridge.config.batch import BatchSettings
 from bridge.core.batching import BATCH_ID_PREFIX, batch_of, envelope, fitting
-from bridge.core.circuit import admit, release_probe
 from bridge.core.outcomes import AttemptResult
-from bridge.core.retry import decide
 from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.lane import Lane
 from bridge.delivery.retention import too_old
 from bridge.errors import StoreError
 from bridge.logs import get_logger
 from bridge.store.ids import new_delivery_id
-from bridge.store.rows import AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus
+from bridge.store.rows import AttemptOutcome, Delivery, DeliveryStatus
 
 __all__ = ["BatchingDispatcher", "new_batch_id"]
 
@@ -88,41 +86,23 @@ class BatchingDispatcher(Dispatcher):
         if batch is None:
             await super()._start_attempts(lane)
             return
-        assert self._group is not None
-        while (
-            lane.buffer
-            and lane.concurrency.permits(lane.in_flight, self._clock())
-            and not lane.paused
-            and not self._stopping
-        ):
+        while self._may_start(lane):
             if not await self._know_batches(lane):
                 break
             chosen = await self._choose(lane, batch)
             if chosen is None:
                 break  # a partial batch waits for more (see Lane.gather_until)
             batch_id, members, envelopes = chosen
-            was_open = lane.circuit.is_open
-            lane.circuit, admitted = admit(lane.circuit, lane.circuit_policy, self._clock())
-            if not admitted:
+            was_open = await self._admit(lane)
+            if was_open is None:
                 break  # open: deliveries wait in the buffer and the store, none dropped
-            if lane.limiter is not None:
-                await lane.limiter.acquire()
             taken = {m.id for m in members}
             lane.buffer = deque(d for d in lane.buffer if d.id not in taken)
             stored = lane.batch_ids.get(members[0].id) == batch_id
             for member in members:
                 lane.batch_ids.pop(member.id, None)
-            if was_open:
-                lane.probe = batch_id
-                log.info("circuit half-open: probing with one batch", subscription=lane.name)
-            lane.in_flight += 1
-            lane.metrics.in_flight.set(lane.in_flight)
-            task = self._group.create_task(
-                self._attempt_batch(lane, batch_id, members, envelopes, stored=stored),
-                name=f"attempt-{batch_id}",
-            )
-            lane.tasks.add(task)
-            task.add_done_callback(lane.tasks.discard)
+            attempt = self._attempt_batch(lane, batch_id, members, envelopes, stored=stored)
+            self._launch(lane, batch_id, attempt, probe=was_open)
 
     async def _know_batches(self, lane: Lane) -> bool:
         """Look up the stored batch of buffered deliveries not known yet; False: not now."""
@@ -246,21 +226,12 @@ class BatchingDispatcher(Dispatcher):
                 result = await self._sender.attempt_batch(sub, batch, attempt=attempt_no)
             except Exception as exc:
                 log.exception("batch attempt raised; recorded as a failed attempt")
-                latency_ms = max(0.0, self._clock() - started) * 1000
-                reason = f"internal error: {type(exc).__name__}"
-                result = AttemptResult.failure(reason, latency_ms=latency_ms)
+                result = self._failed(exc, started)
             log.debug("batch attempt", size=batch.size, attempt=attempt_no, outcome=result.outcome)
             await self._settle_batch(lane, [m for m, _ in sending], attempt_no, started, result)
             recorded.update(m.id for m, _ in sending)
         finally:
-            if lane.probe == batch_id:
-                lane.probe = None
-                lane.circuit = release_probe(lane.circuit)
-            lane.in_flight -= 1
-            # Recorded ones stay held until their result is committed (see the recorder).
-            lane.held.difference_update(m.id for m in members if m.id not in recorded)
-            lane.metrics.in_flight.set(lane.in_flight)
-            lane.wake.set()
+            self._ended(lane, batch_id, [m.id for m in members if m.id not in recorded])
 
     async def _assign(self, lane: Lane, batch_id: str, ids: list[str]) -> None:
         try:
@@ -279,32 +250,11 @@ class BatchingDispatcher(Dispatcher):
     ) -> None:
         """Every member gets the attempt and one next state; the lane learns from it once."""
         now = self._clock()
-        outcome = decide(
-            result, attempts_made=attempt_no, retry=self._settings.retry, now=now, rand=self._rand()
-        )
-        if result.outcome == "gone":  # kept, due again once the subscription is re-enabled
-            outcome = AttemptOutcome(DeliveryStatus.PENDING, next_attempt_at=now)
+        outcome = self._decide(result, attempt_no, now)
         for member in members:
-            error = result.error
-            if self._after_delivery is not None:
-                try:
-                    note = await self._after_delivery(lane.subscription, member, result, outcome)
-                except Exception as exc:
-                    log.exception("after-delivery hook failed")
-                    note = f"after-delivery hook failed: {type(exc).__name__}"
-                if note:
-                    error = f"{error}; {note}" if error else note
-            record = AttemptRecord(
-                delivery_id=member.id,
-                attempt=member.attempts + 1,
-                started_at=started,
-                latency_ms=result.latency_ms,
-                status_code=result.status_code,
-                error=error,
-                response_excerpt=result.response_excerpt,
-                lease_token=member.lease_token,
+            await self._record(
+                lane, member, result, outcome, attempt_no=member.attempts + 1, started=started
             )
-            self._recorder.add(record, outcome)
         try:
             first, *rest = members
             await self._learn(lane, first, result, outcome, attempt_no=attempt_no, now=now)

@@ -16,15 +16,17 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any
 
 import structlog
 
 from bridge.admin.metrics import Metrics
-from bridge.config import Settings, Subscription
+from bridge.config import Settings
 from bridge.core.circuit import admit, release_probe
 from bridge.core.retry import decide
 from bridge.delivery.lane import ERROR_PAUSE, Lane
+from bridge.delivery.learning import AfterDelivery, Alert, Learning
 from bridge.delivery.recorder import Recorder
 from bridge.delivery.retention import TOO_OLD_ERROR, too_old
 from bridge.delivery.send import AttemptResult, Sender
@@ -43,17 +45,8 @@ __all__ = ["AfterDelivery", "Alert", "Dispatcher", "Lane"]
 
 log = get_logger("hookbridge.dispatch")
 
-Alert = Callable[[str, str, dict[str, object]], Awaitable[None]]
-"""``alert(kind, subscription, details)``: operational events such as a disabled subscription."""
 
-AfterDelivery = Callable[
-    [Subscription, Delivery, AttemptResult, AttemptOutcome], Awaitable[str | None]
-]
-"""Called after every attempt with what it decided (pipe mode: publish the answer, or the
-error, back); returns an error to record, or None."""
-
-
-class Dispatcher:
+class Dispatcher(Learning):
     def __init__(
         self,
         settings: Settings,
@@ -149,14 +142,6 @@ class Dispatcher:
         await self._store.save_subscription_state(lane.state)
         lane.unsaved = False
         return True
-
-    async def _disable(self, lane: Lane, reason: str, code: str) -> None:
-        """The dispatcher's own decision to stop a lane; a store error is not fatal here."""
-        try:
-            await self.set_disabled(lane.name, True, reason)
-        except StoreError as exc:
-            log.warning("cannot save the disabled state yet; will retry", error=str(exc))
-        await self._emit("subscription_disabled", lane.name, {"reason": code})
 
     async def reconfigure(self, settings: Settings) -> None:
         """Adopt a reloaded configuration: lanes are added, updated or retired.
@@ -255,30 +240,65 @@ class Dispatcher:
         lane.take(claimed, room=room, next_due=next_due, now=now)
 
     async def _start_attempts(self, lane: Lane) -> None:
-        assert self._group is not None
-        while (
+        while self._may_start(lane):
+            was_open = await self._admit(lane)
+            if was_open is None:
+                break  # open: deliveries wait in the buffer and the store, none dropped
+            delivery = lane.buffer.popleft()
+            self._launch(lane, delivery.id, self._attempt(lane, delivery), probe=was_open)
+
+    def _may_start(self, lane: Lane) -> bool:
+        return bool(
             lane.buffer
             and lane.concurrency.permits(lane.in_flight, self._clock())
             and not lane.paused
             and not self._stopping
-        ):
-            was_open = lane.circuit.is_open
-            lane.circuit, admitted = admit(lane.circuit, lane.circuit_policy, self._clock())
-            if not admitted:
-                break  # open: deliveries wait in the buffer and the store, none dropped
-            if lane.limiter is not None:
-                await lane.limiter.acquire()
-            delivery = lane.buffer.popleft()
-            if was_open:
-                lane.probe = delivery.id
-                log.info("circuit half-open: probing with one delivery", subscription=lane.name)
-            lane.in_flight += 1
-            lane.metrics.in_flight.set(lane.in_flight)
-            task = self._group.create_task(
-                self._attempt(lane, delivery), name=f"attempt-{delivery.id}"
-            )
-            lane.tasks.add(task)
-            task.add_done_callback(lane.tasks.discard)
+        )
+
+    async def _admit(self, lane: Lane) -> bool | None:
+        """Let the circuit and the rate limit admit one attempt: None when the circuit
+        refuses; else whether it was open (the attempt is then its probe)."""
+        was_open = lane.circuit.is_open
+        lane.circuit, admitted = admit(lane.circuit, lane.circuit_policy, self._clock())
+        if not admitted:
+            return None
+        if lane.limiter is not None:
+            await lane.limiter.acquire()
+        return was_open
+
+    def _launch(
+        self, lane: Lane, key: str, attempt: Coroutine[Any, Any, None], *, probe: bool
+    ) -> None:
+        """Run one attempt (of a delivery, or of a batch) as a task of the lane."""
+        assert self._group is not None
+        if probe:
+            lane.probe = key
+            log.info("circuit half-open: probing with one attempt", subscription=lane.name)
+        lane.in_flight += 1
+        lane.metrics.in_flight.set(lane.in_flight)
+        task = self._group.create_task(attempt, name=f"attempt-{key}")
+        lane.tasks.add(task)
+        task.add_done_callback(lane.tasks.discard)
+
+    def _ended(self, lane: Lane, key: str, unrecorded: Iterable[str]) -> None:
+        """An attempt task ends: its slot and, if it was the probe, the probe are freed.
+
+        Deliveries whose result was recorded stay held until it is committed (see
+        the recorder): a claim in between must not take them again; the others
+        (too old, cancelled) are let go.
+        """
+        if lane.probe == key:
+            lane.probe = None
+            lane.circuit = release_probe(lane.circuit)
+        lane.in_flight -= 1
+        lane.held.difference_update(unrecorded)
+        lane.metrics.in_flight.set(lane.in_flight)
+        lane.wake.set()
+
+    def _failed(self, exc: Exception, started: float) -> AttemptResult:
+        """An attempt that raised instead of giving a result: its failure."""
+        latency_ms = max(0.0, self._clock() - started) * 1000
+        return AttemptResult.failure(f"internal error: {type(exc).__name__}", latency_ms=latency_ms)
 
     async def _release_buffer(self, lane: Lane) -> None:
         ids = [d.id for d in lane.buffer]
@@ -314,22 +334,10 @@ class Dispatcher:
                 # The sender turns every problem into a result; should one still
                 # escape, it is this attempt's failure, never the dispatcher's.
                 log.exception("attempt raised; recorded as a failed attempt")
-                reason = f"internal error: {type(exc).__name__}"
-                latency_ms = max(0.0, self._clock() - started) * 1000
-                result = AttemptResult.failure(reason, latency_ms=latency_ms)
+                result = self._failed(exc, started)
             recorded = await self._settle(lane, delivery, attempt_no, started, result)
         finally:
-            if lane.probe == delivery.id:
-                # A probe that ended without a result (too old, cancelled) frees the slot.
-                lane.probe = None
-                lane.circuit = release_probe(lane.circuit)
-            lane.in_flight -= 1
-            if not recorded:
-                # A recorded one stays held until its result is committed (see _recorder):
-                # a claim in between must not take it again.
-                lane.held.discard(delivery.id)
-            lane.metrics.in_flight.set(lane.in_flight)
-            lane.wake.set()
+            self._ended(lane, delivery.id, () if recorded else (delivery.id,))
 
     async def _record_too_old(
         self, lane: Lane, delivery: Delivery, attempt_no: int, now: float
@@ -364,14 +372,34 @@ class Dispatcher:
         written and its delivery is retried or settled as decided.
         """
         now = self._clock()
-        outcome = decide(
-            result, attempts_made=attempt_no, retry=self._settings.retry, now=now, rand=self._rand()
-        )
-        error = result.error
+        outcome = self._decide(result, attempt_no, now)
+        await self._record(lane, delivery, result, outcome, attempt_no=attempt_no, started=started)
+        try:
+            await self._learn(lane, delivery, result, outcome, attempt_no=attempt_no, now=now)
+        except Exception:
+            log.exception("settling an attempt's consequences failed; its result is kept")
+        return True
+
+    def _decide(self, result: AttemptResult, attempt_no: int, now: float) -> AttemptOutcome:
         if result.outcome == "gone":
             # 410: the receiver says the endpoint is gone. Keep the delivery (due
             # again once someone re-enables the subscription) and stop sending.
-            outcome = AttemptOutcome(DeliveryStatus.PENDING, next_attempt_at=now)
+            return AttemptOutcome(DeliveryStatus.PENDING, next_attempt_at=now)
+        retry = self._settings.retry
+        return decide(result, attempts_made=attempt_no, retry=retry, now=now, rand=self._rand())
+
+    async def _record(
+        self,
+        lane: Lane,
+        delivery: Delivery,
+        result: AttemptResult,
+        outcome: AttemptOutcome,
+        *,
+        attempt_no: int,
+        started: float,
+    ) -> None:
+        """Queue one delivery's attempt record, with what the after-delivery hook notes."""
+        error = result.error
         if self._after_delivery is not None:
             try:
                 note = await self._after_delivery(lane.subscription, delivery, result, outcome)
@@ -393,111 +421,3 @@ class Dispatcher:
             lease_token=delivery.lease_token,
         )
         self._recorder.add(record, outcome)
-        try:
-            await self._learn(lane, delivery, result, outcome, attempt_no=attempt_no, now=now)
-        except Exception:
-            log.exception("settling an attempt's consequences failed; its result is kept")
-        return True
-
-    async def _learn(
-        self,
-        lane: Lane,
-        delivery: Delivery,
-        result: AttemptResult,
-        outcome: AttemptOutcome,
-        *,
-        attempt_no: int,
-        now: float,
-    ) -> None:
-        """What one result changes for the lane: limits, circuit, state, alerts, metrics."""
-        name = lane.name
-        lane.metrics.attempt_latency.observe(result.latency_ms / 1000)
-        if lane.adapt(result, now):
-            self._metrics.concurrency_limit.labels(name).set(lane.concurrency.allowed)
-        if result.outcome == "gone":
-            log.warning("endpoint answered 410 Gone; disabling subscription")
-            await self._disable(lane, "endpoint answered 410 Gone", "gone")
-        lane.metrics.attempt(result.outcome).inc()
-        await self._note_circuit(lane, outcome.status is DeliveryStatus.DELIVERED, now)
-        if outcome.status is DeliveryStatus.DELIVERED:
-            received = delivery.created_at
-            lane.metrics.end_to_end_latency.observe(max(0.0, now - received))
-            log.debug(
-                "delivered", status=result.status_code, latency_ms=round(result.latency_ms, 1)
-            )
-            await self._note_success(lane, now)
-            return
-        log.info(
-            "attempt failed",
-            attempt=attempt_no,
-            status=result.status_code,
-            error=result.error,
-            outcome=outcome.status.value,
-        )
-        await self._note_failure(lane, now)
-        if outcome.status is DeliveryStatus.DEAD:
-            self._metrics.dead.labels(name).inc()
-            await self._emit(
-                "delivery_dead",
-                name,
-                {
-                    "delivery_id": delivery.id,
-                    "event_id": delivery.event_id,
-                    "reason": outcome.reason or "",
-                },
-            )
-        elif outcome.next_attempt_at is not None:
-            lane.poll_at = (
-                min(lane.poll_at, outcome.next_attempt_at)
-                if lane.poll_at > now
-                else outcome.next_attempt_at
-            )
-
-    async def _note_success(self, lane: Lane, now: float) -> None:
-        if lane.note_success(now):
-            await self._save_state(lane)
-
-    async def _note_failure(self, lane: Lane, now: float) -> None:
-        first, failing_for = lane.note_failure(now)
-        if failing_for > self._settings.retry.disable_after and not lane.state.disabled:
-            log.warning(
-                "subscription failing too long; disabling", failing_for_s=round(failing_for)
-            )
-            await self._disable(lane, "failing longer than retry.disable_after", "disable_after")
-        elif first:
-            await self._save_state(lane)
-
-    async def _note_circuit(self, lane: Lane, success: bool, now: float) -> None:
-        change = lane.record_circuit(success=success, now=now)
-        lane.metrics.circuit_open.set(1 if lane.circuit.is_open else 0)
-        if change == "closed":
-            log.info("circuit closed: endpoint answers again", subscription=lane.name)
-        if change not in {"opened", "reopened"}:
-            return
-        cool_down = lane.circuit_policy.cool_down
-        failures = lane.circuit.consecutive_failures
-        log.warning(
-            "circuit open: pausing deliveries",
-            subscription=lane.name,
-            consecutive_failures=failures,
-            cool_down_s=cool_down,
-        )
-        if change == "opened":  # one alert per outage, not one per failed probe
-            details = {"reason": "failures", "failures": failures, "cool_down_s": cool_down}
-            await self._emit("circuit_opened", lane.name, dict(details))
-
-    async def _save_state(self, lane: Lane) -> None:
-        lane.unsaved = True
-        try:
-            await self._store.save_subscription_state(lane.state)
-        except StoreError as exc:
-            log.warning("cannot save subscription state; will retry", error=str(exc))
-        else:
-            lane.unsaved = False
-
-    async def _emit(self, kind: str, subscription: str, details: dict[str, object]) -> None:
-        if self._alert is not None:
-            try:
-                await self._alert(kind, subscription, details)
-            except Exception:  # an alert must never break delivery
-                log.exception("alert failed", kind=kind)
