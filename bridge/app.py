@@ -30,6 +30,8 @@ from bridge.delivery.pipe import Pipe
 from bridge.delivery.retention import Retention
 from bridge.delivery.send import Sender
 from bridge.errors import StoreError, StoreUnavailable
+from bridge.inbound.metrics import InboundMetrics
+from bridge.inbound.outbox import OutboxPublisher
 from bridge.inbound.server import InboundServer, inbound_routes
 from bridge.ingest.client import Ingest
 from bridge.ingest.commit import CommitStep
@@ -132,6 +134,17 @@ class Bridge:
             on_expired=self._expired,
         )
         self.operations = Operations(self)
+        # Accepted inbound webhooks wait in the store's outbox until the broker takes them.
+        self.outbox = OutboxPublisher(
+            self.store,
+            self.publish_reply,
+            connected=lambda: self.ingest.connected,
+            owner=self.owner,
+            lease=settings.store.lease,
+            metrics=InboundMetrics(self.metrics.registry),
+            alert=self._alert,
+            retention=settings.retention,
+        )
         # Routes served beside the admin API (inbound webhooks add theirs here before run()).
         self.api_routes: list[web.AbstractRouteDef] = []
         # Inbound webhooks: on api.inbound_listen alone when set, else beside the admin API.
@@ -162,6 +175,7 @@ class Bridge:
                 )
                 tasks.create_task(self.dispatcher.run(), name="dispatcher")
                 tasks.create_task(self.retention.run(), name="retention")
+                tasks.create_task(self.outbox.run(), name="outbox")
                 tasks.create_task(self.ingest.run(), name="ingest")
                 if self.presence is not None:
                     tasks.create_task(self.presence.run(), name="presence")
@@ -173,6 +187,7 @@ class Bridge:
                 )
                 await self._stop.wait()
                 log.info("stopping: no new messages, finishing deliveries in flight", grace_s=grace)
+                self.outbox.stop()
                 await self.ingest.stop()
                 if self.presence is not None:
                     self.presence.stop()

@@ -39,6 +39,7 @@ from tests.store_contract_batch import BatchStoreContract
 from tests.store_contract_device import DeviceStoreContract
 from tests.store_contract_directory import DirectoryStoreContract
 from tests.store_contract_leases import LeaseStoreContract
+from tests.store_contract_outbox import OutboxStoreContract
 
 __all__ = ["T0", "Reopen", "StoreContract", "accepted", "make_event", "opened", "reopening"]
 
@@ -133,7 +134,11 @@ def attempt(
 
 
 class StoreContract(
-    BatchStoreContract, DeviceStoreContract, DirectoryStoreContract, LeaseStoreContract
+    BatchStoreContract,
+    DeviceStoreContract,
+    DirectoryStoreContract,
+    LeaseStoreContract,
+    OutboxStoreContract,
 ):
     """Conformance tests; see the module docstring for the fixtures they need."""
 

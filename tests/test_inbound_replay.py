@@ -1,11 +1,12 @@
-"""Inbound replay refusal under real faults: a broker that refuses the publish, a replayer.
+"""Inbound messages under real faults: a broker that refuses the publish, a replayer.
 
 A private mosquitto with an ACL file refuses the bridge's publish on
 ``devices/+/commands`` with an MQTT 5 PUBACK reason code 0x87 (not
-authorized): that is a failed publish, the request is answered 503, and its
-id is not kept, so the sender's retry of the very same request is taken once
-the broker allows it. GitHub-style requests have no timestamp: a replay is
-refused on the signature, with or without ``x-github-delivery``.
+authorized): that is a failed publish. The request was already accepted (it
+is in the outbox), so the outbox retries it until the broker allows it, or
+gives it up as dead once its ``max_age`` passes. GitHub-style requests have
+no timestamp: a replay is refused on the signature, with or without
+``x-github-delivery``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from bridge.app import Bridge
 from bridge.config import InboundSettings
 from bridge.core.signing import hub_signature, sign
+from bridge.inbound.outbox import BACKOFF, retry_at
 from bridge.inbound.server import GITHUB_REPLAY_WINDOW, replay_key
+from bridge.store.outbox import OutboxMessage, OutboxStatus
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
@@ -46,6 +50,14 @@ INBOUND = [
         "signature": "github",
         "topic": "devices/{body.device_id}/commands",
         "allow_topics": ["devices/+/commands"],
+    },
+    {
+        "name": "short",
+        "path": "/inbound/short",
+        "secret": SECRET,
+        "topic": "devices/{body.device_id}/commands",
+        "allow_topics": ["devices/+/commands"],
+        "max_age": "2s",
     },
 ]
 # Anonymous clients (the bridge and the watching device) may read everything and
@@ -75,9 +87,13 @@ class Sender:
         self.base = base
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        return (await self.send(path, body, headers))[0]
+
+    async def send(
+        self, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
         async with self.session.post(self.base + path, data=body, headers=headers) as response:
-            await response.read()
-            return response.status
+            return response.status, await response.json()
 
 
 def standard_request(payload: dict[str, Any], msg_id: str) -> tuple[bytes, dict[str, str]]:
@@ -95,7 +111,7 @@ def standard_request(payload: dict[str, Any], msg_id: str) -> tuple[bytes, dict[
 @pytest.fixture
 async def bridge_and_sender(
     acl_broker: tuple[Mosquitto, Path], tmp_path: Path
-) -> AsyncIterator[tuple[Sender, Publisher]]:
+) -> AsyncIterator[tuple[Bridge, Sender, Publisher]]:
     broker, _ = acl_broker
     config = bridge_config(
         broker,
@@ -109,34 +125,76 @@ async def bridge_and_sender(
         with Publisher(broker.port) as device:
             device.subscribe("devices/#")
             async with aiohttp.ClientSession() as session:
-                yield Sender(session, f"http://127.0.0.1:{bridge.inbound.port}"), device
+                yield bridge, Sender(session, f"http://127.0.0.1:{bridge.inbound.port}"), device
 
 
-async def test_a_publish_the_broker_refuses_is_503_and_the_same_request_is_taken_later(
-    acl_broker: tuple[Mosquitto, Path], bridge_and_sender: tuple[Sender, Publisher]
+async def test_a_publish_the_broker_refuses_is_retried_until_it_is_taken(
+    acl_broker: tuple[Mosquitto, Path], bridge_and_sender: tuple[Bridge, Sender, Publisher]
 ) -> None:
     broker, acl = acl_broker
-    sender, device = bridge_and_sender
+    bridge, sender, device = bridge_and_sender
     body, headers = standard_request({"device_id": "dev-7", "n": 1}, "msg-acl-1")
-    # PUBACK 0x87 (not authorized): a failed publish, not an accepted message.
-    assert await sender.post("/inbound/helpdesk", body, headers) == 503
-    assert await sender.post("/inbound/helpdesk", body, headers) == 503  # not a "replay"
+    # Committed to the outbox: accepted, whatever the broker will say.
+    status, answer = await sender.send("/inbound/helpdesk", body, headers)
+    assert status == 202
+    message_id = answer["id"]
+
+    async def refused_twice() -> bool:
+        message = await bridge.store.get_outbox(message_id)
+        return message is not None and message.attempts >= 2
+
+    # PUBACK 0x87 (not authorized): a failed attempt, retried with backoff.
+    await wait_until(refused_twice, timeout=20, message="two refused attempts")
+    message = await bridge.store.get_outbox(message_id)
+    assert message is not None
+    assert message.status is OutboxStatus.PENDING
+    assert message.last_error is not None
+    assert "0x87" in message.last_error
+    # Accepted once: the same request again is a replay, refused.
+    assert await sender.post("/inbound/helpdesk", body, headers) == 409
     acl.write_text(ALLOWING)
     assert broker.process is not None
     broker.process.send_signal(signal.SIGHUP)  # mosquitto re-reads its ACL file
-    answers: list[int] = []
+    await wait_until(lambda: len(device.received) == 1, timeout=30, message="published")
+    (received,) = device.received
+    assert received.topic == "devices/dev-7/commands"
+    assert received.properties.CorrelationData == message_id.encode()
 
-    async def retried() -> bool:
-        answers.append(await sender.post("/inbound/helpdesk", body, headers))
-        return answers[-1] != 503
+    async def published() -> bool:
+        found = await bridge.store.get_outbox(message_id)
+        return found is not None and found.status is OutboxStatus.PUBLISHED
 
-    await wait_until(retried, timeout=15, interval=0.2, message="the broker takes the publish")
-    assert answers[-1] == 202, answers
-    await wait_until(lambda: len(device.received) == 1, timeout=10, message="published once")
-    assert device.received[0].topic == "devices/dev-7/commands"
-    # Now it was published: the same request again is a replay.
-    assert await sender.post("/inbound/helpdesk", body, headers) == 409
-    assert len(device.received) == 1
+    await wait_until(published, timeout=10, message="marked published")
+    registry = bridge.metrics.registry
+    labels = {"inbound": "helpdesk"}
+    failures = registry.get_sample_value("hookbridge_inbound_publish_failures_total", labels)
+    assert failures is not None
+    assert failures >= 2
+    assert registry.get_sample_value("hookbridge_inbound_published_total", labels) == 1
+
+
+async def test_a_message_refused_until_its_max_age_is_dead(
+    bridge_and_sender: tuple[Bridge, Sender, Publisher],
+) -> None:
+    bridge, sender, device = bridge_and_sender
+    body, headers = standard_request({"device_id": "dev-8", "n": 1}, "msg-acl-2")
+    status, answer = await sender.send("/inbound/short", body, headers)
+    assert status == 202
+
+    async def dead() -> bool:
+        message = await bridge.store.get_outbox(answer["id"])
+        return message is not None and message.status is OutboxStatus.DEAD
+
+    await wait_until(dead, timeout=20, message="given up after max_age")
+    message = await bridge.store.get_outbox(answer["id"])
+    assert message is not None
+    assert message.dead_reason == "too_old"
+    assert message.attempts >= 1
+    assert message.last_error is not None
+    assert "0x87" in message.last_error
+    labels = {"inbound": "short"}
+    assert bridge.metrics.registry.get_sample_value("hookbridge_inbound_dead_total", labels) == 1
+    assert device.received == []
 
 
 async def test_github_replay_is_refused_without_the_delivery_header(
@@ -240,3 +298,21 @@ def test_github_replay_key_is_the_signature_held_a_day() -> None:
     assert key == replay_key(entry, {**signed, "x-github-delivery": "d-9"})
     assert (key.value, key.window) == ("sig:sha256=ab12", GITHUB_REPLAY_WINDOW)
     assert GITHUB_REPLAY_WINDOW == 24 * 3600
+
+
+def test_the_backoff_grows_and_never_passes_max_age() -> None:
+    message = OutboxMessage(
+        id="inb_1", source="s", topic="t", payload=b"{}", created_at=1000.0, max_age=100.0
+    )
+    assert [retry_at(message, n, 1000.0) for n in (1, 2, 3, 4, 5, 6, 9)] == [
+        1001.0,
+        1002.0,
+        1005.0,
+        1010.0,
+        1030.0,
+        1060.0,
+        1060.0,
+    ]
+    assert retry_at(message, 6, 1080.0) == 1100.0  # capped at the end of its max_age
+    assert retry_at(message, 1, 1100.0) is None  # no time left: dead
+    assert BACKOFF[-1] == 60.0

@@ -131,6 +131,8 @@ def _sample_event(event_type: str) -> Event:
             "key": "k-1",
             "file": "dead.jsonl",
             "count": 3,
+            "id": "inb_0123",
+            "topic": "devices/dev-42/commands",
         }
         data = CATALOGUE[event_type].model_validate(fields)
         return Event(

@@ -81,7 +81,39 @@ def _on_one(summary: str, ok: dict[str, Any], parameter: dict[str, Any]) -> dict
     return _op(summary, ok, errors=(401, 404), parameters=[parameter])
 
 
+_OUTBOX_STATUS = {"type": "string", "enum": ["pending", "published", "dead"]}
+_MESSAGE = _path_param("message_id", "Inbound message id (inb_…)")
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
 _SCHEMAS: dict[str, Any] = {
+    "InboundMessage": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "inbound": {"type": "string", "description": "The inbound entry that accepted it"},
+            "topic": {"type": "string"},
+            "status": _OUTBOX_STATUS,
+            "attempts": {"type": "integer"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "next_attempt_at": _NULLABLE_TIME,
+            "published_at": _NULLABLE_TIME,
+            "expires_at": {"type": "string", "format": "date-time"},
+            "dead_reason": {"type": ["string", "null"]},
+            "last_error": {"type": ["string", "null"]},
+            "size": {"type": "integer"},
+            "payload": {"type": "string", "description": "The body (GET of one message only)"},
+        },
+    },
+    "InboundPage": {
+        "type": "object",
+        "properties": {
+            "messages": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/InboundMessage"},
+            },
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    },
     "Error": {
         "type": "object",
         "required": ["error"],
@@ -370,6 +402,33 @@ _PATHS: dict[str, Any] = {
             _ok("the forgotten device id"),
             _path_param("device_id", "Device id"),
         ),
+    },
+    "/api/inbound": {
+        "get": _op(
+            "Accepted inbound webhooks (the MQTT outbox), newest first, cursor-paged",
+            _ok("one page", "InboundPage"),
+            errors=(400, 401),
+            parameters=[
+                _query("status", "Only this status", _OUTBOX_STATUS),
+                _query("inbound", "Only this inbound entry", {"type": "string"}),
+                _query("cursor", "next_cursor of the previous page", {"type": "string"}),
+                _query("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 500}),
+            ],
+        )
+    },
+    "/api/inbound/{message_id}": {
+        "get": _on_one(
+            "One inbound message with its payload", _ok("the message", "InboundMessage"), _MESSAGE
+        )
+    },
+    "/api/inbound/{message_id}/replay": {
+        "post": _op(
+            "Publish a dead or published inbound message again, due now, its max_age"
+            " counted from now",
+            _ok("the message", "InboundMessage"),
+            errors=(401, 404, 409),
+            parameters=[_MESSAGE],
+        )
     },
     "/api/rejected": {
         "get": _op(

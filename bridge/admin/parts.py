@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from bridge.delivery.dispatch import Dispatcher
     from bridge.delivery.retention import Retention
     from bridge.delivery.send import Sender
+    from bridge.inbound.outbox import OutboxPublisher
     from bridge.ingest.client import Ingest
     from bridge.ingest.commit import CommitStep
     from bridge.ingest.presence import PresenceTracker
@@ -44,3 +45,4 @@ class BridgeParts(Protocol):
     committer: CommitStep
     retention: Retention
     operations: Operations
+    outbox: OutboxPublisher

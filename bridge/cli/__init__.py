@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from bridge.cli.admin import register as register_admin_commands
+from bridge.cli.inbound import inbound_app
 from bridge.config import Settings, load_config, redact_url
 from bridge.errors import BridgeError, ConfigError
 from bridge.logs import configure_logging, display_url
@@ -27,6 +28,7 @@ app = typer.Typer(
 config_app = typer.Typer(help="Configuration helpers.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 register_admin_commands(app)  # deliveries, rejected, subscriptions, test-endpoint, devices
+app.add_typer(inbound_app, name="inbound")
 events_app = typer.Typer(help="The event catalogue.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 

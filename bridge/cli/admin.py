@@ -27,7 +27,7 @@ import typer
 from bridge.config import load_api_settings
 from bridge.errors import ApiError, ConfigError
 
-__all__ = ["ApiClient", "register"]
+__all__ = ["ApiClient", "client", "register"]
 
 _TIMEOUT = 60.0  # a test ping waits for the endpoint's own timeout
 
@@ -108,6 +108,9 @@ def _client(url: str | None, token: str | None, config: Path | None) -> ApiClien
     if not url.startswith(("http://", "https://")):
         raise ApiError(f"the admin API URL must start with http:// or https://, not {url!r}")
     return ApiClient(url, token)
+
+
+client = _client  # for the operator commands kept in modules of their own
 
 
 def _run(

@@ -390,6 +390,7 @@ class InboundSettings(_Model):
     allow_topics: list[str] = Field(min_length=1)
     signature: Literal["standard", "github"] = "standard"
     max_body: Size = 256 * 1024
+    max_age: Duration = Field(default=3600.0, gt=0)  # an older command is never published
 
     _secret = field_validator("secret")(check_webhook_secret)
 

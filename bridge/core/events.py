@@ -136,6 +136,15 @@ class ExpiredAlert(BridgeAlert):
     count: int = Field(ge=1)
 
 
+class InboundDeadAlert(BridgeAlert):
+    """An accepted inbound webhook was not published within its entry's ``max_age``:
+    it is dead, never sent. ``subscription`` names the inbound entry."""
+
+    reason: str = "too_old"
+    id: str = Field(min_length=1)
+    topic: str = Field(min_length=1)
+
+
 class StoreRefusedAlert(_Data):
     """The store refused a message even in quarantine: it went to the dead-letter file.
 
@@ -168,6 +177,7 @@ CATALOGUE: dict[str, type[_Data]] = {
     "bridge.circuit_opened": BridgeAlert,
     "bridge.delivery_dead": BridgeAlert,
     "bridge.deliveries_expired": ExpiredAlert,
+    "bridge.inbound_dead": InboundDeadAlert,
     "bridge.store_refused": StoreRefusedAlert,
 }
 """Every canonical event type and the model of its ``data``."""

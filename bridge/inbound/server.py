@@ -20,13 +20,14 @@ all of this holds, checked in this order (nothing is published otherwise):
    drop or change it, so it is not what replay refusal keys on. The ids are
    kept in the store so every instance sharing it agrees.
 
-Then the raw body is published with QoS 1 (MQTT 5 correlation data: our id
-for the message) and the answer is **202** ``{"id": "inb_…", "topic": "…"}``.
-The id is first *reserved* (for a minute), the message published, and the
-reservation then confirmed for the whole window; when the publish fails
-(broker down, or a PUBACK with a reason code of 0x80 or more, such as an ACL
-refusal) the reservation is deleted and the answer is **503**, so the
-sender's retry of the same request is taken, not refused as a replay.
+Then the message is committed to the store's outbox, in the same
+transaction as its replay id, and the answer is **202** ``{"id": "inb_…",
+"topic": "…"}``; when the store cannot commit, nothing is accepted and the
+answer is **503** (the sender retries, and its retry is not a replay). The
+outbox publisher (:mod:`bridge.inbound.outbox`) then publishes the raw body
+with QoS 1 (MQTT 5 correlation data: the id of the 202) until the broker
+acknowledges it, across broker outages and bridge restarts, or until the
+entry's ``max_age`` passes.
 
 The routes are served by the admin API server, or only by a separate
 listener on ``api.inbound_listen`` when that is set (:class:`InboundServer`).
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,11 +47,11 @@ from aiohttp import web
 from bridge.config import InboundSettings, Settings
 from bridge.config.models import INBOUND_RESERVED_PATHS
 from bridge.config.templates import render_topic, topic_matches
-from bridge.core.messages import Outgoing
 from bridge.core.signing import verify, verify_hub_signature
 from bridge.errors import BridgeError, ConfigError, SignatureError, StoreError, TemplateError
 from bridge.logs import get_logger
 from bridge.store.base import Store
+from bridge.store.outbox import OutboxMessage, ReplayNote
 
 __all__ = [
     "GITHUB_REPLAY_WINDOW",
@@ -68,10 +69,12 @@ REPLAY_WINDOW = 2 * TOLERANCE
 """How long a ``webhook-id`` is remembered: a timestamp may be up to 5 minutes either side."""
 GITHUB_REPLAY_WINDOW = 24 * 3600.0
 """How long a GitHub-style signature is remembered: the request has no timestamp to expire."""
-RESERVATION = 60.0
-"""How long an id is held while its message is being published (longer than a PUBACK wait)."""
 
 _CHUNK = 64 * 1024
+
+
+class _Outbox(Protocol):
+    def accepted(self, message: OutboxMessage) -> None: ...
 
 
 class InboundHost(Protocol):
@@ -80,7 +83,8 @@ class InboundHost(Protocol):
     settings: Settings
     store: Store
 
-    def publish_reply(self, message: Outgoing) -> Awaitable[None]: ...
+    @property
+    def outbox(self) -> _Outbox: ...
 
 
 class _Refused(Exception):
@@ -162,62 +166,33 @@ class _InboundHandler:
             headers = {k.lower(): v for k, v in request.headers.items()}
             _check_signature(entry, headers, body)
             topic = _topic_for(entry, body)
-            our_id = f"inb_{uuid.uuid4().hex}"
-            key = replay_key(entry, headers)
-            await self._reserve(key)
-            try:
-                await self._publish(topic, body, our_id)
-            except _Refused:
-                await self._forget(key)
-                raise
-            await self._confirm(key)
+            message = OutboxMessage(
+                id=f"inb_{uuid.uuid4().hex}",
+                source=entry.name,
+                topic=topic,
+                payload=body,
+                created_at=time.time(),
+                max_age=entry.max_age,
+            )
+            await self._accept(message, replay_key(entry, headers))
         except _Refused as refused:
             log.info("inbound webhook refused", inbound=entry.name, status=refused.status)
             return web.json_response({"error": refused.reason}, status=refused.status)
-        log.info("inbound webhook published", inbound=entry.name, topic=topic, id=our_id)
-        return web.json_response({"id": our_id, "topic": topic}, status=202)
+        self._host.outbox.accepted(message)
+        log.info("inbound webhook accepted", inbound=entry.name, topic=topic, id=message.id)
+        return web.json_response({"id": message.id, "topic": topic}, status=202)
 
-    async def _reserve(self, key: ReplayKey | None) -> None:
-        if key is None:
-            return
+    async def _accept(self, message: OutboxMessage, key: ReplayKey | None) -> None:
+        """Commit the message with its replay id: both or neither."""
+        now = message.created_at
+        replay = None if key is None else ReplayNote(key.value, now + key.window)
         try:
-            fresh = await self._host.store.remember_inbound_id(
-                self._entry.name, key.value, now=time.time(), ttl=RESERVATION
-            )
+            fresh = await self._host.store.accept_inbound(message, replay, now=now)
         except StoreError as exc:
+            log.warning("inbound webhook not accepted", inbound=self._entry.name, error=str(exc))
             raise _Refused(503, "the store is unavailable; try again later") from exc
         if not fresh:
             raise _Refused(409, "this request was already received (a replay)")
-
-    async def _confirm(self, key: ReplayKey | None) -> None:
-        if key is None:
-            return
-        try:
-            await self._host.store.confirm_inbound_id(
-                self._entry.name, key.value, expires_at=time.time() + key.window
-            )
-        except StoreError as exc:
-            # Published already: the answer stays 202; the reservation still
-            # refuses a replay for its minute.
-            log.warning(
-                "inbound id not held for its window", inbound=self._entry.name, error=str(exc)
-            )
-
-    async def _forget(self, key: ReplayKey | None) -> None:
-        if key is None:
-            return
-        try:
-            await self._host.store.forget_inbound_id(self._entry.name, key.value)
-        except StoreError as exc:
-            # The reservation runs out on its own; a retry before that is refused.
-            log.warning("inbound reservation not dropped", inbound=self._entry.name, error=str(exc))
-
-    async def _publish(self, topic: str, body: bytes, our_id: str) -> None:
-        try:
-            await self._host.publish_reply(Outgoing(topic, body, correlation=our_id.encode()))
-        except BridgeError as exc:
-            log.warning("inbound webhook not published", inbound=self._entry.name, error=str(exc))
-            raise _Refused(503, "the broker is unavailable; try again later") from exc
 
 
 def inbound_routes(host: InboundHost) -> list[web.RouteDef]:

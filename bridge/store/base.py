@@ -37,6 +37,7 @@ from bridge.core.events import Event
 from bridge.core.presence import Presence, PresenceState
 from bridge.errors import StoreError
 from bridge.store import common
+from bridge.store.outbox import OUTBOX_OPERATIONS, OutboxStore
 from bridge.store.rows import (
     Accepted,
     AttemptOutcome,
@@ -58,47 +59,51 @@ __all__ = ["OPERATIONS", "PURGE_MAX_CHUNKS", "Store"]
 PURGE_MAX_CHUNKS = 10_000
 """How many bounded chunks one ``purge`` call removes at most."""
 
-OPERATIONS = frozenset(
-    [
-        "assign_batch",
-        "attempts",
-        "batches_of",
-        "claim_due",
-        "claim_presence_timeouts",
-        "confirm_inbound_id",
-        "counts",
-        "create_deliveries",
-        "expire_older_than",
-        "forget_device",
-        "forget_inbound_id",
-        "get_delivery",
-        "get_device",
-        "get_event",
-        "get_presence",
-        "heartbeat",
-        "ingest",
-        "list_deliveries",
-        "list_devices",
-        "list_rejected",
-        "next_due_at",
-        "oldest_pending",
-        "probe",
-        "purge_chunk",
-        "queue_depth",
-        "record_attempts",
-        "release",
-        "remember_inbound_id",
-        "requeue",
-        "resume_age",
-        "save_subscription_state",
-        "subscription_states",
-    ]
+OPERATIONS = (
+    frozenset(
+        [
+            "assign_batch",
+            "attempts",
+            "batches_of",
+            "claim_due",
+            "claim_presence_timeouts",
+            "confirm_inbound_id",
+            "counts",
+            "create_deliveries",
+            "expire_older_than",
+            "forget_device",
+            "forget_inbound_id",
+            "get_delivery",
+            "get_device",
+            "get_event",
+            "get_presence",
+            "heartbeat",
+            "ingest",
+            "list_deliveries",
+            "list_devices",
+            "list_rejected",
+            "next_due_at",
+            "oldest_pending",
+            "probe",
+            "purge_chunk",
+            "queue_depth",
+            "record_attempts",
+            "release",
+            "remember_inbound_id",
+            "requeue",
+            "resume_age",
+            "save_subscription_state",
+            "subscription_states",
+        ]
+    )
+    | OUTBOX_OPERATIONS
 )
 """What every backend does, each ``name(conn, …)`` in one of its ``_sources`` modules."""
 
 
-class Store(ABC):
-    """The durable outbox. Every method is one transaction."""
+class Store(OutboxStore, ABC):
+    """The durable outbox. Every method is one transaction (the MQTT outbox's are
+    :class:`bridge.store.outbox.OutboxStore`'s)."""
 
     owner: str
     takeover_after: float

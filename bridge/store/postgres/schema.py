@@ -194,6 +194,44 @@ _BATCH_MEMBERS = (
     "CREATE INDEX batch_members_batch ON batch_members (batch_id, position)",
 )
 
+# The MQTT outbox (bridge.store.outbox): accepted inbound webhooks waiting for
+# the broker's PUBACK, leased like deliveries. seq is the acceptance order;
+# the partial index answers "is an earlier message of this topic pending?"
+# (per-topic order) in one probe. inbound_ids was created on first use before;
+# accepting now writes it in the same transaction as the outbox row.
+_OUTBOX = (
+    """CREATE TABLE outbox (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id text COLLATE "C" NOT NULL UNIQUE,
+        source text NOT NULL,
+        topic text NOT NULL,
+        payload bytea NOT NULL,
+        status text NOT NULL CHECK (status IN ('pending', 'published', 'dead')),
+        attempts integer NOT NULL DEFAULT 0,
+        next_attempt_at double precision,
+        lease_owner text,
+        lease_until double precision,
+        lease_token bigint NOT NULL DEFAULT 0,
+        created_at double precision NOT NULL,
+        updated_at double precision NOT NULL,
+        age_from double precision,
+        max_age double precision NOT NULL,
+        published_at double precision,
+        dead_reason text,
+        last_error text
+    )""",
+    "CREATE INDEX outbox_pending_topic ON outbox (topic, seq) WHERE status = 'pending'",
+    "CREATE INDEX outbox_pending_due ON outbox (next_attempt_at) WHERE status = 'pending'",
+    "CREATE INDEX outbox_finished ON outbox (status, updated_at)",
+    """CREATE TABLE IF NOT EXISTS inbound_ids (
+        source text NOT NULL,
+        msg_id text NOT NULL,
+        expires_at double precision NOT NULL,
+        PRIMARY KEY (source, msg_id)
+    )""",
+)
+
+
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
     _V2,
@@ -204,6 +242,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _DEVICE_DIRECTORY,
     _PRESENCE_HEARTBEAT,
     _BATCH_MEMBERS,
+    _OUTBOX,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 

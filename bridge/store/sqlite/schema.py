@@ -180,6 +180,44 @@ _BATCH_MEMBERS = (
     "CREATE INDEX batch_members_batch ON batch_members (batch_id, position)",
 )
 
+# The MQTT outbox (bridge.store.outbox): accepted inbound webhooks waiting for
+# the broker's PUBACK, leased like deliveries. seq is the acceptance order;
+# the partial index answers "is an earlier message of this topic pending?"
+# (per-topic order) in one probe. inbound_ids was created on first use before;
+# accepting now writes it in the same transaction as the outbox row.
+_OUTBOX = (
+    """CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'published', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        lease_owner TEXT,
+        lease_until REAL,
+        lease_token INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        age_from REAL,
+        max_age REAL NOT NULL,
+        published_at REAL,
+        dead_reason TEXT,
+        last_error TEXT
+    )""",
+    "CREATE INDEX outbox_pending_topic ON outbox (topic, seq) WHERE status = 'pending'",
+    "CREATE INDEX outbox_pending_due ON outbox (next_attempt_at) WHERE status = 'pending'",
+    "CREATE INDEX outbox_finished ON outbox (status, updated_at)",
+    """CREATE TABLE IF NOT EXISTS inbound_ids (
+        source TEXT NOT NULL,
+        msg_id TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (source, msg_id)
+    )""",
+)
+
+
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
     _V2,
@@ -190,6 +228,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _DEVICE_DIRECTORY,
     _PRESENCE_HEARTBEAT,
     _BATCH_MEMBERS,
+    _OUTBOX,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 

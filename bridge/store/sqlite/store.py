@@ -28,7 +28,7 @@ from bridge.errors import StoreError
 from bridge.store import statements as shared
 from bridge.store.base import Store
 from bridge.store.leases import TAKEOVER_AFTER
-from bridge.store.sqlite import batches, directory, leases, ops
+from bridge.store.sqlite import batches, directory, leases, ops, outbox
 from bridge.store.sqlite import queries as sql
 from bridge.store.sqlite.engine import SQLiteEngine
 from bridge.store.sqlite.schema import SCHEMA_VERSION, migrate, schema_version
@@ -57,7 +57,7 @@ class SQLiteStore(Store):
     for what opening does with it. Tools beside a running bridge leave it empty.
     """
 
-    _sources: ClassVar[tuple[ModuleType, ...]] = (ops, sql, directory, batches)
+    _sources: ClassVar[tuple[ModuleType, ...]] = (ops, sql, directory, batches, outbox)
 
     def __init__(
         self,
