@@ -578,25 +578,6 @@ class StoreContract(
         }
         assert await store.is_writable()
 
-    async def test_inbound_ids_are_remembered_until_they_expire(self, store: Store) -> None:
-        assert await store.remember_inbound_id("helpdesk", "msg_1", now=T0, ttl=300)
-        assert not await store.remember_inbound_id("helpdesk", "msg_1", now=T0 + 299, ttl=300)
-        # the same id from another source is another message
-        assert await store.remember_inbound_id("github", "msg_1", now=T0 + 1, ttl=300)
-        # once its window has passed, the id is new again (and remembered afresh)
-        assert await store.remember_inbound_id("helpdesk", "msg_1", now=T0 + 301, ttl=300)
-        assert not await store.remember_inbound_id("helpdesk", "msg_1", now=T0 + 302, ttl=300)
-
-    async def test_inbound_ids_are_reserved_then_confirmed_or_forgotten(self, store: Store) -> None:
-        # Reserved for a short while, then held for the whole window once published.
-        assert await store.remember_inbound_id("helpdesk", "ok", now=T0, ttl=60)
-        await store.confirm_inbound_id("helpdesk", "ok", expires_at=T0 + 86400)
-        assert not await store.remember_inbound_id("helpdesk", "ok", now=T0 + 3600, ttl=60)
-        # A failed publish forgets its reservation: the sender's retry is taken.
-        assert await store.remember_inbound_id("helpdesk", "failed", now=T0, ttl=60)
-        await store.forget_inbound_id("helpdesk", "failed")
-        assert await store.remember_inbound_id("helpdesk", "failed", now=T0 + 1, ttl=60)
-
     async def test_everything_survives_reopen(self, store: Store, reopen_store: Reopen) -> None:
         created = await ingest(store, [accepted(make_event(1), "crm", "ops")])
         await store.record_attempts(

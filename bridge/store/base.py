@@ -67,12 +67,10 @@ OPERATIONS = (
             "batches_of",
             "claim_due",
             "claim_presence_timeouts",
-            "confirm_inbound_id",
             "counts",
             "create_deliveries",
             "expire_older_than",
             "forget_device",
-            "forget_inbound_id",
             "get_delivery",
             "get_device",
             "get_event",
@@ -89,7 +87,6 @@ OPERATIONS = (
             "queue_depth",
             "record_attempts",
             "release",
-            "remember_inbound_id",
             "requeue",
             "resume_age",
             "save_subscription_state",
@@ -437,24 +434,3 @@ class Store(OutboxStore, ABC):
         except StoreError:
             return False
         return True
-
-    # -- inbound webhooks' replay ids --------------------------------------------------
-
-    async def remember_inbound_id(
-        self, source: str, msg_id: str, *, now: float, ttl: float
-    ) -> bool:
-        """Note an inbound webhook id for ``ttl`` seconds; False when already noted and unexpired.
-
-        Inbound webhooks refuse a replayed ``webhook-id``: the check and the
-        note are one atomic step, so two instances cannot both accept it.
-        """
-        fresh: bool = await self._write("remember_inbound_id", source, msg_id, now, ttl)
-        return fresh
-
-    async def confirm_inbound_id(self, source: str, msg_id: str, *, expires_at: float) -> None:
-        """Hold a noted inbound id until ``expires_at``: its message was published."""
-        await self._write("confirm_inbound_id", source, msg_id, expires_at)
-
-    async def forget_inbound_id(self, source: str, msg_id: str) -> None:
-        """Drop a noted inbound id: its publish failed, so the sender's retry is not a replay."""
-        await self._write("forget_inbound_id", source, msg_id)

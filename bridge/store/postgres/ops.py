@@ -19,19 +19,6 @@ from bridge.store.postgres import batches, device, leases
 from bridge.store.postgres import queries as sql
 from bridge.store.postgres.queries import rowcount
 
-_INBOUND_IDS_TABLE = """CREATE TABLE IF NOT EXISTS inbound_ids (
-    source TEXT NOT NULL,
-    msg_id TEXT NOT NULL,
-    expires_at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (source, msg_id)
-)"""
-# Inserts a new id, or renews one whose time ran out; an unexpired one returns no row.
-_REMEMBER_INBOUND_ID = """INSERT INTO inbound_ids (source, msg_id, expires_at) VALUES ($1, $2, $3)
-    ON CONFLICT (source, msg_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
-    WHERE inbound_ids.expires_at < $4
-    RETURNING 1"""
-
-
 # -- the hot path -------------------------------------------------------------------------
 
 
@@ -152,33 +139,3 @@ async def resume_age(conn: Any, subscription: str, paused_for: float) -> int:
 async def probe(conn: Any) -> None:
     for statement in sql.PROBE:
         await conn.execute(statement)
-
-
-# -- inbound webhooks' replay ids ---------------------------------------------------------
-
-
-async def _inbound_table(conn: Any) -> None:
-    # A side table of the inbound feature, outside the outbox schema, created on
-    # first use (a no-op afterwards); inbound requests are few next to events.
-    await conn.execute(_INBOUND_IDS_TABLE)
-
-
-async def remember_inbound_id(conn: Any, source: str, msg_id: str, now: float, ttl: float) -> bool:
-    await _inbound_table(conn)
-    await conn.execute("DELETE FROM inbound_ids WHERE expires_at < $1", now)
-    return await conn.fetchval(_REMEMBER_INBOUND_ID, source, msg_id, now + ttl, now) is not None
-
-
-async def confirm_inbound_id(conn: Any, source: str, msg_id: str, expires_at: float) -> None:
-    await _inbound_table(conn)
-    await conn.execute(
-        "UPDATE inbound_ids SET expires_at = $1 WHERE source = $2 AND msg_id = $3",
-        expires_at,
-        source,
-        msg_id,
-    )
-
-
-async def forget_inbound_id(conn: Any, source: str, msg_id: str) -> None:
-    await _inbound_table(conn)
-    await conn.execute("DELETE FROM inbound_ids WHERE source = $1 AND msg_id = $2", source, msg_id)

@@ -26,17 +26,6 @@ from bridge.store.sqlite import batches, leases
 from bridge.store.sqlite import device as per_device
 from bridge.store.sqlite import queries as sql
 
-_INBOUND_IDS_TABLE = """CREATE TABLE IF NOT EXISTS inbound_ids (
-    source TEXT NOT NULL,
-    msg_id TEXT NOT NULL,
-    expires_at REAL NOT NULL,
-    PRIMARY KEY (source, msg_id)
-)"""
-# Inserts a new id, or renews one whose time ran out; an unexpired one changes no row.
-_REMEMBER_INBOUND_ID = """INSERT INTO inbound_ids (source, msg_id, expires_at) VALUES (?, ?, ?)
-    ON CONFLICT (source, msg_id) DO UPDATE SET expires_at = excluded.expires_at
-    WHERE inbound_ids.expires_at < ?"""
-
 
 def _one(conn: sqlite3.Connection, query: str, *params: Any) -> Any:
     """The first row of a query, or None."""
@@ -163,29 +152,3 @@ def resume_age(conn: sqlite3.Connection, subscription: str, paused_for: float) -
 def probe(conn: sqlite3.Connection) -> None:
     for statement in sql.PROBE:
         conn.execute(statement)
-
-
-# -- inbound webhooks' replay ids: a side table created on first use ----------------------
-
-
-def remember_inbound_id(
-    conn: sqlite3.Connection, source: str, msg_id: str, now: float, ttl: float
-) -> bool:
-    conn.execute(_INBOUND_IDS_TABLE)
-    conn.execute("DELETE FROM inbound_ids WHERE expires_at < ?", (now,))
-    return conn.execute(_REMEMBER_INBOUND_ID, (source, msg_id, now + ttl, now)).rowcount == 1
-
-
-def confirm_inbound_id(
-    conn: sqlite3.Connection, source: str, msg_id: str, expires_at: float
-) -> None:
-    conn.execute(_INBOUND_IDS_TABLE)
-    conn.execute(
-        "UPDATE inbound_ids SET expires_at = ? WHERE source = ? AND msg_id = ?",
-        (expires_at, source, msg_id),
-    )
-
-
-def forget_inbound_id(conn: sqlite3.Connection, source: str, msg_id: str) -> None:
-    conn.execute(_INBOUND_IDS_TABLE)
-    conn.execute("DELETE FROM inbound_ids WHERE source = ? AND msg_id = ?", (source, msg_id))
