@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check bridge tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python -m tests.support.layout bridge
 
 test: lint
 	$(BIN)/python tests/support/system_deps.py

@@ -9,28 +9,16 @@ published) message pending again, due now, its ``max_age`` counted afresh.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 
+from bridge.admin.params import cursor_errors, enum_param, iso, json_response, page_limit
 from bridge.admin.routes import BRIDGE_KEY
-from bridge.core.events import format_timestamp
-from bridge.errors import Conflict, NotFound, OperatorError, StoreError
+from bridge.errors import Conflict, NotFound
 from bridge.store.outbox import OutboxMessage, OutboxStatus
 
 __all__ = ["add_inbound_routes", "inbound_message_json"]
-
-_MAX_LIMIT = 500
-
-
-def _iso(epoch: float | None) -> str | None:
-    return None if epoch is None else format_timestamp(datetime.fromtimestamp(epoch, UTC))
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 def inbound_message_json(message: OutboxMessage, *, payload: bool = False) -> dict[str, Any]:
@@ -41,12 +29,12 @@ def inbound_message_json(message: OutboxMessage, *, payload: bool = False) -> di
         "topic": message.topic,
         "status": message.status.value,
         "attempts": message.attempts,
-        "created_at": _iso(message.created_at),
-        "next_attempt_at": _iso(message.next_attempt_at)
+        "created_at": iso(message.created_at),
+        "next_attempt_at": iso(message.next_attempt_at)
         if message.status is OutboxStatus.PENDING
         else None,
-        "published_at": _iso(message.published_at),
-        "expires_at": _iso(message.expires_at),
+        "published_at": iso(message.published_at),
+        "expires_at": iso(message.expires_at),
         "dead_reason": message.dead_reason,
         "last_error": message.last_error,
         "size": len(message.payload),
@@ -57,45 +45,19 @@ def inbound_message_json(message: OutboxMessage, *, payload: bool = False) -> di
     return body
 
 
-def _status(raw: str | None) -> OutboxStatus | None:
-    if raw is None:
-        return None
-    try:
-        return OutboxStatus(raw)
-    except ValueError:
-        choices = ", ".join(s.value for s in OutboxStatus)
-        raise OperatorError(f"status: must be one of {choices}") from None
-
-
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit")
-    if raw is None:
-        return 50
-    try:
-        value = int(raw)
-    except ValueError:
-        raise OperatorError("limit: not an integer") from None
-    if not 1 <= value <= _MAX_LIMIT:
-        raise OperatorError(f"limit: must be between 1 and {_MAX_LIMIT}")
-    return value
-
-
 async def list_inbound(request: web.Request) -> web.Response:
     query = request.query
     cursor = query.get("cursor") or None
-    try:
+    with cursor_errors(cursor):
         page, next_cursor = await request.app[BRIDGE_KEY].store.list_outbox(
-            status=_status(query.get("status") or None),
+            status=enum_param(query.get("status") or None, OutboxStatus, "status"),
             source=query.get("inbound") or None,
             cursor=cursor,
-            limit=_limit(request),
+            limit=page_limit(request),
         )
-    except StoreError as exc:
-        # The cursor is opaque and the store's to decode: a bad one is the caller's error.
-        if cursor is not None and "cursor" in str(exc):
-            raise OperatorError("cursor: not a cursor this API gave out") from None
-        raise
-    return _json({"messages": [inbound_message_json(m) for m in page], "next_cursor": next_cursor})
+    return json_response(
+        {"messages": [inbound_message_json(m) for m in page], "next_cursor": next_cursor}
+    )
 
 
 async def get_inbound(request: web.Request) -> web.Response:
@@ -103,7 +65,7 @@ async def get_inbound(request: web.Request) -> web.Response:
     message = await request.app[BRIDGE_KEY].store.get_outbox(message_id)
     if message is None:
         raise NotFound(f"no inbound message '{message_id}'")
-    return _json(inbound_message_json(message, payload=True))
+    return json_response(inbound_message_json(message, payload=True))
 
 
 async def replay_inbound(request: web.Request) -> web.Response:
@@ -117,7 +79,7 @@ async def replay_inbound(request: web.Request) -> web.Response:
     message = await bridge.store.get_outbox(message_id)
     if message is None:  # purged in between
         raise NotFound(f"no inbound message '{message_id}'")
-    return _json(inbound_message_json(message))
+    return json_response(inbound_message_json(message))
 
 
 def add_inbound_routes(app: web.Application) -> None:

@@ -9,19 +9,25 @@ a subscription shows ``secret: "set"`` and the names of its headers only.
 
 from __future__ import annotations
 
-import math
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
 from bridge.admin.operations import ReplayRequest
+from bridge.admin.params import (
+    cursor_errors,
+    enum_param,
+    int_param,
+    iso,
+    json_response,
+    page_limit,
+    parse_time,
+)
 from bridge.config import Subscription
-from bridge.core.events import format_timestamp
 from bridge.core.presence import Presence
-from bridge.errors import NotFound, OperatorError, StoreError
+from bridge.errors import NotFound, OperatorError
 from bridge.logs import display_url
 from bridge.store.rows import (
     AttemptRecord,
@@ -41,7 +47,6 @@ __all__ = ["BRIDGE_KEY", "add_api_routes", "parse_time", "refresh_gauges"]
 
 BRIDGE_KEY: web.AppKey[BridgeParts] = web.AppKey("bridge")
 
-_MAX_LIMIT = 500
 _MAX_DEVICE_EVENTS = 200
 _MAX_PREFIX = 256  # the longest device id
 _EXCERPT = 512
@@ -49,56 +54,6 @@ _EXCERPT = 512
 
 def _bridge(request: web.Request) -> BridgeParts:
     return request.app[BRIDGE_KEY]
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
-def _iso(epoch: float | None) -> str | None:
-    return None if epoch is None else format_timestamp(datetime.fromtimestamp(epoch, UTC))
-
-
-def parse_time(text: str, name: str) -> float:
-    """An RFC 3339 time (``2026-11-22T04:36:14Z``) or UNIX epoch seconds."""
-    try:
-        epoch = float(text)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(epoch):
-            raise OperatorError(f"{name}: not a finite time")
-        return epoch
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise OperatorError(f"{name}: not an RFC 3339 time or epoch seconds") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-def _int_param(request: web.Request, name: str, default: int, *, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise OperatorError(f"{name}: not an integer") from None
-    if not low <= value <= high:
-        raise OperatorError(f"{name}: must be between {low} and {high}")
-    return value
-
-
-def _status_param(raw: object, name: str = "status") -> DeliveryStatus | None:
-    if raw is None:
-        return None
-    try:
-        return DeliveryStatus(str(raw))
-    except ValueError:
-        choices = ", ".join(s.value for s in DeliveryStatus)
-        raise OperatorError(f"{name}: must be one of {choices}") from None
 
 
 # -- shapes -----------------------------------------------------------------------------
@@ -112,8 +67,8 @@ def delivery_json(delivery: Delivery) -> dict[str, Any]:
         "subscription": delivery.subscription,
         "status": delivery.status.value,
         "attempts": delivery.attempts,
-        "created_at": _iso(delivery.created_at),
-        "next_attempt_at": _iso(delivery.next_attempt_at)
+        "created_at": iso(delivery.created_at),
+        "next_attempt_at": iso(delivery.next_attempt_at)
         if delivery.status is DeliveryStatus.PENDING
         else None,
         "dead_reason": delivery.dead_reason,
@@ -125,7 +80,7 @@ def delivery_json(delivery: Delivery) -> dict[str, Any]:
 def attempt_json(record: AttemptRecord) -> dict[str, Any]:
     return {
         "attempt": record.attempt,
-        "started_at": _iso(record.started_at),
+        "started_at": iso(record.started_at),
         "latency_ms": round(record.latency_ms, 2),
         "status_code": record.status_code,
         "error": record.error,
@@ -135,7 +90,7 @@ def attempt_json(record: AttemptRecord) -> dict[str, Any]:
 
 def rejection_json(rejection: Rejection) -> dict[str, Any]:
     return {
-        "received_at": _iso(rejection.received_at),
+        "received_at": iso(rejection.received_at),
         "topic": rejection.topic,
         "reason": rejection.reason,
         "detail": rejection.detail,
@@ -147,8 +102,8 @@ def event_summary_json(event: EventSummary) -> dict[str, Any]:
     return {
         "id": event.id,
         "type": event.type,
-        "timestamp": _iso(event.timestamp),
-        "received_at": _iso(event.received_at),
+        "timestamp": iso(event.timestamp),
+        "received_at": iso(event.received_at),
     }
 
 
@@ -156,9 +111,9 @@ def device_json(device: DeviceSummary) -> dict[str, Any]:
     return {
         "device_id": device.device_id,
         "state": device.state.value if device.state is not None else None,
-        "changed_at": _iso(device.changed_at),
+        "changed_at": iso(device.changed_at),
         "reason": device.reason,
-        "last_seen": _iso(device.last_seen),
+        "last_seen": iso(device.last_seen),
         "last_event": event_summary_json(device.last_event) if device.last_event else None,
     }
 
@@ -169,8 +124,8 @@ def device_delivery_json(delivery: DeviceDelivery) -> dict[str, Any]:
         "subscription": delivery.subscription,
         "status": delivery.status.value,
         "attempts": delivery.attempts,
-        "created_at": _iso(delivery.created_at),
-        "next_attempt_at": _iso(delivery.next_attempt_at),
+        "created_at": iso(delivery.created_at),
+        "next_attempt_at": iso(delivery.next_attempt_at),
         "dead_reason": delivery.dead_reason,
         "last_status_code": delivery.last_status_code,
     }
@@ -203,9 +158,9 @@ async def _subscription_json(bridge: BridgeParts, sub: Subscription) -> dict[str
         "health": {
             "disabled": bool(state and state.disabled) or not sub.enabled,
             "disabled_reason": state.disabled_reason if state else None,
-            "last_success": _iso(state.last_success) if state else None,
-            "last_failure": _iso(state.last_failure) if state else None,
-            "failing_since": _iso(state.failing_since) if state else None,
+            "last_success": iso(state.last_success) if state else None,
+            "last_failure": iso(state.last_failure) if state else None,
+            "failing_since": iso(state.failing_since) if state else None,
             "queue_depth": await bridge.store.queue_depth(sub.name),
             "in_flight": lane.in_flight if lane is not None else 0,
             "circuit_open": bool(circuit),
@@ -234,7 +189,7 @@ async def refresh_gauges(bridge: BridgeParts) -> None:
 async def list_subscriptions(request: web.Request) -> web.Response:
     bridge = _bridge(request)
     items = [await _subscription_json(bridge, s) for s in bridge.settings.subscriptions]
-    return _json({"subscriptions": items})
+    return json_response({"subscriptions": items})
 
 
 async def _set_disabled(request: web.Request, disabled: bool) -> web.Response:
@@ -244,7 +199,7 @@ async def _set_disabled(request: web.Request, disabled: bool) -> web.Response:
     reason = "disabled by an operator" if disabled else None
     if not await bridge.dispatcher.set_disabled(name, disabled, reason):
         raise NotFound(f"no subscription named '{name}'")
-    return _json(await _subscription_json(bridge, sub))
+    return json_response(await _subscription_json(bridge, sub))
 
 
 async def disable_subscription(request: web.Request) -> web.Response:
@@ -257,7 +212,7 @@ async def enable_subscription(request: web.Request) -> web.Response:
 
 async def test_subscription(request: web.Request) -> web.Response:
     ping = await _bridge(request).operations.test_ping(request.match_info["name"])
-    return _json(
+    return json_response(
         {
             "delivery_id": ping.delivery_id,
             "event_id": ping.event_id,
@@ -278,7 +233,7 @@ async def get_event(request: web.Request) -> web.Response:
     event = await _bridge(request).store.get_event(event_id)
     if event is None:
         raise NotFound(f"no event '{event_id}'")
-    return _json(event.to_dict())
+    return json_response(event.to_dict())
 
 
 async def list_deliveries(request: web.Request) -> web.Response:
@@ -286,34 +241,21 @@ async def list_deliveries(request: web.Request) -> web.Response:
     since = query.get("since")
     until = query.get("until")
     cursor = query.get("cursor") or None
-    try:
+    with cursor_errors(cursor):
         page, next_cursor = await _bridge(request).store.list_deliveries(
             subscription=query.get("subscription") or None,
-            status=_status_param(query.get("status") or None),
+            status=enum_param(query.get("status") or None, DeliveryStatus, "status"),
             since=parse_time(since, "since") if since else None,
             until=parse_time(until, "until") if until else None,
             cursor=cursor,
-            limit=_int_param(request, "limit", 50, low=1, high=_MAX_LIMIT),
+            limit=page_limit(request),
         )
-    except StoreError as exc:
-        # The cursor is opaque and the store's to decode: a bad one is the caller's error.
-        if cursor is not None and "cursor" in str(exc):
-            raise OperatorError("cursor: not a cursor this API gave out") from None
-        raise
-    return _json({"deliveries": [delivery_json(d) for d in page], "next_cursor": next_cursor})
+    return json_response(
+        {"deliveries": [delivery_json(d) for d in page], "next_cursor": next_cursor}
+    )
 
 
 # -- devices --------------------------------------------------------------------------------
-
-
-def _presence_param(raw: str | None) -> Presence | None:
-    if raw is None:
-        return None
-    try:
-        return Presence(raw)
-    except ValueError:
-        choices = ", ".join(p.value for p in Presence)
-        raise OperatorError(f"state: must be one of {choices}") from None
 
 
 async def list_devices(request: web.Request) -> web.Response:
@@ -322,29 +264,25 @@ async def list_devices(request: web.Request) -> web.Response:
     if prefix is not None and len(prefix) > _MAX_PREFIX:
         raise OperatorError(f"prefix: at most {_MAX_PREFIX} characters")
     cursor = query.get("cursor") or None
-    try:
+    with cursor_errors(cursor):
         page, next_cursor = await _bridge(request).store.list_devices(
-            state=_presence_param(query.get("state") or None),
+            state=enum_param(query.get("state") or None, Presence, "state"),
             prefix=prefix,
             cursor=cursor,
-            limit=_int_param(request, "limit", 50, low=1, high=_MAX_LIMIT),
+            limit=page_limit(request),
         )
-    except StoreError as exc:
-        if cursor is not None and "cursor" in str(exc):
-            raise OperatorError("cursor: not a cursor this API gave out") from None
-        raise
-    return _json({"devices": [device_json(d) for d in page], "next_cursor": next_cursor})
+    return json_response({"devices": [device_json(d) for d in page], "next_cursor": next_cursor})
 
 
 async def get_device(request: web.Request) -> web.Response:
     device_id = request.match_info["device_id"]
-    events = _int_param(request, "events", 20, low=1, high=_MAX_DEVICE_EVENTS)
+    events = int_param(request, "events", 20, low=1, high=_MAX_DEVICE_EVENTS)
     detail = await _bridge(request).store.get_device(device_id, events=events)
     if detail is None:
         raise NotFound(f"no device '{device_id}'")
     body = device_json(detail.device)
     body["events"] = [device_event_json(e) for e in detail.events]
-    return _json(body)
+    return json_response(body)
 
 
 async def forget_device(request: web.Request) -> web.Response:
@@ -352,7 +290,7 @@ async def forget_device(request: web.Request) -> web.Response:
     device_id = request.match_info["device_id"]
     if not await _bridge(request).store.forget_device(device_id):
         raise NotFound(f"no device '{device_id}'")
-    return _json({"device_id": device_id, "forgotten": True})
+    return json_response({"device_id": device_id, "forgotten": True})
 
 
 async def get_delivery(request: web.Request) -> web.Response:
@@ -364,12 +302,12 @@ async def get_delivery(request: web.Request) -> web.Response:
     body = delivery_json(delivery)
     body["event"] = delivery.event.to_dict()
     body["attempt_log"] = [attempt_json(a) for a in await store.attempts(delivery_id)]
-    return _json(body)
+    return json_response(body)
 
 
 async def retry_delivery(request: web.Request) -> web.Response:
     delivery = await _bridge(request).operations.retry(request.match_info["delivery_id"])
-    return _json(delivery_json(delivery))
+    return json_response(delivery_json(delivery))
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -412,7 +350,7 @@ def _replay_request(body: dict[str, Any]) -> ReplayRequest:
         subscription=str(subscription) if subscription is not None else None,
         since=parse_time(str(since), "since") if since is not None else None,
         until=parse_time(str(until), "until") if until is not None else None,
-        status=_status_param(body.get("status")),
+        status=enum_param(body.get("status"), DeliveryStatus, "status"),
         target=str(body["to"]) if body.get("to") is not None else None,
         as_new=bool(body.get("as_new", False)),
         limit=limit,
@@ -421,13 +359,13 @@ def _replay_request(body: dict[str, Any]) -> ReplayRequest:
 
 async def replay(request: web.Request) -> web.Response:
     created = await _bridge(request).operations.replay(_replay_request(await _body(request)))
-    return _json({"count": len(created), "deliveries": [delivery_json(d) for d in created]})
+    return json_response({"count": len(created), "deliveries": [delivery_json(d) for d in created]})
 
 
 async def list_rejected(request: web.Request) -> web.Response:
-    limit = _int_param(request, "limit", 50, low=1, high=_MAX_LIMIT)
+    limit = page_limit(request)
     rejected = await _bridge(request).store.list_rejected(limit=limit)
-    return _json({"rejected": [rejection_json(r) for r in rejected]})
+    return json_response({"rejected": [rejection_json(r) for r in rejected]})
 
 
 async def reload(request: web.Request) -> web.Response:
@@ -442,10 +380,10 @@ async def reload(request: web.Request) -> web.Response:
         "sections": result.sections,
     }
     if result.applied:
-        return _json(body)
+        return json_response(body)
     body["error"] = "the configuration was not reloaded: " + "; ".join(result.problems)
     # 409: the file is valid, but the running bridge cannot adopt all of it.
-    return _json(body, status=409 if result.restart_needed else 400)
+    return json_response(body, status=409 if result.restart_needed else 400)
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -463,7 +401,7 @@ async def stats(request: web.Request) -> web.Response:
         for s in m.samples
         if s.name.endswith("_total")
     )
-    return _json(
+    return json_response(
         {
             "time": time.time(),
             "events_received": received,

@@ -27,7 +27,19 @@ import typer
 from bridge.config import load_api_settings
 from bridge.errors import ApiError, ConfigError
 
-__all__ = ["ApiClient", "client", "register"]
+__all__ = [
+    "ApiClient",
+    "ConfigOption",
+    "JsonOption",
+    "TokenOption",
+    "UrlOption",
+    "call_api",
+    "client",
+    "emit",
+    "query",
+    "register",
+    "table",
+]
 
 _TIMEOUT = 60.0  # a test ping waits for the endpoint's own timeout
 
@@ -113,7 +125,13 @@ def _client(url: str | None, token: str | None, config: Path | None) -> ApiClien
 client = _client  # for the operator commands kept in modules of their own
 
 
-def _run(
+def query(path: str, **params: str | int | None) -> str:
+    """``path`` with the given query parameters, those that are None left out."""
+    given = {name: str(value) for name, value in params.items() if value is not None}
+    return f"{path}?{urllib.parse.urlencode(given)}" if given else path
+
+
+def call_api(
     url: str | None,
     token: str | None,
     config: Path | None,
@@ -129,7 +147,7 @@ def _run(
         raise typer.Exit(1) from None
 
 
-def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     cells = [[str(c) if c is not None else "-" for c in row] for row in [header, *rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join(
@@ -137,7 +155,7 @@ def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     )
 
 
-def _emit(as_json: bool, answer: Any, text: str) -> None:
+def emit(as_json: bool, answer: Any, text: str) -> None:
     typer.echo(json.dumps(answer, indent=2) if as_json else text)
 
 
@@ -161,7 +179,7 @@ def _delivery_rows(deliveries: list[dict[str, Any]]) -> str:
         for d in deliveries
     ]
     header = ("DELIVERY", "SUBSCRIPTION", "TYPE", "STATUS", "ATTEMPTS", "LAST", "CREATED")
-    return _table(rows, header) if rows else "no deliveries"
+    return table(rows, header) if rows else "no deliveries"
 
 
 deliveries_app = typer.Typer(help="Deliveries of the running bridge.", no_args_is_help=True)
@@ -183,25 +201,20 @@ def deliveries_list(  # noqa: PLR0917 - typer takes each option as a parameter
     as_json: JsonOption = False,
 ) -> None:
     """List deliveries, newest first."""
-    params = {
-        k: v
-        for k, v in {
-            "subscription": subscription,
-            "status": status,
-            "since": since,
-            "until": until,
-            "limit": str(limit),
-            "cursor": cursor,
-        }.items()
-        if v is not None
-    }
-    answer = _run(
-        url, token, config, "GET", path="/api/deliveries?" + urllib.parse.urlencode(params)
+    path = query(
+        "/api/deliveries",
+        subscription=subscription,
+        status=status,
+        since=since,
+        until=until,
+        limit=limit,
+        cursor=cursor,
     )
+    answer = call_api(url, token, config, "GET", path=path)
     text = _delivery_rows(answer["deliveries"])
     if answer.get("next_cursor"):
         text += f"\nmore: --cursor {answer['next_cursor']}"
-    _emit(as_json, answer, text)
+    emit(as_json, answer, text)
 
 
 def _quote(value: str) -> str:
@@ -217,7 +230,7 @@ def deliveries_show(
     as_json: JsonOption = False,
 ) -> None:
     """One delivery with its event and every attempt."""
-    d = _run(url, token, config, "GET", path=f"/api/deliveries/{_quote(delivery_id)}")
+    d = call_api(url, token, config, "GET", path=f"/api/deliveries/{_quote(delivery_id)}")
     lines = [
         f"delivery      {d['id']}",
         f"subscription  {d['subscription']}",
@@ -239,8 +252,8 @@ def deliveries_show(
         for a in d["attempt_log"]
     ]
     if rows:
-        lines += ["", _table(rows, ("#", "STARTED", "STATUS", "LATENCY", "ERROR / ANSWER"))]
-    _emit(as_json, d, "\n".join(lines))
+        lines += ["", table(rows, ("#", "STARTED", "STATUS", "LATENCY", "ERROR / ANSWER"))]
+    emit(as_json, d, "\n".join(lines))
 
 
 @deliveries_app.command("retry")
@@ -252,8 +265,8 @@ def deliveries_retry(
     as_json: JsonOption = False,
 ) -> None:
     """Send a dead or delivered delivery again, now."""
-    d = _run(url, token, config, "POST", path=f"/api/deliveries/{_quote(delivery_id)}/retry")
-    _emit(as_json, d, f"{d['id']}: {d['status']}, due now")
+    d = call_api(url, token, config, "POST", path=f"/api/deliveries/{_quote(delivery_id)}/retry")
+    emit(as_json, d, f"{d['id']}: {d['status']}, due now")
 
 
 @deliveries_app.command("replay")
@@ -285,11 +298,11 @@ def deliveries_replay(  # noqa: PLR0917 - typer takes each option as a parameter
     ):
         if value is not None:
             body[key] = value
-    answer = _run(url, token, config, "POST", path="/api/replay", body=body)
+    answer = call_api(url, token, config, "POST", path="/api/replay", body=body)
     text = f"{answer['count']} new deliveries"
     if answer["deliveries"]:
         text += "\n" + _delivery_rows(answer["deliveries"])
-    _emit(as_json, answer, text)
+    emit(as_json, answer, text)
 
 
 @rejected_app.command("list")
@@ -301,12 +314,12 @@ def rejected_list(
     as_json: JsonOption = False,
 ) -> None:
     """Messages that could not become events, with the reason."""
-    answer = _run(url, token, config, "GET", path=f"/api/rejected?limit={limit}")
+    answer = call_api(url, token, config, "GET", path=f"/api/rejected?limit={limit}")
     rows = [
         (r["received_at"], r["topic"], r["reason"], r["detail"][:70]) for r in answer["rejected"]
     ]
-    text = _table(rows, ("RECEIVED", "TOPIC", "REASON", "DETAIL")) if rows else "nothing rejected"
-    _emit(as_json, answer, text)
+    text = table(rows, ("RECEIVED", "TOPIC", "REASON", "DETAIL")) if rows else "nothing rejected"
+    emit(as_json, answer, text)
 
 
 @subscriptions_app.command("list")
@@ -317,7 +330,7 @@ def subscriptions_list(
     as_json: JsonOption = False,
 ) -> None:
     """Subscriptions with their health."""
-    answer = _run(url, token, config, "GET", path="/api/subscriptions")
+    answer = call_api(url, token, config, "GET", path="/api/subscriptions")
     rows = []
     for s in answer["subscriptions"]:
         h = s["health"]
@@ -334,7 +347,7 @@ def subscriptions_list(
             )
         )
     header = ("NAME", "STATE", "QUEUE", "IN FLIGHT", "LAST SUCCESS", "LAST FAILURE", "URL")
-    _emit(as_json, answer, _table(rows, header) if rows else "no subscriptions")
+    emit(as_json, answer, table(rows, header) if rows else "no subscriptions")
 
 
 def _toggle_command(action: str, done: str, summary: str) -> Callable[..., None]:
@@ -348,8 +361,8 @@ def _toggle_command(action: str, done: str, summary: str) -> Callable[..., None]
         as_json: JsonOption = False,
     ) -> None:
         path = f"/api/subscriptions/{_quote(name)}/{action}"
-        answer = _run(url, token, config, "POST", path=path)
-        _emit(as_json, answer, f"{name}: {done}")
+        answer = call_api(url, token, config, "POST", path=path)
+        emit(as_json, answer, f"{name}: {done}")
 
     toggle.__doc__ = summary
     return subscriptions_app.command(action)(toggle)
@@ -369,7 +382,7 @@ def test_endpoint(
     as_json: JsonOption = False,
 ) -> None:
     """Send a bridge.test event to a subscription now and show the answer."""
-    answer = _run(url, token, config, "POST", path=f"/api/subscriptions/{_quote(name)}/test")
+    answer = call_api(url, token, config, "POST", path=f"/api/subscriptions/{_quote(name)}/test")
     lines = [
         f"{name}: {answer['outcome']}"
         + (f" ({answer['status_code']})" if answer.get("status_code") else "")
@@ -380,7 +393,7 @@ def test_endpoint(
         lines.append(f"error: {answer['error']}")
     if answer.get("response_excerpt"):
         lines.append(f"answer: {answer['response_excerpt'][:200]}")
-    _emit(as_json, answer, "\n".join(lines))
+    emit(as_json, answer, "\n".join(lines))
     if answer["outcome"] != "delivered":
         raise typer.Exit(1)
 
@@ -404,17 +417,8 @@ def devices(  # noqa: PLR0917 - typer takes each option as a parameter
     as_json: JsonOption = False,
 ) -> None:
     """The device directory: each device's presence, since when, last seen, last event."""
-    params = {
-        k: v
-        for k, v in {
-            "state": state,
-            "prefix": prefix,
-            "limit": str(limit),
-            "cursor": cursor,
-        }.items()
-        if v is not None
-    }
-    answer = _run(url, token, config, "GET", path="/api/devices?" + urllib.parse.urlencode(params))
+    path = query("/api/devices", state=state, prefix=prefix, limit=limit, cursor=cursor)
+    answer = call_api(url, token, config, "GET", path=path)
     rows = []
     for d in answer["devices"]:
         last = d.get("last_event") or {}
@@ -429,10 +433,10 @@ def devices(  # noqa: PLR0917 - typer takes each option as a parameter
             )
         )
     header = ("DEVICE", "STATE", "SINCE", "LAST SEEN", "LAST EVENT", "EVENT ID")
-    text = _table(rows, header) if rows else "no devices"
+    text = table(rows, header) if rows else "no devices"
     if answer.get("next_cursor"):
         text += f"\nmore: --cursor {answer['next_cursor']}"
-    _emit(as_json, answer, text)
+    emit(as_json, answer, text)
 
 
 def device(  # noqa: PLR0917 - typer takes each option as a parameter
@@ -448,11 +452,11 @@ def device(  # noqa: PLR0917 - typer takes each option as a parameter
 ) -> None:
     """One device: its presence and recent events with each delivery's status."""
     if forget:
-        answer = _run(url, token, config, "DELETE", path=f"/api/devices/{_quote(device_id)}")
-        _emit(as_json, answer, f"{device_id}: forgotten")
+        answer = call_api(url, token, config, "DELETE", path=f"/api/devices/{_quote(device_id)}")
+        emit(as_json, answer, f"{device_id}: forgotten")
         return
     path = f"/api/devices/{_quote(device_id)}?events={events}"
-    d = _run(url, token, config, "GET", path=path)
+    d = call_api(url, token, config, "GET", path=path)
     lines = [
         f"device     {d['device_id']}",
         f"state      {_state_text(d)}",
@@ -470,8 +474,8 @@ def device(  # noqa: PLR0917 - typer takes each option as a parameter
         for e in d["events"]
     ]
     if rows:
-        lines += ["", _table(rows, ("RECEIVED", "TYPE", "EVENT", "DELIVERIES"))]
-    _emit(as_json, d, "\n".join(lines))
+        lines += ["", table(rows, ("RECEIVED", "TYPE", "EVENT", "DELIVERIES"))]
+    emit(as_json, d, "\n".join(lines))
 
 
 def register(app: typer.Typer) -> None:

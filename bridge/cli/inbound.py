@@ -6,16 +6,21 @@ Talks to a running bridge's admin API like the other operator commands (see
 
 from __future__ import annotations
 
-import json
 import urllib.parse
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from bridge.cli.admin import ApiClient, ConfigOption, JsonOption, TokenOption, UrlOption, client
-from bridge.errors import ApiError
+from bridge.cli.admin import (
+    ConfigOption,
+    JsonOption,
+    TokenOption,
+    UrlOption,
+    call_api,
+    emit,
+    query,
+    table,
+)
 
 __all__ = ["inbound_app"]
 
@@ -24,30 +29,9 @@ inbound_app = typer.Typer(
 )
 
 
-def _call(url: str | None, token: str | None, config: Path | None, method: str, path: str) -> Any:
-    try:
-        api: ApiClient = client(url, token, config)
-        return api.call(method, path)
-    except ApiError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-
-
 def _status(message: dict[str, Any]) -> str:
     reason = message.get("dead_reason")
     return str(message["status"]) + (f" ({reason})" if reason else "")
-
-
-def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
-    cells = [[str(c) if c is not None else "-" for c in row] for row in [header, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
-
-
-def _emit(as_json: bool, answer: Any, text: str) -> None:
-    typer.echo(json.dumps(answer, indent=2) if as_json else text)
 
 
 @inbound_app.command("list")
@@ -62,17 +46,8 @@ def inbound_list(  # noqa: PLR0917 - typer takes each option as a parameter
     as_json: JsonOption = False,
 ) -> None:
     """List inbound messages, newest first."""
-    params = {
-        k: v
-        for k, v in {
-            "status": status,
-            "inbound": inbound,
-            "limit": str(limit),
-            "cursor": cursor,
-        }.items()
-        if v is not None
-    }
-    answer = _call(url, token, config, "GET", "/api/inbound?" + urllib.parse.urlencode(params))
+    path = query("/api/inbound", status=status, inbound=inbound, limit=limit, cursor=cursor)
+    answer = call_api(url, token, config, "GET", path=path)
     rows = [
         (
             m["id"],
@@ -86,10 +61,10 @@ def inbound_list(  # noqa: PLR0917 - typer takes each option as a parameter
         for m in answer["messages"]
     ]
     header = ("MESSAGE", "INBOUND", "TOPIC", "STATUS", "ATTEMPTS", "LAST ERROR", "ACCEPTED")
-    text = _table(rows, header) if rows else "no inbound messages"
+    text = table(rows, header) if rows else "no inbound messages"
     if answer.get("next_cursor"):
         text += f"\nmore: --cursor {answer['next_cursor']}"
-    _emit(as_json, answer, text)
+    emit(as_json, answer, text)
 
 
 @inbound_app.command("show")
@@ -101,7 +76,9 @@ def inbound_show(
     as_json: JsonOption = False,
 ) -> None:
     """One inbound message: where it stands, its last error and its payload."""
-    m = _call(url, token, config, "GET", f"/api/inbound/{urllib.parse.quote(message_id, '')}")
+    m = call_api(
+        url, token, config, "GET", path=f"/api/inbound/{urllib.parse.quote(message_id, '')}"
+    )
     lines = [
         f"message     {m['id']}",
         f"inbound     {m['inbound']}",
@@ -116,7 +93,7 @@ def inbound_show(
         "",
         m.get("payload") or "",
     ]
-    _emit(as_json, m, "\n".join(lines))
+    emit(as_json, m, "\n".join(lines))
 
 
 @inbound_app.command("replay")
@@ -129,5 +106,5 @@ def inbound_replay(
 ) -> None:
     """Publish a dead (or published) message again; its max_age counts from now."""
     path = f"/api/inbound/{urllib.parse.quote(message_id, '')}/replay"
-    m = _call(url, token, config, "POST", path)
-    _emit(as_json, m, f"{m['id']}: {_status(m)}, due now")
+    m = call_api(url, token, config, "POST", path=path)
+    emit(as_json, m, f"{m['id']}: {_status(m)}, due now")

@@ -1,0 +1,110 @@
+"""The package's shape, checked by ``make lint``: no module over the size limit, and
+no more than a budget of places in ``bridge/`` that repeat each other.
+
+A *repeat* is a run of at least ``RUN`` consecutive significant lines that
+stands, to the letter but for indentation, in two places. Blank lines, comments
+and lines of punctuation alone do not count; imports and ``__all__`` neither,
+they declare what a module uses and offers. Each pair of files sharing one or
+more runs counts once (a file can pair with itself). The budget only goes down.
+
+Usage: ``python -m tests.support.layout bridge`` (exit status 1 over a limit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["MAX_LINES", "PAIR_BUDGET", "RUN", "Repeat", "oversized", "repeats"]
+
+MAX_LINES = 500
+PAIR_BUDGET = 6
+RUN = 6
+
+_TRIVIAL = re.compile(r"^[\s()\[\]{},:;.]*$")
+_SKIPPED = ("#", "import ", "from ")
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """Two files that share at least one run; ``lines`` are 1-based starts of one run."""
+
+    first: str
+    second: str
+    lines: tuple[int, int]
+
+
+def _significant(path: Path) -> list[tuple[int, str]]:
+    kept: list[tuple[int, str]] = []
+    in_declaration = False  # a parenthesised import, or the __all__ list
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if in_declaration:
+            in_declaration = not line.startswith((")", "]"))
+            continue
+        if line.startswith(_SKIPPED) or line.startswith("__all__ ="):
+            in_declaration = line.endswith(("(", "["))
+            continue
+        if line and not _TRIVIAL.match(line):
+            kept.append((number, line))
+    return kept
+
+
+def _sources(root: Path) -> Iterable[Path]:
+    return sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def repeats(root: Path, *, run: int = RUN) -> list[Repeat]:
+    """Each pair of files under ``root`` that shares a run, with one run's place."""
+    windows: dict[bytes, list[tuple[str, int, int]]] = defaultdict(list)
+    for path in _sources(root):
+        name = path.relative_to(root).as_posix()
+        lines = _significant(path)
+        for i in range(len(lines) - run + 1):
+            text = "\n".join(line for _, line in lines[i : i + run])
+            key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+            windows[key].append((name, i, lines[i][0]))
+    found: dict[tuple[str, str], Repeat] = {}
+    for places in windows.values():
+        for a, (file_a, index_a, line_a) in enumerate(places):
+            for file_b, index_b, line_b in places[a + 1 :]:
+                if file_a == file_b and abs(index_a - index_b) < run:
+                    continue  # a run overlapping itself (a repeated line) is no repeat
+                pair = (file_a, file_b) if file_a <= file_b else (file_b, file_a)
+                found.setdefault(pair, Repeat(pair[0], pair[1], (line_a, line_b)))
+    return sorted(found.values(), key=lambda r: (r.first, r.second))
+
+
+def oversized(root: Path, *, limit: int = MAX_LINES) -> list[tuple[str, int]]:
+    """Modules over ``limit`` lines."""
+    sizes = [
+        (p.relative_to(root).as_posix(), len(p.read_bytes().splitlines())) for p in _sources(root)
+    ]
+    return [(name, size) for name, size in sizes if size > limit]
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[0] if argv else "bridge")
+    problems = [
+        f"{name}: {size} lines (the limit is {MAX_LINES})" for name, size in oversized(root)
+    ]
+    found = repeats(root)
+    if len(found) > PAIR_BUDGET:
+        problems.append(
+            f"{len(found)} pairs of files repeat {RUN}+ lines (the budget is {PAIR_BUDGET}):"
+        )
+        problems += [f"  {r.first}:{r.lines[0]} ~ {r.second}:{r.lines[1]}" for r in found]
+    for problem in problems:
+        print(problem)
+    if not problems:
+        print(f"layout ok: no module over {MAX_LINES} lines, {len(found)} repeated pairs")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
