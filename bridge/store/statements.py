@@ -7,6 +7,7 @@ f-strings here only join constant fragments; values are always bound.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from bridge.store.common import DELIVERY_COLUMNS, FROM_DELIVERIES
@@ -60,6 +61,8 @@ RESUME_AGE = """UPDATE deliveries SET age_from = coalesce(age_from, created_at) 
 _NUMBERED = re.compile(r"\?(\d+)")
 
 
+@functools.cache
 def numbered(statement: str) -> str:
-    """The statement with PostgreSQL's placeholders: ``?n`` becomes ``$n``."""
+    """The statement with PostgreSQL's placeholders: ``?n`` becomes ``$n`` (each text
+    converted once)."""
     return _NUMBERED.sub(r"$\1", statement)

@@ -15,9 +15,11 @@ from typing import Any
 from bridge.core.events import Event
 from bridge.core.presence import PresenceState
 from bridge.store import common, rows
+from bridge.store import statements as shared
 from bridge.store.postgres import batches, device, leases
 from bridge.store.postgres import queries as sql
 from bridge.store.postgres.queries import rowcount
+from bridge.store.statements import numbered as pg
 
 # -- the hot path -------------------------------------------------------------------------
 
@@ -72,7 +74,7 @@ async def release(conn: Any, delivery_ids: list[str]) -> None:
 
 
 async def get_delivery(conn: Any, delivery_id: str) -> rows.Delivery | None:
-    row = await conn.fetchrow(sql.GET_DELIVERY, delivery_id)
+    row = await conn.fetchrow(pg(shared.GET_DELIVERY), delivery_id)
     return None if row is None else common.delivery_from_row(row)
 
 
@@ -81,28 +83,30 @@ async def attempts(conn: Any, delivery_id: str) -> list[rows.AttemptRecord]:
 
 
 async def get_event(conn: Any, event_id: str) -> Event | None:
-    row = await conn.fetchrow(sql.GET_EVENT, event_id)
+    row = await conn.fetchrow(pg(shared.GET_EVENT), event_id)
     return None if row is None else common.event_from_body(row[0], row[1])
 
 
 async def queue_depth(conn: Any, subscription: str) -> int:
-    return int(await conn.fetchval(sql.QUEUE_DEPTH, subscription))
+    return int(await conn.fetchval(pg(shared.QUEUE_DEPTH), subscription))
 
 
 async def subscription_states(conn: Any) -> dict[str, rows.SubscriptionState]:
-    records = await conn.fetch(sql.SUBSCRIPTION_STATES)
+    records = await conn.fetch(pg(shared.SUBSCRIPTION_STATES))
     return {row[0]: common.subscription_state_from_row(row) for row in records}
 
 
 async def list_rejected(conn: Any, limit: int) -> list[rows.Rejection]:
-    return [common.rejection_from_row(row) for row in await conn.fetch(sql.LIST_REJECTED, limit)]
+    return [
+        common.rejection_from_row(row) for row in await conn.fetch(pg(shared.LIST_REJECTED), limit)
+    ]
 
 
 async def counts(conn: Any) -> dict[str, int]:
     return common.delivery_counts(
-        await conn.fetch(sql.COUNT_BY_STATUS),
-        events=await conn.fetchval(sql.COUNT_EVENTS),
-        rejected=await conn.fetchval(sql.COUNT_REJECTED),
+        await conn.fetch(pg(shared.COUNT_BY_STATUS)),
+        events=await conn.fetchval(pg(shared.COUNT_EVENTS)),
+        rejected=await conn.fetchval(pg(shared.COUNT_REJECTED)),
     )
 
 
@@ -117,12 +121,12 @@ async def list_deliveries(
 
 
 async def save_subscription_state(conn: Any, values: tuple[Any, ...]) -> None:
-    await conn.execute(sql.SAVE_SUBSCRIPTION_STATE, *values)
+    await conn.execute(pg(shared.SAVE_SUBSCRIPTION_STATE), *values)
 
 
 async def requeue(conn: Any, delivery_id: str, now: float) -> bool:
     await batches.forget(conn, delivery_id)  # an operator's retry goes in a new batch
-    return rowcount(await conn.execute(sql.REQUEUE, now, delivery_id)) > 0
+    return rowcount(await conn.execute(pg(shared.REQUEUE), now, delivery_id)) > 0
 
 
 async def expire_older_than(
@@ -133,7 +137,7 @@ async def expire_older_than(
 
 
 async def resume_age(conn: Any, subscription: str, paused_for: float) -> int:
-    return rowcount(await conn.execute(sql.RESUME_AGE, paused_for, subscription))
+    return rowcount(await conn.execute(pg(shared.RESUME_AGE), paused_for, subscription))
 
 
 async def probe(conn: Any) -> None:

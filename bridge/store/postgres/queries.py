@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.core.events import Event
-from bridge.store import statements as shared
 from bridge.store.common import (
     DELIVERY_COLUMNS,
     FROM_DELIVERIES,
@@ -35,21 +34,8 @@ from bridge.store.rows import (
     IngestBatch,
     IngestResult,
 )
-from bridge.store.statements import numbered
 
 __all__ = [
-    "COUNT_BY_STATUS",
-    "COUNT_EVENTS",
-    "COUNT_REJECTED",
-    "GET_DELIVERY",
-    "GET_EVENT",
-    "LIST_REJECTED",
-    "QUEUE_DEPTH",
-    "RELEASE_OWNER",
-    "REQUEUE",
-    "RESUME_AGE",
-    "SAVE_SUBSCRIPTION_STATE",
-    "SUBSCRIPTION_STATES",
     "create_deliveries",
     "ingest",
     "list_deliveries_query",
@@ -60,20 +46,6 @@ __all__ = [
 ]
 
 _PENDING = DeliveryStatus.PENDING
-
-# The statements both stores share, with PostgreSQL's placeholders.
-RELEASE_OWNER = numbered(shared.RELEASE_OWNER)
-GET_DELIVERY = numbered(shared.GET_DELIVERY)
-GET_EVENT = numbered(shared.GET_EVENT)
-QUEUE_DEPTH = numbered(shared.QUEUE_DEPTH)
-SUBSCRIPTION_STATES = numbered(shared.SUBSCRIPTION_STATES)
-SAVE_SUBSCRIPTION_STATE = numbered(shared.SAVE_SUBSCRIPTION_STATE)
-LIST_REJECTED = numbered(shared.LIST_REJECTED)
-COUNT_BY_STATUS = numbered(shared.COUNT_BY_STATUS)
-COUNT_EVENTS = numbered(shared.COUNT_EVENTS)
-COUNT_REJECTED = numbered(shared.COUNT_REJECTED)
-REQUEUE = numbered(shared.REQUEUE)
-RESUME_AGE = numbered(shared.RESUME_AGE)
 
 
 # f-strings here only join constant fragments of this module; values are always $n.

@@ -35,12 +35,14 @@ import asyncpg
 
 from bridge.config import StoreSettings, redact_url
 from bridge.errors import StoreError
+from bridge.store import statements as shared
 from bridge.store.base import Store
 from bridge.store.leases import TAKEOVER_AFTER
 from bridge.store.postgres import batches, directory, leases, ops, outbox
 from bridge.store.postgres import queries as sql
 from bridge.store.postgres.connect import FOREIGN_ERRORS, parse_postgres_url, translate
 from bridge.store.postgres.schema import SCHEMA_VERSION, migrate
+from bridge.store.statements import numbered as pg
 
 __all__ = ["PostgresStore", "parse_postgres_url"]
 
@@ -155,7 +157,7 @@ class PostgresStore(Store):
         await migrate(conn, self.schema)
         if self.owner:
             # Without this a restarted instance would wait for its own work.
-            await conn.execute(sql.RELEASE_OWNER, self.owner)
+            await conn.execute(pg(shared.RELEASE_OWNER), self.owner)
             await conn.execute(leases.HEARTBEAT, self.owner)
 
     async def close(self) -> None:
@@ -168,7 +170,7 @@ class PostgresStore(Store):
                 # Leaving: our leases go back at once and our heartbeat row goes.
                 with contextlib.suppress(*FOREIGN_ERRORS):
                     async with pool.acquire(timeout=self.acquire_timeout) as conn:
-                        await conn.execute(sql.RELEASE_OWNER, self.owner)
+                        await conn.execute(pg(shared.RELEASE_OWNER), self.owner)
                         await conn.execute(leases.FORGET_INSTANCE, self.owner)
             if read_pool is not None:
                 await read_pool.close()
