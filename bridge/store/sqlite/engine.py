@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 from urllib.parse import quote
 
 from bridge.errors import StoreError, StoreUnavailable
@@ -29,6 +29,9 @@ from bridge.errors import StoreError, StoreUnavailable
 __all__ = ["SQLiteEngine", "translate"]
 
 T = TypeVar("T")
+
+_Job = tuple[Callable[[sqlite3.Connection], object], str, "asyncio.Future[object]"]
+_Outcome = tuple["asyncio.Future[object]", object, BaseException | None]
 
 # Busy and locked (another writer, a reader holding a shared-cache lock) pass:
 # the same transaction succeeds when tried again.
@@ -76,8 +79,50 @@ def _transaction(
     return result
 
 
+def _settle(outcomes: list[tuple[asyncio.Future[object], object, BaseException | None]]) -> None:
+    """Hand each coalesced write its result (on the loop's thread)."""
+    for future, result, error in outcomes:
+        if future.done():  # its caller was cancelled; the write happened all the same
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
+def _coalesced(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome]:
+    """Several writes in one transaction, each in a savepoint of its own: one that
+    fails is rolled back alone and gets its error; a failed COMMIT fails them all."""
+    outcomes: list[_Outcome] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for work, action, future in jobs:
+            conn.execute("SAVEPOINT job")
+            try:
+                result = work(conn)
+            except Exception as exc:  # noqa: BLE001 - the job's own failure, handed to its caller
+                conn.execute("ROLLBACK TO job")
+                error = translate(exc, action) if isinstance(exc, sqlite3.Error) else exc
+                outcomes.append((future, None, error))
+            else:
+                outcomes.append((future, result, None))
+            conn.execute("RELEASE job")
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:  # the transaction itself failed: nothing of it stands
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        return [(future, None, translate(exc, action)) for _, action, future in jobs]
+    return outcomes
+
+
 class SQLiteEngine:
-    """The writer thread and the reader threads of one database file."""
+    """The writer thread and the reader threads of one database file.
+
+    Writes are *coalesced*: those that arrive while the writer is busy with a
+    transaction go together into the next one (group commit), each in a
+    savepoint of its own, so a busy bridge pays one commit and one thread
+    wake-up for an ingest batch, the recorder's results and a claim together.
+    """
 
     def __init__(
         self, path: Path, *, busy_timeout: float, read_only: bool, synchronous: str = "NORMAL"
@@ -92,6 +137,8 @@ class SQLiteEngine:
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._jobs: list[_Job] = []  # writes waiting for the writer thread
+        self._draining = False  # a drain is queued or running on the writer thread
 
     def connect(self, *, check_same_thread: bool = True) -> sqlite3.Connection:
         """A new connection to the file (``mode=ro`` for a read-only store)."""
@@ -184,8 +231,45 @@ class SQLiteEngine:
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
 
     async def write(self, work: Callable[[sqlite3.Connection], T], *, action: str) -> T:
-        """Run ``work`` as one write transaction on the writer thread."""
-        return await self.call(lambda: _transaction(self._writer_conn(), work, action, True))
+        """Run ``work`` in a write transaction on the writer thread, with the writes
+        that queue up beside it (see the class docstring)."""
+        writer = self._writer
+        if writer is None:
+            raise StoreError("the store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[object] = loop.create_future()
+        with self._lock:
+            self._jobs.append((work, action, future))
+            start, self._draining = not self._draining, True
+        if start:
+            writer.submit(self._drain, loop)
+        # If the awaiting task is cancelled the write still runs to its end on the
+        # thread; callers only act on what they saw committed, so that is safe.
+        return cast("T", await future)
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the writer thread: run queued writes until none is left."""
+        while True:
+            with self._lock:
+                jobs, self._jobs = self._jobs, []
+                if not jobs:
+                    self._draining = False
+                    return
+            try:
+                conn = self._writer_conn()
+                if len(jobs) == 1:
+                    work, action, future = jobs[0]
+                    try:
+                        outcomes: list[_Outcome] = [
+                            (future, _transaction(conn, work, action, True), None)
+                        ]
+                    except Exception as exc:  # noqa: BLE001 - handed to its caller
+                        outcomes = [(future, None, exc)]
+                else:
+                    outcomes = _coalesced(conn, jobs)
+            except Exception as exc:  # noqa: BLE001 - no writer connection: all fail alike
+                outcomes = [(future, None, exc) for _, _, future in jobs]
+            loop.call_soon_threadsafe(_settle, outcomes)
 
     async def read(self, work: Callable[[sqlite3.Connection], T], *, action: str) -> T:
         """Run ``work`` as one read transaction on a reader thread's own connection."""

@@ -1,0 +1,91 @@
+"""The SQLite writer's group commit: writes queued behind a busy writer share one
+transaction, each in a savepoint; one that fails takes nothing else with it."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import StoreUnavailable
+from bridge.store.sqlite.engine import SQLiteEngine
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY)")
+
+
+async def _engine(path: Path, *, read_only: bool = False) -> SQLiteEngine:
+    engine = SQLiteEngine(path, busy_timeout=1.0, read_only=read_only)
+    await engine.open(_prepare if not read_only else lambda _conn: None)
+    return engine
+
+
+async def test_queued_writes_share_a_commit_and_a_failing_one_is_rolled_back_alone(
+    tmp_path: Path,
+) -> None:
+    engine = await _engine(tmp_path / "s.db")
+    begins: list[str] = []
+    await engine.call(
+        lambda: engine._writer_conn().set_trace_callback(
+            lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None
+        )
+    )
+
+    def insert(k: int) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO t (k) VALUES (?)", (k,))
+            if k == 13:
+                raise ValueError("thirteen")  # after its insert: the savepoint undoes it
+            return k
+
+        return work  # type: ignore[return-value]
+
+    results = await asyncio.gather(
+        *(engine.write(insert(k), action="insert") for k in range(40)), return_exceptions=True
+    )
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(failed) == 1 and isinstance(failed[0], ValueError)
+    assert [r for r in results if not isinstance(r, BaseException)] == [
+        k for k in range(40) if k != 13
+    ]
+    stored = await engine.read(lambda c: [r[0] for r in c.execute("SELECT k FROM t")], action="r")
+    assert sorted(stored) == [k for k in range(40) if k != 13]
+    assert 1 <= len(begins) < 40  # queued behind the first, the rest went together
+    await engine.close(None)
+
+
+async def test_a_commit_the_store_refuses_fails_every_write_in_it(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    await (await _engine(path)).close(None)
+    engine = await _engine(path, read_only=True)
+
+    def insert(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (k) VALUES (1)")
+
+    results = await asyncio.gather(
+        *(engine.write(insert, action="insert") for _ in range(10)), return_exceptions=True
+    )
+    assert all(isinstance(r, StoreUnavailable) for r in results), results
+    await engine.close(None)
+
+
+async def test_a_cancelled_caller_does_not_stop_its_write(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path / "s.db")
+
+    def insert(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (k) VALUES (7)")
+
+    task = asyncio.create_task(engine.write(insert, action="insert"))
+    await asyncio.sleep(0)  # the task runs up to its await: the write is queued
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The next write runs after it on the one writer thread: by then it is committed.
+    await engine.write(lambda c: None, action="noop")
+    stored = await engine.read(lambda c: [r[0] for r in c.execute("SELECT k FROM t")], action="r")
+    assert stored == [7]
+    await engine.close(None)
