@@ -104,7 +104,7 @@ class Bridge:
             owner=self.owner,
             metrics=self.metrics,
             after_delivery=self.pipe.after_attempt,
-            replies_committed=lambda: self.outbox.poke(),
+            replies_committed=self._replies_committed,
             alert=self._alert,
         )
         self.dead_letters = DeadLetters(dead_letter_path(settings.store))
@@ -248,6 +248,10 @@ class Bridge:
             released = set(overflow)
             for name in {d.subscription for d in result.deliveries if d.id in released}:
                 self.dispatcher.poke(name)
+
+    def _replies_committed(self) -> None:
+        """Pipe replies were committed with their attempts: the outbox publishes them now."""
+        self.outbox.poke()
 
     async def publish_reply(self, message: Outgoing) -> None:
         """Publish on ingest's connection (the outbox's messages); waits for the PUBACK."""

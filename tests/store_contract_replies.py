@@ -110,14 +110,24 @@ class ReplyStoreContract:
         assert taken.lease_token != delivery.lease_token
         late = _reply(delivery, 1)
         await store.record_attempts(
-            [(_record(delivery, late, delivery.lease_token), AttemptOutcome(DeliveryStatus.DELIVERED))],
+            [
+                (
+                    _record(delivery, late, delivery.lease_token),
+                    AttemptOutcome(DeliveryStatus.DELIVERED),
+                )
+            ],
             now=T0 + 2,
         )
         assert await store.get_outbox(late.id) is None
         # The current holder's answer goes in.
         current = replace(_reply(taken, 2), delivery_id=taken.id)
         await store.record_attempts(
-            [(_record(taken, current, taken.lease_token), AttemptOutcome(DeliveryStatus.DELIVERED))],
+            [
+                (
+                    _record(taken, current, taken.lease_token),
+                    AttemptOutcome(DeliveryStatus.DELIVERED),
+                )
+            ],
             now=T0 + 3,
         )
         assert await store.get_outbox(current.id) is not None

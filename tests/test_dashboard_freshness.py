@@ -79,7 +79,7 @@ async def test_the_freshness_panel_shows_each_subscriptions_quantiles(
                     assert p50.endswith(("ms", " s")), p50
                     assert (await row.locator("td.count").inner_text()) == "0"
                     quiet = page.locator("#freshness tr[data-freshness='quiet']")
-                    assert (await quiet.locator("td.total-p50").inner_text()) == "–"
+                    assert (await quiet.locator("td.total-p50").inner_text()) == "\N{EN DASH}"
                     # The reply shows in the inbound panel, marked as one.
                     reply = page.locator("#inbound tr", has_text="replies/dev-f")
                     await reply.wait_for(timeout=10_000)

@@ -46,7 +46,9 @@ class Device:
         self.client.on_message = lambda _c, _u, msg: self.received.append(msg)
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = 3600
-        self.client.connect("127.0.0.1", port, keepalive=5, clean_start=False, properties=properties)
+        self.client.connect(
+            "127.0.0.1", port, keepalive=5, clean_start=False, properties=properties
+        )
         self.client.loop_start()
         wait_until_sync(self.client.is_connected, timeout=10, message="device connected")
         result, _mid = self.client.subscribe("replies/#", qos=1)

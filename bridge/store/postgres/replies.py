@@ -34,9 +34,7 @@ _INSERT_REPLIES = """INSERT INTO outbox (id, source, topic, payload, status, att
     ON CONFLICT (id) DO NOTHING"""
 
 
-async def commit_replies(
-    conn: Any, results: Sequence[tuple[AttemptRecord, AttemptOutcome]]
-) -> int:
+async def commit_replies(conn: Any, results: Sequence[tuple[AttemptRecord, AttemptOutcome]]) -> int:
     """Insert the replies the records carry; returns how many records carried one."""
     carried = [(record, record.reply) for record, _ in results if record.reply is not None]
     if not carried:
