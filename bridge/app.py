@@ -95,7 +95,8 @@ class Bridge:
         self.sender = Sender(
             settings, user_agent=f"hookbridge/{bridge_version()}", spans=self.spans
         )
-        self.pipe = Pipe(self.publish_reply)
+        # Pipe answers are committed to the outbox with their attempts (see bridge.delivery.pipe).
+        self.pipe = Pipe()
         self.dispatcher: Dispatcher = BatchingDispatcher(
             settings,
             self.store,
@@ -103,6 +104,7 @@ class Bridge:
             owner=self.owner,
             metrics=self.metrics,
             after_delivery=self.pipe.after_attempt,
+            replies_committed=self._replies_committed,
             alert=self._alert,
         )
         self.dead_letters = DeadLetters(dead_letter_path(settings.store))
@@ -134,7 +136,8 @@ class Bridge:
             on_expired=self._expired,
         )
         self.operations = Operations(self)
-        # Accepted inbound webhooks wait in the store's outbox until the broker takes them.
+        # Accepted inbound webhooks and pipe replies wait in the store's outbox until the
+        # broker takes them.
         self.outbox = OutboxPublisher(
             self.store,
             self.publish_reply,
@@ -246,8 +249,12 @@ class Bridge:
             for name in {d.subscription for d in result.deliveries if d.id in released}:
                 self.dispatcher.poke(name)
 
+    def _replies_committed(self) -> None:
+        """Pipe replies were committed with their attempts: the outbox publishes them now."""
+        self.outbox.poke()
+
     async def publish_reply(self, message: Outgoing) -> None:
-        """Publish on ingest's connection (pipe replies, inbound webhooks); waits for the PUBACK."""
+        """Publish on ingest's connection (the outbox's messages); waits for the PUBACK."""
         await self.ingest.publish(message)
 
     # -- helpers for the API and tests ---------------------------------------------

@@ -40,6 +40,7 @@ from tests.store_contract_device import DeviceStoreContract
 from tests.store_contract_directory import DirectoryStoreContract
 from tests.store_contract_leases import LeaseStoreContract
 from tests.store_contract_outbox import OutboxStoreContract
+from tests.store_contract_replies import ReplyStoreContract
 
 __all__ = ["T0", "Reopen", "StoreContract", "accepted", "make_event", "opened", "reopening"]
 
@@ -139,6 +140,7 @@ class StoreContract(
     DirectoryStoreContract,
     LeaseStoreContract,
     OutboxStoreContract,
+    ReplyStoreContract,
 ):
     """Conformance tests; see the module docstring for the fixtures they need."""
 

@@ -27,7 +27,7 @@ from bridge.config import InboundSettings
 from bridge.core.signing import hub_signature, sign
 from bridge.inbound.outbox import BACKOFF, retry_at
 from bridge.inbound.server import GITHUB_REPLAY_WINDOW, replay_key
-from bridge.store.outbox import OutboxMessage, OutboxStatus
+from bridge.store.outbox import OutboxKind, OutboxMessage, OutboxStatus
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
@@ -235,10 +235,10 @@ async def test_github_replay_is_refused_without_the_delivery_header(
             ]
 
 
-async def test_a_pipe_reply_the_broker_refuses_is_recorded_as_a_failed_publish(
+async def test_a_pipe_reply_the_broker_refuses_is_retried_until_it_is_taken(
     acl_broker: tuple[Mosquitto, Path], tmp_path: Path
 ) -> None:
-    broker, _ = acl_broker
+    broker, acl = acl_broker
     receiver = Receiver(lambda _r, _n: Answer(200, body=b'{"command": "sync"}'))
     await receiver.start()
     sub = {
@@ -257,16 +257,38 @@ async def test_a_pipe_reply_the_broker_refuses_is_recorded_as_a_failed_publish(
                 await wait_until(lambda: len(receiver.requests) == 1, timeout=10)
                 delivery_id = receiver.requests[0].headers["hookbridge-delivery-id"]
 
-                async def recorded() -> bool:
-                    return bool(await bridge.store.attempts(delivery_id))
+                async def refused_reply() -> OutboxMessage | None:
+                    page, _ = await bridge.store.list_outbox(
+                        status=None, source="pipe", cursor=None, limit=5
+                    )
+                    refused = [m for m in page if m.attempts >= 1]
+                    return refused[0] if refused else None
 
-                await wait_until(recorded, timeout=10, message="attempt recorded")
+                # The answer is committed with its attempt; the broker's 0x87 is a
+                # failed publish of the reply, retried, never a lost answer.
+                await wait_until(refused_reply, timeout=20, message="reply refused once")
+                reply = await refused_reply()
+                assert reply is not None
+                assert (reply.kind, reply.status, reply.delivery_id) == (
+                    OutboxKind.REPLY,
+                    OutboxStatus.PENDING,
+                    delivery_id,
+                )
+                assert reply.last_error is not None and "0x87" in reply.last_error
                 (attempt,) = await bridge.store.attempts(delivery_id)
-                assert attempt.error is not None
-                assert attempt.error.startswith("pipe: publish failed: the broker refused")
-                assert "0x87" in attempt.error
-                assert bridge.pipe.published == 0
+                assert (attempt.status_code, attempt.error) == (200, None)
                 assert device.received == []
+                acl.write_text(ALLOWING)
+                assert broker.process is not None
+                broker.process.send_signal(signal.SIGHUP)  # mosquitto re-reads its ACL file
+                await wait_until(lambda: len(device.received) == 1, timeout=30, message="reply")
+                (received,) = device.received
+                assert received.topic == "devices/dev-1/commands"
+                assert json.loads(received.payload)["reply"] == {"command": "sync"}
+                labels = {"subscription": "pipe"}
+                registry = bridge.metrics.registry
+                failures = "hookbridge_pipe_reply_publish_failures_total"
+                assert (registry.get_sample_value(failures, labels) or 0) >= 1
     finally:
         await receiver.stop()
 

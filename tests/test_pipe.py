@@ -14,9 +14,11 @@ from paho.mqtt.properties import Properties
 
 from bridge.config import Subscription
 from bridge.core.events import Event
-from bridge.core.outcomes import AttemptResult
+from bridge.core.outcomes import AttemptOutcome, AttemptResult, DeliveryStatus
 from bridge.core.trace import EventContext
-from bridge.delivery.pipe import PipeError, Reply, plan_error_reply, plan_reply
+from bridge.delivery.pipe import Pipe, PipeError, Reply, plan_error_reply, plan_reply, reply_id
+from bridge.store.outbox import OutboxKind, OutboxMessage
+from bridge.store.rows import Delivery
 from tests.conftest import bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
@@ -310,3 +312,34 @@ async def test_a_request_answered_after_a_restart_keeps_its_correlation_and_trac
             assert len(trace_ids) == 1
     finally:
         await receiver.stop()
+
+
+async def test_a_reply_is_an_outbox_message_within_the_requests_expiry() -> None:
+    now = 1_800_000_000.0
+    pipe = Pipe(clock=lambda: now)
+    sub = Subscription.model_validate({"name": "rr", "url": "http://x.example", "mode": "pipe"})
+    delivered = AttemptOutcome(DeliveryStatus.DELIVERED)
+    answer = AttemptResult("delivered", 200, 1.0, None, "ok", b"ok", None, "text/plain")
+
+    def delivery(expires_at: float | None) -> Delivery:
+        context = EventContext(
+            response_topic="replies/d1", correlation_data=b"c-1", expires_at=expires_at
+        )
+        return Delivery("dlv_1", EVENT.with_context(context), "rr", 2, now - 5)
+
+    within = await pipe.after_attempt(sub, delivery(now + 30), answer, delivered)
+    assert isinstance(within, OutboxMessage)
+    assert (within.id, within.kind, within.source, within.delivery_id) == (
+        reply_id("dlv_1", 3),
+        OutboxKind.REPLY,
+        "rr",
+        "dlv_1",
+    )
+    assert (within.topic, within.payload, within.correlation) == ("replies/d1", b"ok", b"c-1")
+    assert (within.content_type, within.max_age, within.expires_at) == ("text/plain", 30, now + 30)
+    # No expiry given: the subscription's reply_max_age (1 h by default).
+    default = await pipe.after_attempt(sub, delivery(None), answer, delivered)
+    assert isinstance(default, OutboxMessage) and default.max_age == 3600
+    # The request expired before the answer came: nothing queued, an error on the attempt.
+    late = await pipe.after_attempt(sub, delivery(now - 1), answer, delivered)
+    assert isinstance(late, str) and "expiry" in late

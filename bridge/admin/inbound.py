@@ -1,4 +1,8 @@
-"""The ``/api/inbound/…`` routes: accepted inbound webhooks and their way to the broker.
+"""The ``/api/inbound/…`` routes: the MQTT outbox (accepted inbound webhooks and pipe
+replies) and its way to the broker.
+
+A pipe reply shows as ``kind: reply`` with its subscription as ``inbound``, the
+delivery it answers and its correlation data (base64).
 
 ``GET /api/inbound`` lists the outbox newest first (filters ``status`` and
 ``inbound``, paged with ``cursor``); ``GET /api/inbound/{id}`` shows one
@@ -8,6 +12,7 @@ published) message pending again, due now, its ``max_age`` counted afresh.
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
 
@@ -38,9 +43,16 @@ def inbound_message_json(message: OutboxMessage, *, payload: bool = False) -> di
         "dead_reason": message.dead_reason,
         "last_error": message.last_error,
         "size": len(message.payload),
+        "kind": message.kind.value,
+        "delivery_id": message.delivery_id,
+        "correlation": None
+        if message.correlation is None
+        else base64.b64encode(message.correlation).decode("ascii"),
+        "content_type": message.content_type,
     }
     if payload:
-        # Inbound bodies are JSON objects (checked on acceptance): UTF-8 text.
+        # Inbound bodies are JSON objects (checked on acceptance): UTF-8 text; a reply
+        # is the receiver's answer as it came, shown as text.
         body["payload"] = message.payload.decode("utf-8", errors="replace")
     return body
 

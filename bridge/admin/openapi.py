@@ -90,7 +90,11 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "id": {"type": "string"},
-            "inbound": {"type": "string", "description": "The inbound entry that accepted it"},
+            "inbound": {"type": "string", "description": "Its inbound entry, or pipe subscription"},
+            "kind": {"type": "string", "enum": ["inbound", "reply"]},
+            "delivery_id": {"type": ["string", "null"], "description": "reply: what it answers"},
+            "correlation": {"type": ["string", "null"], "description": "reply: base64"},
+            "content_type": {"type": ["string", "null"]},
             "topic": {"type": "string"},
             "status": _OUTBOX_STATUS,
             "attempts": {"type": "integer"},
@@ -449,6 +453,13 @@ _PATHS: dict[str, Any] = {
         )
     },
     "/api/stats": {"get": _op("Totals for the dashboard's throughput chart", _ok("totals"))},
+    "/api/freshness": {
+        "get": _op(
+            "Per subscription: p50 and p99 seconds from receipt to the receiver's 2xx over the"
+            " last window (recent), and since start",
+            _ok("freshness by subscription"),
+        )
+    },
 }
 
 

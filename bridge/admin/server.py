@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from bridge.admin.freshness import add_freshness_routes
 from bridge.admin.inbound import add_inbound_routes
 from bridge.admin.openapi import openapi_document
 from bridge.admin.routes import BRIDGE_KEY, add_api_routes, refresh_gauges
@@ -184,6 +185,7 @@ def create_app(
     app.router.add_get("/api/openapi.json", _openapi)
     add_api_routes(app)
     add_inbound_routes(app)
+    add_freshness_routes(app)
     app.router.add_routes(extra_routes)
     return app
 

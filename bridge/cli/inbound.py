@@ -1,4 +1,5 @@
-"""``hookbridge inbound list|show|replay``: accepted inbound webhooks on their way to the broker.
+"""``hookbridge inbound list|show|replay``: the MQTT outbox (accepted inbound webhooks and
+pipe replies) on its way to the broker.
 
 Talks to a running bridge's admin API like the other operator commands (see
 :mod:`bridge.cli.admin` for where the API is found and how answers print).
@@ -25,8 +26,15 @@ from bridge.cli.admin import (
 __all__ = ["inbound_app"]
 
 inbound_app = typer.Typer(
-    help="Inbound webhooks the running bridge accepted (its MQTT outbox).", no_args_is_help=True
+    help="Inbound webhooks and pipe replies the running bridge publishes (its MQTT outbox).",
+    no_args_is_help=True,
 )
+
+
+def _source(message: dict[str, Any]) -> str:
+    """The inbound entry, or the pipe subscription marked as a reply."""
+    name = str(message["inbound"])
+    return f"{name} (reply)" if message.get("kind") == "reply" else name
 
 
 def _status(message: dict[str, Any]) -> str:
@@ -37,7 +45,9 @@ def _status(message: dict[str, Any]) -> str:
 @inbound_app.command("list")
 def inbound_list(  # noqa: PLR0917 - typer takes each option as a parameter
     status: Annotated[str | None, typer.Option(help="pending, published or dead.")] = None,
-    inbound: Annotated[str | None, typer.Option(help="Only this inbound entry.")] = None,
+    inbound: Annotated[
+        str | None, typer.Option(help="Only this inbound entry (or pipe subscription).")
+    ] = None,
     limit: Annotated[int, typer.Option(help="Page size.")] = 50,
     cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page.")] = None,
     url: UrlOption = None,
@@ -45,13 +55,13 @@ def inbound_list(  # noqa: PLR0917 - typer takes each option as a parameter
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List inbound messages, newest first."""
+    """List inbound messages and pipe replies, newest first."""
     path = query("/api/inbound", status=status, inbound=inbound, limit=limit, cursor=cursor)
     answer = call_api(url, token, config, "GET", path=path)
     rows = [
         (
             m["id"],
-            m["inbound"],
+            _source(m),
             m["topic"],
             _status(m),
             m["attempts"],
@@ -60,7 +70,7 @@ def inbound_list(  # noqa: PLR0917 - typer takes each option as a parameter
         )
         for m in answer["messages"]
     ]
-    header = ("MESSAGE", "INBOUND", "TOPIC", "STATUS", "ATTEMPTS", "LAST ERROR", "ACCEPTED")
+    header = ("MESSAGE", "SOURCE", "TOPIC", "STATUS", "ATTEMPTS", "LAST ERROR", "ACCEPTED")
     text = table(rows, header) if rows else "no inbound messages"
     if answer.get("next_cursor"):
         text += f"\nmore: --cursor {answer['next_cursor']}"
@@ -81,7 +91,8 @@ def inbound_show(
     )
     lines = [
         f"message     {m['id']}",
-        f"inbound     {m['inbound']}",
+        f"source      {_source(m)}",
+        *([f"answers     {m['delivery_id']}"] if m.get("delivery_id") else []),
         f"topic       {m['topic']}",
         f"status      {_status(m)}",
         f"attempts    {m['attempts']}",

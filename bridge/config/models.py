@@ -282,10 +282,9 @@ class Subscription(_Model):
     rate_limit: RateLimit | None = None
     ordered: bool = False
     mode: Literal["push", "pipe"] = "push"
-    # pipe: the MQTT 5 Response Topic of the device's message comes first; this
-    # template is the fallback (MQTT 3.1.1, or a message without one).
-    reply_topic: str | None = None
+    reply_topic: str | None = None  # pipe: where answers go when the device gave no Response Topic
     reply_errors: bool = False  # pipe: a failed attempt publishes {"error": ...} back
+    reply_max_age: Duration = Field(default=3600.0, gt=0)  # pipe: a later answer is never published
     enabled: bool = True
     hub_signature: bool = False
     circuit: CircuitSettings = CircuitSettings()

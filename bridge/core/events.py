@@ -145,6 +145,13 @@ class InboundDeadAlert(BridgeAlert):
     topic: str = Field(min_length=1)
 
 
+class PipeReplyDeadAlert(InboundDeadAlert):
+    """A pipe subscription's answer was not published before its deadline (the
+    request's MQTT 5 Message Expiry, else ``reply_max_age``): it is dead, never
+    sent. ``subscription`` names the pipe subscription, ``delivery_id`` the
+    delivery whose attempt it answers."""
+
+
 class StoreRefusedAlert(_Data):
     """The store refused a message even in quarantine: it went to the dead-letter file.
 
@@ -178,6 +185,7 @@ CATALOGUE: dict[str, type[_Data]] = {
     "bridge.delivery_dead": BridgeAlert,
     "bridge.deliveries_expired": ExpiredAlert,
     "bridge.inbound_dead": InboundDeadAlert,
+    "bridge.pipe_reply_dead": PipeReplyDeadAlert,
     "bridge.store_refused": StoreRefusedAlert,
 }
 """Every canonical event type and the model of its ``data``."""

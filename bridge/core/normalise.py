@@ -59,6 +59,8 @@ class Message:
     # names the request by (bytes, kept exact).
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    # MQTT 5 Message Expiry Interval (seconds) as the broker forwarded it: what is left.
+    message_expiry: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

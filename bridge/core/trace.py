@@ -106,9 +106,12 @@ class EventContext:
     tracestate: str | None = None
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    # When the device's request expires (receipt + its MQTT 5 Message Expiry
+    # Interval, epoch seconds); None: it gave none. An answer is not published later.
+    expires_at: float | None = None
 
     def to_json(self) -> bytes:
-        doc: dict[str, str] = {}
+        doc: dict[str, str | float] = {}
         if self.trace_id is not None:
             doc["trace_id"] = self.trace_id
             doc["trace_flags"] = self.trace_flags
@@ -120,6 +123,8 @@ class EventContext:
             doc["response_topic"] = self.response_topic
         if self.correlation_data is not None:
             doc["correlation_data"] = base64.b64encode(self.correlation_data).decode("ascii")
+        if self.expires_at is not None:
+            doc["expires_at"] = self.expires_at
         return orjson.dumps(doc)
 
     @classmethod
@@ -130,6 +135,7 @@ class EventContext:
         try:
             doc = orjson.loads(raw)
             correlation = doc.get("correlation_data")
+            expires_at = doc.get("expires_at")
             return cls(
                 trace_id=doc.get("trace_id"),
                 parent_id=doc.get("parent_id"),
@@ -141,6 +147,7 @@ class EventContext:
                     if correlation is not None
                     else None
                 ),
+                expires_at=None if expires_at is None else float(expires_at),
             )
         except (orjson.JSONDecodeError, AttributeError, ValueError, TypeError):
             return None
@@ -152,6 +159,7 @@ def context_for(
     entropy: bytes,
     response_topic: str | None = None,
     correlation_data: bytes | None = None,
+    expires_at: float | None = None,
 ) -> EventContext:
     """The context of a device message: its trace continued, or a new one from ``entropy``.
 
@@ -171,6 +179,7 @@ def context_for(
             trace_id=_nonzero_hex(entropy, 16),
             response_topic=response_topic or None,
             correlation_data=correlation_data,
+            expires_at=expires_at,
         )
     return EventContext(
         trace_id=parent.trace_id,
@@ -179,6 +188,7 @@ def context_for(
         tracestate=_clean_tracestate(tracestate),
         response_topic=response_topic or None,
         correlation_data=correlation_data,
+        expires_at=expires_at,
     )
 
 

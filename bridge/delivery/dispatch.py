@@ -33,6 +33,7 @@ from bridge.delivery.send import AttemptResult, Sender
 from bridge.errors import StoreError
 from bridge.logs import get_logger
 from bridge.store.base import Store
+from bridge.store.outbox import OutboxMessage
 from bridge.store.rows import (
     AttemptOutcome,
     AttemptRecord,
@@ -59,6 +60,7 @@ class Dispatcher(Learning):
         rand: Callable[[], float] = random.random,
         alert: Alert | None = None,
         after_delivery: AfterDelivery | None = None,
+        replies_committed: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -70,7 +72,9 @@ class Dispatcher(Learning):
         self._alert = alert
         self._after_delivery = after_delivery
         self.lanes: dict[str, Lane] = {}
-        self._recorder = Recorder(store, settled=self._settled, clock=clock)
+        self._recorder = Recorder(
+            store, settled=self._settled, clock=clock, replies_committed=replies_committed
+        )
         self._stopping = False
         self._group: asyncio.TaskGroup | None = None
 
@@ -395,12 +399,15 @@ class Dispatcher(Learning):
         """Queue one delivery's attempt record, with what the after-delivery hook notes."""
         delivery, result, outcome = settled.delivery, settled.result, settled.outcome
         error = result.error
+        reply: OutboxMessage | None = None
         if self._after_delivery is not None:
             try:
                 note = await self._after_delivery(lane.subscription, delivery, result, outcome)
             except Exception as exc:
                 log.exception("after-delivery hook failed")
                 note = f"after-delivery hook failed: {type(exc).__name__}"
+            if isinstance(note, OutboxMessage):  # committed with the record, not an error
+                reply, note = note, None
             if outcome.status is DeliveryStatus.DELIVERED:
                 error = note
             elif note:
@@ -414,5 +421,6 @@ class Dispatcher(Learning):
             error=error,
             response_excerpt=result.response_excerpt,
             lease_token=delivery.lease_token,
+            reply=reply,
         )
         self._recorder.add(record, outcome)

@@ -21,6 +21,7 @@ from bridge.delivery.send import AttemptResult
 from bridge.errors import StoreError
 from bridge.logs import get_logger
 from bridge.store.base import Store
+from bridge.store.outbox import OutboxMessage
 from bridge.store.rows import AttemptOutcome, Delivery, DeliveryStatus
 
 __all__ = ["AfterDelivery", "Alert", "Learning", "Settled"]
@@ -31,10 +32,12 @@ Alert = Callable[[str, str, dict[str, object]], Awaitable[None]]
 """``alert(kind, subscription, details)``: operational events such as a disabled subscription."""
 
 AfterDelivery = Callable[
-    [Subscription, Delivery, AttemptResult, AttemptOutcome], Awaitable[str | None]
+    [Subscription, Delivery, AttemptResult, AttemptOutcome],
+    Awaitable[str | OutboxMessage | None],
 ]
-"""Called after every attempt with what it decided (pipe mode: publish the answer, or the
-error, back); returns an error to record, or None."""
+"""Called after every attempt with what it decided (pipe mode: the answer, or the error,
+to send back); returns an error to record, a message to commit to the outbox with the
+attempt's record, or None."""
 
 
 @dataclass(frozen=True, slots=True)

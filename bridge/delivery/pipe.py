@@ -28,12 +28,29 @@ refused connection) publishes ``{"error": ..., "status": ..., "event_id": ...,
 "attempt": n, "retrying": bool}`` to the same place. ``retrying`` says whether
 the bridge will try again (and so may still publish the answer later).
 
+**Durable replies.** A reply is not published from here: it becomes a row of
+the store's outbox (``kind`` ``reply``, ``source`` the subscription), committed
+in the same transaction as the attempt it answers, and the outbox publisher
+(:mod:`bridge.inbound.outbox`) publishes it with QoS 1, retried across broker
+outages, refusals and restarts. Its id is derived from the delivery and the
+attempt number. Should the bridge die after the receiver answered but before
+that commit, neither the attempt nor the reply is kept: the delivery is sent
+again once its lease lapses and the receiver's new answer is the reply (at
+least once, never a reply without its attempt, nor an attempt whose reply is
+lost). A reply is never published after its deadline: the request's MQTT 5
+Message Expiry when the device gave one (an answer that comes after it is a
+pipe error, nothing is queued), else the subscription's ``reply_max_age``.
+
 :func:`plan_reply` and :func:`plan_error_reply` are the pure decisions;
-:class:`Pipe` publishes them and is the dispatcher's after-attempt hook.
+:class:`Pipe` turns them into outbox messages and is the dispatcher's
+after-attempt hook.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -41,13 +58,13 @@ import orjson
 from bridge.config import Subscription
 from bridge.config.templates import render_topic
 from bridge.core.events import Event
-from bridge.core.messages import Outgoing, Publish
 from bridge.core.outcomes import AttemptOutcome, AttemptResult, DeliveryStatus
-from bridge.errors import BrokerError, TemplateError
+from bridge.errors import TemplateError
 from bridge.logs import get_logger
+from bridge.store.outbox import OutboxKind, OutboxMessage
 from bridge.store.rows import Delivery
 
-__all__ = ["Pipe", "PipeError", "Reply", "plan_error_reply", "plan_reply"]
+__all__ = ["Pipe", "PipeError", "Reply", "plan_error_reply", "plan_reply", "reply_id"]
 
 log = get_logger("hookbridge.pipe")
 
@@ -183,12 +200,49 @@ def plan_error_reply(
     return Reply(topic, payload, event.id.encode("utf-8"), _JSON)
 
 
-class Pipe:
-    """The dispatcher's after-attempt hook: publishes answers (and errors) of pipe subscriptions."""
+def reply_id(delivery_id: str, attempt: int) -> str:
+    """The stable id of the reply to one attempt: recording it twice stores it once."""
+    digest = hashlib.sha256(f"{delivery_id}\x00{attempt}".encode()).hexdigest()
+    return f"rpl_{digest[:26]}"
 
-    def __init__(self, publish: Publish) -> None:
-        self._publish = publish
-        self.published = 0
+
+def reply_message(
+    reply: Reply,
+    subscription: Subscription,
+    delivery: Delivery,
+    *,
+    attempt: int,
+    now: float,
+) -> OutboxMessage | PipeError:
+    """The outbox row of ``reply``, with what is left of its time to live."""
+    context = delivery.event.context
+    if context is not None and context.expires_at is not None:
+        max_age = context.expires_at - now
+        if max_age <= 0:
+            return PipeError("pipe: the request's message expiry passed before the answer")
+    else:
+        max_age = subscription.reply_max_age
+    return OutboxMessage(
+        id=reply_id(delivery.id, attempt),
+        source=subscription.name,
+        topic=reply.topic,
+        payload=reply.payload,
+        created_at=now,
+        max_age=max_age,
+        kind=OutboxKind.REPLY,
+        correlation=reply.correlation,
+        content_type=reply.content_type,
+        delivery_id=delivery.id,
+    )
+
+
+class Pipe:
+    """The dispatcher's after-attempt hook: the answers (and errors) of pipe subscriptions
+    as outbox messages, committed with their attempts."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.queued = 0
         self.errors = 0
 
     async def after_attempt(
@@ -197,8 +251,8 @@ class Pipe:
         delivery: Delivery,
         result: AttemptResult,
         outcome: AttemptOutcome,
-    ) -> str | None:
-        """Publish the answer (or the error) back; the error to record on the attempt, or None."""
+    ) -> str | OutboxMessage | None:
+        """The reply to commit with the attempt, the error to record on it, or None."""
         if subscription.mode != "pipe":
             return None
         if outcome.status is DeliveryStatus.DELIVERED:
@@ -219,23 +273,15 @@ class Pipe:
             )
         if plan is None:
             return None
-        if isinstance(plan, PipeError):
-            self.errors += 1
-            log.warning("answer not piped back", reason=plan.reason)
-            return plan.reason
-        try:
-            await self._publish(
-                Outgoing(
-                    plan.topic,
-                    plan.payload,
-                    correlation=plan.correlation,
-                    content_type=plan.content_type,
-                )
+        if isinstance(plan, Reply):
+            message = reply_message(
+                plan, subscription, delivery, attempt=delivery.attempts + 1, now=self._clock()
             )
-        except BrokerError as exc:
-            self.errors += 1
-            log.warning("answer could not be published", topic=plan.topic, error=str(exc))
-            return f"pipe: publish failed: {exc}"
-        self.published += 1
-        log.debug("answer piped back", topic=plan.topic)
-        return None
+            if isinstance(message, OutboxMessage):
+                self.queued += 1
+                log.debug("answer queued for the broker", topic=plan.topic, id=message.id)
+                return message
+            plan = message
+        self.errors += 1
+        log.warning("answer not piped back", reason=plan.reason)
+        return plan.reason

@@ -35,10 +35,17 @@ class Recorder:
     """``add()`` results; ``run()`` writes them until ``finish()`` and nothing is left."""
 
     def __init__(
-        self, store: Store, *, settled: Settled, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        *,
+        settled: Settled,
+        clock: Callable[[], float] = time.time,
+        replies_committed: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._settled = settled
+        # Pipe replies ride on their records into the outbox: its publisher looks once they are in.
+        self._replies_committed = replies_committed
         self._clock = clock
         self._records: list[tuple[AttemptRecord, AttemptOutcome]] = []
         self._wake = asyncio.Event()
@@ -78,6 +85,8 @@ class Recorder:
         if batch:
             await self._write(batch)
             self._settled({record.delivery_id for record, _ in batch})
+            if self._replies_committed is not None and any(r.reply for r, _ in batch):
+                self._replies_committed()
         return self._finishing and not self._records
 
     async def _write(self, batch: list[tuple[AttemptRecord, AttemptOutcome]]) -> None:

@@ -1,8 +1,13 @@
-"""Prometheus metrics of inbound webhooks and the outbox that publishes them."""
+"""Prometheus metrics of inbound webhooks, pipe replies and the outbox that publishes them.
+
+The pending gauges count the whole outbox (inbound messages and pipe replies).
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from bridge.store.outbox import OutboxKind
 
 __all__ = ["InboundMetrics"]
 
@@ -36,6 +41,24 @@ class InboundMetrics:
             ["inbound"],
             registry=r,
         )
+        self.replies_published = Counter(
+            "hookbridge_pipe_replies_published",
+            "Pipe replies the broker acknowledged, by subscription",
+            ["subscription"],
+            registry=r,
+        )
+        self.replies_failed = Counter(
+            "hookbridge_pipe_reply_publish_failures",
+            "Failed publish attempts of pipe replies (refused, timed out, disconnected)",
+            ["subscription"],
+            registry=r,
+        )
+        self.replies_dead = Counter(
+            "hookbridge_pipe_replies_dead",
+            "Pipe replies given up on (past the request's expiry or reply_max_age)",
+            ["subscription"],
+            registry=r,
+        )
         self.pending = Gauge(
             "hookbridge_inbound_pending", "Inbound messages waiting to be published", registry=r
         )
@@ -44,3 +67,12 @@ class InboundMetrics:
             "Age of the oldest inbound message waiting to be published (0 when none)",
             registry=r,
         )
+
+    def published_of(self, kind: OutboxKind) -> Counter:
+        return self.replies_published if kind is OutboxKind.REPLY else self.published
+
+    def failed_of(self, kind: OutboxKind) -> Counter:
+        return self.replies_failed if kind is OutboxKind.REPLY else self.failed
+
+    def dead_of(self, kind: OutboxKind) -> Counter:
+        return self.replies_dead if kind is OutboxKind.REPLY else self.dead

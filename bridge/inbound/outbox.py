@@ -1,9 +1,13 @@
-"""The outbox publisher: accepted inbound messages go to the broker until it takes them.
+"""The outbox publisher: accepted inbound messages and pipe replies go to the broker
+until it takes them.
 
 Every accepted inbound webhook is a row of the store's outbox (see
 :mod:`bridge.store.outbox`) before its 202 goes out. This task claims due
-rows under a lease, publishes each with QoS 1 (MQTT 5 correlation data: the
-message's stable id, the same on every attempt) and records the outcome:
+rows under a lease, publishes each with QoS 1 (MQTT 5 correlation data: an
+inbound message's stable id, a reply's the device's own; the same on every
+attempt) and records the outcome. Pipe replies (:mod:`bridge.delivery.pipe`)
+are rows of the same outbox, committed with the attempt they answer, and
+follow the same rules:
 
 - a PUBACK with a reason code below 0x80 marks the message ``published``;
 - a refusal (reason code 0x80 or more, e.g. an ACL's "not authorized"), a
@@ -34,7 +38,7 @@ from bridge.core.messages import Outgoing, Publish
 from bridge.errors import BridgeError, StoreError
 from bridge.inbound.metrics import InboundMetrics
 from bridge.logs import get_logger
-from bridge.store.outbox import OutboxMessage, OutboxOutcome, OutboxStore
+from bridge.store.outbox import OutboxKind, OutboxMessage, OutboxOutcome, OutboxStore
 
 __all__ = ["BACKOFF", "OutboxPublisher", "retry_at"]
 
@@ -49,6 +53,10 @@ OFFLINE_POLL = 1.0
 STATS_INTERVAL = 5.0
 
 Alert = Callable[[str, str, dict[str, object]], Awaitable[None]]
+
+
+def _what(message: OutboxMessage) -> str:
+    return "pipe reply" if message.kind is OutboxKind.REPLY else "inbound message"
 
 
 def retry_at(message: OutboxMessage, failures: int, now: float) -> float | None:
@@ -139,15 +147,22 @@ class OutboxPublisher:
 
     async def _attempt(self, message: OutboxMessage) -> OutboxOutcome:
         """One publish; its failure is a result, never an exception."""
+        what = _what(message)
         try:
             await self._publish(
-                Outgoing(message.topic, message.payload, qos=1, correlation=message.id.encode())
+                Outgoing(
+                    message.topic,
+                    message.payload,
+                    qos=1,
+                    correlation=message.publish_correlation,
+                    content_type=message.content_type,
+                )
             )
         except BridgeError as exc:
-            self._metrics.failed.labels(message.source).inc()
+            self._metrics.failed_of(message.kind).labels(message.source).inc()
             log.warning(
-                "inbound message not published; will retry",
-                inbound=message.source,
+                f"{what} not published; will retry",
+                source=message.source,
                 id=message.id,
                 topic=message.topic,
                 error=str(exc),
@@ -159,23 +174,29 @@ class OutboxPublisher:
                 error=str(exc),
                 retry_at=retry_at(message, message.attempts + 1, time.time()),
             )
-        self._metrics.published.labels(message.source).inc()
-        log.info("inbound message published", inbound=message.source, id=message.id)
+        self._metrics.published_of(message.kind).labels(message.source).inc()
+        log.info(f"{what} published", source=message.source, id=message.id)
         return OutboxOutcome(message.id, message.lease_token, published=True)
 
     async def _died(self, messages: Sequence[OutboxMessage], reason: str) -> None:
         for message in messages:
-            self._metrics.dead.labels(message.source).inc()
+            self._metrics.dead_of(message.kind).labels(message.source).inc()
             log.error(
-                "inbound message dead: not published within max_age",
-                inbound=message.source,
+                f"{_what(message)} dead: not published within max_age",
+                source=message.source,
                 id=message.id,
                 topic=message.topic,
             )
+            reply = message.kind is OutboxKind.REPLY
             await self._alert(
-                "inbound_dead",
+                "pipe_reply_dead" if reply else "inbound_dead",
                 message.source,
-                {"reason": reason, "id": message.id, "topic": message.topic},
+                {
+                    "reason": reason,
+                    "id": message.id,
+                    "topic": message.topic,
+                    "delivery_id": message.delivery_id,
+                },
             )
 
     async def _housekeeping(self) -> None:

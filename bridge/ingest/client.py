@@ -316,6 +316,7 @@ class Ingest:
             user_props = getattr(properties, "UserProperty", None) if properties else None
             response_topic = getattr(properties, "ResponseTopic", None) if properties else None
             correlation = getattr(properties, "CorrelationData", None) if properties else None
+            expiry = getattr(properties, "MessageExpiryInterval", None) if properties else None
             received_at = datetime.now(UTC)
             message = Message(
                 topic=topic,
@@ -328,6 +329,7 @@ class Ingest:
                 receipt_id=new_event_id(received_at, os.urandom(10)),
                 response_topic=response_topic if isinstance(response_topic, str) else None,
                 correlation_data=bytes(correlation) if correlation is not None else None,
+                message_expiry=expiry if isinstance(expiry, int) else None,
             )
             self._pending.append(Received(message, msg.mid, msg.qos, self._connection))
             self._metrics.messages_received.inc()

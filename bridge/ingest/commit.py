@@ -211,6 +211,11 @@ class CommitStep:
                 entropy=os.urandom(16),
                 response_topic=message.response_topic,
                 correlation_data=message.correlation_data,
+                expires_at=(
+                    None
+                    if message.message_expiry is None
+                    else message.received_at.timestamp() + message.message_expiry
+                ),
             )
         )
         if self._presence is not None:

@@ -264,7 +264,9 @@ class Store(OutboxStore, ABC):
 
         An outcome whose record carries a ``lease_token`` is applied only while
         the delivery still has that token (nobody claimed it since); the
-        attempt itself is kept in the history either way."""
+        attempt itself is kept in the history either way. A record's ``reply``
+        (pipe mode) goes into the MQTT outbox in the same transaction, under the
+        same token rule; its id makes recording the same attempt twice store it once."""
         await self._write("record_attempts", results, now)
 
     async def heartbeat(self) -> None:

@@ -20,6 +20,12 @@ operator's requeue) is never published: a claim turns it ``dead`` with
 reason ``too_old`` instead. An IoT command an hour late is often worse than
 none.
 
+Pipe replies: a pipe subscription's answer (:mod:`bridge.delivery.pipe`) is a
+row of the same table (``kind`` ``reply``, ``source`` the subscription), committed
+in the transaction that records the attempt it answers (see
+:func:`bridge.store.base.Store.record_attempts`), and published under the same
+rules, with the device's MQTT 5 correlation data and the answer's content type.
+
 Everything here is pure (dataclasses, the protocol, row conversions and
 cursors); the SQL lives in ``bridge/store/{sqlite,postgres}/outbox.py``.
 """
@@ -40,6 +46,7 @@ __all__ = [
     "OUTBOX_OPERATIONS",
     "TOO_OLD",
     "OutboxClaim",
+    "OutboxKind",
     "OutboxMessage",
     "OutboxOutcome",
     "OutboxStats",
@@ -62,6 +69,11 @@ class OutboxStatus(StrEnum):
     DEAD = "dead"
 
 
+class OutboxKind(StrEnum):
+    INBOUND = "inbound"  # an accepted inbound webhook
+    REPLY = "reply"  # a pipe subscription's answer (or error reply) to a device
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
     """One message to publish (QoS 1, MQTT 5 correlation data = ``id``)."""
@@ -82,6 +94,19 @@ class OutboxMessage:
     # Where max_age counts from when an operator's requeue moved it.
     age_from: float | None = None
     seq: int = 0  # acceptance order
+    kind: OutboxKind = OutboxKind.INBOUND
+    # Replies: the device's MQTT 5 correlation data (None: it gave none) and the
+    # answer's content type; inbound messages are correlated by their id.
+    correlation: bytes | None = None
+    content_type: str | None = None
+    delivery_id: str | None = None  # replies: the delivery whose attempt it answers
+
+    @property
+    def publish_correlation(self) -> bytes | None:
+        """The MQTT 5 correlation data every attempt publishes with."""
+        if self.kind is OutboxKind.REPLY:
+            return self.correlation
+        return self.id.encode()
 
     @property
     def age_start(self) -> float:
@@ -125,7 +150,8 @@ class OutboxStats:
 
 
 OUTBOX_COLUMNS = """id, source, topic, payload, created_at, max_age, status, attempts,
-    next_attempt_at, published_at, dead_reason, last_error, lease_token, age_from, seq"""
+    next_attempt_at, published_at, dead_reason, last_error, lease_token, age_from, seq,
+    kind, correlation, content_type, delivery_id"""
 
 
 def message_from_row(row: Sequence[Any]) -> OutboxMessage:
@@ -146,6 +172,10 @@ def message_from_row(row: Sequence[Any]) -> OutboxMessage:
         lease_token=int(row[12]),
         age_from=None if row[13] is None else float(row[13]),
         seq=int(row[14]),
+        kind=OutboxKind(row[15]),
+        correlation=None if row[16] is None else bytes(row[16]),
+        content_type=row[17],
+        delivery_id=row[18],
     )
 
 

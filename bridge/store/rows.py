@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from bridge.core.events import Event
 from bridge.core.outcomes import AttemptOutcome, DeliveryStatus
 from bridge.core.presence import Observation, Presence, Transition
+from bridge.store.outbox import OutboxMessage
 
 __all__ = [
     "Accepted",
@@ -155,6 +156,9 @@ class AttemptRecord:
     # The ``Delivery.lease_token`` the attempt was made under; None applies the
     # outcome whoever holds the delivery now (operator tools).
     lease_token: int | None = None
+    # Pipe mode: the answer to publish, committed with this record into the outbox
+    # (only while the lease token still matches: a fenced-out result sends nothing).
+    reply: OutboxMessage | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from bridge.store.ids import new_delivery_ids
 from bridge.store.leases import dedupe_since, next_watermark
 from bridge.store.postgres import device, directory, leases
 from bridge.store.postgres.leases import LEASE_DUE, LEASE_LAPSED
+from bridge.store.postgres.replies import commit_replies
 from bridge.store.rows import (
     Accepted,
     AttemptOutcome,
@@ -276,6 +277,8 @@ async def record_attempts(
         now,
         [r.lease_token for r in records],
     )
+    # Pipe answers with the results they came with: one commit (bridge.store.postgres.replies).
+    await commit_replies(conn, results)
 
 
 async def create_deliveries(

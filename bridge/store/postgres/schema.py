@@ -231,6 +231,17 @@ _OUTBOX = (
     )""",
 )
 
+# Pipe replies share the outbox (bridge.delivery.pipe): kind tells an inbound
+# webhook's message from a receiver's answer; a reply keeps the device's MQTT 5
+# correlation data (bytes, exact; NULL when it gave none) and the answer's
+# content type, and names the delivery (and attempt) it answers.
+_OUTBOX_REPLIES = (
+    "ALTER TABLE outbox ADD COLUMN kind text NOT NULL DEFAULT 'inbound'",
+    "ALTER TABLE outbox ADD COLUMN correlation bytea",
+    "ALTER TABLE outbox ADD COLUMN content_type text",
+    "ALTER TABLE outbox ADD COLUMN delivery_id text",
+)
+
 
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
@@ -243,6 +254,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _PRESENCE_HEARTBEAT,
     _BATCH_MEMBERS,
     _OUTBOX,
+    _OUTBOX_REPLIES,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 

@@ -37,6 +37,7 @@ from bridge.store.rows import (
 from bridge.store.sqlite.device import apply_presence
 from bridge.store.sqlite.directory import note_devices
 from bridge.store.sqlite.leases import GET_WATERMARK, LEASE_LAPSED, SET_WATERMARK
+from bridge.store.sqlite.replies import commit_replies
 
 __all__ = ["create_deliveries", "ingest", "list_deliveries_query", "purge_chunk", "record_attempts"]
 
@@ -215,6 +216,8 @@ def record_attempts(
         )
     conn.executemany(_INSERT_ATTEMPT, attempt_rows)
     conn.executemany(_APPLY_OUTCOME, outcome_rows)
+    # Pipe answers with the results they came with: one commit (bridge.store.sqlite.replies).
+    commit_replies(conn, results)
 
 
 def create_deliveries(

@@ -217,6 +217,17 @@ _OUTBOX = (
     )""",
 )
 
+# Pipe replies share the outbox (bridge.delivery.pipe): kind tells an inbound
+# webhook's message from a receiver's answer; a reply keeps the device's MQTT 5
+# correlation data (bytes, exact; NULL when it gave none) and the answer's
+# content type, and names the delivery (and attempt) it answers.
+_OUTBOX_REPLIES = (
+    "ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'inbound'",
+    "ALTER TABLE outbox ADD COLUMN correlation BLOB",
+    "ALTER TABLE outbox ADD COLUMN content_type TEXT",
+    "ALTER TABLE outbox ADD COLUMN delivery_id TEXT",
+)
+
 
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
@@ -229,6 +240,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _PRESENCE_HEARTBEAT,
     _BATCH_MEMBERS,
     _OUTBOX,
+    _OUTBOX_REPLIES,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 
