@@ -165,12 +165,16 @@ async def test_webhooks_carry_the_devices_trace_or_one_started_at_receipt(
             assert len(trace_ids) == 1 and trace_ids != {TRACE}  # one trace for the event
             assert len(span_ids) == 2  # a new span per attempt
 
-            metrics = bridge.metrics.render().decode()
-            count = re.search(
-                r'^hookbridge_delivery_freshness_seconds_count\{subscription="traced"\} (\S+)$',
-                metrics,
-                re.MULTILINE,
-            )
-            assert count is not None and float(count.group(1)) == 3.0
+            def freshness_count() -> float:
+                count = re.search(
+                    r'^hookbridge_delivery_freshness_seconds_count\{subscription="traced"\} (\S+)$',
+                    bridge.metrics.render().decode(),
+                    re.MULTILINE,
+                )
+                return 0.0 if count is None else float(count.group(1))
+
+            # Counted once the bridge has the receiver's answer, a moment after the receiver.
+            await wait_until(lambda: freshness_count() >= 3.0, message="three delivered counted")
+            assert freshness_count() == 3.0
     finally:
         await receiver.stop()
