@@ -33,7 +33,13 @@ async def test_the_freshness_panel_shows_each_subscriptions_quantiles(
     receiver = Receiver(_answer)
     await receiver.start()
     subs = [
-        {"name": "rr", "url": receiver.url, "mode": "pipe", "events": ["device.online"]},
+        {
+            "name": "rr",
+            "url": receiver.url,
+            "mode": "pipe",
+            "events": ["device.online"],
+            "response_topics": ["replies/{data.device_id}"],
+        },
         {"name": "quiet", "url": receiver.url, "events": ["session.started"]},
     ]
     config = admin_config(mosquitto, tmp_path, subs)

@@ -16,7 +16,15 @@ from bridge.config import Subscription
 from bridge.core.events import Event
 from bridge.core.outcomes import AttemptOutcome, AttemptResult, DeliveryStatus
 from bridge.core.trace import EventContext
-from bridge.delivery.pipe import Pipe, PipeError, Reply, plan_error_reply, plan_reply, reply_id
+from bridge.delivery.pipe import (
+    Pipe,
+    PipeError,
+    Reply,
+    plan_error_reply,
+    plan_reply,
+    reply_id,
+    response_topic_problem,
+)
 from bridge.store.outbox import OutboxKind, OutboxMessage
 from bridge.store.rows import Delivery
 from tests.conftest import bridge_config, running_bridge
@@ -31,6 +39,7 @@ PIPE = Subscription.model_validate(
         "url": "http://x.example",
         "mode": "pipe",
         "reply_topic": "devices/{data.device_id}/commands",
+        "response_topics": ["replies/{data.device_id}", "replies/{data.device_id}/#"],
         "pipe_max_reply": 100,
     }
 )
@@ -140,9 +149,46 @@ def test_plan_reply_answers_the_response_topic_as_is() -> None:
     assert isinstance(refused, PipeError) and "wildcard" in refused.reason
 
 
+def test_a_response_topic_is_answered_only_within_response_topics() -> None:
+    def asking_on(topic: str) -> Event:
+        return EVENT.with_context(EventContext(response_topic=topic, correlation_data=b"c"))
+
+    for own in ("replies/d1", "replies/d1/x/y"):
+        assert response_topic_problem(PIPE, asking_on(own), own) is None
+        assert isinstance(plan_reply(PIPE, asking_on(own), 200, b"ok", None), Reply)
+    for other in ("replies/d2", "devices/d2/commands", "replies", "$SYS/x"):
+        refused = plan_reply(PIPE, asking_on(other), 200, b"ok", None)
+        assert isinstance(refused, PipeError) and "not in response_topics" in refused.reason
+        erring = PIPE.model_copy(update={"reply_errors": True})
+        failed = AttemptResult("failed", 503, 1.0, "HTTP 503", None, None, None, None)
+        error = plan_error_reply(erring, asking_on(other), failed, attempt=1, retrying=True)
+        assert isinstance(error, PipeError) and "not in response_topics" in error.reason
+    # Without response_topics no Response Topic is answered: the guard is closed by default.
+    closed = PIPE.model_copy(update={"response_topics": []})
+    refused = plan_reply(closed, asking_on("replies/d1"), 200, b"ok", None)
+    assert isinstance(refused, PipeError) and "not in response_topics" in refused.reason
+
+
+@pytest.mark.parametrize(
+    ("templates", "problem"),
+    [
+        (["replies/{data.device_id"], "replies"),
+        (["replies/#/x"], "'#' must be the last level"),
+        (["replies/a+b"], "a wildcard must fill a whole level"),
+        (["replies/{secret}"], "secret"),
+    ],
+)
+def test_response_topics_must_be_filter_templates(templates: list[str], problem: str) -> None:
+    with pytest.raises(ValueError, match=r"response_topics") as refused:
+        Subscription.model_validate(
+            {"name": "p", "url": "http://x.example", "mode": "pipe", "response_topics": templates}
+        )
+    assert problem in str(refused.value)
+
+
 def test_plan_reply_without_anywhere_to_go_is_an_error() -> None:
     no_fallback = Subscription.model_validate(
-        {"name": "p", "url": "http://x.example", "mode": "pipe"}
+        {"name": "p", "url": "http://x.example", "mode": "pipe", "response_topics": ["replies/#"]}
     )
     plan = plan_reply(no_fallback, EVENT, 200, b'{"a": 1}', "application/json")
     assert isinstance(plan, PipeError)
@@ -152,7 +198,7 @@ def test_plan_reply_without_anywhere_to_go_is_an_error() -> None:
 
 
 def test_pipe_fields_need_pipe_mode() -> None:
-    for extra in ({"reply_topic": "a/b"}, {"reply_errors": True}):
+    for extra in ({"reply_topic": "a/b"}, {"reply_errors": True}, {"response_topics": ["a/#"]}):
         with pytest.raises(ValueError, match="only used with mode 'pipe'"):
             Subscription.model_validate({"name": "p", "url": "http://x.example", **extra})
 
@@ -202,6 +248,7 @@ async def test_mqtt5_request_gets_its_answer_with_its_correlation_data(
             "url": receiver.url,
             "mode": "pipe",
             "reply_topic": "devices/{data.device_id}/commands",
+            "response_topics": ["replies/{data.device_id}"],
             "reply_errors": True,
         }
         config = bridge_config(mosquitto, tmp_path, [sub], retry={"schedule": ["50ms"]})
@@ -228,6 +275,13 @@ async def test_mqtt5_request_gets_its_answer_with_its_correlation_data(
                     properties=_request_properties("replies/bad-5", b"req-bad"),
                 )
                 bad.wait_for_publish(10)
+                # A device asking for an answer on another device's topic gets none.
+                v5.client.publish(
+                    "devices/dev-6/status",
+                    "online",
+                    qos=1,
+                    properties=_request_properties("replies/dev-5", b"req-stolen"),
+                ).wait_for_publish(10)
                 v311.publish_all([("devices/dev-3/status", "online")])
 
                 def replies(topic: str) -> list[Any]:
@@ -242,7 +296,7 @@ async def test_mqtt5_request_gets_its_answer_with_its_correlation_data(
                     timeout=20,
                     message="answer, error replies and fallback reply",
                 )
-                (answer,) = replies("replies/dev-5")
+                (answer,) = replies("replies/dev-5")  # dev-6's request got nothing there
                 assert answer.payload == b"ack dev-5"
                 assert answer.properties.CorrelationData == CORRELATION
                 assert answer.properties.ContentType.startswith("text/plain")
@@ -279,7 +333,8 @@ async def test_a_request_answered_after_a_restart_keeps_its_correlation_and_trac
 
     receiver = Receiver(answers)
     await receiver.start()
-    sub = {"name": "rr", "url": receiver.url, "mode": "pipe"}  # no reply_topic: MQTT 5 only
+    # No reply_topic: MQTT 5 requests only.
+    sub = {"name": "rr", "url": receiver.url, "mode": "pipe", "response_topics": ["replies/#"]}
     config = bridge_config(mosquitto, tmp_path, [sub], retry={"schedule": ["2s", "50ms"]})
     try:
         with Publisher(mosquitto.port) as device:
@@ -317,7 +372,9 @@ async def test_a_request_answered_after_a_restart_keeps_its_correlation_and_trac
 async def test_a_reply_is_an_outbox_message_within_the_requests_expiry() -> None:
     now = 1_800_000_000.0
     pipe = Pipe(clock=lambda: now)
-    sub = Subscription.model_validate({"name": "rr", "url": "http://x.example", "mode": "pipe"})
+    sub = Subscription.model_validate(
+        {"name": "rr", "url": "http://x.example", "mode": "pipe", "response_topics": ["replies/#"]}
+    )
     delivered = AttemptOutcome(DeliveryStatus.DELIVERED)
     answer = AttemptResult("delivered", 200, 1.0, None, "ok", b"ok", None, "text/plain")
 

@@ -98,7 +98,13 @@ async def test_a_reply_answered_while_the_broker_is_down_reaches_the_device(
 
     receiver = Receiver(answer)
     await receiver.start()
-    sub = {"name": "rr", "url": receiver.url, "mode": "pipe", "events": ["device.online"]}
+    sub = {
+        "name": "rr",
+        "url": receiver.url,
+        "mode": "pipe",
+        "events": ["device.online"],
+        "response_topics": ["replies/{data.device_id}"],
+    }
     config = admin_config(broker, tmp_path, [sub], mqtt={"reconnect_max": "1s"})
     bridge = BridgeProcess(config, tmp_path)
     device = Device(broker.port, f"device-{tmp_path.name}")

@@ -35,6 +35,7 @@ from bridge.config.checks import (
 )
 from bridge.config.event_types import EventTypeDeclaration, TelemetrySettings
 from bridge.config.fields import Duration, RateLimit, Size
+from bridge.config.pipe import check_reply_topic, check_response_topics
 from bridge.config.templates import check_filter, check_template
 from bridge.errors import TemplateError
 
@@ -283,6 +284,7 @@ class Subscription(_Model):
     ordered: bool = False
     mode: Literal["push", "pipe"] = "push"
     reply_topic: str | None = None  # pipe: where answers go when the device gave no Response Topic
+    response_topics: list[str] = Field(default_factory=list)  # pipe: the Response Topics answered
     reply_errors: bool = False  # pipe: a failed attempt publishes {"error": ...} back
     reply_max_age: Duration = Field(default=3600.0, gt=0)  # pipe: a later answer is never published
     enabled: bool = True
@@ -297,6 +299,8 @@ class Subscription(_Model):
     batch: BatchSettings | None = None  # several events per POST (see bridge.config.batch)
 
     _url = field_validator("url")(check_http_url)
+    _reply_topic = field_validator("reply_topic")(check_reply_topic)
+    _response_topics = field_validator("response_topics")(check_response_topics)
 
     @field_validator("filter")
     @classmethod
@@ -340,16 +344,6 @@ class Subscription(_Model):
             raise ValueError("\n".join(problems))
         return value
 
-    @field_validator("reply_topic")
-    @classmethod
-    def _check_reply_topic(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                check_template(value, roots=("id", "type", "timestamp", "source", "data"))
-            except TemplateError as exc:
-                raise ValueError(str(exc)) from None
-        return value
-
     @model_validator(mode="after")
     def _key_needs_cert(self) -> Subscription:
         if self.client_key is not None and self.client_cert is None:
@@ -358,12 +352,15 @@ class Subscription(_Model):
 
     @model_validator(mode="after")
     def _pipe_fields_need_pipe(self) -> Subscription:
-        # mode pipe without reply_topic answers MQTT 5 requests only (their
-        # Response Topic); an answer with nowhere to go is an error on the attempt.
+        # mode pipe without reply_topic answers MQTT 5 requests only (their Response
+        # Topic, within response_topics); an answer with nowhere to go is an error
+        # on the attempt.
         if self.reply_topic and self.mode != "pipe":
             raise ValueError("reply_topic is only used with mode 'pipe'")
         if self.reply_errors and self.mode != "pipe":
             raise ValueError("reply_errors is only used with mode 'pipe'")
+        if self.response_topics and self.mode != "pipe":
+            raise ValueError("response_topics is only used with mode 'pipe'")
         return self
 
     @model_validator(mode="after")

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import orjson
 
 from bridge.config import Subscription
-from bridge.config.templates import render_topic
+from bridge.config.templates import render_topic, topic_matches
 from bridge.core.events import Event
 from bridge.core.outcomes import AttemptOutcome, AttemptResult, DeliveryStatus
 from bridge.errors import TemplateError
@@ -64,7 +64,15 @@ from bridge.logs import get_logger
 from bridge.store.outbox import OutboxKind, OutboxMessage
 from bridge.store.rows import Delivery
 
-__all__ = ["Pipe", "PipeError", "Reply", "plan_error_reply", "plan_reply", "reply_id"]
+__all__ = [
+    "Pipe",
+    "PipeError",
+    "Reply",
+    "plan_error_reply",
+    "plan_reply",
+    "reply_id",
+    "response_topic_problem",
+]
 
 log = get_logger("hookbridge.pipe")
 
@@ -119,17 +127,33 @@ def _fallback_topic(subscription: Subscription, event: Event) -> str | PipeError
         return PipeError(f"pipe: reply topic: {exc}")
 
 
-def _response(
-    topic: str,
-    correlation: bytes | None,
-    answer: bytes,
-    content_type: str | None,
-    limit: int,
-) -> Reply | PipeError:
-    """MQTT 5 request/response: the answer as it is, to the message's Response Topic."""
+def response_topic_problem(subscription: Subscription, event: Event, topic: str) -> str | None:
+    """Why a device's Response Topic is not answered, or None when it may be: it must
+    be a publishable topic matching one of the subscription's ``response_topics``
+    rendered for this event (see :mod:`bridge.config.pipe`)."""
     problem = _topic_problem(topic)
     if problem is not None:
-        return PipeError(f"pipe: the message's response topic {problem}")
+        return f"pipe: the message's response topic {problem}"
+    envelope = event.to_dict()
+    for template in subscription.response_topics:
+        try:
+            allowed = render_topic(template, envelope)
+        except TemplateError:
+            continue  # this event lacks what the template names
+        if topic_matches(allowed, topic):
+            return None
+    return f"pipe: the message's response topic {topic!r} is not in response_topics"
+
+
+def _response(
+    subscription: Subscription, event: Event, topic: str, answer: bytes, content_type: str | None
+) -> Reply | PipeError:
+    """MQTT 5 request/response: the answer as it is, to the message's Response Topic."""
+    problem = response_topic_problem(subscription, event, topic)
+    if problem is not None:
+        return PipeError(problem)
+    limit = subscription.pipe_max_reply
+    correlation = event.context.correlation_data if event.context is not None else None
     if len(answer) > limit:
         return PipeError(f"pipe: the answer is larger than pipe_max_reply ({limit} bytes)")
     return Reply(topic, answer, correlation, (content_type or None) if answer else None)
@@ -147,9 +171,7 @@ def plan_reply(
     context = event.context
     if context is not None and context.response_topic is not None:
         answer = b"" if status == 204 or body is None else body
-        return _response(
-            context.response_topic, context.correlation_data, answer, content_type, limit
-        )
+        return _response(subscription, event, context.response_topic, answer, content_type)
     if status == 204 or body is None or not body.strip():
         return None
     if len(body) > limit:
@@ -190,9 +212,9 @@ def plan_error_reply(
     )
     context = event.context
     if context is not None and context.response_topic is not None:
-        problem = _topic_problem(context.response_topic)
+        problem = response_topic_problem(subscription, event, context.response_topic)
         if problem is not None:
-            return PipeError(f"pipe: the message's response topic {problem}")
+            return PipeError(problem)
         return Reply(context.response_topic, payload, context.correlation_data, _JSON)
     topic = _fallback_topic(subscription, event)
     if isinstance(topic, PipeError):

@@ -38,6 +38,7 @@ def pipe_subscription(url: str, secret: str) -> dict[str, object]:
         "filter": f"data.device_id == '{REQUESTER}'",
         "mode": "pipe",
         "reply_topic": "devices/{data.device_id}/commands",  # for MQTT 3.1.1
+        "response_topics": ["demo/replies/+"],  # the MQTT 5 Response Topics it answers
     }
 
 
