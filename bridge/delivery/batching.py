@@ -207,8 +207,11 @@ class BatchingDispatcher(Dispatcher):
             if not sending:
                 return
             ids = [m.id for m, _ in sending]
-            if stored and not await self._whole(lane, batch_id, ids):
-                # Part of the stored batch only: its id names other events. The
+            order = await self._stored_order(lane, batch_id, ids) if stored else None
+            if order is not None:
+                sending.sort(key=lambda one: order[one[0].id])  # as first sent
+            elif stored:
+                # Part of the stored batch only, whose id names other events: the
                 # part moves to a batch of its own (see the module docstring).
                 batch_id, stored = new_batch_id(started), False
             structlog.contextvars.bind_contextvars(batch_id=batch_id)
@@ -227,18 +230,23 @@ class BatchingDispatcher(Dispatcher):
         finally:
             self._ended(lane, key, [m.id for m in members if m.id not in recorded])
 
-    async def _whole(self, lane: Lane, batch_id: str, ids: list[str]) -> bool:
-        """Whether these deliveries are exactly the stored members of ``batch_id``.
+    async def _stored_order(
+        self, lane: Lane, batch_id: str, ids: list[str]
+    ) -> dict[str, int] | None:
+        """Each delivery's place in ``batch_id`` when these are exactly its stored
+        members; None when they are not (or the store cannot say: a new id is safe).
 
         They are leased to this instance, so nobody else sends the batch's other
-        members meanwhile; a store that cannot say means a new batch id (safe).
+        members meanwhile.
         """
         try:
             stored = await self._store.batch_members(batch_id)
         except StoreError as exc:
             log.warning("cannot read batch membership", subscription=lane.name, error=str(exc))
-            return False
-        return sorted(stored) == sorted(ids)
+            return None
+        if sorted(stored) != sorted(ids):
+            return None
+        return {delivery_id: n for n, delivery_id in enumerate(stored)}
 
     async def _assign(self, lane: Lane, batch_id: str, ids: list[str]) -> None:
         try:
