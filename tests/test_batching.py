@@ -21,8 +21,8 @@ from tests.support.admin import TOKEN, admin_client, admin_config, api_url
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Received, Receiver
-from tests.test_admin_cli import hookbridge
 from tests.support.waiting import wait_until
+from tests.test_admin_cli import hookbridge
 
 
 def _verified(request: Received) -> dict[str, Any]:

@@ -99,7 +99,8 @@ async def test_no_batch_id_names_two_event_sets_across_instances(
             )
         except AssertionError:
             state = f"seen {len(seen)} delivered {len(delivered)} posts {len(receiver.requests)}"
-            raise AssertionError(f"{state}\n{first.log()[-2000:]}\n{second.log()[-2000:]}")
+            logs = f"{first.log()[-2000:]}\n{second.log()[-2000:]}"
+            raise AssertionError(f"{state}\n{logs}") from None
         sets: dict[str, set[tuple[str, ...]]] = {}
         for request in receiver.requests:
             body = Webhook(SECRET).verify(request.body, request.headers)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.store import common, rows
+from bridge.store.postgres.device import DEVICES
 from bridge.store.postgres.leases import LEASE_LAPSED, NEXT_FENCE
 
 __all__ = ["CLAIM_RUNS", "assign_batch", "batch_members", "batches_of", "claim_runs", "forget"]
@@ -42,16 +43,7 @@ _FORGET = """DELETE FROM batch_members WHERE batch_id IN (
 _LOCK_SUBSCRIPTION = "SELECT pg_advisory_xact_lock(hashtextextended('batch-runs:' || $1, 0))"
 # Each device's first $7 pending deliveries, and whether each may go now (due,
 # not leased); a run stops at the first that may not.
-CLAIM_RUNS = f"""WITH RECURSIVE devices (device_id) AS (
-        (SELECT device_id FROM deliveries
-         WHERE subscription = $1 AND status = 'pending' AND device_id IS NOT NULL
-         ORDER BY device_id LIMIT 1)
-        UNION ALL
-        SELECT (SELECT n.device_id FROM deliveries AS n
-                WHERE n.subscription = $1 AND n.status = 'pending'
-                  AND n.device_id > devices.device_id
-                ORDER BY n.device_id LIMIT 1)
-        FROM devices WHERE devices.device_id IS NOT NULL),
+CLAIM_RUNS = f"""{DEVICES},
     first_k AS (
         SELECT run.* FROM devices CROSS JOIN LATERAL (
             SELECT d.id, d.device_id, d.seq, d.next_attempt_at <= $2 AND {LEASE_LAPSED} AS ok

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 import orjson
 
 from bridge.store import common, rows
+from bridge.store.sqlite.device import DEVICES
 from bridge.store.sqlite.leases import LEASE_LAPSED, lease_claimed
 
 __all__ = ["CLAIMABLE_RUNS", "assign_batch", "batch_members", "batches_of", "claim_runs", "forget"]
@@ -57,14 +58,7 @@ _NEXT = """(SELECT min(h.rowid) FROM deliveries AS h
           AND h.rowid > {after})"""
 _HEAD = _NEXT.format(device="devices.device_id", after="-1")
 _FOLLOWING = _NEXT.format(device="runs.device_id", after="runs.rid")
-CLAIMABLE_RUNS = f"""WITH RECURSIVE devices (device_id) AS (
-        SELECT min(device_id) FROM deliveries
-        WHERE subscription = :sub AND status = 'pending' AND device_id IS NOT NULL
-        UNION ALL
-        SELECT (SELECT min(n.device_id) FROM deliveries AS n
-                WHERE n.subscription = :sub AND n.status = 'pending'
-                  AND n.device_id > devices.device_id)
-        FROM devices WHERE devices.device_id IS NOT NULL),
+CLAIMABLE_RUNS = f"""{DEVICES},
     runs (device_id, rid, n) AS (
         SELECT d.device_id, d.rowid, 1 FROM devices JOIN deliveries AS d
           ON d.rowid = {_HEAD}
