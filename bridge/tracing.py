@@ -9,7 +9,10 @@ With ``tracing.otlp_endpoint`` set (and the ``otlp`` extra installed:
   instance and every restart names the same span.
 * ``hookbridge.attempt``: one per HTTP attempt, child of the receive span.
   Its span id is the parent id of the ``traceparent`` the receiver gets, so
-  the receiver's own spans hang under it.
+  the receiver's own spans hang under it. A batch POST is one attempt span
+  too: in the trace of the batch's first event (whose trace context the POST
+  carries), child of that event's receive span, with a span link to the
+  receive span of every event in the batch (attribute ``hookbridge.event_id``).
 
 Spans are built when their work is done (their ids and times are the
 bridge's own, see :mod:`bridge.core.trace`) and handed to the SDK's batch
@@ -28,7 +31,7 @@ from bridge.config import TracingSettings
 from bridge.errors import ConfigError
 from bridge.logs import get_logger
 
-__all__ = ["NoSpans", "OtlpSpans", "Span", "Spans", "open_spans", "receive_span_id"]
+__all__ = ["NoSpans", "OtlpSpans", "Span", "SpanLink", "Spans", "open_spans", "receive_span_id"]
 
 log = get_logger("hookbridge.tracing")
 
@@ -39,6 +42,16 @@ def receive_span_id(event_id: str) -> str:
     """The span id of an event's receive span: derived, so it needs no storage."""
     raw = hashlib.sha256(b"receive\x00" + event_id.encode("utf-8")).digest()[:8]
     return (raw if any(raw) else b"\x00" * 7 + b"\x01").hex()
+
+
+@dataclass(frozen=True, slots=True)
+class SpanLink:
+    """A link from a span to another one (of another trace, say): W3C hex ids."""
+
+    trace_id: str
+    span_id: str
+    flags: str
+    attributes: Attributes
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +68,7 @@ class Span:
     attributes: Attributes
     error: str | None = None
     client: bool = False  # an outgoing request (an attempt) rather than a received message
+    links: tuple[SpanLink, ...] = ()
 
 
 class Spans(Protocol):
@@ -100,7 +114,7 @@ class OtlpSpans:
 
     def record(self, span: Span) -> None:
         from opentelemetry.sdk.trace import ReadableSpan
-        from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+        from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
         from opentelemetry.trace.status import Status, StatusCode
 
         trace_id = int(span.trace_id, 16)
@@ -111,6 +125,18 @@ class OtlpSpans:
             if span.parent_id is not None
             else None
         )
+        links = [
+            Link(
+                SpanContext(
+                    int(link.trace_id, 16),
+                    int(link.span_id, 16),
+                    True,
+                    TraceFlags(int(link.flags, 16)),
+                ),
+                attributes=dict(link.attributes),
+            )
+            for link in span.links
+        ]
         error = span.error
         readable = ReadableSpan(
             span.name,
@@ -118,6 +144,7 @@ class OtlpSpans:
             parent=parent,
             resource=self._resource,
             attributes=dict(span.attributes),
+            links=links,
             kind=SpanKind.CLIENT if span.client else SpanKind.CONSUMER,
             status=Status(StatusCode.ERROR, error) if error else Status(StatusCode.OK),
             start_time=int(span.start * 1e9),

@@ -71,21 +71,27 @@ class BatchStoreContract:
             [_settle(by_id[one.id], PENDING, T0), _settle(by_id[two.id], PENDING, T0)], now=T0
         )
         assert await store.batches_of([one.id]) == {one.id: "bat_1"}
+        assert await store.batch_members("bat_1") == [one.id, two.id]
+        assert await store.batch_members("bat_none") == []
         # A delivery moves to the batch it is assigned to next; a gone one is skipped.
+        # The batch it leaves is retired whole: its id never names a smaller set.
         await store.assign_batch("bat_2", [two.id, three.id, "dlv_gone"])
         assert await store.batches_of([one.id, two.id, three.id, "dlv_gone"]) == {
-            one.id: "bat_1",
             two.id: "bat_2",
             three.id: "bat_2",
         }
+        assert await store.batch_members("bat_1") == []
+        assert await store.batch_members("bat_2") == [two.id, three.id]
 
-    async def test_an_operator_retry_takes_a_delivery_out_of_its_batch(self, store: Store) -> None:
+    async def test_an_operator_retry_retires_the_batch_of_its_delivery(self, store: Store) -> None:
         one, two = await _claimable(store, "a", "b")
         await store.assign_batch("bat_1", [one.id, two.id])
         claimed = await store.claim_due("crm", now=T0, owner="x", lease_until=T0 + LEASE, limit=9)
         await store.record_attempts([_settle(d, DeliveryStatus.DEAD, T0) for d in claimed], now=T0)
         assert await store.requeue(one.id, now=T0 + 5)
-        assert await store.batches_of([one.id, two.id]) == {two.id: "bat_1"}
+        # Its batch is retired whole: were the others sent again, it would be without it.
+        assert await store.batches_of([one.id, two.id]) == {}
+        assert await store.batch_members("bat_1") == []
 
     async def test_purged_deliveries_leave_their_batch(self, store: Store) -> None:
         one, two = await _claimable(store, "a", "b")

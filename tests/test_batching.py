@@ -2,7 +2,8 @@
 
 A batch subscription's POSTs verify as Standard Webhooks (signed with the
 batch id) and hold every event once; a failed batch comes back whole under the
-same id; an ordered batch subscription keeps each device's order.
+same id, and the admin API and the CLI show each delivery's batch; an ordered
+batch subscription keeps each device's order. Both on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 from standardwebhooks import Webhook
 
 from tests.conftest import SECRET, bridge_config, running_bridge
-from tests.support.admin import admin_client, admin_config
+from tests.support.admin import TOKEN, admin_client, admin_config, api_url
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Received, Receiver
 from tests.support.waiting import wait_until
+from tests.test_admin_cli import hookbridge
 
 
 def _verified(request: Received) -> dict[str, Any]:
@@ -100,8 +103,16 @@ async def test_batches_verify_and_hold_every_event_once(
         await small.stop()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The ``store:`` override of a test's config: its own SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return {}
+    return {"url": request.getfixturevalue("postgres").schema_url("batch")}
+
+
 async def test_a_failed_batch_is_retried_whole_under_its_id(
-    mosquitto: Mosquitto, tmp_path: Path
+    mosquitto: Mosquitto, tmp_path: Path, store: dict[str, str]
 ) -> None:
     receiver = Receiver(lambda _r, n: Answer(500 if n == 0 else 200))
     await receiver.start()
@@ -119,6 +130,7 @@ async def test_a_failed_batch_is_retried_whole_under_its_id(
             ],
             retry={"schedule": ["50ms"] * 5, "jitter": 0.0},
             presence={"enabled": False},
+            store=store,
         )
         async with running_bridge(config), admin_client(config) as admin:
             with Publisher(mosquitto.port) as device:
@@ -158,7 +170,16 @@ async def test_a_failed_batch_is_retried_whole_under_its_id(
                 return bool(delivered_rows)
 
             await wait_until(recorded, timeout=30, message="the batch's results recorded")
+            sent_in = {r.headers["webhook-id"] for r in receiver.requests[1:]}
+            assert all(row["batch_id"] in sent_in for row in delivered_rows), delivered_rows
             chosen = delivered_rows[0]
+            status, shown = await admin.get(f"/api/deliveries/{chosen['id']}")
+            assert status == 200
+            assert shown["batch_id"] == chosen["batch_id"]
+            flags = ["--url", api_url(config), "--token", TOKEN]
+            code, out, err = await hookbridge("deliveries", "show", chosen["id"], *flags)
+            assert code == 0, err
+            assert f"batch         {chosen['batch_id']}" in out
             sent_before = len(receiver.requests)
             status, _ = await admin.post(f"/api/deliveries/{chosen['id']}/retry")
             assert status in (200, 202)
@@ -167,7 +188,13 @@ async def test_a_failed_batch_is_retried_whole_under_its_id(
                 timeout=30,
                 message="the retried delivery sent",
             )
-        resent = _verified(receiver.requests[sent_before])
+            resent = _verified(receiver.requests[sent_before])
+
+            async def moved() -> bool:
+                status, shown = await admin.get(f"/api/deliveries/{chosen['id']}")
+                return status == 200 and shown["batch_id"] == resent["id"]
+
+            await wait_until(moved, timeout=30, message="the retried delivery in its new batch")
         assert resent["id"] != retried["id"]
         assert [e["id"] for e in resent["events"]] == [chosen["event_id"]]
     finally:
@@ -175,7 +202,7 @@ async def test_a_failed_batch_is_retried_whole_under_its_id(
 
 
 async def test_an_ordered_batch_subscription_keeps_each_devices_order(
-    mosquitto: Mosquitto, tmp_path: Path
+    mosquitto: Mosquitto, tmp_path: Path, store: dict[str, str]
 ) -> None:
     rng = random.Random(11)
     statuses: list[int] = []
@@ -203,6 +230,7 @@ async def test_an_ordered_batch_subscription_keeps_each_devices_order(
             ],
             retry={"schedule": ["20ms"] * 40, "jitter": 0.0},
             presence={"enabled": False},
+            store=store,
         )
 
         def first_successes() -> dict[str, list[int]]:

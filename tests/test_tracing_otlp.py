@@ -148,3 +148,83 @@ async def test_receive_and_attempt_spans_reach_an_otlp_endpoint(
     finally:
         await receiver.stop()
         await collector.stop()
+
+
+async def test_a_batch_post_is_one_attempt_span_linked_to_every_event(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    collector = Collector()
+    await collector.start()
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        config = bridge_config(
+            mosquitto,
+            tmp_path,
+            [
+                {
+                    "name": "batched",
+                    "url": receiver.url,
+                    "batch": {"max_events": 3, "max_wait": "2s"},
+                }
+            ],
+            tracing={"otlp_endpoint": collector.url},
+            presence={"enabled": False},
+        )
+        async with running_bridge(config):
+            with Publisher(mosquitto.port) as device:
+                properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                properties.UserProperty = [("traceparent", f"00-{TRACE}-{DEVICE_SPAN}-01")]
+                for n, topic in enumerate(["devices/dev-a/events"] * 2 + ["devices/dev-b/events"]):
+                    traced = properties if topic.endswith("a/events") else None
+                    body = f'{{"type": "session.started", "id": "t-{n}"}}'
+                    device.client.publish(topic, body, qos=1, properties=traced).wait_for_publish(
+                        10
+                    )
+                await wait_until(
+                    lambda: sum(len(r.json()["events"]) for r in receiver.requests) >= 3,
+                    timeout=15,
+                    message="the events delivered in batches",
+                )
+        await wait_until(
+            lambda: (
+                len(collector.named("hookbridge.attempt")) >= len(receiver.requests)
+                and len(collector.named("hookbridge.receive")) >= 3
+            ),
+            timeout=15,
+            message="spans exported",
+        )
+        receives = {
+            _attributes(s)["hookbridge.event_id"]: s for s in collector.named("hookbridge.receive")
+        }
+        attempts = {s.span_id.hex(): s for s in collector.named("hookbridge.attempt")}
+        assert len(attempts) == len(receiver.requests)  # one span per POST
+        for request in receiver.requests:
+            header = re.fullmatch(
+                r"00-([0-9a-f]{32})-([0-9a-f]{16})-0[01]", request.headers["traceparent"]
+            )
+            assert header is not None
+            events = [e["id"] for e in request.json()["events"]]
+            first = receives[events[0]]
+            # The POST carries the first event's trace; its parent is the batch's span.
+            span = attempts[header.group(2)]
+            assert span.trace_id.hex() == header.group(1) == first.trace_id.hex()
+            assert span.parent_span_id == first.span_id
+            attributes = _attributes(span)
+            assert attributes["hookbridge.batch_id"] == request.headers["webhook-id"]
+            assert attributes["hookbridge.batch_size"] == len(events)
+            assert attributes["http.response.status_code"] == 200
+            # A link to each event's receive span, in that event's own trace.
+            linked = [
+                (link.trace_id.hex(), link.span_id.hex(), _attributes(link)["hookbridge.event_id"])
+                for link in span.links
+            ]
+            assert linked == [
+                (receives[e].trace_id.hex(), receives[e].span_id.hex(), e) for e in events
+            ]
+        traces = {s.trace_id.hex() for s in receives.values()}
+        assert TRACE in traces
+        assert len(traces) == 2  # the device's trace, and one started for dev-b's event
+    finally:
+        await receiver.stop()
+        await collector.stop()

@@ -137,6 +137,10 @@ _SCHEMAS: dict[str, Any] = {
             "dead_reason": {"type": ["string", "null"]},
             "last_status_code": {"type": ["integer", "null"]},
             "last_error": {"type": ["string", "null"]},
+            "batch_id": {
+                "type": ["string", "null"],
+                "description": "the batch (webhook-id) it was last sent in; null: none",
+            },
         },
     },
     "DeliveryPage": {

@@ -59,7 +59,8 @@ def _bridge(request: web.Request) -> BridgeParts:
 # -- shapes -----------------------------------------------------------------------------
 
 
-def delivery_json(delivery: Delivery) -> dict[str, Any]:
+def delivery_json(delivery: Delivery, batch_id: str | None = None) -> dict[str, Any]:
+    """A delivery for the API; ``batch_id``: the stored batch it was last sent in."""
     return {
         "id": delivery.id,
         "event_id": delivery.event_id,
@@ -74,6 +75,7 @@ def delivery_json(delivery: Delivery) -> dict[str, Any]:
         "dead_reason": delivery.dead_reason,
         "last_status_code": delivery.last_status_code,
         "last_error": delivery.last_error,
+        "batch_id": batch_id,
     }
 
 
@@ -250,9 +252,9 @@ async def list_deliveries(request: web.Request) -> web.Response:
             cursor=cursor,
             limit=page_limit(request),
         )
-    return json_response(
-        {"deliveries": [delivery_json(d) for d in page], "next_cursor": next_cursor}
-    )
+    batches = await _bridge(request).store.batches_of([d.id for d in page]) if page else {}
+    deliveries = [delivery_json(d, batches.get(d.id)) for d in page]
+    return json_response({"deliveries": deliveries, "next_cursor": next_cursor})
 
 
 # -- devices --------------------------------------------------------------------------------
@@ -299,7 +301,8 @@ async def get_delivery(request: web.Request) -> web.Response:
     delivery = await store.get_delivery(delivery_id)
     if delivery is None:
         raise NotFound(f"no delivery '{delivery_id}'")
-    body = delivery_json(delivery)
+    batches = await store.batches_of([delivery_id])
+    body = delivery_json(delivery, batches.get(delivery_id))
     body["event"] = delivery.event.to_dict()
     body["attempt_log"] = [attempt_json(a) for a in await store.attempts(delivery_id)]
     return json_response(body)

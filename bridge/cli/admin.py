@@ -241,6 +241,8 @@ def deliveries_show(
     ]
     if d.get("next_attempt_at"):
         lines.append(f"next attempt  {d['next_attempt_at']}")
+    if d.get("batch_id"):
+        lines.append(f"batch         {d['batch_id']}")
     rows = [
         (
             a["attempt"],

@@ -29,8 +29,17 @@ class Batch:
 
     id: str
     body: bytes
-    first: Event  # whose trace context the POST carries
-    size: int  # envelopes in the body
+    events: tuple[Event, ...]  # in the body's order
+
+    @property
+    def first(self) -> Event:
+        """The event whose trace context the POST carries."""
+        return self.events[0]
+
+    @property
+    def size(self) -> int:
+        """How many envelopes the body holds."""
+        return len(self.events)
 
 
 def envelope(event: Event, format_name: str) -> bytes:
@@ -65,7 +74,7 @@ def batch_of(batch_id: str, events: Sequence[Event], envelopes: Sequence[bytes])
     """The batch body of these envelopes (in this order)."""
     if not events or len(events) != len(envelopes):
         raise ValueError("a batch needs one envelope per event, and at least one")
-    return Batch(batch_id, _wrap(batch_id, b",".join(envelopes)), events[0], len(events))
+    return Batch(batch_id, _wrap(batch_id, b",".join(envelopes)), tuple(events))
 
 
 def _wrap(batch_id: str, joined: bytes) -> bytes:

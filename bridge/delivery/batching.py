@@ -11,6 +11,14 @@ failed batch falls due again whole; its members are recognised by their stored
 batch id and sent together again under that id. An operator's retry takes a
 delivery out of its batch (it goes in a new one); a replay is a new delivery.
 
+A batch id is the POST's ``webhook-id``, which receivers deduplicate on, so it
+is reused only for exactly the events it was first sent with: a retried batch
+keeps its id only when the POST carries every stored member (all pending and
+claimed by this instance). When a claim got only part of a batch (the lane's
+room ran out, another instance claimed the rest, a member went dead as too
+old, a reload lowered ``max_events``), the part goes under a new batch id and
+its membership moves there; the rest does the same wherever it is sent.
+
 Ordered subscriptions claim each device's first ``max_events`` deliveries at
 once (``Store.claim_due`` with ``per_device``); a batch takes a device's run whole or in part,
 and the part it cannot take goes back to the store, where it waits until the
@@ -184,9 +192,10 @@ class BatchingDispatcher(Dispatcher):
     ) -> None:
         sub = lane.subscription
         started = self._clock()
+        key = batch_id  # the lane's name for this attempt (see _launch)
         recorded: set[str] = set()
         try:
-            structlog.contextvars.bind_contextvars(batch_id=batch_id, subscription=sub.name)
+            structlog.contextvars.bind_contextvars(subscription=sub.name)
             max_age = self._settings.retention.max_event_age
             sending: list[tuple[Delivery, bytes]] = []
             for member, body in zip(members, envelopes, strict=True):
@@ -197,8 +206,17 @@ class BatchingDispatcher(Dispatcher):
                     sending.append((member, body))
             if not sending:
                 return
+            ids = [m.id for m, _ in sending]
+            order = await self._stored_order(lane, batch_id, ids) if stored else None
+            if order is not None:
+                sending.sort(key=lambda one: order[one[0].id])  # as first sent
+            elif stored:
+                # Part of the stored batch only, whose id names other events: the
+                # part moves to a batch of its own (see the module docstring).
+                batch_id, stored = new_batch_id(started), False
+            structlog.contextvars.bind_contextvars(batch_id=batch_id)
             if not stored:
-                await self._assign(lane, batch_id, [m.id for m, _ in sending])
+                await self._assign(lane, batch_id, ids)
             attempt_no = max(m.attempts for m, _ in sending) + 1
             batch = batch_of(batch_id, [m.event for m, _ in sending], [b for _, b in sending])
             try:
@@ -210,7 +228,25 @@ class BatchingDispatcher(Dispatcher):
             await self._settle_batch(lane, [m for m, _ in sending], attempt_no, started, result)
             recorded.update(m.id for m, _ in sending)
         finally:
-            self._ended(lane, batch_id, [m.id for m in members if m.id not in recorded])
+            self._ended(lane, key, [m.id for m in members if m.id not in recorded])
+
+    async def _stored_order(
+        self, lane: Lane, batch_id: str, ids: list[str]
+    ) -> dict[str, int] | None:
+        """Each delivery's place in ``batch_id`` when these are exactly its stored
+        members; None when they are not (or the store cannot say: a new id is safe).
+
+        They are leased to this instance, so nobody else sends the batch's other
+        members meanwhile.
+        """
+        try:
+            stored = await self._store.batch_members(batch_id)
+        except StoreError as exc:
+            log.warning("cannot read batch membership", subscription=lane.name, error=str(exc))
+            return None
+        if sorted(stored) != sorted(ids):
+            return None
+        return {delivery_id: n for n, delivery_id in enumerate(stored)}
 
     async def _assign(self, lane: Lane, batch_id: str, ids: list[str]) -> None:
         try:

@@ -43,6 +43,7 @@ from bridge.core.formats import Encoded, encoder_for
 from bridge.core.outcomes import AttemptResult
 from bridge.core.signing import hub_signature, signature_header
 from bridge.core.trace import format_traceparent, new_span_id, trace_of
+from bridge.delivery import spans
 from bridge.delivery.answers import (
     classify,
     describe,
@@ -55,7 +56,7 @@ from bridge.delivery.auth import ReceiverAuth
 from bridge.delivery.excerpts import SCRUB_MARGIN, sent_secrets
 from bridge.delivery.targets import GuardedResolver, check_proxied_target, check_url_target
 from bridge.errors import BridgeError, DeliveryError
-from bridge.tracing import NoSpans, Span, Spans, receive_span_id
+from bridge.tracing import NoSpans, Spans
 
 __all__ = [
     "PIPE_BODY_LIMIT",
@@ -320,7 +321,8 @@ class Sender:
             error=result.error,
         )
         if self._spans.enabled:
-            self._attempt_span(
+            spans.record_attempt(
+                self._spans,
                 subscription,
                 event,
                 result,
@@ -336,9 +338,11 @@ class Sender:
     ) -> AttemptResult:
         """POST one batch once, signed with the batch id; every problem is a failed result.
 
-        The trace context is the first event's; ``hookbridge-batch-size`` says how
-        many envelopes the body holds (there is no one delivery id to name).
+        The trace context is the first event's, with the batch's attempt span as
+        parent (see :mod:`bridge.delivery.spans`); ``hookbridge-batch-size`` says
+        how many envelopes the body holds (there is no one delivery id to name).
         """
+        wall_start = time.time()
         span_id = new_span_id(os.urandom(8))
 
         def build() -> tuple[Encoded, dict[str, str]]:
@@ -355,7 +359,18 @@ class Sender:
             headers["hookbridge-batch-size"] = str(batch.size)
             return encoded, headers
 
-        return await self._send(subscription, build)
+        result = await self._send(subscription, build)
+        if self._spans.enabled:
+            spans.record_batch_attempt(
+                self._spans,
+                subscription,
+                batch,
+                result,
+                attempt=attempt,
+                span_id=span_id,
+                start=wall_start,
+            )
+        return result
 
     async def _send(
         self, subscription: Subscription, build: Callable[[], tuple[Encoded, dict[str, str]]]
@@ -380,47 +395,6 @@ class Sender:
         finally:
             endpoint.in_flight -= 1
             await self._close_idle_retired()
-
-    def _attempt_span(
-        self,
-        subscription: Subscription,
-        event: Event,
-        result: AttemptResult,
-        *,
-        delivery_id: str,
-        attempt: int,
-        span_id: str,
-        start: float,
-    ) -> None:
-        trace = trace_of(event.id, event.context)
-        attributes: dict[str, str | int | float | bool] = {
-            "hookbridge.event_id": event.id,
-            "hookbridge.event_type": event.type,
-            "hookbridge.delivery_id": delivery_id,
-            "hookbridge.subscription": subscription.name,
-            "hookbridge.attempt": attempt,
-            "hookbridge.outcome": result.outcome,
-            "http.request.method": "POST",
-        }
-        if result.status_code is not None:
-            attributes["http.response.status_code"] = result.status_code
-        try:
-            self._spans.record(
-                Span(
-                    "hookbridge.attempt",
-                    trace_id=trace.trace_id,
-                    span_id=span_id,
-                    parent_id=receive_span_id(event.id),
-                    flags=trace.flags,
-                    start=start,
-                    end=start + result.latency_ms / 1000,
-                    attributes=attributes,
-                    error=result.error if result.outcome != "delivered" else None,
-                    client=True,
-                )
-            )
-        except Exception:  # export must never touch a delivery
-            log.warning("could not record the attempt's span", exc_info=True)
 
     async def _checked_endpoint(self, subscription: Subscription) -> _Endpoint:
         """The subscription's pool, once its target passes the guard; raises what stops it."""

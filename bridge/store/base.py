@@ -64,6 +64,7 @@ OPERATIONS = (
         [
             "assign_batch",
             "attempts",
+            "batch_members",
             "batches_of",
             "claim_due",
             "claim_presence_timeouts",
@@ -246,6 +247,11 @@ class Store(OutboxStore, ABC):
         ``requeue`` (an operator's retry) takes a delivery out of its batch."""
         found: dict[str, str] = await self._read("batches_of", list(delivery_ids))
         return found
+
+    async def batch_members(self, batch_id: str) -> list[str]:
+        """The deliveries stored as ``batch_id``, in their order (none: an empty list)."""
+        members: list[str] = await self._read("batch_members", batch_id)
+        return members
 
     async def next_due_at(self, subscription: str, *, ordered: bool = False) -> float | None:
         """The earliest ``next_attempt_at`` of the subscription's pending deliveries

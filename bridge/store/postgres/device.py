@@ -34,6 +34,7 @@ from bridge.store.rows import Accepted, PresencePolicy
 
 __all__ = [
     "CLAIM_ORDERED",
+    "DEVICES",
     "GET_PRESENCE",
     "NEXT_DUE_ORDERED",
     "apply_presence",
@@ -48,7 +49,8 @@ __all__ = [
 # deliveries) instead of scanning the backlog: a claim costs the same at 50 or
 # 50,000 pending. Deliveries without a device id are not held back.
 # f-strings here only join constant fragments; values are always $n.
-_HEADS = """WITH RECURSIVE devices (device_id) AS (
+# DEVICES starts a WITH RECURSIVE whose ``devices`` are those with pending deliveries.
+DEVICES = """WITH RECURSIVE devices (device_id) AS (
         (SELECT device_id FROM deliveries
          WHERE subscription = $1 AND status = 'pending' AND device_id IS NOT NULL
          ORDER BY device_id LIMIT 1)
@@ -57,7 +59,8 @@ _HEADS = """WITH RECURSIVE devices (device_id) AS (
                 WHERE n.subscription = $1 AND n.status = 'pending'
                   AND n.device_id > devices.device_id
                 ORDER BY n.device_id LIMIT 1)
-        FROM devices WHERE devices.device_id IS NOT NULL),
+        FROM devices WHERE devices.device_id IS NOT NULL)"""
+_HEADS = f"""{DEVICES},
     heads (id) AS (
         SELECT (SELECT h.id FROM deliveries AS h
                 WHERE h.subscription = $1 AND h.status = 'pending'
@@ -66,7 +69,7 @@ _HEADS = """WITH RECURSIVE devices (device_id) AS (
         FROM devices WHERE devices.device_id IS NOT NULL
         UNION ALL
         SELECT id FROM deliveries
-        WHERE subscription = $1 AND status = 'pending' AND device_id IS NULL)"""
+        WHERE subscription = $1 AND status = 'pending' AND device_id IS NULL)"""  # noqa: S608
 CLAIM_ORDERED = f"""{_HEADS},
     due AS (
         SELECT d.id FROM deliveries AS d

@@ -28,6 +28,7 @@ from bridge.store.sqlite.leases import LEASE_LAPSED
 
 __all__ = [
     "CLAIMABLE_ORDERED",
+    "DEVICES",
     "GET_PRESENCE",
     "NEXT_DUE_ORDERED",
     "apply_presence",
@@ -40,19 +41,21 @@ __all__ = [
 # device to the next (one probe per device with pending deliveries) instead of
 # scanning the backlog: a claim costs the same at 50 or 50,000 pending.
 # f-strings here only join constant fragments; values are always bound (:name).
-_HEADS = """WITH RECURSIVE devices (device_id) AS (
+# DEVICES starts a WITH RECURSIVE whose ``devices`` are those with pending deliveries.
+DEVICES = """WITH RECURSIVE devices (device_id) AS (
         SELECT min(device_id) FROM deliveries
         WHERE subscription = :sub AND status = 'pending' AND device_id IS NOT NULL
         UNION ALL
         SELECT (SELECT min(n.device_id) FROM deliveries AS n
                 WHERE n.subscription = :sub AND n.status = 'pending'
                   AND n.device_id > devices.device_id)
-        FROM devices WHERE devices.device_id IS NOT NULL),
+        FROM devices WHERE devices.device_id IS NOT NULL)"""
+_HEADS = f"""{DEVICES},
     heads (rid) AS (
         SELECT (SELECT min(h.rowid) FROM deliveries AS h
                 WHERE h.subscription = :sub AND h.status = 'pending'
                   AND h.device_id = devices.device_id)
-        FROM devices WHERE devices.device_id IS NOT NULL)"""
+        FROM devices WHERE devices.device_id IS NOT NULL)"""  # noqa: S608
 # Deliveries without a device id are not held back.
 _CANDIDATES = """(SELECT rid FROM heads
         UNION ALL
