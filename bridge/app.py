@@ -96,7 +96,8 @@ class Bridge:
             settings, user_agent=f"hookbridge/{bridge_version()}", spans=self.spans
         )
         # Pipe answers are committed to the outbox with their attempts (see bridge.delivery.pipe).
-        self.pipe = Pipe()
+        # Late bound: a reload replaces the router.
+        self.pipe = Pipe(wanting=lambda event: self.router.match(event))  # noqa: PLW0108
         self.dispatcher: Dispatcher = BatchingDispatcher(
             settings,
             self.store,

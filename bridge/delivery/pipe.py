@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -258,14 +258,39 @@ def reply_message(
     )
 
 
+def _final(event: Event, outcome: AttemptOutcome) -> bool:
+    """Whether a failed attempt is the request's last chance: the delivery stops here,
+    or its next try comes after the request's MQTT 5 Message Expiry. Only then is an
+    error reply sent (``reply_errors``): one per request, not one per attempt."""
+    if outcome.status is not DeliveryStatus.PENDING:
+        return True
+    expires_at = event.context.expires_at if event.context is not None else None
+    due = outcome.next_attempt_at
+    return expires_at is not None and due is not None and due >= expires_at
+
+
 class Pipe:
     """The dispatcher's after-attempt hook: the answers (and errors) of pipe subscriptions
     as outbox messages, committed with their attempts."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        *,
+        wanting: Callable[[Event], Sequence[Subscription]] | None = None,
+    ) -> None:
         self._clock = clock
+        # The subscriptions that want an event, in configuration order: when several
+        # pipe subscriptions want one, the first answers it (one answer per request).
+        self._wanting = wanting
         self.queued = 0
         self.errors = 0
+
+    def _answers(self, subscription: Subscription, event: Event) -> bool:
+        if self._wanting is None:
+            return True
+        pipes = (s.name for s in self._wanting(event) if s.mode == "pipe")
+        return next(pipes, subscription.name) == subscription.name
 
     async def after_attempt(
         self,
@@ -275,7 +300,7 @@ class Pipe:
         outcome: AttemptOutcome,
     ) -> str | OutboxMessage | None:
         """The reply to commit with the attempt, the error to record on it, or None."""
-        if subscription.mode != "pipe":
+        if subscription.mode != "pipe" or not self._answers(subscription, delivery.event):
             return None
         if outcome.status is DeliveryStatus.DELIVERED:
             plan = plan_reply(
@@ -285,7 +310,7 @@ class Pipe:
                 result.response_body,
                 result.content_type,
             )
-        else:
+        elif _final(delivery.event, outcome):
             plan = plan_error_reply(
                 subscription,
                 delivery.event,
@@ -293,6 +318,8 @@ class Pipe:
                 attempt=delivery.attempts + 1,
                 retrying=outcome.status is DeliveryStatus.PENDING,
             )
+        else:
+            return None  # the answer may still come on a retry, in time
         if plan is None:
             return None
         if isinstance(plan, Reply):
