@@ -9,6 +9,7 @@ writes the bytes a test scripted for it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -192,6 +193,18 @@ async def test_request_line_host_and_length(raw_server: Serve, sender_for: Any) 
     assert f"Content-Length: {len(body)}" in lines
     assert "X-Api-Key: k-123456" in lines
     assert body.startswith(b'{"')
+
+
+async def test_credentials_in_the_url_are_sent_as_basic_auth(
+    raw_server: Serve, sender_for: Any
+) -> None:
+    server = await raw_server(replies())
+    sub = _subscription(server.url.replace("http://", "http://hook%20user:p%40ss@"))
+    assert (await _send(await sender_for(sub), sub)).outcome == "delivered"
+    lines = server.requests[0][0].decode("latin-1").split("\r\n")
+    expected = base64.b64encode(b"hook user:p@ss").decode()
+    assert f"Authorization: Basic {expected}" in lines
+    assert not any(line.startswith("Host:") and "@" in line for line in lines)
 
 
 async def test_chunked_answer_with_repeated_headers(raw_server: Serve) -> None:

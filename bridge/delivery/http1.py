@@ -73,13 +73,24 @@ class Answer:
         self.body = body
 
 
-def encode_request(head: str, host: str, headers: Mapping[str, str], body: bytes) -> bytes:
+def encode_request(
+    head: str,
+    host: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    authorization: str | None = None,
+) -> bytes:
     """The request's bytes: ``head`` (the request line), ``Host``, the headers, the body.
 
-    Raises :class:`HttpFailure` for a header HTTP cannot carry, naming the
-    header but never quoting its value (a value may be a secret).
+    ``authorization`` (credentials in the URL) replaces any Authorization header,
+    as aiohttp does. Raises :class:`HttpFailure` for a header HTTP cannot carry,
+    naming the header but never quoting its value (a value may be a secret).
     """
     lines = [head]
+    if authorization is not None:
+        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        lines.append(f"Authorization: {authorization}\r\n")
     own_host = True
     for name, value in headers.items():
         if not _TOKEN.fullmatch(name):

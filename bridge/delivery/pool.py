@@ -16,6 +16,7 @@ directly. TLS uses the subscription's context with the URL's host as SNI.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import socket
 import ssl
@@ -67,6 +68,11 @@ class Pool:
         self._port = target.port
         self._host_header = target.host_port_subcomponent or host
         self._head = f"POST {target.raw_path_qs or '/'} HTTP/1.1\r\n"
+        # Credentials in the URL are sent as Basic auth (as aiohttp does), never in the Host.
+        self._authorization: str | None = None
+        if target.raw_user or target.raw_password:
+            credentials = f"{target.user or ''}:{target.password or ''}".encode("latin-1")
+            self._authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
         self._tls = client_context(tls) if target.scheme == "https" else None
         self._resolver = resolver
         self._guarded = guarded
@@ -89,7 +95,9 @@ class Pool:
         :class:`bridge.errors.TargetRefused` for a refused address, and what a
         cancellation raises; the caller bounds the time.
         """
-        request = encode_request(self._head, self._host_header, headers, body)
+        request = encode_request(
+            self._head, self._host_header, headers, body, authorization=self._authorization
+        )
         async with self._slots:
             connection = await self._connection()
             try:
