@@ -453,6 +453,21 @@ async def test_sender_close_closes_its_connections(raw_server: Serve, sender_for
     await wait_until(lambda: server.closed_by_peer == 1, timeout=WAIT, message="the close")
 
 
+async def test_a_changed_subscription_retires_its_connections(
+    raw_server: Serve, sender_for: Any
+) -> None:
+    server = await raw_server(replies())
+    first = _subscription(server.url, headers={"x-version": "1"})
+    sender = await sender_for(first)
+    assert (await _send(sender, first)).outcome == "delivered"
+    second = _subscription(server.url, headers={"x-version": "2"})
+    sender.reconfigure([second])
+    assert (await _send(sender, second)).outcome == "delivered"
+    # The retired pool closes once nothing is in flight on it.
+    await wait_until(lambda: server.closed_by_peer == 1, timeout=WAIT, message="the close")
+    assert server.connections == 2
+
+
 # ---------------------------------------------------------------- TLS
 
 
@@ -500,3 +515,25 @@ async def test_https_with_a_client_certificate(
     assert len(server.requests) == 2
     # The good attempts shared one connection; the refused handshake never got to HTTP.
     assert server.connections == 1
+
+
+async def test_https_by_name_sends_the_name_as_sni(
+    raw_server: Serve, sender_for: Any, tmp_path: Path
+) -> None:
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(context)
+    names: list[str | None] = []
+
+    def record(_socket: ssl.SSLObject, name: str | None, _context: ssl.SSLContext) -> None:
+        names.append(name)
+
+    context.sni_callback = record
+    server = await raw_server(replies(), context)
+    ca = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca))
+    # localhost may resolve to ::1 first, where nothing listens: the next address is tried.
+    sub = _subscription(server.url.replace("127.0.0.1", "localhost"), ca_file=str(ca))
+    result = await _send(await sender_for(sub), sub)
+    assert result.outcome == "delivered", result.error
+    assert names == ["localhost"]
