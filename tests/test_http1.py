@@ -97,13 +97,20 @@ async def test_chunked_answer_with_repeated_headers(raw_server: Serve) -> None:
 
 async def test_close_delimitedanswer(raw_server: Serve, sender_for: Any) -> None:
     until_close = Reply(scripted_answer("200 OK", body=b"all of it", length=False), close=True)
-    server = await raw_server(replies(until_close))
+    # A transfer coding other than chunked last: still delimited by the close.
+    gzip_coded = Reply(
+        scripted_answer("200 OK", "Transfer-Encoding: gzip", body=b"all of it", length=False),
+        close=True,
+    )
+    server = await raw_server(replies(until_close, gzip_coded))
     sub = subscription(server.url)
     sender = await sender_for(sub)
     first = await send(sender, sub)
     assert (first.outcome, first.response_body) == ("delivered", b"all of it")
+    second = await send(sender, sub)
+    assert (second.outcome, second.response_body) == ("delivered", b"all of it")
     assert (await send(sender, sub)).outcome == "delivered"
-    assert server.connections == 2  # the first connection ended with its answer
+    assert server.connections == 3  # each close-delimited answer ended its connection
 
 
 async def test_interim_answers_are_skipped_and_204_has_no_body(

@@ -239,7 +239,9 @@ class Connection(asyncio.Protocol):
         if status < 200:
             return  # an interim answer: the final one follows
         self._headers_done = True
-        framed = "Content-Length" in self._headers or "Transfer-Encoding" in self._headers
+        codings = self._headers.get("Transfer-Encoding", "")
+        chunked = codings.rsplit(",", 1)[-1].strip().lower() == "chunked"
+        framed = chunked or "Content-Length" in self._headers
         self._until_close = not framed and status not in (204, 304)
 
     def on_body(self, body: bytes) -> None:
