@@ -9,10 +9,9 @@ with every secret the request carried masked.
 from __future__ import annotations
 
 import asyncio
-import errno
 import time
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Literal, Protocol
 
 import aiohttp
 import structlog
@@ -23,18 +22,36 @@ from bridge.config.units import format_duration
 from bridge.core.outcomes import AttemptResult
 from bridge.core.retry import parse_retry_after
 from bridge.delivery.excerpts import MASK, masked_excerpt
+from bridge.delivery.http1 import (
+    CUT_OFF,
+    DRAIN_LIMIT,
+    NO_RESPONSE,
+    TLS_FAILED,
+    TLS_UNTRUSTED,
+    HttpFailure,
+    connect_failure,
+)
 from bridge.errors import BridgeError, TargetRefused
 from bridge.logs import scrub_secrets
 
 log = structlog.get_logger("bridge.delivery.send")
 
-# After the kept part of a body, read (and drop) this much more so the
-# connection can go back to the pool; a bigger body costs a new connection.
-_DRAIN_LIMIT = 64 * 1024
+
+class Answered(Protocol):
+    """What :func:`classify` reads of an answer; both HTTP clients' answers have it."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
 
 async def read_capped(content: aiohttp.StreamReader, cap: int) -> bytes:
-    """At most ``cap`` bytes of a body; then drain a little so the connection can be reused."""
+    """At most ``cap`` bytes of a body; then drain a little so the connection can be reused.
+
+    (aiohttp's side; the lean client does the same in :class:`bridge.delivery.http1.Connection`.)
+    """
     chunks: list[bytes] = []
     size = 0
     while size < cap:
@@ -44,8 +61,8 @@ async def read_capped(content: aiohttp.StreamReader, cap: int) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     drained = 0
-    while drained <= _DRAIN_LIMIT and not content.at_eof():
-        chunk = await content.read(_DRAIN_LIMIT)
+    while drained <= DRAIN_LIMIT and not content.at_eof():
+        chunk = await content.read(DRAIN_LIMIT)
         if not chunk:
             break
         drained += len(chunk)
@@ -53,7 +70,7 @@ async def read_capped(content: aiohttp.StreamReader, cap: int) -> bytes:
 
 
 def classify(
-    response: aiohttp.ClientResponse,
+    response: Answered,
     content: bytes,
     kept: int,
     started: float,
@@ -127,13 +144,10 @@ def failure(started: float, error: str) -> AttemptResult:
 
 # Fixed reasons by error type; the first match wins, so subclasses come first.
 _FIXED_REASONS: tuple[tuple[type[BaseException], str], ...] = (
-    (
-        aiohttp.ClientConnectorCertificateError,
-        "TLS verification failed: the certificate is not trusted for this host",
-    ),
-    (aiohttp.ClientSSLError, "TLS handshake failed"),
-    (aiohttp.ServerDisconnectedError, "the server closed the connection without a response"),
-    (aiohttp.ClientPayloadError, "the response body was cut off"),
+    (aiohttp.ClientConnectorCertificateError, TLS_UNTRUSTED),
+    (aiohttp.ClientSSLError, TLS_FAILED),
+    (aiohttp.ServerDisconnectedError, NO_RESPONSE),
+    (aiohttp.ClientPayloadError, CUT_OFF),
     (aiohttp.InvalidURL, "the URL is not valid"),
 )
 
@@ -142,19 +156,19 @@ def describe(exc: BaseException, subscription: Subscription) -> str:
     """A short reason for a failed attempt; never the URL's query or a header value."""
     if isinstance(exc, asyncio.TimeoutError):
         return f"timeout after {format_duration(subscription.timeout)}"
+    if isinstance(exc, HttpFailure):  # the lean client words its own reasons
+        return str(exc)
+    return _client_error(exc, subscription)
+
+
+def _client_error(exc: BaseException, subscription: Subscription) -> str:
     reason = next((text for kind, text in _FIXED_REASONS if isinstance(exc, kind)), None)
     if reason is not None:
         return reason
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return f"DNS lookup of {URL(subscription.url).host} failed"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return _connection_failure(exc.os_error)
+        return connect_failure(exc.os_error)
     if isinstance(exc, OSError):
         return f"network error: {exc.strerror or type(exc).__name__}"
     return f"HTTP client error ({type(exc).__name__})"
-
-
-def _connection_failure(error: OSError) -> str:
-    if error.errno == errno.ECONNREFUSED:
-        return "connection refused"
-    return f"connection failed: {error.strerror or type(error).__name__}"

@@ -1,9 +1,12 @@
 """The HTTP sender: one signed POST of one event to one subscription, classified.
 
 :class:`Sender` owns the HTTP client side of the bridge. Each subscription
-gets its own ``aiohttp.ClientSession`` and connector (pool size
-``max_in_flight``), so a slow or dead endpoint can exhaust only its own pool,
-never another subscription's. Connections are kept alive between attempts.
+gets its own endpoint (:mod:`bridge.delivery.endpoints`) with a pool of at most
+``max_in_flight`` connections, so a slow or dead endpoint can exhaust only its
+own pool, never another subscription's. Connections are kept alive between
+attempts. Webhook POSTs go through the lean HTTP/1.1 client
+(:mod:`bridge.delivery.http1`, :mod:`bridge.delivery.pool`); a subscription
+with a ``proxy`` and OAuth2 token requests go through aiohttp.
 
 An attempt never raises for a network or HTTP problem: every outcome,
 including a refused target, a timeout or a TLS failure, is an
@@ -25,16 +28,15 @@ proxy because the configuration names it (:mod:`bridge.targets`).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
-import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 import aiohttp
 import structlog
-from aiohttp.abc import AbstractResolver
 
 from bridge.config import Settings, Subscription
 from bridge.core.batching import Batch
@@ -45,6 +47,7 @@ from bridge.core.signing import hub_signature, signature_header
 from bridge.core.trace import format_traceparent, new_span_id, trace_of
 from bridge.delivery import spans
 from bridge.delivery.answers import (
+    Answered,
     classify,
     describe,
     failure,
@@ -52,9 +55,10 @@ from bridge.delivery.answers import (
     unexpected,
     warn_if_refused,
 )
-from bridge.delivery.auth import ReceiverAuth
+from bridge.delivery.endpoints import Endpoint, ssl_for
 from bridge.delivery.excerpts import SCRUB_MARGIN, sent_secrets
-from bridge.delivery.targets import GuardedResolver, check_proxied_target, check_url_target
+from bridge.delivery.http1 import HttpFailure
+from bridge.delivery.targets import check_proxied_target, check_url_target
 from bridge.errors import BridgeError, DeliveryError
 from bridge.tracing import NoSpans, Spans
 
@@ -80,64 +84,6 @@ def default_user_agent() -> str:
     return f"hookbridge/{installed}"
 
 
-# ---------------------------------------------------------------- per-subscription pools
-
-
-class _Endpoint:
-    """The session and connection pool of one version of one subscription."""
-
-    __slots__ = ("auth", "in_flight", "resolver", "session", "subscription")
-
-    def __init__(
-        self,
-        subscription: Subscription,
-        session: aiohttp.ClientSession,
-        resolver: AbstractResolver,
-        *,
-        guarded: bool,
-    ) -> None:
-        self.subscription = subscription
-        self.session = session
-        self.resolver = resolver
-        self.auth = ReceiverAuth(
-            subscription, judge_proxied=check_proxied_target if guarded else None
-        )
-        self.in_flight = 0
-
-    async def close(self) -> None:
-        await self.session.close()
-        await self.resolver.close()
-
-
-def _ssl_for(subscription: Subscription) -> ssl.SSLContext | bool:
-    if subscription.client_cert is None:
-        if not subscription.verify_tls:
-            return False
-        if subscription.ca_file is None:
-            return True
-    try:
-        context = ssl.create_default_context(
-            cafile=str(subscription.ca_file) if subscription.ca_file else None
-        )
-    except (OSError, ssl.SSLError) as exc:
-        raise DeliveryError(
-            f"ca_file of subscription {subscription.name} cannot be loaded ({type(exc).__name__})"
-        ) from exc
-    if not subscription.verify_tls:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if subscription.client_cert is not None:
-        key = subscription.client_key
-        try:
-            context.load_cert_chain(str(subscription.client_cert), str(key) if key else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise DeliveryError(
-                f"client_cert of subscription {subscription.name} cannot be loaded"
-                f" ({type(exc).__name__})"
-            ) from exc
-    return context
-
-
 class Sender:
     """Sends attempts; one isolated connection pool per subscription."""
 
@@ -146,8 +92,8 @@ class Sender:
         self._user_agent = user_agent
         self._spans: Spans = spans if spans is not None else NoSpans()
         self._subscriptions = {s.name: s for s in settings.subscriptions}
-        self._endpoints: dict[str, _Endpoint] = {}
-        self._retired: list[_Endpoint] = []
+        self._endpoints: dict[str, Endpoint] = {}
+        self._retired: list[Endpoint] = []
         self._warned_insecure: set[str] = set()
         self._closed = False
 
@@ -202,36 +148,20 @@ class Sender:
             or getattr(subscription, "allow_private_target", False)
         )
 
-    def _endpoint_for(self, subscription: Subscription) -> _Endpoint:
+    def _endpoint_for(self, subscription: Subscription) -> Endpoint:
         current = self._endpoints.get(subscription.name)
         if current is not None:
             if current.subscription is subscription or current.subscription == subscription:
                 return current
             self._retired.append(self._endpoints.pop(subscription.name))
-        tls = _ssl_for(subscription)
+        tls = ssl_for(subscription)
         if tls is False and subscription.name not in self._warned_insecure:
             self._warned_insecure.add(subscription.name)
             log.warning(
                 "TLS certificate verification is off for this subscription",
                 subscription=subscription.name,
             )
-        # With a proxy, the connector resolves only the proxy: the configured
-        # proxy is trusted as such; the target is judged in attempt().
-        resolver: AbstractResolver = (
-            aiohttp.DefaultResolver()
-            if not self._guarded(subscription) or subscription.proxy is not None
-            else GuardedResolver()
-        )
-        connector = aiohttp.TCPConnector(
-            limit=subscription.max_in_flight, limit_per_host=0, ssl=tls, resolver=resolver
-        )
-        session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=subscription.timeout),
-            trust_env=False,  # an environment proxy would bypass the target guard
-            cookie_jar=aiohttp.DummyCookieJar(),  # deliveries are independent requests
-        )
-        endpoint = _Endpoint(subscription, session, resolver, guarded=self._guarded(subscription))
+        endpoint = Endpoint(subscription, tls, guarded=self._guarded(subscription))
         self._endpoints[subscription.name] = endpoint
         return endpoint
 
@@ -396,7 +326,7 @@ class Sender:
             endpoint.in_flight -= 1
             await self._close_idle_retired()
 
-    async def _checked_endpoint(self, subscription: Subscription) -> _Endpoint:
+    async def _checked_endpoint(self, subscription: Subscription) -> Endpoint:
         """The subscription's pool, once its target passes the guard; raises what stops it."""
         if self._closed:
             raise DeliveryError("the sender is closed")
@@ -407,7 +337,7 @@ class Sender:
         return self._endpoint_for(subscription)
 
     async def _authorised_post(
-        self, endpoint: _Endpoint, body: bytes, headers: dict[str, str], started: float
+        self, endpoint: Endpoint, body: bytes, headers: dict[str, str], started: float
     ) -> AttemptResult:
         """POST with the receiver's auth; on a 401 with OAuth2, once more with a fresh token."""
         try:
@@ -425,29 +355,34 @@ class Sender:
         return result
 
     async def _post(
-        self, endpoint: _Endpoint, body: bytes, headers: Mapping[str, str], started: float
+        self, endpoint: Endpoint, body: bytes, headers: Mapping[str, str], started: float
     ) -> AttemptResult:
         subscription = endpoint.subscription
         kept = self._settings.limits.response_body_kept
         cap = max(kept, PIPE_BODY_LIMIT) if subscription.mode == "pipe" else kept + SCRUB_MARGIN
+        answer: Answered
         try:
-            async with endpoint.session.post(
-                subscription.url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                proxy=subscription.proxy,  # explicit per subscription; never from the environment
-            ) as response:
-                content = await read_capped(response.content, cap)
-                result = classify(
-                    response, content, kept, started, sent_secrets(subscription, headers)
-                )
-                if subscription.mode == "pipe":
-                    return result
-                # The margin read only served the masking.
-                return dataclasses.replace(result, response_body=content[:kept])
+            if endpoint.pool is not None:
+                async with asyncio.timeout(subscription.timeout):  # the whole attempt
+                    answer = await endpoint.pool.post(body, headers, cap)
+                content = answer.body
+            else:
+                async with endpoint.session.post(
+                    subscription.url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    proxy=subscription.proxy,  # explicit per subscription; never from the env
+                ) as response:
+                    content = await read_capped(response.content, cap)
+                    answer = response
         except BridgeError as exc:  # TargetRefused from the resolver
             warn_if_refused(subscription, exc)
             return failure(started, str(exc))
-        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+        except (aiohttp.ClientError, OSError, HttpFailure) as exc:  # TimeoutError is an OSError
             return failure(started, describe(exc, subscription))
+        result = classify(answer, content, kept, started, sent_secrets(subscription, headers))
+        if subscription.mode == "pipe":
+            return result
+        # The margin read only served the masking.
+        return dataclasses.replace(result, response_body=content[:kept])

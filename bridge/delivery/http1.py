@@ -1,0 +1,298 @@
+"""One HTTP/1.1 connection of the lean webhook client: a request out, an answer in.
+
+The delivery hot path posts small signed bodies to the same receivers again
+and again. A general-purpose client spends most of its time on features a
+webhook POST never uses, so the bridge sends its requests through this module
+instead (proxied subscriptions and OAuth2 token requests keep aiohttp):
+
+* :func:`encode_request` turns the request into bytes, refusing any header
+  name or value HTTP cannot carry (CR, LF, NUL, a non-latin-1 character...)
+  before a byte is sent;
+* :class:`Connection` is an :class:`asyncio.Protocol` that writes the request
+  and parses the answer with ``httptools`` (llhttp): ``Content-Length``,
+  chunked and close-delimited bodies, interim 1xx answers skipped, no body for
+  204/304. The body is kept up to a cap; a little more is read and dropped so
+  the connection can be reused, and beyond that the answer ends there and the
+  connection is closed.
+
+A connection is reusable only after a complete answer that allows keep-alive;
+:mod:`bridge.delivery.pool` keeps the reusable ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import re
+import ssl
+from collections.abc import Mapping
+from typing import cast
+
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
+
+__all__ = [
+    "CUT_OFF",
+    "DRAIN_LIMIT",
+    "NO_RESPONSE",
+    "TLS_FAILED",
+    "TLS_UNTRUSTED",
+    "Answer",
+    "Connection",
+    "HttpFailure",
+    "connect_failure",
+    "encode_request",
+]
+
+DRAIN_LIMIT = 64 * 1024
+"""After the kept part of a body, read (and drop) this much more so the connection can be reused."""
+
+NO_RESPONSE = "the server closed the connection without a response"
+CUT_OFF = "the response body was cut off"
+TLS_UNTRUSTED = "TLS verification failed: the certificate is not trusted for this host"
+TLS_FAILED = "TLS handshake failed"
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_UNSENDABLE = re.compile(r"[\r\n\x00]")
+# Framing is the client's own: what the sender's headers say about it is dropped.
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
+
+
+class HttpFailure(Exception):
+    """An attempt that failed in the HTTP layer; the text is the reason an operator reads."""
+
+
+class Answer:
+    """A receiver's final answer: status, headers (case-insensitive, repeats kept), body."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: CIMultiDictProxy[str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+def encode_request(
+    head: str,
+    host: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    authorization: str | None = None,
+) -> bytes:
+    """The request's bytes: ``head`` (the request line), ``Host``, the headers, the body.
+
+    ``authorization`` (credentials in the URL) replaces any Authorization header,
+    as aiohttp does. Raises :class:`HttpFailure` for a header HTTP cannot carry,
+    naming the header but never quoting its value (a value may be a secret).
+    """
+    lines = [head]
+    if authorization is not None:
+        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        lines.append(f"Authorization: {authorization}\r\n")
+    own_host = True
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name):
+            raise HttpFailure(f"header name {name[:60]!r} is not a valid HTTP header name")
+        if _UNSENDABLE.search(value):
+            raise HttpFailure(f"header {name} has a value with CR, LF or NUL, which HTTP refuses")
+        lowered = name.lower()
+        if lowered in _FRAMING:
+            continue
+        if lowered == "host":
+            own_host = False
+        lines.append(f"{name}: {value}\r\n")
+    if own_host:
+        lines.append(f"Host: {host}\r\n")
+    lines.append(f"Content-Length: {len(body)}\r\n\r\n")
+    text = "".join(lines)
+    try:
+        return text.encode("latin-1") + body
+    except UnicodeEncodeError:
+        for name, value in headers.items():
+            if not value.isascii() and not _latin1(value):
+                raise HttpFailure(
+                    f"header {name} has a value with characters outside latin-1, which HTTP refuses"
+                ) from None
+        raise HttpFailure("the request line or Host cannot be encoded") from None
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def connect_failure(error: OSError) -> str:
+    """The reason for a connection that could not be opened (TLS included)."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return TLS_UNTRUSTED
+    if isinstance(error, ssl.SSLError):
+        return TLS_FAILED
+    if error.errno == errno.ECONNREFUSED:
+        return "connection refused"
+    return f"connection failed: {error.strerror or type(error).__name__}"
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection; one request at a time (no pipelining)."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[Answer] | None = None
+        self._cap = 0
+        self._status = 0
+        self._headers: CIMultiDict[str] = CIMultiDict()
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._dropped = 0
+        self._headers_done = False
+        self._until_close = False  # a close-delimited body
+        self.reusable = False
+        self.closed = False
+        self.idle_since = 0.0
+
+    # ------------------------------------------------------------ the pool's side
+
+    @property
+    def usable(self) -> bool:
+        """Open and ready for another request."""
+        transport = self._transport
+        return (
+            self.reusable
+            and not self.closed
+            and transport is not None
+            and not transport.is_closing()
+        )
+
+    def exchange(self, request: bytes, cap: int) -> asyncio.Future[Answer]:
+        """Write ``request``; the future is the answer, its body kept up to ``cap`` bytes."""
+        transport = self._transport
+        if transport is None or self.closed or transport.is_closing():
+            raise HttpFailure(NO_RESPONSE)
+        self.reusable = False  # until a complete answer allows keep-alive
+        self._cap = cap
+        self._start_message()
+        waiter: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        transport.write(request)
+        return waiter
+
+    def close(self) -> None:
+        """Close (abort) the connection; a pending answer fails."""
+        self.reusable = False
+        if self._transport is not None and not self.closed:
+            self._transport.abort()
+        self.closed = True
+        self._fail(NO_RESPONSE)
+
+    # ------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but are transports.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:  # nothing was asked: the connection cannot be trusted
+            self.close()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._broken("the server switched protocols")
+        except httptools.HttpParserError as exc:
+            self._broken(f"the server's answer is not valid HTTP/1.1 ({_parse_error(exc)})")
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.reusable = False
+        if self._waiter is None:
+            return
+        if self._until_close and exc is None:
+            self._complete(keep_alive=False)
+        elif self._headers_done:
+            self._fail(CUT_OFF)
+        elif isinstance(exc, ssl.SSLError):
+            self._fail(f"TLS error: {exc.reason or type(exc).__name__}")
+        else:
+            self._fail(NO_RESPONSE)
+
+    # ------------------------------------------------------------ httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self._waiter is None:  # more than the one answer asked for
+            self.close()
+        self._start_message()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.add(name.decode("latin-1"), value.decode("latin-1"))
+
+    def on_headers_complete(self) -> None:
+        self._status = status = self._parser.get_status_code()
+        if status < 200:
+            return  # an interim answer: the final one follows
+        self._headers_done = True
+        codings = self._headers.get("Transfer-Encoding", "")
+        chunked = codings.rsplit(",", 1)[-1].strip().lower() == "chunked"
+        framed = chunked or "Content-Length" in self._headers
+        self._until_close = not framed and status not in (204, 304)
+
+    def on_body(self, body: bytes) -> None:
+        if self._waiter is None:
+            return
+        room = self._cap - self._size
+        if room > 0:
+            kept = body if len(body) <= room else body[:room]
+            self._chunks.append(kept)
+            self._size += len(kept)
+            body = body[len(kept) :]
+        self._dropped += len(body)
+        if self._dropped > DRAIN_LIMIT:  # too much to drain: the answer ends at the cap
+            self._complete(keep_alive=False)
+            self.close()
+
+    def on_message_complete(self) -> None:
+        if self._status < 200:
+            self._start_message()
+            return
+        self._complete(keep_alive=self._parser.should_keep_alive())
+
+    # ------------------------------------------------------------ internals
+
+    def _start_message(self) -> None:
+        self._status = 0
+        self._headers = CIMultiDict()
+        self._chunks = []
+        self._size = 0
+        self._dropped = 0
+        self._headers_done = False
+        self._until_close = False
+
+    def _complete(self, *, keep_alive: bool) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is None or waiter.done():
+            return
+        self.reusable = keep_alive and not self.closed
+        body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        waiter.set_result(Answer(self._status, CIMultiDictProxy(self._headers), body))
+
+    def _fail(self, reason: str) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(HttpFailure(reason))
+
+    def _broken(self, reason: str) -> None:
+        self._fail(reason)
+        self.close()
+
+
+def _parse_error(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text[:120]
