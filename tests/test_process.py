@@ -6,11 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import SECRET, bridge_config
 from tests.support.mosquitto import Mosquitto
-from tests.support.process import BridgeProcess
+from tests.support.process import BridgeProcess, started_bridge
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Receiver
 from tests.support.waiting import wait_until
@@ -61,42 +59,15 @@ async def test_sigkill_before_delivery_loses_nothing(mosquitto: Mosquitto, tmp_p
         await receiver.stop()
 
 
-@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 async def test_sigterm_exits_zero_and_publishes_offline(
-    mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path, loop: str
+    mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:
     config = bridge_config(mosquitto, tmp_path, [{"name": "crm", "url": receiver.url}])
-    bridge = BridgeProcess(config, tmp_path)
-    try:
-        bridge.start("--loop", loop)
-        bridge.wait_subscribed()
-        with Publisher(mosquitto.port) as watcher:
-            watcher.subscribe(f"hookbridge/{config['mqtt']['client_id']}/status")
-            await wait_until(lambda: any(m.payload == b"online" for m in watcher.received))
-            with Publisher(mosquitto.port) as device:
-                device.publish_all(_messages(5))
-            await wait_until(lambda: len(receiver.unique_ids()) >= 5, message="delivered")
-            assert bridge.terminate() == 0
-            await wait_until(lambda: watcher.received[-1].payload == b"offline", timeout=10)
-        assert f"loop={loop}" in bridge.log_path.read_text() or f'"loop": "{loop}"' in (
-            bridge.log_path.read_text()
-        )
-    finally:
-        bridge.ensure_stopped()
-
-
-def test_an_unknown_event_loop_is_refused(tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text("mqtt: {url: mqtt://127.0.0.1:1}\nsubscriptions: []\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "run", "-c", str(config), "--loop", "tokio"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert "--loop: must be auto, uvloop or asyncio" in done.stderr
+    with started_bridge(config, tmp_path) as bridge, Publisher(mosquitto.port) as watcher:
+        watcher.subscribe(f"hookbridge/{config['mqtt']['client_id']}/status")
+        await wait_until(lambda: any(m.payload == b"online" for m in watcher.received))
+        assert bridge.terminate() == 0
+        await wait_until(lambda: watcher.received[-1].payload == b"offline", timeout=10)
 
 
 def _check_config(

@@ -12,7 +12,6 @@ import typer
 
 from bridge.cli.admin import register as register_admin_commands
 from bridge.cli.inbound import inbound_app
-from bridge.cli.loop import loop_factory
 from bridge.config import Settings, load_config, redact_url
 from bridge.errors import BridgeError, ConfigError
 from bridge.logs import configure_logging, display_url
@@ -51,12 +50,6 @@ def _load_or_exit(path: Path) -> Settings:
 def run(
     config: ConfigOption,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
-    loop: Annotated[
-        str,
-        typer.Option(
-            envvar="HOOKBRIDGE_LOOP", help="Event loop: auto (uvloop when installed), asyncio."
-        ),
-    ] = "auto",
     grace: Annotated[
         float, typer.Option(help="Seconds to let in-flight deliveries finish.")
     ] = 10.0,
@@ -71,18 +64,12 @@ def run(
     log = get_logger("hookbridge.config")
     for warning in config_warnings(settings):  # what check-config warns about, logged
         log.warning("configuration warning", warning=warning)
-    try:
-        new_loop, loop_name = loop_factory(loop)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
 
     async def main() -> None:
         bridge = Bridge(settings, config_path=config)
-        running = asyncio.get_running_loop()
-        log.info("event loop", loop=loop_name)
+        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            running.add_signal_handler(sig, bridge.stop)
+            loop.add_signal_handler(sig, bridge.stop)
         reloads: set[asyncio.Task[object]] = set()
 
         def reload() -> None:  # SIGHUP: re-read the file; an invalid one is logged and ignored
@@ -90,12 +77,11 @@ def run(
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
-        running.add_signal_handler(signal.SIGHUP, reload)
+        loop.add_signal_handler(signal.SIGHUP, reload)
         await bridge.run(grace=grace)
 
     try:
-        with asyncio.Runner(loop_factory=new_loop) as runner:
-            runner.run(main())
+        asyncio.run(main())
     except BridgeError as exc:
         typer.echo(f"error: {exc}", err=True)
         if isinstance(exc, ConfigError) and exc.problems != [str(exc)]:
