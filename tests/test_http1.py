@@ -20,7 +20,6 @@ from bridge.delivery.http1 import DRAIN_LIMIT
 from bridge.delivery.pool import Pool
 from tests.support.raw_http import (
     WAIT,
-    RawServer,
     Reply,
     SenderFor,
     Serve,
@@ -169,37 +168,6 @@ async def test_a_body_beyond_the_drain_is_cut_and_the_connection_dropped(
     assert [r.response_body for r in results] == [b"y" * 100, b"z" * 100, b"z" * 100]
     # The huge body costs its connection; a small one past the cap is drained and kept.
     assert server.connections == 2
-
-
-def test_framing_and_reuse_under_uvloop() -> None:
-    """``hookbridge run`` uses uvloop when installed: its transports behave the same."""
-    uvloop = pytest.importorskip("uvloop")
-    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
-    script = replies(
-        Reply(chunked),
-        Reply(scripted_answer("200 OK", body=b"sized")),
-        Reply(scripted_answer("200 OK", body=b"to the end", length=False), close=True),
-    )
-
-    async def scenario() -> tuple[list[tuple[int, bytes]], int]:
-        raw = RawServer(script)
-        server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        resolver = aiohttp.DefaultResolver()
-        pool = Pool(
-            f"http://127.0.0.1:{port}/", tls=False, resolver=resolver, guarded=False, limit=2
-        )
-        try:
-            answers = [await pool.post(b"{}", {"X-A": "1"}, 1024) for _ in range(4)]
-        finally:
-            await pool.close()
-            server.close()
-            await server.wait_closed()
-        return [(a.status, a.body) for a in answers], raw.connections
-
-    answers, connections = uvloop.run(scenario())
-    assert answers == [(200, b"ok"), (200, b"sized"), (200, b"to the end"), (204, b"")]
-    assert connections == 2
 
 
 # ---------------------------------------------------------------- connections
