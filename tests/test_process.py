@@ -40,9 +40,18 @@ async def test_sigkill_before_delivery_loses_nothing(mosquitto: Mosquitto, tmp_p
         with Publisher(mosquitto.port) as device:
             device.publish_all(_messages(total))
         # The receiver holds the first attempts open: they are in flight when we kill.
-        # A fresh lane starts with 8 requests in flight (slow start grows only on answers).
+        # A fresh lane starts with several requests in flight (slow start grows on answers).
         await wait_until(lambda: len(receiver.requests) >= 8, timeout=20)
         bridge.kill()
+        # Requests sent just before the kill may still be on their way in: count
+        # them once the receiver's count has stopped moving.
+        seen: list[int] = []
+
+        def settled() -> bool:
+            seen.append(len(receiver.requests))
+            return len(seen) >= 5 and len(set(seen[-5:])) == 1
+
+        await wait_until(settled, timeout=10, message="the requests sent before the kill")
         in_flight_at_kill = len(receiver.requests)
         hanging = False
         bridge.start()
