@@ -21,7 +21,7 @@ from bridge.core.signing import sign
 from bridge.store.outbox import OutboxStatus
 from tests.conftest import SECRET, running_bridge
 from tests.support.admin import TOKEN, admin_config, api_url
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto, running_mosquitto
 from tests.support.publisher import Publisher
 from tests.support.system_deps import find
 from tests.support.waiting import wait_until
@@ -43,14 +43,8 @@ ALLOWING = REFUSING + "topic write devices/+/commands\n"
 
 @pytest.fixture
 def acl_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
-    acl = tmp_path / "acl"
-    acl.write_text(REFUSING)
-    broker = Mosquitto(tmp_path / "broker", extra=f"acl_file {acl}")
-    broker.start()
-    try:
-        yield broker, acl
-    finally:
-        broker.stop()
+    with running_mosquitto(tmp_path, acl=REFUSING) as broker:
+        yield broker, tmp_path / "acl"
 
 
 async def test_the_inbound_panel_shows_a_dead_command_and_replays_it(

@@ -19,16 +19,14 @@ from typing import Any
 import paho.mqtt.client as paho
 import psutil
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from tests.conftest import SECRET, bridge_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.process import BridgeProcess
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Receiver
-from tests.support.waiting import wait_until, wait_until_sync
+from tests.support.sessions import persistent_client
+from tests.support.waiting import wait_until
 
 # The recorder writes attempt results in batches of at most this many
 # (bridge.delivery.recorder.RECORD_BATCH); a kill loses at most the batch being
@@ -148,21 +146,11 @@ class PersistentDevice:
     """A device on a persistent MQTT 5 session that republishes its unacked messages."""
 
     def __init__(self, port: int, client_id: str) -> None:
-        self.client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        self.client.max_inflight_messages_set(100)
-        self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(0.1, 1)
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = 3600
-        self.client.connect(
-            "127.0.0.1", port, keepalive=5, clean_start=False, properties=properties
-        )
-        self.client.loop_start()
-        wait_until_sync(self.client.is_connected, timeout=10, message="device connected")
+        def queue_nothing_locally(client: paho.Client) -> None:
+            client.max_inflight_messages_set(100)
+            client.max_queued_messages_set(0)
+
+        self.client = persistent_client(port, client_id, configure=queue_nothing_locally)
 
     def close(self) -> None:
         self.client.disconnect()

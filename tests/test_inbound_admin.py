@@ -22,7 +22,7 @@ import pytest
 from bridge.core.signing import sign
 from tests.conftest import SECRET, running_bridge
 from tests.support.admin import TOKEN, Admin, admin_client, admin_config, api_url
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto, running_mosquitto
 from tests.support.publisher import Publisher
 from tests.support.waiting import wait_until
 
@@ -49,14 +49,8 @@ ALLOWING = REFUSING + "topic write devices/+/commands\n"
 
 @pytest.fixture
 def acl_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
-    acl = tmp_path / "acl"
-    acl.write_text(REFUSING)
-    broker = Mosquitto(tmp_path / "broker", extra=f"acl_file {acl}")
-    broker.start()
-    try:
-        yield broker, acl
-    finally:
-        broker.stop()
+    with running_mosquitto(tmp_path, acl=REFUSING) as broker:
+        yield broker, tmp_path / "acl"
 
 
 async def _post(admin: Admin, path: str, payload: dict[str, Any]) -> dict[str, Any]:

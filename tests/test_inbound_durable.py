@@ -18,16 +18,14 @@ from typing import Any
 import aiohttp
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from bridge.core.signing import sign
 from tests.conftest import SECRET, bridge_config, running_bridge
-from tests.support.mosquitto import Mosquitto, free_port
+from tests.support.mosquitto import Mosquitto, free_port, running_mosquitto
 from tests.support.postgres import PostgresDatabase
 from tests.support.process import BridgeProcess
-from tests.support.waiting import wait_until, wait_until_sync
+from tests.support.sessions import persistent_client
+from tests.support.waiting import wait_until
 from tests.test_faults_readiness import fill, small_disk
 
 INBOUND = [
@@ -47,20 +45,7 @@ class Watcher:
 
     def __init__(self, port: int, client_id: str) -> None:
         self.received: list[paho.MQTTMessage] = []
-        self.client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        self.client.reconnect_delay_set(0.1, 1)
-        self.client.on_message = lambda _c, _u, msg: self.received.append(msg)
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = 3600
-        self.client.connect(
-            "127.0.0.1", port, keepalive=5, clean_start=False, properties=properties
-        )
-        self.client.loop_start()
-        wait_until_sync(self.client.is_connected, timeout=10, message="watcher connected")
+        self.client = persistent_client(port, client_id, on_message=self.received.append)
         result, _mid = self.client.subscribe("devices/#", qos=1)
         assert result == 0
 
@@ -74,12 +59,8 @@ class Watcher:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path / "broker")
-    mosquitto.start()
-    try:
+    with running_mosquitto(tmp_path) as mosquitto:
         yield mosquitto
-    finally:
-        mosquitto.stop()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from bridge.inbound.outbox import BACKOFF, retry_at
 from bridge.inbound.server import GITHUB_REPLAY_WINDOW, replay_key
 from bridge.store.outbox import OutboxKind, OutboxMessage, OutboxStatus
 from tests.conftest import SECRET, bridge_config, running_bridge
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto, running_mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Receiver
 from tests.support.waiting import wait_until
@@ -69,14 +69,8 @@ ALLOWING = REFUSING + "topic write devices/+/commands\n"
 
 @pytest.fixture
 def acl_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
-    acl = tmp_path / "acl"
-    acl.write_text(REFUSING)
-    broker = Mosquitto(tmp_path / "broker", extra=f"acl_file {acl}")
-    broker.start()
-    try:
-        yield broker, acl
-    finally:
-        broker.stop()
+    with running_mosquitto(tmp_path, acl=REFUSING) as broker:
+        yield broker, tmp_path / "acl"
 
 
 class Sender:

@@ -17,15 +17,15 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.support.admin import Admin, admin_config, api_url
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto, running_mosquitto
 from tests.support.process import BridgeProcess
 from tests.support.receiver import Answer, Receiver
-from tests.support.waiting import wait_until, wait_until_sync
+from tests.support.sessions import persistent_client
+from tests.support.waiting import wait_until
 
 CORRELATION = b"\x00\x01req-42"
 EXPIRY = 600
@@ -37,20 +37,7 @@ class Device:
 
     def __init__(self, port: int, client_id: str) -> None:
         self.received: list[paho.MQTTMessage] = []
-        self.client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        self.client.reconnect_delay_set(0.1, 1)
-        self.client.on_message = lambda _c, _u, msg: self.received.append(msg)
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = 3600
-        self.client.connect(
-            "127.0.0.1", port, keepalive=5, clean_start=False, properties=properties
-        )
-        self.client.loop_start()
-        wait_until_sync(self.client.is_connected, timeout=10, message="device connected")
+        self.client = persistent_client(port, client_id, on_message=self.received.append)
         result, _mid = self.client.subscribe("replies/#", qos=1)
         assert result == 0
 
@@ -71,12 +58,8 @@ class Device:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path / "broker")
-    mosquitto.start()
-    try:
+    with running_mosquitto(tmp_path) as mosquitto:
         yield mosquitto
-    finally:
-        mosquitto.stop()
 
 
 async def _pending_reply(admin: Admin) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.support.system_deps import find
@@ -90,3 +91,19 @@ class Mosquitto:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+@contextlib.contextmanager
+def running_mosquitto(workdir: Path, acl: str | None = None) -> Iterator[Mosquitto]:
+    """A private mosquitto for one test, stopped after it; with ``acl``, that access
+    list (``workdir/acl``, which the test may rewrite and SIGHUP the broker to reload)."""
+    extra = ""
+    if acl is not None:
+        (workdir / "acl").write_text(acl)
+        extra = f"acl_file {workdir / 'acl'}"
+    broker = Mosquitto(workdir / "broker", extra=extra)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
