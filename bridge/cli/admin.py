@@ -34,7 +34,6 @@ __all__ = [
     "TokenOption",
     "UrlOption",
     "call_api",
-    "client",
     "emit",
     "query",
     "register",
@@ -120,9 +119,6 @@ def _client(url: str | None, token: str | None, config: Path | None) -> ApiClien
     if not url.startswith(("http://", "https://")):
         raise ApiError(f"the admin API URL must start with http:// or https://, not {url!r}")
     return ApiClient(url, token)
-
-
-client = _client  # for the operator commands kept in modules of their own
 
 
 def query(path: str, **params: str | int | None) -> str:

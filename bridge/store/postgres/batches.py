@@ -21,7 +21,7 @@ from typing import Any
 
 from bridge.store import common, rows
 from bridge.store.postgres.device import DEVICES
-from bridge.store.postgres.leases import LEASE_LAPSED, NEXT_FENCE
+from bridge.store.postgres.leases import LEASE_LAPSED, NEXT_FENCE, claim_params
 
 __all__ = ["CLAIM_RUNS", "assign_batch", "batch_members", "batches_of", "claim_runs", "forget"]
 
@@ -94,6 +94,5 @@ async def forget(conn: Any, delivery_id: str) -> None:
 async def claim_runs(conn: Any, claim: rows.Claim) -> list[rows.Delivery]:
     """Lease the first ``per_device`` claimable deliveries of each device (see above)."""
     await conn.execute(_LOCK_SUBSCRIPTION, claim.subscription)
-    params = (claim.subscription, claim.now, claim.owner, claim.lease_until, claim.limit)
-    records = await conn.fetch(CLAIM_RUNS, *params, claim.stale, claim.per_device)
+    records = await conn.fetch(CLAIM_RUNS, *claim_params(claim), claim.per_device)
     return [common.delivery_from_row(row) for row in records]

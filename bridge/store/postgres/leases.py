@@ -9,7 +9,10 @@ lease rules these statements encode.
 
 from __future__ import annotations
 
+from typing import Any
+
 from bridge.store.common import DELIVERY_COLUMNS
+from bridge.store.rows import Claim
 
 __all__ = [
     "DB_NOW",
@@ -26,6 +29,7 @@ __all__ = [
     "PURGE_DELIVERIES",
     "PURGE_EVENTS",
     "SET_WATERMARK",
+    "claim_params",
 ]
 
 DB_NOW = "extract(epoch FROM now())::float8"
@@ -73,3 +77,9 @@ PURGE_DELIVERIES = "DELETE FROM deliveries WHERE id = ANY($1::text[])"
 PURGE_EVENTS = """DELETE FROM events WHERE id IN (SELECT id FROM events
     WHERE received_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = events.id)
     LIMIT $2)"""
+
+
+def claim_params(claim: Claim) -> tuple[Any, ...]:
+    """A claim's parameters in the order every claim statement numbers them: $1
+    subscription, $2 now, $3 owner, $4 lease_until, $5 limit, $6 stale."""
+    return claim.subscription, claim.now, claim.owner, claim.lease_until, claim.limit, claim.stale

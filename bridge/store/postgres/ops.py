@@ -43,13 +43,8 @@ async def claim_due(conn: Any, claim: rows.Claim) -> list[rows.Delivery]:
     if claim.ordered and claim.per_device > 1:
         return await batches.claim_runs(conn, claim)
     query = device.CLAIM_ORDERED if claim.ordered else sql.CLAIM
-    records = await conn.fetch(query, *_claim_params(claim))
+    records = await conn.fetch(query, *leases.claim_params(claim))
     return [common.delivery_from_row(row) for row in records]
-
-
-def _claim_params(claim: rows.Claim) -> tuple[Any, ...]:
-    """$1 subscription, $2 now, $3 owner, $4 lease_until, $5 limit, $6 stale."""
-    return claim.subscription, claim.now, claim.owner, claim.lease_until, claim.limit, claim.stale
 
 
 async def next_due_at(conn: Any, subscription: str, ordered: bool) -> float | None:
