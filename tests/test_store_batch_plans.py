@@ -12,13 +12,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import asyncpg
-
 from bridge.store.postgres import batches as pg_batches
-from bridge.store.postgres.store import PostgresStore, parse_postgres_url
 from bridge.store.sqlite import batches as sqlite_batches
 from bridge.store.sqlite.store import SQLiteStore
 from tests.store_contract import opened
+from tests.support.plans import migrated_postgres, sqlite_plan
 from tests.support.postgres import PostgresDatabase
 
 DEVICES = 2_000
@@ -49,8 +47,7 @@ async def test_sqlite_ordered_batch_claim_walks_indexes(tmp_path: Path) -> None:
         conn.execute("ANALYZE")
         params = {"sub": "crm", "now": 1e12, "owner": "x", "stale": 30.0, "limit": 500, "k": 10}
         query = sqlite_batches.CLAIMABLE_RUNS
-        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + query, params)]
-        scans = [step for step in plan if step.startswith("SCAN") and _is_table(step)]
+        plan, scans = sqlite_plan(conn, query, params, _TABLES)
         assert not scans, plan
         assert any("deliveries_pending_device" in step for step in plan), plan
         # And it answers: the first 10 of every device, up to the limit.
@@ -60,19 +57,11 @@ async def test_sqlite_ordered_batch_claim_walks_indexes(tmp_path: Path) -> None:
         conn.close()
 
 
-def _is_table(step: str) -> bool:
-    """A SCAN of a stored table (not of a CTE, a subquery or a constant row)."""
-    name = step.split()[1]
-    return name in {"events", "deliveries", "d", "e", "h", "n"}
+_TABLES = {"events", "deliveries", "d", "e", "h", "n"}  # the stored tables and their aliases
 
 
 async def test_postgres_ordered_batch_claim_walks_indexes(postgres: PostgresDatabase) -> None:
-    url = postgres.schema_url("batchplans")
-    async with opened(PostgresStore(url)):
-        pass
-    dsn, schema, _ = parse_postgres_url(url)
-    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
-    try:
+    async with migrated_postgres(postgres, "batchplans") as conn:
         total = PENDING + DELIVERED
         await conn.execute(
             f"""INSERT INTO events (id, type, source, device_id, occurred_at, received_at, body)
@@ -94,5 +83,3 @@ async def test_postgres_ordered_batch_claim_walks_indexes(postgres: PostgresData
         scans = [s for s in plan if "Seq Scan on deliveries" in s or "Seq Scan on events" in s]
         assert not scans, plan
         assert any("deliveries_pending_device" in step for step in plan), plan
-    finally:
-        await conn.close()

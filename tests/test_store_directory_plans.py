@@ -12,14 +12,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from bridge.core.presence import Presence
 from bridge.store.postgres import directory as pg_directory
-from bridge.store.postgres.store import PostgresStore, parse_postgres_url
 from bridge.store.sqlite import directory as sqlite_directory
 from bridge.store.sqlite.store import SQLiteStore
 from tests.store_contract import opened
+from tests.support.plans import migrated_postgres, sqlite_plan
 from tests.support.postgres import PostgresDatabase
 
 DEVICES = 20_000
@@ -63,26 +61,17 @@ async def test_sqlite_directory_queries_use_indexes(tmp_path: Path) -> None:
             (sqlite_directory._DELIVERIES, ('["evt_1"]',)),
         ]
         for query, bound in queries:
-            plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + query, bound)]
-            scans = [step for step in plan if step.startswith("SCAN") and _is_table(step)]
+            plan, scans = sqlite_plan(conn, query, bound, _TABLES)
             assert not scans, (query, plan)
     finally:
         conn.close()
 
 
-def _is_table(step: str) -> bool:
-    """A SCAN of a stored table (not of a CTE, a subquery or a constant row)."""
-    name = step.split()[1]
-    return name in {"events", "presence", "deliveries", "devices", "d", "p"}
+_TABLES = {"events", "presence", "deliveries", "devices", "d", "p"}  # stored tables, aliases
 
 
 async def test_postgres_directory_queries_use_indexes(postgres: PostgresDatabase) -> None:
-    url = postgres.schema_url("plans")
-    async with opened(PostgresStore(url)):
-        pass
-    dsn, schema, _ = parse_postgres_url(url)
-    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
-    try:
+    async with migrated_postgres(postgres, "plans") as conn:
         await conn.execute(
             f"""INSERT INTO events (id, type, source, device_id, occurred_at, received_at, body)
             SELECT 'evt_' || n, 't', 's', 'dev-' || (n % {DEVICES}), n, n, '\\x00'
@@ -116,5 +105,3 @@ async def test_postgres_directory_queries_use_indexes(postgres: PostgresDatabase
             plan = [row[0] for row in await conn.fetch("EXPLAIN " + query, *args)]
             scans = [step for step in plan if "Seq Scan" in step]
             assert not scans, (query, plan)
-    finally:
-        await conn.close()
