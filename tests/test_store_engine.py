@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 from bridge.errors import StoreUnavailable
+from bridge.store.sqlite.checkpoint import BACKSTOP_PAGES
 from bridge.store.sqlite.engine import SQLiteEngine
+from tests.support.waiting import wait_until
 
 
 def _prepare(conn: sqlite3.Connection) -> None:
@@ -88,4 +91,34 @@ async def test_a_cancelled_caller_does_not_stop_its_write(tmp_path: Path) -> Non
     await engine.write(lambda c: None, action="noop")
     stored = await engine.read(lambda c: [r[0] for r in c.execute("SELECT k FROM t")], action="r")
     assert stored == [7]
+    await engine.close(None)
+
+
+async def test_wal_checkpoints_run_off_the_writer_and_stop_with_the_store(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path / "s.db")
+    autocheckpoint = await engine.call(
+        lambda: engine._writer_conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    )
+    # The writer checkpoints only past the backstop; below it, the checkpointer does.
+    assert autocheckpoint == BACKSTOP_PAGES
+    for k in range(50):  # 50 commits, far fewer WAL frames than the backstop
+        await engine.write(
+            lambda conn, k=k: conn.execute("INSERT INTO t (k) VALUES (?)", (k,)), action="insert"
+        )
+    stats = engine.checkpoints
+    assert stats is not None
+    await wait_until(
+        lambda: bool(stats.runs and stats.wal_frames and stats.checkpointed == stats.wal_frames),
+        message="every WAL frame checkpointed",
+    )
+    assert stats.failures == 0
+    await engine.close(None)
+    assert engine.checkpoints is None
+    assert "hookbridge-store-checkpoint" not in {t.name for t in threading.enumerate()}
+
+
+async def test_a_read_only_engine_runs_no_checkpointer(tmp_path: Path) -> None:
+    await (await _engine(tmp_path / "s.db")).close(None)
+    engine = await _engine(tmp_path / "s.db", read_only=True)
+    assert engine.checkpoints is None
     await engine.close(None)

@@ -25,6 +25,7 @@ from typing import TypeVar, cast
 from urllib.parse import quote
 
 from bridge.errors import StoreError, StoreUnavailable
+from bridge.store.sqlite.checkpoint import BACKSTOP_PAGES, Checkpointer, CheckpointStats
 
 __all__ = ["SQLiteEngine", "translate"]
 
@@ -139,6 +140,7 @@ class SQLiteEngine:
         self._lock = threading.Lock()
         self._jobs: list[_Job] = []  # writes waiting for the writer thread
         self._draining = False  # a drain is queued or running on the writer thread
+        self._checkpointer: Checkpointer | None = None
 
     def connect(self, *, check_same_thread: bool = True) -> sqlite3.Connection:
         """A new connection to the file (``mode=ro`` for a read-only store)."""
@@ -167,6 +169,11 @@ class SQLiteEngine:
     def is_open(self) -> bool:
         return self._writer is not None
 
+    @property
+    def checkpoints(self) -> CheckpointStats | None:
+        """What the WAL checkpointer has done; None while closed or read-only."""
+        return None if self._checkpointer is None else self._checkpointer.stats
+
     async def open(self, prepare: Callable[[sqlite3.Connection], None]) -> None:
         """Start the threads; ``prepare`` sets the writer connection up (on its thread)."""
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookbridge-store")
@@ -190,6 +197,12 @@ class SQLiteEngine:
             conn.close()
             raise
         self._conn = conn
+        if not self.read_only:
+            # Checkpoints run on a thread of their own (bridge.store.sqlite.checkpoint);
+            # the writer checkpoints only past the backstop.
+            conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+            self._checkpointer = Checkpointer(self.connect)
+            self._checkpointer.start()
 
     async def close(self, last: Callable[[sqlite3.Connection], None] | None) -> None:
         """Run ``last`` on the writer (best effort), then close every connection."""
@@ -202,6 +215,9 @@ class SQLiteEngine:
                 conn.close()
             self._reader_conns.clear()
         self._local = threading.local()
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            await asyncio.to_thread(checkpointer.stop)  # a checkpoint under way ends first
         if writer is None:
             return
         loop = asyncio.get_running_loop()
@@ -269,6 +285,8 @@ class SQLiteEngine:
                     outcomes = _coalesced(conn, jobs)
             except Exception as exc:  # noqa: BLE001 - no writer connection: all fail alike
                 outcomes = [(future, None, exc) for _, _, future in jobs]
+            if self._checkpointer is not None:
+                self._checkpointer.note_commit()
             loop.call_soon_threadsafe(_settle, outcomes)
 
     async def read(self, work: Callable[[sqlite3.Connection], T], *, action: str) -> T:
