@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
 
+from bridge.cli import settle_memory
 from tests.conftest import SECRET, bridge_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.process import BridgeProcess, started_bridge
@@ -138,3 +140,14 @@ def test_missing_env_and_bad_yaml_are_config_errors(tmp_path: Path) -> None:
         done = _check_config(path)
         assert done.returncode == 2
         assert expected in done.stderr
+
+
+def test_the_run_command_freezes_what_start_up_made_and_collects_young_objects_rarely() -> None:
+    threshold = gc.get_threshold()
+    try:
+        settle_memory()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (50_000, 50, 100)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
