@@ -55,6 +55,7 @@ __all__ = [
     "ReplayNote",
     "decode_outbox_cursor",
     "encode_outbox_cursor",
+    "insert_values",
     "message_from_row",
     "outcome_values",
     "page_and_cursor",
@@ -188,6 +189,22 @@ def outcome_values(
     if outcome.retry_at is None:
         return OutboxStatus.DEAD.value, None, None, TOO_OLD, outcome.error
     return OutboxStatus.PENDING.value, outcome.retry_at, None, None, outcome.error
+
+
+def insert_values(
+    message: OutboxMessage, now: float
+) -> tuple[str, str, str, bytes, float, float, float]:
+    """A new message's row values as the backends' inserts number them: (id, source, topic,
+    payload, created_at, now, max_age), created_at also being its first due time."""
+    return (
+        message.id,
+        message.source,
+        message.topic,
+        message.payload,
+        message.created_at,
+        now,
+        message.max_age,
+    )
 
 
 _CURSOR = "outbox:"
