@@ -24,6 +24,7 @@ from bridge.store.common import (
 from bridge.store.ids import new_delivery_ids
 from bridge.store.leases import dedupe_since, next_watermark
 from bridge.store.postgres import device, directory, leases
+from bridge.store.postgres.connect import columns
 from bridge.store.postgres.leases import LEASE_DUE, LEASE_LAPSED
 from bridge.store.postgres.replies import commit_replies
 from bridge.store.rows import (
@@ -177,11 +178,7 @@ async def ingest(conn: Any, batch: IngestBatch) -> IngestResult:
     if rejected:
         await conn.execute(
             _INSERT_REJECTED,
-            [r.received_at for r in rejected],
-            [r.topic for r in rejected],
-            [r.payload for r in rejected],
-            [r.reason for r in rejected],
-            [r.detail for r in rejected],
+            *columns(rejected, "received_at topic payload reason detail"),
         )
     from_batch = sum(1 for item in fresh if id(item) not in synthetic)
     return IngestResult(
@@ -249,13 +246,9 @@ async def record_attempts(
     records = [record for record, _ in results]
     await conn.execute(
         _INSERT_ATTEMPTS,
-        [r.delivery_id for r in records],
-        [r.attempt for r in records],
-        [r.started_at for r in records],
-        [r.latency_ms for r in records],
-        [r.status_code for r in records],
-        [r.error for r in records],
-        [r.response_excerpt for r in records],
+        *columns(
+            records, "delivery_id attempt started_at latency_ms status_code error response_excerpt"
+        ),
     )
     statuses: list[str] = []
     next_ats: list[float | None] = []
