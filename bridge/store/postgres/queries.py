@@ -13,14 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.core.events import Event
-from bridge.store.common import (
-    DELIVERY_COLUMNS,
-    FROM_DELIVERIES,
-    event_values,
-    not_yet_stored,
-    outcome_values,
-    redelivery_hashes,
-)
+from bridge.store import common
 from bridge.store.ids import new_delivery_ids
 from bridge.store.leases import dedupe_since, next_watermark
 from bridge.store.postgres import device, directory, leases
@@ -141,13 +134,13 @@ async def _not_yet_stored(
     if accepted:
         rows = await conn.fetch(_EXISTING_IDS, [a.event.id for a in accepted])
         stored_ids = {row[0] for row in rows}
-    redelivered = redelivery_hashes(accepted)
+    redelivered = common.redelivery_hashes(accepted)
     stored_hashes: set[str] = set()
     if redelivered:
         since = dedupe_since(await conn.fetchval(leases.GET_WATERMARK, owner), now)
         rows = await conn.fetch(_KNOWN_HASHES, redelivered, since)
         stored_hashes = {row[0] for row in rows}
-    return not_yet_stored(accepted, stored_ids, stored_hashes)
+    return common.not_yet_stored(accepted, stored_ids, stored_hashes)
 
 
 async def ingest(conn: Any, batch: IngestBatch) -> IngestResult:
@@ -207,7 +200,7 @@ async def store_items(
     if unique:
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
         for item in unique:
-            values = event_values(item.event, item.received_at, item.content_hash)
+            values = common.event_values(item.event, item.received_at, item.content_hash)
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
         inserted = {row[0] for row in await conn.fetch(_INSERT_EVENTS, *columns)}
@@ -254,7 +247,7 @@ async def record_attempts(
     next_ats: list[float | None] = []
     reasons: list[str | None] = []
     for record, outcome in results:
-        status, next_at, reason = outcome_values(record, outcome, now)
+        status, next_at, reason = common.outcome_values(record, outcome, now)
         statuses.append(status)
         next_ats.append(next_at)
         reasons.append(reason)
@@ -278,7 +271,9 @@ async def create_deliveries(
     conn: Any, event: Event, subscriptions: Sequence[str], now: float
 ) -> list[Delivery]:
     """Store ``event`` if missing; one new pending, unleased delivery per subscription."""
-    await conn.execute(_INSERT_EVENTS, *([value] for value in event_values(event, now, None)))
+    await conn.execute(
+        _INSERT_EVENTS, *([value] for value in common.event_values(event, now, None))
+    )
     ids = new_delivery_ids(now, len(subscriptions))
     if ids:
         await conn.execute(
@@ -331,7 +326,7 @@ def list_deliveries_query(
     params.append(limit)
     condition = f"WHERE {' AND '.join(where)}" if where else ""
     query = (
-        f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} {condition} "
+        f"SELECT {common.DELIVERY_COLUMNS} {common.FROM_DELIVERIES} {condition} "
         f"ORDER BY d.id DESC LIMIT ${len(params)}"
     )
     return query, params
