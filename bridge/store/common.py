@@ -42,6 +42,7 @@ __all__ = [
     "DEVICE_COLUMNS",
     "DEVICE_DELIVERY_COLUMNS",
     "DEVICE_EVENT_COLUMNS",
+    "DEVICE_NOTED",
     "DEVICE_SUMMARY_COLUMNS",
     "FROM_DELIVERIES",
     "PRESENCE_COLUMNS",
@@ -351,6 +352,13 @@ DEVICE_SUMMARY_COLUMNS = """d.device_id, p.state, p.changed_at, p.last_seen, p.r
 # The columns ``device_rows`` gives values for, in its order.
 DEVICE_COLUMNS = """device_id, first_seen, last_event_id, last_event_type, last_event_at,
     last_received_at"""
+# What noting a known device changes: its latest event, which only moves forward (two
+# batches may commit out of order). SQLite and PostgreSQL spell the upsert alike.
+DEVICE_NOTED = """ON CONFLICT (device_id) DO UPDATE SET last_event_id = excluded.last_event_id,
+      last_event_type = excluded.last_event_type, last_event_at = excluded.last_event_at,
+      last_received_at = excluded.last_received_at
+    WHERE devices.last_received_at IS NULL
+       OR excluded.last_received_at >= devices.last_received_at"""
 # An event of a device's history, and the deliveries of those events.
 DEVICE_EVENT_COLUMNS = "id, type, occurred_at, received_at"
 DEVICE_DELIVERY_COLUMNS = """event_id, id, subscription, status, attempts, created_at,
