@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.core.events import Event
+from bridge.core.outcomes import AttemptOutcome, DeliveryStatus
 from bridge.store import common
 from bridge.store.ids import new_delivery_ids
 from bridge.store.leases import dedupe_since, next_watermark
@@ -20,15 +21,7 @@ from bridge.store.postgres import device, directory, leases
 from bridge.store.postgres.connect import columns
 from bridge.store.postgres.leases import LEASE_DUE, LEASE_LAPSED
 from bridge.store.postgres.replies import commit_replies
-from bridge.store.rows import (
-    Accepted,
-    AttemptOutcome,
-    AttemptRecord,
-    Delivery,
-    DeliveryStatus,
-    IngestBatch,
-    IngestResult,
-)
+from bridge.store.rows import Accepted, AttemptRecord, Delivery, IngestBatch, IngestResult
 
 __all__ = [
     "create_deliveries",
