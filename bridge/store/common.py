@@ -20,6 +20,7 @@ from bridge.core.events import Event
 from bridge.core.presence import Observation, Presence, PresenceState, decide
 from bridge.core.trace import EventContext
 from bridge.errors import StoreError
+from bridge.store import pages
 from bridge.store.ids import DELIVERY_ID_PREFIX
 from bridge.store.rows import (
     Accepted,
@@ -321,11 +322,8 @@ def delivery_filters(
 
 
 def page_and_cursor(rows: list[Delivery], limit: int) -> tuple[list[Delivery], str | None]:
-    """One page out of up to ``limit + 1`` rows, and the cursor of the next page if any."""
-    if len(rows) > limit:
-        page = rows[:limit]
-        return page, encode_cursor(page[-1].id)
-    return rows, None
+    """One page of deliveries out of up to ``limit + 1``, and the next page's cursor if any."""
+    return pages.page_and_cursor(rows, limit, lambda delivery: encode_cursor(delivery.id))
 
 
 def encode_cursor(delivery_id: str) -> str:
@@ -475,11 +473,8 @@ def device_page(
 def device_page_and_cursor(
     rows: list[DeviceSummary], limit: int
 ) -> tuple[list[DeviceSummary], str | None]:
-    """One page out of up to ``limit + 1`` devices, and the cursor of the next page if any."""
-    if len(rows) > limit:
-        page = rows[:limit]
-        return page, encode_device_cursor(page[-1].device_id)
-    return rows, None
+    """One page of devices out of up to ``limit + 1``, and the next page's cursor if any."""
+    return pages.page_and_cursor(rows, limit, lambda device: encode_device_cursor(device.device_id))
 
 
 def encode_device_cursor(device_id: str) -> str:

@@ -40,6 +40,7 @@ from enum import StrEnum
 from typing import Any
 
 from bridge.errors import StoreError
+from bridge.store import pages
 
 __all__ = [
     "OUTBOX_COLUMNS",
@@ -228,11 +229,8 @@ def decode_outbox_cursor(cursor: str) -> int:
 def page_and_cursor(
     rows: list[OutboxMessage], limit: int
 ) -> tuple[list[OutboxMessage], str | None]:
-    """One page out of up to ``limit + 1`` rows, and the cursor of the next page if any."""
-    if len(rows) > limit:
-        page = rows[:limit]
-        return page, encode_outbox_cursor(page[-1].seq)
-    return rows, None
+    """One page of messages out of up to ``limit + 1``, and the next page's cursor if any."""
+    return pages.page_and_cursor(rows, limit, lambda message: encode_outbox_cursor(message.seq))
 
 
 OUTBOX_OPERATIONS = frozenset(
