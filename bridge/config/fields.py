@@ -14,31 +14,24 @@ from bridge.config.units import Rate, format_duration, parse_duration, parse_rat
 
 __all__ = ["Duration", "RateLimit", "Size"]
 
+
+def _number_or_text(number_type: str, pattern: str) -> WithJsonSchema:
+    """What a user may write: a bare number (of the base unit), or text with a unit."""
+    return WithJsonSchema(
+        {"anyOf": [{"type": number_type, "minimum": 0}, {"type": "string", "pattern": pattern}]}
+    )
+
+
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
-    # What a user writes: seconds as a number, or text with a unit.
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"},
-            ]
-        }
-    ),
+    _number_or_text("number", r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"),
 ]
 Size = Annotated[
     int,
     BeforeValidator(parse_size),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([bB]|[kKmMgG][bB])?\s*$"},
-            ]
-        }
-    ),
+    _number_or_text("integer", r"^\s*\d+(\.\d+)?\s*([bB]|[kKmMgG][bB])?\s*$"),
 ]
 RateLimit = Annotated[
     Rate,
