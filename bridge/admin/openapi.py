@@ -105,6 +105,11 @@ def _page_of(key: str, schema: str) -> dict[str, Any]:
     }
 
 
+def _again(summary: str, ok: dict[str, Any], parameter: dict[str, Any]) -> dict[str, Any]:
+    """Sending one resource again: 404 for an unknown one, 409 for one still pending."""
+    return _op(summary, ok, errors=(401, 404, 409), parameters=[parameter])
+
+
 _OUTBOX_STATUS = {"type": "string", "enum": ["pending", "published", "dead"]}
 _MESSAGE = _path_param("message_id", "Inbound message id (inb_…)")
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -341,11 +346,8 @@ _PATHS: dict[str, Any] = {
         )
     },
     "/api/deliveries/{delivery_id}/retry": {
-        "post": _op(
-            "Make a dead or delivered delivery due now",
-            _ok("the delivery", "Delivery"),
-            errors=(401, 404, 409),
-            parameters=[_DELIVERY],
+        "post": _again(
+            "Make a dead or delivered delivery due now", _ok("the delivery", "Delivery"), _DELIVERY
         )
     },
     "/api/replay": {
@@ -416,12 +418,11 @@ _PATHS: dict[str, Any] = {
         )
     },
     "/api/inbound/{message_id}/replay": {
-        "post": _op(
+        "post": _again(
             "Publish a dead or published inbound message again, due now, its max_age"
             " counted from now",
             _ok("the message", "InboundMessage"),
-            errors=(401, 404, 409),
-            parameters=[_MESSAGE],
+            _MESSAGE,
         )
     },
     "/api/rejected": {
