@@ -16,7 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Concatenate, ParamSpec
 
@@ -162,7 +162,7 @@ class Api:
     admin API is, and how its answers print."""
 
     url: str | None
-    token: str | None
+    token: str | None = field(repr=False)  # a secret: never in a repr
     config: Path | None
     as_json: bool
 
