@@ -18,7 +18,14 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.admin.params import cursor_errors, enum_param, iso, json_response, page_limit
+from bridge.admin.params import (
+    cursor_errors,
+    enum_param,
+    iso,
+    json_response,
+    page_limit,
+    progress_json,
+)
 from bridge.admin.routes import BRIDGE_KEY
 from bridge.errors import Conflict, NotFound
 from bridge.store.outbox import OutboxMessage, OutboxStatus
@@ -32,12 +39,7 @@ def inbound_message_json(message: OutboxMessage, *, payload: bool = False) -> di
         "id": message.id,
         "inbound": message.source,
         "topic": message.topic,
-        "status": message.status.value,
-        "attempts": message.attempts,
-        "created_at": iso(message.created_at),
-        "next_attempt_at": iso(message.next_attempt_at)
-        if message.status is OutboxStatus.PENDING
-        else None,
+        **progress_json(message),
         "published_at": iso(message.published_at),
         "expires_at": iso(message.expires_at),
         "dead_reason": message.dead_reason,

@@ -8,6 +8,7 @@ on the global registry.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -57,101 +58,88 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.messages_received = Counter(
-            "hookbridge_messages_received", "MQTT messages received", registry=r
+        # Every metric registers here, not on prometheus_client's global registry.
+        counter = partial(Counter, registry=self.registry)
+        gauge = partial(Gauge, registry=self.registry)
+        histogram = partial(Histogram, registry=self.registry)
+        by_subscription = ["subscription"]
+        self.messages_received = counter("hookbridge_messages_received", "MQTT messages received")
+        self.events_received = counter(
+            "hookbridge_events_received", "Events accepted, by type", ["type"]
         )
-        self.events_received = Counter(
-            "hookbridge_events_received", "Events accepted, by type", ["type"], registry=r
+        self.events_duplicate = counter(
+            "hookbridge_events_duplicate", "Events already stored (redeliveries)"
         )
-        self.events_duplicate = Counter(
-            "hookbridge_events_duplicate", "Events already stored (redeliveries)", registry=r
+        self.rejected = counter(
+            "hookbridge_messages_rejected", "Messages rejected, by reason", ["reason"]
         )
-        self.rejected = Counter(
-            "hookbridge_messages_rejected", "Messages rejected, by reason", ["reason"], registry=r
-        )
-        self.deliveries = Counter(
+        self.deliveries = counter(
             "hookbridge_deliveries",
             "Delivery attempts, by subscription and outcome",
             ["subscription", "outcome"],
-            registry=r,
         )
-        self.attempt_latency = Histogram(
+        self.attempt_latency = histogram(
             "hookbridge_attempt_latency_seconds",
             "HTTP attempt latency",
-            ["subscription"],
+            by_subscription,
             buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
-        self.end_to_end_latency = Histogram(
+        self.end_to_end_latency = histogram(
             "hookbridge_end_to_end_latency_seconds",
             "From MQTT receipt to a 2xx answer",
-            ["subscription"],
+            by_subscription,
             buckets=_E2E_BUCKETS,
-            registry=r,
         )
-        self.freshness = Histogram(
+        self.freshness = histogram(
             "hookbridge_delivery_freshness_seconds",
             "From the device's publish time (when its clock is sane, else the receipt) "
             "to the receiver's 2xx",
-            ["subscription"],
+            by_subscription,
             buckets=_E2E_BUCKETS,
-            registry=r,
         )
-        self.queue_depth = Gauge(
-            "hookbridge_queue_depth", "Pending deliveries", ["subscription"], registry=r
-        )
-        self.oldest_pending_age = Gauge(
+        self.queue_depth = gauge("hookbridge_queue_depth", "Pending deliveries", by_subscription)
+        self.oldest_pending_age = gauge(
             "hookbridge_oldest_pending_age_seconds",
             "Age of the oldest pending delivery (0 when none is pending)",
-            ["subscription"],
-            registry=r,
+            by_subscription,
         )
-        self.in_flight = Gauge(
-            "hookbridge_in_flight", "Attempts in flight", ["subscription"], registry=r
+        self.in_flight = gauge("hookbridge_in_flight", "Attempts in flight", by_subscription)
+        self.dead = counter(
+            "hookbridge_deliveries_dead", "Deliveries that went dead", by_subscription
         )
-        self.dead = Counter(
-            "hookbridge_deliveries_dead", "Deliveries that went dead", ["subscription"], registry=r
-        )
-        self.too_old = Counter(
+        self.too_old = counter(
             "hookbridge_deliveries_too_old",
             "Deliveries that went dead unsent, held longer than retention.max_event_age",
-            ["subscription"],
-            registry=r,
+            by_subscription,
         )
-        self.subscription_disabled = Gauge(
+        self.subscription_disabled = gauge(
             "hookbridge_subscription_disabled",
             "1 when the subscription is disabled",
-            ["subscription"],
-            registry=r,
+            by_subscription,
         )
-        self.circuit_open = Gauge(
+        self.circuit_open = gauge(
             "hookbridge_circuit_open",
             "1 while the subscription's circuit breaker is open",
-            ["subscription"],
-            registry=r,
+            by_subscription,
         )
-        self.broker_connected = Gauge(
-            "hookbridge_broker_connected", "1 while connected to the broker", registry=r
+        self.broker_connected = gauge(
+            "hookbridge_broker_connected", "1 while connected to the broker"
         )
-        self.store_commit_latency = Histogram(
+        self.store_commit_latency = histogram(
             "hookbridge_store_commit_seconds",
             "Time to commit one ingest batch",
             buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
-        self.ingest_batch_size = Histogram(
+        self.ingest_batch_size = histogram(
             "hookbridge_ingest_batch_size",
             "Messages per ingest commit",
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
-            registry=r,
         )
 
-        self.concurrency_limit = Gauge(
+        self.concurrency_limit = gauge(
             "hookbridge_concurrency_limit",
             "Attempts the adaptive limit lets be in flight at once",
-            ["subscription"],
-            registry=r,
+            by_subscription,
         )
 
     def render(self) -> bytes:

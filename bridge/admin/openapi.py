@@ -81,6 +81,35 @@ def _on_one(summary: str, ok: dict[str, Any], parameter: dict[str, Any]) -> dict
     return _op(summary, ok, errors=(401, 404), parameters=[parameter])
 
 
+_DASHBOARD = _op(
+    "The dashboard page",
+    {"description": "HTML", "content": {"text/html": {}}},
+    errors=(),
+    secured=False,
+)
+# The query parameters of a cursor-paged list.
+_PAGE = [
+    _query("cursor", "next_cursor of the previous page", {"type": "string"}),
+    _query("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 500}),
+]
+
+
+def _page_of(key: str, schema: str) -> dict[str, Any]:
+    """The schema of one page of a cursor-paged list: its items under ``key``."""
+    return {
+        "type": "object",
+        "properties": {
+            key: {"type": "array", "items": {"$ref": f"#/components/schemas/{schema}"}},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    }
+
+
+def _again(summary: str, ok: dict[str, Any], parameter: dict[str, Any]) -> dict[str, Any]:
+    """Sending one resource again: 404 for an unknown one, 409 for one still pending."""
+    return _op(summary, ok, errors=(401, 404, 409), parameters=[parameter])
+
+
 _OUTBOX_STATUS = {"type": "string", "enum": ["pending", "published", "dead"]}
 _MESSAGE = _path_param("message_id", "Inbound message id (inb_…)")
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -108,16 +137,7 @@ _SCHEMAS: dict[str, Any] = {
             "payload": {"type": "string", "description": "The body (GET of one message only)"},
         },
     },
-    "InboundPage": {
-        "type": "object",
-        "properties": {
-            "messages": {
-                "type": "array",
-                "items": {"$ref": "#/components/schemas/InboundMessage"},
-            },
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    },
+    "InboundPage": _page_of("messages", "InboundMessage"),
     "Error": {
         "type": "object",
         "required": ["error"],
@@ -143,13 +163,7 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
-    "DeliveryPage": {
-        "type": "object",
-        "properties": {
-            "deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/Delivery"}},
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    },
+    "DeliveryPage": _page_of("deliveries", "Delivery"),
     "EventSummary": {
         "type": "object",
         "properties": {
@@ -174,13 +188,7 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
-    "DevicePage": {
-        "type": "object",
-        "properties": {
-            "devices": {"type": "array", "items": {"$ref": "#/components/schemas/Device"}},
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    },
+    "DevicePage": _page_of("devices", "Device"),
     "DeviceDetail": {
         "type": "object",
         "description": "A Device with its recent events, newest first, and where each of"
@@ -288,22 +296,8 @@ _PATHS: dict[str, Any] = {
             {"description": "text exposition format", "content": {"text/plain": {}}},
         )
     },
-    "/": {
-        "get": _op(
-            "The dashboard page",
-            {"description": "HTML", "content": {"text/html": {}}},
-            errors=(),
-            secured=False,
-        )
-    },
-    "/dashboard": {
-        "get": _op(
-            "The dashboard page",
-            {"description": "HTML", "content": {"text/html": {}}},
-            errors=(),
-            secured=False,
-        )
-    },
+    "/": {"get": _DASHBOARD},
+    "/dashboard": {"get": _DASHBOARD},
     "/api/openapi.json": {"get": _op("This document", _ok("OpenAPI 3 document"))},
     "/api/subscriptions": {"get": _op("Subscriptions with their health", _ok("subscriptions"))},
     "/api/subscriptions/{name}/disable": {
@@ -342,8 +336,7 @@ _PATHS: dict[str, Any] = {
                 _query("status", "Only this status", _STATUS),
                 _query("since", "Created at or after", _TIME),
                 _query("until", "Created before", _TIME),
-                _query("cursor", "next_cursor of the previous page", {"type": "string"}),
-                _query("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 500}),
+                *_PAGE,
             ],
         )
     },
@@ -353,11 +346,8 @@ _PATHS: dict[str, Any] = {
         )
     },
     "/api/deliveries/{delivery_id}/retry": {
-        "post": _op(
-            "Make a dead or delivered delivery due now",
-            _ok("the delivery", "Delivery"),
-            errors=(401, 404, 409),
-            parameters=[_DELIVERY],
+        "post": _again(
+            "Make a dead or delivered delivery due now", _ok("the delivery", "Delivery"), _DELIVERY
         )
     },
     "/api/replay": {
@@ -385,8 +375,7 @@ _PATHS: dict[str, Any] = {
                     "Only device ids starting with this (matched literally)",
                     {"type": "string", "maxLength": 256},
                 ),
-                _query("cursor", "next_cursor of the previous page", {"type": "string"}),
-                _query("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 500}),
+                *_PAGE,
             ],
         )
     },
@@ -419,8 +408,7 @@ _PATHS: dict[str, Any] = {
             parameters=[
                 _query("status", "Only this status", _OUTBOX_STATUS),
                 _query("inbound", "Only this inbound entry", {"type": "string"}),
-                _query("cursor", "next_cursor of the previous page", {"type": "string"}),
-                _query("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 500}),
+                *_PAGE,
             ],
         )
     },
@@ -430,12 +418,11 @@ _PATHS: dict[str, Any] = {
         )
     },
     "/api/inbound/{message_id}/replay": {
-        "post": _op(
+        "post": _again(
             "Publish a dead or published inbound message again, due now, its max_age"
             " counted from now",
             _ok("the message", "InboundMessage"),
-            errors=(401, 404, 409),
-            parameters=[_MESSAGE],
+            _MESSAGE,
         )
     },
     "/api/rejected": {

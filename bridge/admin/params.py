@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from aiohttp import web
@@ -28,6 +28,7 @@ __all__ = [
     "json_response",
     "page_limit",
     "parse_time",
+    "progress_json",
 ]
 
 MAX_LIMIT = 500
@@ -42,6 +43,31 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 def iso(epoch: float | None) -> str | None:
     return None if epoch is None else format_timestamp(datetime.fromtimestamp(epoch, UTC))
+
+
+class _Retried(Protocol):
+    """A delivery or an outbox message: something tried until it is done or dead."""
+
+    @property
+    def status(self) -> Enum: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def created_at(self) -> float: ...
+    @property
+    def next_attempt_at(self) -> float | None: ...
+
+
+def progress_json(item: _Retried) -> dict[str, Any]:
+    """Where a delivery or an outbox message stands, as the API shows both: the next
+    attempt's time only while it is pending."""
+    pending = item.status.value == "pending"
+    return {
+        "status": item.status.value,
+        "attempts": item.attempts,
+        "created_at": iso(item.created_at),
+        "next_attempt_at": iso(item.next_attempt_at) if pending else None,
+    }
 
 
 def parse_time(text: str, name: str) -> float:

@@ -24,6 +24,7 @@ from bridge.admin.params import (
     json_response,
     page_limit,
     parse_time,
+    progress_json,
 )
 from bridge.config import Subscription
 from bridge.core.presence import Presence
@@ -66,12 +67,7 @@ def delivery_json(delivery: Delivery, batch_id: str | None = None) -> dict[str, 
         "event_id": delivery.event_id,
         "event_type": delivery.event.type,
         "subscription": delivery.subscription,
-        "status": delivery.status.value,
-        "attempts": delivery.attempts,
-        "created_at": iso(delivery.created_at),
-        "next_attempt_at": iso(delivery.next_attempt_at)
-        if delivery.status is DeliveryStatus.PENDING
-        else None,
+        **progress_json(delivery),
         "dead_reason": delivery.dead_reason,
         "last_status_code": delivery.last_status_code,
         "last_error": delivery.last_error,

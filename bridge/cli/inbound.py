@@ -2,26 +2,16 @@
 pipe replies) on its way to the broker.
 
 Talks to a running bridge's admin API like the other operator commands (see
-:mod:`bridge.cli.admin` for where the API is found and how answers print).
+the options of :mod:`bridge.cli.api`: where the API is, and how answers print).
 """
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import Annotated, Any
 
 import typer
 
-from bridge.cli.admin import (
-    ConfigOption,
-    JsonOption,
-    TokenOption,
-    UrlOption,
-    call_api,
-    emit,
-    query,
-    table,
-)
+from bridge.cli.api import Api, api_command, query, quote, table
 
 __all__ = ["inbound_app"]
 
@@ -43,21 +33,19 @@ def _status(message: dict[str, Any]) -> str:
 
 
 @inbound_app.command("list")
-def inbound_list(  # noqa: PLR0917 - typer takes each option as a parameter
+@api_command
+def inbound_list(
+    api: Api,
     status: Annotated[str | None, typer.Option(help="pending, published or dead.")] = None,
     inbound: Annotated[
         str | None, typer.Option(help="Only this inbound entry (or pipe subscription).")
     ] = None,
     limit: Annotated[int, typer.Option(help="Page size.")] = 50,
     cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page.")] = None,
-    url: UrlOption = None,
-    token: TokenOption = None,
-    config: ConfigOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """List inbound messages and pipe replies, newest first."""
     path = query("/api/inbound", status=status, inbound=inbound, limit=limit, cursor=cursor)
-    answer = call_api(url, token, config, "GET", path=path)
+    answer = api.call("GET", path=path)
     rows = [
         (
             m["id"],
@@ -74,21 +62,17 @@ def inbound_list(  # noqa: PLR0917 - typer takes each option as a parameter
     text = table(rows, header) if rows else "no inbound messages"
     if answer.get("next_cursor"):
         text += f"\nmore: --cursor {answer['next_cursor']}"
-    emit(as_json, answer, text)
+    api.emit(answer, text)
 
 
 @inbound_app.command("show")
+@api_command
 def inbound_show(
+    api: Api,
     message_id: Annotated[str, typer.Argument(help="Message id (inb_…).")],
-    url: UrlOption = None,
-    token: TokenOption = None,
-    config: ConfigOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """One inbound message: where it stands, its last error and its payload."""
-    m = call_api(
-        url, token, config, "GET", path=f"/api/inbound/{urllib.parse.quote(message_id, '')}"
-    )
+    m = api.call("GET", path=f"/api/inbound/{quote(message_id)}")
     lines = [
         f"message     {m['id']}",
         f"source      {_source(m)}",
@@ -104,18 +88,16 @@ def inbound_show(
         "",
         m.get("payload") or "",
     ]
-    emit(as_json, m, "\n".join(lines))
+    api.emit(m, "\n".join(lines))
 
 
 @inbound_app.command("replay")
+@api_command
 def inbound_replay(
+    api: Api,
     message_id: Annotated[str, typer.Argument(help="Message id (inb_…).")],
-    url: UrlOption = None,
-    token: TokenOption = None,
-    config: ConfigOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """Publish a dead (or published) message again; its max_age counts from now."""
-    path = f"/api/inbound/{urllib.parse.quote(message_id, '')}/replay"
-    m = call_api(url, token, config, "POST", path=path)
-    emit(as_json, m, f"{m['id']}: {_status(m)}, due now")
+    path = f"/api/inbound/{quote(message_id)}/replay"
+    m = api.call("POST", path=path)
+    api.emit(m, f"{m['id']}: {_status(m)}, due now")

@@ -1,4 +1,5 @@
-"""Field types the configuration models share: durations, sizes and rates as a user writes them.
+"""Field types the configuration models share: durations, sizes and rates as a user writes them,
+and values that go into a request header as written.
 
 Pure, like :mod:`bridge.config.models`: each type parses what a user writes
 (``30s``, ``256KB``, ``50/s``) and describes it in the JSON Schema.
@@ -8,37 +9,31 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer, SecretStr, WithJsonSchema
 
+from bridge.config.checks import check_clean, check_clean_secret
 from bridge.config.units import Rate, format_duration, parse_duration, parse_rate, parse_size
 
-__all__ = ["Duration", "RateLimit", "Size"]
+__all__ = ["CleanSecret", "CleanText", "Duration", "RateLimit", "Size"]
+
+
+def _number_or_text(number_type: str, pattern: str) -> WithJsonSchema:
+    """What a user may write: a bare number (of the base unit), or text with a unit."""
+    return WithJsonSchema(
+        {"anyOf": [{"type": number_type, "minimum": 0}, {"type": "string", "pattern": pattern}]}
+    )
+
 
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
-    # What a user writes: seconds as a number, or text with a unit.
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"},
-            ]
-        }
-    ),
+    _number_or_text("number", r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"),
 ]
 Size = Annotated[
     int,
     BeforeValidator(parse_size),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([bB]|[kKmMgG][bB])?\s*$"},
-            ]
-        }
-    ),
+    _number_or_text("integer", r"^\s*\d+(\.\d+)?\s*([bB]|[kKmMgG][bB])?\s*$"),
 ]
 RateLimit = Annotated[
     Rate,
@@ -48,3 +43,7 @@ RateLimit = Annotated[
         {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*/\s*\d*\.?\d*\s*(ms|s|m|h|d)\s*$"}
     ),
 ]
+
+# A user name, a client id, a token or a secret that goes into a header: no control characters.
+CleanText = Annotated[str, AfterValidator(check_clean)]
+CleanSecret = Annotated[SecretStr, AfterValidator(check_clean_secret)]

@@ -237,31 +237,47 @@ def load_config(path: str | os.PathLike[str]) -> Settings:
     return parse_config(_read_yaml(path), check_files=True)
 
 
+def _read_section(path: str | os.PathLike[str], key: str) -> Any:
+    """One top-level section of a configuration file, interpolated (None when absent);
+    only the variables it names must be set."""
+    raw = _read_yaml(path)
+    section = raw.get(key) if isinstance(raw, dict) else None
+    if section is None:
+        return None
+    missing: dict[str, str] = {}
+    section = _interpolate(section, key, missing)
+    if missing:
+        raise _section_error(
+            key,
+            [f"{place}: environment variable {name} is not set" for place, name in missing.items()],
+        )
+    return section
+
+
+def _section_error(key: str, problems: list[str]) -> ConfigError:
+    count = len(problems)
+    return ConfigError(
+        f"the {key} section has {count} problem{'s' if count != 1 else ''}", problems
+    )
+
+
 def load_api_settings(path: str | os.PathLike[str]) -> ApiSettings:
     """Only the ``api`` section of a configuration file, interpolating only it.
 
     What an operator command needs to reach a running bridge; the rest of
     the file (webhook secrets and their ``${VAR}``s included) is not read.
     """
-    raw = _read_yaml(path)
-    section = raw.get("api") if isinstance(raw, dict) else None
+    section = _read_section(path, "api")
     if section is None:
         return ApiSettings()
-    missing: dict[str, str] = {}
-    section = _interpolate(section, "api", missing)
-    problems = [
-        f"{place}: environment variable {name} is not set" for place, name in missing.items()
-    ]
-    if not problems:
-        try:
-            return ApiSettings.model_validate(section)
-        except ValidationError as exc:
-            problems = [
-                f"api.{p}" if not p.startswith("<root>") else "api" + p[6:]
-                for p in validation_problems(ApiSettings, exc)
-            ]
-    count = len(problems)
-    raise ConfigError(f"the api section has {count} problem{'s' if count != 1 else ''}", problems)
+    try:
+        return ApiSettings.model_validate(section)
+    except ValidationError as exc:
+        problems = [
+            f"api.{p}" if not p.startswith("<root>") else "api" + p[6:]
+            for p in validation_problems(ApiSettings, exc)
+        ]
+        raise _section_error("api", problems) from None
 
 
 def load_event_types(path: str | os.PathLike[str]) -> list[EventTypeDeclaration]:
@@ -270,21 +286,10 @@ def load_event_types(path: str | os.PathLike[str]) -> list[EventTypeDeclaration]
     What ``hookbridge events schema -c FILE`` needs: the rest of the file (and
     the variables it needs) is not read.
     """
-    raw = _read_yaml(path)
-    section = raw.get("event_types") if isinstance(raw, dict) else None
+    section = _read_section(path, "event_types")
     if section is None:
         return []
-    missing: dict[str, str] = {}
-    section = _interpolate(section, "event_types", missing)
-    problems = [
-        f"{place}: environment variable {name} is not set" for place, name in missing.items()
-    ]
-    if not problems:
-        try:
-            return Settings.model_validate({"event_types": section}).event_types
-        except ValidationError as exc:
-            problems = validation_problems(Settings, exc)
-    count = len(problems)
-    raise ConfigError(
-        f"the event_types section has {count} problem{'s' if count != 1 else ''}", problems
-    )
+    try:
+        return Settings.model_validate({"event_types": section}).event_types
+    except ValidationError as exc:
+        raise _section_error("event_types", validation_problems(Settings, exc)) from None

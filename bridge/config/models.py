@@ -25,7 +25,6 @@ from pydantic import (
 
 from bridge.config.batch import BatchSettings, batch_problem
 from bridge.config.checks import (
-    check_clean,
     check_clean_secret,
     check_http_url,
     check_webhook_secret,
@@ -34,7 +33,7 @@ from bridge.config.checks import (
     jmespath_problem,
 )
 from bridge.config.event_types import EventTypeDeclaration, TelemetrySettings
-from bridge.config.fields import Duration, RateLimit, Size
+from bridge.config.fields import CleanSecret, CleanText, Duration, RateLimit, Size
 from bridge.config.pipe import check_reply_topic, check_response_topics
 from bridge.config.templates import check_filter, check_template
 from bridge.errors import TemplateError
@@ -221,37 +220,25 @@ class Rule(_Model):
 
 class BearerAuth(_Model):
     type: Literal["bearer"]
-    token: SecretStr
-
-    _clean = field_validator("token")(check_clean_secret)
+    token: CleanSecret
 
 
 class BasicAuth(_Model):
     type: Literal["basic"]
-    username: str
-    password: SecretStr
-
-    _clean = field_validator("username")(check_clean)
-    _clean_secret = field_validator("password")(check_clean_secret)
+    username: CleanText
+    password: CleanSecret
 
 
 class OAuth2ClientCredentials(_Model):
     type: Literal["oauth2_client_credentials"]
     token_url: str = Field(pattern=r"^https?://[^\s/]+")
-    client_id: str
-    client_secret: SecretStr
-    scope: str | None = None
+    client_id: CleanText
+    client_secret: CleanSecret
+    scope: CleanText | None = None
     # A token is renewed this long before the expiry its endpoint announced.
     refresh_margin: Duration = 30.0
 
     _url = field_validator("token_url")(check_http_url)
-    _clean = field_validator("client_id")(check_clean)
-    _clean_secret = field_validator("client_secret")(check_clean_secret)
-
-    @field_validator("scope")
-    @classmethod
-    def _clean_scope(cls, value: str | None) -> str | None:
-        return None if value is None else check_clean(value)
 
 
 ReceiverAuth = Annotated[

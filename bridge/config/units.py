@@ -8,6 +8,7 @@ a secret pasted under the wrong key must not be printed back.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = ["Rate", "format_duration", "parse_duration", "parse_rate", "parse_size"]
@@ -15,6 +16,22 @@ __all__ = ["Rate", "format_duration", "parse_duration", "parse_rate", "parse_siz
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
 _NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def _scaled(
+    text: str, what: str, units: Mapping[str, float], default_unit: str, *, hint: tuple[str, str]
+) -> float:
+    """``text`` (a number and an optional unit, any case) in the base unit of ``units``;
+    ``hint``: examples, and the units by name, for the error messages."""
+    examples, unit_names = hint
+    match = _NUMBER_UNIT.match(text)
+    if match is None:
+        raise ValueError(f"not a {what}; use {examples}")
+    number, unit = match.groups()
+    factor = units.get(unit.lower() if unit else default_unit)
+    if factor is None:
+        raise ValueError(f"unknown {what} unit; use {unit_names}")
+    return float(number) * factor
 
 
 def parse_duration(value: object) -> float:
@@ -27,14 +44,8 @@ def parse_duration(value: object) -> float:
         return float(value)
     if not isinstance(value, str):
         raise ValueError("a duration must be a number of seconds or a string like '10s'")
-    match = _NUMBER_UNIT.match(value)
-    if match is None:
-        raise ValueError("not a duration; use e.g. 200ms, 10s, 5m, 2h, 7d")
-    number, unit = match.groups()
-    factor = _DURATION_UNITS.get(unit.lower() if unit else "s")
-    if factor is None:
-        raise ValueError("unknown duration unit; use ms, s, m, h or d")
-    return float(number) * factor
+    hint = ("e.g. 200ms, 10s, 5m, 2h, 7d", "ms, s, m, h or d")
+    return _scaled(value, "duration", _DURATION_UNITS, "s", hint=hint)
 
 
 def format_duration(seconds: float) -> str:
@@ -55,14 +66,8 @@ def parse_size(value: object) -> int:
         return value
     if not isinstance(value, str):
         raise ValueError("a size must be a number of bytes or a string like '256KB'")
-    match = _NUMBER_UNIT.match(value)
-    if match is None:
-        raise ValueError("not a size; use e.g. 512B, 256KB, 1MB")
-    number, unit = match.groups()
-    factor = _SIZE_UNITS.get(unit.lower() if unit else "b")
-    if factor is None:
-        raise ValueError("unknown size unit; use B, KB, MB or GB")
-    return int(float(number) * factor)
+    hint = ("e.g. 512B, 256KB, 1MB", "B, KB, MB or GB")
+    return int(_scaled(value, "size", _SIZE_UNITS, "b", hint=hint))
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,13 +77,21 @@ def _schema_checked(
         )
     if not errors:
         return data
-    listed = [
-        f"{_place(error.absolute_path)}: {error.message[:_MAX_ERROR_TEXT]}"
-        for error in errors[:_MAX_LISTED_ERRORS]
-    ]
-    if len(errors) > _MAX_LISTED_ERRORS:
-        listed.append(f"and {len(errors) - _MAX_LISTED_ERRORS} more")
-    return Rejected("invalid_fields", f"{event_type}: data_schema: " + "; ".join(listed))
+    return _invalid_fields(
+        f"{event_type}: data_schema: ",
+        [
+            f"{_place(error.absolute_path)}: {error.message[:_MAX_ERROR_TEXT]}"
+            for error in errors[:_MAX_LISTED_ERRORS]
+        ],
+        len(errors),
+    )
+
+
+def _invalid_fields(prefix: str, listed: list[str], count: int) -> Rejected:
+    """An ``invalid_fields`` rejection naming the first ``listed`` of ``count`` errors."""
+    if count > len(listed):
+        listed = [*listed, f"and {count - len(listed)} more"]
+    return Rejected("invalid_fields", prefix + "; ".join(listed))
 
 
 def _place(path: Iterable[object]) -> str:
@@ -100,13 +108,14 @@ def validated_data(event_type: str, fields: dict[str, Any]) -> dict[str, Any] | 
         data = model.model_validate(fields)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
-        listed = [
-            f"{'.'.join(str(part) for part in error['loc']) or 'data'}: {error['msg']}"
-            for error in errors[:_MAX_LISTED_ERRORS]
-        ]
-        if len(errors) > _MAX_LISTED_ERRORS:
-            listed.append(f"and {len(errors) - _MAX_LISTED_ERRORS} more")
-        return Rejected("invalid_fields", f"{event_type}: " + "; ".join(listed))
+        return _invalid_fields(
+            f"{event_type}: ",
+            [
+                f"{'.'.join(str(part) for part in error['loc']) or 'data'}: {error['msg']}"
+                for error in errors[:_MAX_LISTED_ERRORS]
+            ],
+            len(errors),
+        )
     dumped = data.model_dump(mode="json", exclude_none=True)
     # exclude_none is for the model's own unset fields; extra fields stay as sent.
     for key, value in (data.model_extra or {}).items():

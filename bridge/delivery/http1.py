@@ -111,19 +111,11 @@ def encode_request(
         return text.encode("latin-1") + body
     except UnicodeEncodeError:
         for name, value in headers.items():
-            if not value.isascii() and not _latin1(value):
+            if any(ord(char) > 0xFF for char in value):  # latin-1: the first 256 code points
                 raise HttpFailure(
                     f"header {name} has a value with characters outside latin-1, which HTTP refuses"
                 ) from None
         raise HttpFailure("the request line or Host cannot be encoded") from None
-
-
-def _latin1(text: str) -> bool:
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def connect_failure(error: OSError) -> str:

@@ -5,6 +5,8 @@ The pending gauges count the whole outbox (inbound messages and pipe replies).
 
 from __future__ import annotations
 
+from functools import partial
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from bridge.store.outbox import OutboxKind
@@ -16,56 +18,50 @@ class InboundMetrics:
     """Registered on the bridge's own registry (see :class:`bridge.admin.metrics.Metrics`)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        r = registry
-        self.accepted = Counter(
+        counter = partial(Counter, registry=registry)
+        gauge = partial(Gauge, registry=registry)
+        by_inbound, by_subscription = ["inbound"], ["subscription"]  # label names
+        self.accepted = counter(
             "hookbridge_inbound_accepted",
             "Inbound webhooks accepted (committed to the outbox), by inbound entry",
-            ["inbound"],
-            registry=r,
+            by_inbound,
         )
-        self.published = Counter(
+        self.published = counter(
             "hookbridge_inbound_published",
             "Inbound messages the broker acknowledged, by inbound entry",
-            ["inbound"],
-            registry=r,
+            by_inbound,
         )
-        self.failed = Counter(
+        self.failed = counter(
             "hookbridge_inbound_publish_failures",
             "Failed publish attempts of inbound messages (refused, timed out, disconnected)",
-            ["inbound"],
-            registry=r,
+            by_inbound,
         )
-        self.dead = Counter(
+        self.dead = counter(
             "hookbridge_inbound_dead",
             "Inbound messages given up on (older than max_age), by inbound entry",
-            ["inbound"],
-            registry=r,
+            by_inbound,
         )
-        self.replies_published = Counter(
+        self.replies_published = counter(
             "hookbridge_pipe_replies_published",
             "Pipe replies the broker acknowledged, by subscription",
-            ["subscription"],
-            registry=r,
+            by_subscription,
         )
-        self.replies_failed = Counter(
+        self.replies_failed = counter(
             "hookbridge_pipe_reply_publish_failures",
             "Failed publish attempts of pipe replies (refused, timed out, disconnected)",
-            ["subscription"],
-            registry=r,
+            by_subscription,
         )
-        self.replies_dead = Counter(
+        self.replies_dead = counter(
             "hookbridge_pipe_replies_dead",
             "Pipe replies given up on (past the request's expiry or reply_max_age)",
-            ["subscription"],
-            registry=r,
+            by_subscription,
         )
-        self.pending = Gauge(
-            "hookbridge_inbound_pending", "Inbound messages waiting to be published", registry=r
+        self.pending = gauge(
+            "hookbridge_inbound_pending", "Inbound messages waiting to be published"
         )
-        self.oldest_pending_age = Gauge(
+        self.oldest_pending_age = gauge(
             "hookbridge_inbound_oldest_pending_age_seconds",
             "Age of the oldest inbound message waiting to be published (0 when none)",
-            registry=r,
         )
 
     def published_of(self, kind: OutboxKind) -> Counter:

@@ -59,6 +59,11 @@ def _what(message: OutboxMessage) -> str:
     return "pipe reply" if message.kind is OutboxKind.REPLY else "inbound message"
 
 
+def _about(message: OutboxMessage) -> dict[str, str]:
+    """The log fields that say which message a line is about."""
+    return {"source": message.source, "id": message.id, "topic": message.topic}
+
+
 def retry_at(message: OutboxMessage, failures: int, now: float) -> float | None:
     """When to try again after ``failures`` failed attempts; None when no time is left."""
     if now >= message.expires_at:
@@ -160,13 +165,7 @@ class OutboxPublisher:
             )
         except BridgeError as exc:
             self._metrics.failed_of(message.kind).labels(message.source).inc()
-            log.warning(
-                f"{what} not published; will retry",
-                source=message.source,
-                id=message.id,
-                topic=message.topic,
-                error=str(exc),
-            )
+            log.warning(f"{what} not published; will retry", **_about(message), error=str(exc))
             return OutboxOutcome(
                 message.id,
                 message.lease_token,
@@ -181,12 +180,7 @@ class OutboxPublisher:
     async def _died(self, messages: Sequence[OutboxMessage], reason: str) -> None:
         for message in messages:
             self._metrics.dead_of(message.kind).labels(message.source).inc()
-            log.error(
-                f"{_what(message)} dead: not published within max_age",
-                source=message.source,
-                id=message.id,
-                topic=message.topic,
-            )
+            log.error(f"{_what(message)} dead: not published within max_age", **_about(message))
             reply = message.kind is OutboxKind.REPLY
             await self._alert(
                 "pipe_reply_dead" if reply else "inbound_dead",

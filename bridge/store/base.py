@@ -37,6 +37,7 @@ from bridge.core.events import Event
 from bridge.core.presence import Presence, PresenceState
 from bridge.errors import StoreError
 from bridge.store import common
+from bridge.store.leases import TAKEOVER_AFTER
 from bridge.store.outbox import OUTBOX_OPERATIONS, OutboxStore
 from bridge.store.rows import (
     Accepted,
@@ -104,7 +105,7 @@ class Store(OutboxStore, ABC):
     :class:`bridge.store.outbox.OutboxStore`'s)."""
 
     owner: str
-    takeover_after: float
+    takeover_after: float = TAKEOVER_AFTER  # a test may shorten it on one store
     _sources: ClassVar[tuple[ModuleType, ...]] = ()
     """Where a backend's operations are, looked up in this order."""
     _operations: ClassVar[dict[str, Callable[..., Any]]] = {}

@@ -20,6 +20,7 @@ from bridge.core.events import Event
 from bridge.core.presence import Observation, Presence, PresenceState, decide
 from bridge.core.trace import EventContext
 from bridge.errors import StoreError
+from bridge.store import pages
 from bridge.store.ids import DELIVERY_ID_PREFIX
 from bridge.store.rows import (
     Accepted,
@@ -42,6 +43,7 @@ __all__ = [
     "DEVICE_COLUMNS",
     "DEVICE_DELIVERY_COLUMNS",
     "DEVICE_EVENT_COLUMNS",
+    "DEVICE_NOTED",
     "DEVICE_SUMMARY_COLUMNS",
     "FROM_DELIVERIES",
     "PRESENCE_COLUMNS",
@@ -320,11 +322,8 @@ def delivery_filters(
 
 
 def page_and_cursor(rows: list[Delivery], limit: int) -> tuple[list[Delivery], str | None]:
-    """One page out of up to ``limit + 1`` rows, and the cursor of the next page if any."""
-    if len(rows) > limit:
-        page = rows[:limit]
-        return page, encode_cursor(page[-1].id)
-    return rows, None
+    """One page of deliveries out of up to ``limit + 1``, and the next page's cursor if any."""
+    return pages.page_and_cursor(rows, limit, lambda delivery: encode_cursor(delivery.id))
 
 
 def encode_cursor(delivery_id: str) -> str:
@@ -351,6 +350,13 @@ DEVICE_SUMMARY_COLUMNS = """d.device_id, p.state, p.changed_at, p.last_seen, p.r
 # The columns ``device_rows`` gives values for, in its order.
 DEVICE_COLUMNS = """device_id, first_seen, last_event_id, last_event_type, last_event_at,
     last_received_at"""
+# What noting a known device changes: its latest event, which only moves forward (two
+# batches may commit out of order). SQLite and PostgreSQL spell the upsert alike.
+DEVICE_NOTED = """ON CONFLICT (device_id) DO UPDATE SET last_event_id = excluded.last_event_id,
+      last_event_type = excluded.last_event_type, last_event_at = excluded.last_event_at,
+      last_received_at = excluded.last_received_at
+    WHERE devices.last_received_at IS NULL
+       OR excluded.last_received_at >= devices.last_received_at"""
 # An event of a device's history, and the deliveries of those events.
 DEVICE_EVENT_COLUMNS = "id, type, occurred_at, received_at"
 DEVICE_DELIVERY_COLUMNS = """event_id, id, subscription, status, attempts, created_at,
@@ -467,11 +473,8 @@ def device_page(
 def device_page_and_cursor(
     rows: list[DeviceSummary], limit: int
 ) -> tuple[list[DeviceSummary], str | None]:
-    """One page out of up to ``limit + 1`` devices, and the cursor of the next page if any."""
-    if len(rows) > limit:
-        page = rows[:limit]
-        return page, encode_device_cursor(page[-1].device_id)
-    return rows, None
+    """One page of devices out of up to ``limit + 1``, and the next page's cursor if any."""
+    return pages.page_and_cursor(rows, limit, lambda device: encode_device_cursor(device.device_id))
 
 
 def encode_device_cursor(device_id: str) -> str:

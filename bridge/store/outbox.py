@@ -40,6 +40,7 @@ from enum import StrEnum
 from typing import Any
 
 from bridge.errors import StoreError
+from bridge.store import pages
 
 __all__ = [
     "OUTBOX_COLUMNS",
@@ -55,6 +56,7 @@ __all__ = [
     "ReplayNote",
     "decode_outbox_cursor",
     "encode_outbox_cursor",
+    "insert_values",
     "message_from_row",
     "outcome_values",
     "page_and_cursor",
@@ -190,6 +192,22 @@ def outcome_values(
     return OutboxStatus.PENDING.value, outcome.retry_at, None, None, outcome.error
 
 
+def insert_values(
+    message: OutboxMessage, now: float
+) -> tuple[str, str, str, bytes, float, float, float]:
+    """A new message's row values as the backends' inserts number them: (id, source, topic,
+    payload, created_at, now, max_age), created_at also being its first due time."""
+    return (
+        message.id,
+        message.source,
+        message.topic,
+        message.payload,
+        message.created_at,
+        now,
+        message.max_age,
+    )
+
+
 _CURSOR = "outbox:"
 
 
@@ -211,11 +229,8 @@ def decode_outbox_cursor(cursor: str) -> int:
 def page_and_cursor(
     rows: list[OutboxMessage], limit: int
 ) -> tuple[list[OutboxMessage], str | None]:
-    """One page out of up to ``limit + 1`` rows, and the cursor of the next page if any."""
-    if len(rows) > limit:
-        page = rows[:limit]
-        return page, encode_outbox_cursor(page[-1].seq)
-    return rows, None
+    """One page of messages out of up to ``limit + 1``, and the next page's cursor if any."""
+    return pages.page_and_cursor(rows, limit, lambda message: encode_outbox_cursor(message.seq))
 
 
 OUTBOX_OPERATIONS = frozenset(

@@ -16,12 +16,15 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
+import paho.mqtt.client as paho
+
 from bridge.errors import BrokerError
 
-__all__ = ["BrokerChoice", "DemoBroker", "find_mosquitto", "free_port"]
+__all__ = ["BrokerChoice", "DemoBroker", "connected", "find_mosquitto", "free_port"]
 
 BrokerChoice = Literal["auto", "mosquitto", "embedded"]
 
@@ -38,6 +41,22 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextlib.asynccontextmanager
+async def connected(client: paho.Client, port: int, who: str) -> AsyncIterator[None]:
+    """``client`` connected to the demo broker on ``port``, its network loop running, and
+    disconnected on the way out; ``who`` names it when the broker cannot be reached."""
+    try:
+        await asyncio.to_thread(client.connect, "127.0.0.1", port, 30)
+    except OSError as exc:
+        raise BrokerError(f"{who} cannot reach the demo broker: {exc}") from None
+    client.loop_start()
+    try:
+        yield
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 class DemoBroker:

@@ -20,6 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bridge.cli.demo.broker import connected
 from bridge.errors import BrokerError
 
 __all__ = ["REQUESTER", "Requester", "pipe_subscription"]
@@ -71,12 +72,7 @@ class Requester:
             loop.call_soon_threadsafe(settle, message)  # paho calls from its own thread
 
         self._client.on_message = arrived
-        try:
-            await asyncio.to_thread(self._client.connect, "127.0.0.1", self.port, 30)
-        except OSError as exc:
-            raise BrokerError(f"the requester cannot reach the demo broker: {exc}") from None
-        self._client.loop_start()
-        try:
+        async with connected(self._client, self.port, "the requester"):
             listen = self._response_topic if self.v5 else _FALLBACK_TOPIC
             subscribed = self._client.subscribe(listen, qos=1)
             if subscribed[0] != paho.MQTT_ERR_SUCCESS:
@@ -102,9 +98,6 @@ class Requester:
                 return self.result
             self.result = self._describe(message)
             return self.result
-        finally:
-            self._client.disconnect()
-            self._client.loop_stop()
 
     def _describe(self, message: paho.MQTTMessage) -> str:
         body = message.payload.decode("utf-8", "replace")

@@ -24,7 +24,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from bridge.errors import BrokerError
+from bridge.cli.demo.broker import connected
 
 __all__ = ["Device", "DeviceMessage", "Simulator", "device_script", "messages"]
 
@@ -181,18 +181,10 @@ class Simulator:
         )
 
     async def run(self) -> None:
-        try:
-            await asyncio.to_thread(self._client.connect, "127.0.0.1", self.port, 30)
-        except OSError as exc:
-            raise BrokerError(f"devices cannot reach the demo broker: {exc}") from None
-        self._client.loop_start()
-        try:
+        async with connected(self._client, self.port, "devices"):
             for message in messages():
                 # Each device message has its own time; it is stamped when sent.
                 payload = {**message.payload, "occurred_at": datetime.now(UTC).isoformat()}
                 self._client.publish(message.topic, json.dumps(payload), qos=1)
                 self.sent += 1
                 await asyncio.sleep(1 / self.rate)
-        finally:
-            self._client.disconnect()
-            self._client.loop_stop()

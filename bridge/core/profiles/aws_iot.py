@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from bridge.core.profiles.base import Draft, Payload, Rejected, quote
-from bridge.core.profiles.broker_presence import STATES, json_object, same_client
+from bridge.core.profiles.broker_presence import STATES, client_document, match_levels
 
 __all__ = ["AwsIotProfile"]
 
@@ -43,25 +43,13 @@ class AwsIotProfile:
         return ["$aws/events/presence/connected/+", "$aws/events/presence/disconnected/+"]
 
     def match(self, levels: Sequence[str]) -> Mapping[str, str] | None:
-        if (
-            len(levels) == 5
-            and levels[0] == "$aws"
-            and levels[1] == "events"
-            and levels[2] == "presence"
-            and levels[3] in STATES
-        ):
-            return {"what": levels[3], "device_id": levels[4]}
-        return None
+        return match_levels(levels, ("$aws", "events", "presence", "{what}", "{device_id}"))
 
     def interpret(self, named: Mapping[str, str], payload: Payload) -> Draft | Rejected:
-        document = json_object(payload, "AWS IoT")
+        document = client_document(payload, named, "AWS IoT", "clientId")
         if isinstance(document, Rejected):
             return document
-        client = named["device_id"]
-        mismatch = same_client(document.get("clientId"), client, "clientId")
-        if mismatch is not None:
-            return mismatch
-        what = named["what"]
+        client, what = named["device_id"], named["what"]
         event_type = document.get("eventType", what)
         if event_type != what:
             return Rejected(

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from bridge.core.profiles.base import Draft, Payload, Rejected
-from bridge.core.profiles.broker_presence import STATES, json_object, same_client
+from bridge.core.profiles.broker_presence import STATES, client_document, match_levels
 
 __all__ = ["EmqxProfile"]
 
@@ -40,25 +40,15 @@ class EmqxProfile:
         return ["$SYS/brokers/+/clients/+/connected", "$SYS/brokers/+/clients/+/disconnected"]
 
     def match(self, levels: Sequence[str]) -> Mapping[str, str] | None:
-        if (
-            len(levels) == 6
-            and levels[0] == "$SYS"
-            and levels[1] == "brokers"
-            and levels[3] == "clients"
-            and levels[5] in STATES
-        ):
-            return {"node": levels[2], "device_id": levels[4], "what": levels[5]}
-        return None
+        return match_levels(
+            levels, ("$SYS", "brokers", "{node}", "clients", "{device_id}", "{what}")
+        )
 
     def interpret(self, named: Mapping[str, str], payload: Payload) -> Draft | Rejected:
-        document = json_object(payload, "EMQX")
+        document = client_document(payload, named, "EMQX", "clientid")
         if isinstance(document, Rejected):
             return document
-        client = named["device_id"]
-        mismatch = same_client(document.get("clientid"), client, "clientid")
-        if mismatch is not None:
-            return mismatch
-        what = named["what"]
+        client, what = named["device_id"], named["what"]
         stamp_key = "connected_at" if what == "connected" else "disconnected_at"
         occurred = document.get(stamp_key, document.get("ts"))
         fields = {key: value for key, value in document.items() if key not in {"id", "type"}}

@@ -1,17 +1,20 @@
 """What the PostgreSQL store needs before and around its SQL: the store URL and
-the translation of asyncpg and socket errors into the bridge's exception tree.
+the translation of asyncpg and socket errors into the bridge's exception tree, and
+rows turned into the column arrays that ``unnest()`` inserts take.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
 from bridge.errors import StoreError, StoreUnavailable
 
-__all__ = ["FOREIGN_ERRORS", "parse_postgres_url", "translate"]
+__all__ = ["FOREIGN_ERRORS", "columns", "parse_postgres_url", "translate"]
 
 # SQLSTATE classes and codes that mean "cannot write now", not "this request is wrong":
 # 08 connection exceptions, 40 transaction rollback (40001 serialization failure,
@@ -59,3 +62,10 @@ def translate(exc: BaseException, action: str) -> StoreError:
 
 
 FOREIGN_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+def columns(rows: Sequence[object], fields: str) -> list[list[Any]]:
+    """One array per field of ``fields`` (names apart by spaces, as namedtuple takes them):
+    the parameters of an ``INSERT ... SELECT * FROM unnest($1::type[], ...)``, one statement
+    for a whole batch of rows."""
+    return [[getattr(row, name) for row in rows] for name in fields.split()]

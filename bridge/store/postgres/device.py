@@ -22,13 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.core.presence import PresenceState
-from bridge.store.common import (
-    PRESENCE_COLUMNS,
-    decide_presence,
-    decide_timeouts,
-    observed_devices,
-    presence_from_row,
-)
+from bridge.store import common
 from bridge.store.postgres.leases import LEASE_DUE, LEASE_LAPSED
 from bridge.store.rows import Accepted, PresencePolicy
 
@@ -81,18 +75,18 @@ NEXT_DUE_ORDERED = f"""{_HEADS}
     SELECT min(d.next_attempt_at) FROM deliveries AS d
     WHERE d.id IN (SELECT id FROM heads) AND d.lease_until IS NULL"""  # noqa: S608
 
-GET_PRESENCE = f"SELECT {PRESENCE_COLUMNS} FROM presence WHERE device_id = $1"  # noqa: S608
+GET_PRESENCE = f"SELECT {common.PRESENCE_COLUMNS} FROM presence WHERE device_id = $1"  # noqa: S608
 # OFFSET 0 keeps the sort below the lock calls: the locks are taken in device order.
 _LOCK_DEVICES = """SELECT count(pg_advisory_xact_lock(k)) FROM (
     SELECT DISTINCT hashtextextended('presence:' || d, 0) AS k
     FROM unnest($1::text[]) AS d ORDER BY k OFFSET 0) AS sorted"""
-_PRESENCE_OF = f"""SELECT {PRESENCE_COLUMNS} FROM presence
+_PRESENCE_OF = f"""SELECT {common.PRESENCE_COLUMNS} FROM presence
     WHERE device_id = ANY($1::text[]) ORDER BY device_id FOR UPDATE"""  # noqa: S608
-_TIMED_OUT = f"""SELECT {PRESENCE_COLUMNS} FROM presence
+_TIMED_OUT = f"""SELECT {common.PRESENCE_COLUMNS} FROM presence
     WHERE state = 'online' AND last_seen + coalesce(heartbeat, $1::float8) < $2
     ORDER BY last_seen LIMIT $3
     FOR UPDATE SKIP LOCKED"""  # noqa: S608
-_SAVE_PRESENCE = f"""INSERT INTO presence ({PRESENCE_COLUMNS})
+_SAVE_PRESENCE = f"""INSERT INTO presence ({common.PRESENCE_COLUMNS})
     SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::text[],
       $6::float8[])
     ON CONFLICT (device_id) DO UPDATE SET state = excluded.state,
@@ -102,7 +96,7 @@ _SAVE_PRESENCE = f"""INSERT INTO presence ({PRESENCE_COLUMNS})
 
 async def lock_devices(conn: Any, accepted: Sequence[Accepted]) -> None:
     """Take the per-device advisory locks of a batch (held until the transaction ends)."""
-    devices = observed_devices(accepted)
+    devices = common.observed_devices(accepted)
     if devices:
         await conn.fetchval(_LOCK_DEVICES, devices)
 
@@ -130,11 +124,13 @@ async def apply_presence(
     The caller holds the device locks (:func:`lock_devices`) and drops synthetic
     events whose stable id is stored already (another instance emitted them).
     """
-    observed = observed_devices(fresh)
+    observed = common.observed_devices(fresh)
     if not observed:
         return list(fresh), 0, []
     rows = await conn.fetch(_PRESENCE_OF, observed)
-    batch = decide_presence(fresh, {row[0]: presence_from_row(row) for row in rows}, policy, now)
+    batch = common.decide_presence(
+        fresh, {row[0]: common.presence_from_row(row) for row in rows}, policy, now
+    )
     await _save(conn, batch.changed)
     return batch.items, batch.collapsed, batch.synthetic
 
@@ -142,6 +138,6 @@ async def apply_presence(
 async def timed_out(conn: Any, policy: PresencePolicy, now: float, limit: int) -> list[Accepted]:
     """Online devices silent past their timeout become offline; their announced events."""
     rows = await conn.fetch(_TIMED_OUT, policy.offline_after, now, limit)
-    changed, announced = decide_timeouts(map(presence_from_row, rows), policy, now)
+    changed, announced = common.decide_timeouts(map(common.presence_from_row, rows), policy, now)
     await _save(conn, changed)
     return announced

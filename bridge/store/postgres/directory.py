@@ -28,16 +28,11 @@ _C = 'COLLATE "C"'
 # The directory row's presence: the presence key is in the database's collation.
 _PRESENCE_OF_D = 'presence AS p ON p.device_id = d.device_id COLLATE "default"'
 
-# Rows in device id order, so two batches lock shared rows in the same order; a
-# device's latest event only moves forward (batches may commit out of order).
+# Rows in device id order, so two batches lock shared rows in the same order.
 _NOTE = f"""INSERT INTO devices ({common.DEVICE_COLUMNS})
     SELECT * FROM unnest($1::text[], $2::float8[], $3::text[], $4::text[], $5::float8[],
       $6::float8[])
-    ON CONFLICT (device_id) DO UPDATE SET last_event_id = EXCLUDED.last_event_id,
-      last_event_type = EXCLUDED.last_event_type, last_event_at = EXCLUDED.last_event_at,
-      last_received_at = EXCLUDED.last_received_at
-    WHERE devices.last_received_at IS NULL
-       OR EXCLUDED.last_received_at >= devices.last_received_at"""  # noqa: S608
+    {common.DEVICE_NOTED}"""  # noqa: S608
 
 
 def _page_query(*, state: Presence | None, after: bool, bounded: bool) -> str:

@@ -12,35 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bridge.store.outbox import (
-    OUTBOX_COLUMNS,
-    TOO_OLD,
-    OutboxClaim,
-    OutboxMessage,
-    OutboxOutcome,
-    OutboxStats,
-    OutboxStatus,
-    ReplayNote,
-    decode_outbox_cursor,
-    message_from_row,
-    outcome_values,
-    page_and_cursor,
-)
+from bridge.store import outbox as shared
 from bridge.store.postgres import queries as sql
 from bridge.store.postgres.leases import DB_NOW
 
-__all__ = [
-    "accept_inbound",
-    "claim_outbox",
-    "get_outbox",
-    "list_outbox",
-    "next_outbox_due",
-    "outbox_stats",
-    "purge_outbox",
-    "record_outbox",
-    "release_outbox",
-    "requeue_outbox",
-]
+__all__ = list(shared.OUTBOX_OPERATIONS)  # a backend has each outbox operation, no more
 
 
 def _lapsed(now: str, owner: str, stale: str) -> str:
@@ -64,13 +40,14 @@ _INSERT = """INSERT INTO outbox (id, source, topic, payload, status, attempts, n
 _HEAD_OF_LINE = """NOT EXISTS (SELECT 1 FROM outbox AS e
     WHERE e.topic = d.topic AND e.status = 'pending' AND e.seq < d.seq)"""
 # $1 now, $2 owner, $3 takeover_after.
-_EXPIRE = f"""UPDATE outbox SET status = 'dead', dead_reason = '{TOO_OLD}', next_attempt_at = NULL,
+_EXPIRE = f"""UPDATE outbox SET status = 'dead', dead_reason = '{shared.TOO_OLD}',
+    next_attempt_at = NULL,
     lease_owner = NULL, lease_until = NULL, lease_token = lease_token + 1, updated_at = $1
     WHERE seq IN (SELECT d.seq FROM outbox AS d WHERE d.status = 'pending'
         AND coalesce(d.age_from, d.created_at) + d.max_age <= $1
         AND {_lapsed("$1", "$2", "$3")} FOR UPDATE SKIP LOCKED)
-    RETURNING {OUTBOX_COLUMNS}"""  # noqa: S608
-_COLUMNS_OF_O = ", ".join(f"o.{c.strip()}" for c in OUTBOX_COLUMNS.split(","))
+    RETURNING {shared.OUTBOX_COLUMNS}"""  # noqa: S608
+_COLUMNS_OF_O = ", ".join(f"o.{c.strip()}" for c in shared.OUTBOX_COLUMNS.split(","))
 # $1 limit, $2 now, $3 owner, $4 lease_until, $5 takeover_after. A claim from
 # anyone else (or of an unleased message) is a new fencing token.
 _CLAIM = f"""UPDATE outbox AS o SET
@@ -90,8 +67,8 @@ _RELEASE = """UPDATE outbox SET lease_owner = NULL, lease_until = NULL
     WHERE lease_owner = $1 AND id = ANY($2::text[])"""
 _NEXT_DUE = f"""SELECT min(d.next_attempt_at) FROM outbox AS d
     WHERE d.status = 'pending' AND d.lease_owner IS NULL AND {_HEAD_OF_LINE}"""  # noqa: S608
-_GET = f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1"  # noqa: S608
-_LIST = f"""SELECT {OUTBOX_COLUMNS} FROM outbox
+_GET = f"SELECT {shared.OUTBOX_COLUMNS} FROM outbox WHERE id = $1"  # noqa: S608
+_LIST = f"""SELECT {shared.OUTBOX_COLUMNS} FROM outbox
     WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR source = $2)
       AND ($3::bigint IS NULL OR seq < $3)
     ORDER BY seq DESC LIMIT $4"""  # noqa: S608
@@ -106,40 +83,31 @@ _PURGE = """DELETE FROM outbox WHERE (status = 'published' AND updated_at < $1)
 
 
 async def accept_inbound(
-    conn: Any, message: OutboxMessage, replay: ReplayNote | None, now: float
+    conn: Any, message: shared.OutboxMessage, replay: shared.ReplayNote | None, now: float
 ) -> bool:
     if replay is not None:
         await conn.execute(_PRUNE_IDS, now)
         fresh = await conn.fetchval(_REMEMBER, message.source, replay.key, replay.expires_at, now)
         if fresh is None:
             return False
-    await conn.execute(
-        _INSERT,
-        message.id,
-        message.source,
-        message.topic,
-        message.payload,
-        message.created_at,
-        now,
-        message.max_age,
-    )
+    await conn.execute(_INSERT, *shared.insert_values(message, now))
     return True
 
 
 async def claim_outbox(
     conn: Any, lease: tuple[float, str, float, float], limit: int
-) -> OutboxClaim:
+) -> shared.OutboxClaim:
     now, owner, until, stale = lease
-    expired = [message_from_row(row) for row in await conn.fetch(_EXPIRE, now, owner, stale)]
+    expired = [shared.message_from_row(row) for row in await conn.fetch(_EXPIRE, now, owner, stale)]
     if limit <= 0:
-        return OutboxClaim([], expired)
+        return shared.OutboxClaim([], expired)
     rows = await conn.fetch(_CLAIM, limit, now, owner, until, stale)
-    messages = sorted((message_from_row(row) for row in rows), key=lambda m: m.seq)
-    return OutboxClaim(messages, expired)
+    messages = sorted((shared.message_from_row(row) for row in rows), key=lambda m: m.seq)
+    return shared.OutboxClaim(messages, expired)
 
 
-async def record_outbox(conn: Any, outcomes: Sequence[OutboxOutcome], now: float) -> None:
-    rows = [(*outcome_values(o, now), now, o.id, o.lease_token) for o in outcomes]
+async def record_outbox(conn: Any, outcomes: Sequence[shared.OutboxOutcome], now: float) -> None:
+    rows = [(*shared.outcome_values(o, now), now, o.id, o.lease_token) for o in outcomes]
     await conn.executemany(_RECORD, rows)
 
 
@@ -155,34 +123,34 @@ async def next_outbox_due(conn: Any) -> float | None:
     return None if value is None else float(value)
 
 
-async def get_outbox(conn: Any, message_id: str) -> OutboxMessage | None:
+async def get_outbox(conn: Any, message_id: str) -> shared.OutboxMessage | None:
     row = await conn.fetchrow(_GET, message_id)
-    return None if row is None else message_from_row(row)
+    return None if row is None else shared.message_from_row(row)
 
 
 async def list_outbox(
     conn: Any,
-    status: OutboxStatus | None,
+    status: shared.OutboxStatus | None,
     source: str | None,
     cursor: str | None,
     limit: int,
-) -> tuple[list[OutboxMessage], str | None]:
-    before = None if cursor is None else decode_outbox_cursor(cursor)
+) -> tuple[list[shared.OutboxMessage], str | None]:
+    before = None if cursor is None else shared.decode_outbox_cursor(cursor)
     rows = await conn.fetch(
         _LIST, None if status is None else status.value, source, before, limit + 1
     )
-    return page_and_cursor([message_from_row(row) for row in rows], limit)
+    return shared.page_and_cursor([shared.message_from_row(row) for row in rows], limit)
 
 
 async def requeue_outbox(conn: Any, message_id: str, now: float) -> bool:
     return sql.rowcount(await conn.execute(_REQUEUE, now, message_id)) > 0
 
 
-async def outbox_stats(conn: Any) -> OutboxStats:
-    counts = {status.value: 0 for status in OutboxStatus}
+async def outbox_stats(conn: Any) -> shared.OutboxStats:
+    counts = {status.value: 0 for status in shared.OutboxStatus}
     counts.update({str(row[0]): int(row[1]) for row in await conn.fetch(_COUNTS)})
     oldest = await conn.fetchval(_OLDEST)
-    return OutboxStats(counts, None if oldest is None else float(oldest))
+    return shared.OutboxStats(counts, None if oldest is None else float(oldest))
 
 
 async def purge_outbox(conn: Any, published_before: float, dead_before: float) -> int:

@@ -13,28 +13,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.core.events import Event
-from bridge.store.common import (
-    DELIVERY_COLUMNS,
-    FROM_DELIVERIES,
-    event_values,
-    not_yet_stored,
-    outcome_values,
-    redelivery_hashes,
-)
+from bridge.core.outcomes import AttemptOutcome, DeliveryStatus
+from bridge.store import common
 from bridge.store.ids import new_delivery_ids
 from bridge.store.leases import dedupe_since, next_watermark
 from bridge.store.postgres import device, directory, leases
+from bridge.store.postgres.connect import columns
 from bridge.store.postgres.leases import LEASE_DUE, LEASE_LAPSED
 from bridge.store.postgres.replies import commit_replies
-from bridge.store.rows import (
-    Accepted,
-    AttemptOutcome,
-    AttemptRecord,
-    Delivery,
-    DeliveryStatus,
-    IngestBatch,
-    IngestResult,
-)
+from bridge.store.rows import Accepted, AttemptRecord, Delivery, IngestBatch, IngestResult
 
 __all__ = [
     "create_deliveries",
@@ -140,13 +127,13 @@ async def _not_yet_stored(
     if accepted:
         rows = await conn.fetch(_EXISTING_IDS, [a.event.id for a in accepted])
         stored_ids = {row[0] for row in rows}
-    redelivered = redelivery_hashes(accepted)
+    redelivered = common.redelivery_hashes(accepted)
     stored_hashes: set[str] = set()
     if redelivered:
         since = dedupe_since(await conn.fetchval(leases.GET_WATERMARK, owner), now)
         rows = await conn.fetch(_KNOWN_HASHES, redelivered, since)
         stored_hashes = {row[0] for row in rows}
-    return not_yet_stored(accepted, stored_ids, stored_hashes)
+    return common.not_yet_stored(accepted, stored_ids, stored_hashes)
 
 
 async def ingest(conn: Any, batch: IngestBatch) -> IngestResult:
@@ -177,11 +164,7 @@ async def ingest(conn: Any, batch: IngestBatch) -> IngestResult:
     if rejected:
         await conn.execute(
             _INSERT_REJECTED,
-            [r.received_at for r in rejected],
-            [r.topic for r in rejected],
-            [r.payload for r in rejected],
-            [r.reason for r in rejected],
-            [r.detail for r in rejected],
+            *columns(rejected, "received_at topic payload reason detail"),
         )
     from_batch = sum(1 for item in fresh if id(item) not in synthetic)
     return IngestResult(
@@ -210,7 +193,7 @@ async def store_items(
     if unique:
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
         for item in unique:
-            values = event_values(item.event, item.received_at, item.content_hash)
+            values = common.event_values(item.event, item.received_at, item.content_hash)
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
         inserted = {row[0] for row in await conn.fetch(_INSERT_EVENTS, *columns)}
@@ -249,19 +232,15 @@ async def record_attempts(
     records = [record for record, _ in results]
     await conn.execute(
         _INSERT_ATTEMPTS,
-        [r.delivery_id for r in records],
-        [r.attempt for r in records],
-        [r.started_at for r in records],
-        [r.latency_ms for r in records],
-        [r.status_code for r in records],
-        [r.error for r in records],
-        [r.response_excerpt for r in records],
+        *columns(
+            records, "delivery_id attempt started_at latency_ms status_code error response_excerpt"
+        ),
     )
     statuses: list[str] = []
     next_ats: list[float | None] = []
     reasons: list[str | None] = []
     for record, outcome in results:
-        status, next_at, reason = outcome_values(record, outcome, now)
+        status, next_at, reason = common.outcome_values(record, outcome, now)
         statuses.append(status)
         next_ats.append(next_at)
         reasons.append(reason)
@@ -285,7 +264,9 @@ async def create_deliveries(
     conn: Any, event: Event, subscriptions: Sequence[str], now: float
 ) -> list[Delivery]:
     """Store ``event`` if missing; one new pending, unleased delivery per subscription."""
-    await conn.execute(_INSERT_EVENTS, *([value] for value in event_values(event, now, None)))
+    await conn.execute(
+        _INSERT_EVENTS, *([value] for value in common.event_values(event, now, None))
+    )
     ids = new_delivery_ids(now, len(subscriptions))
     if ids:
         await conn.execute(
@@ -338,7 +319,7 @@ def list_deliveries_query(
     params.append(limit)
     condition = f"WHERE {' AND '.join(where)}" if where else ""
     query = (
-        f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} {condition} "
+        f"SELECT {common.DELIVERY_COLUMNS} {common.FROM_DELIVERIES} {condition} "
         f"ORDER BY d.id DESC LIMIT ${len(params)}"
     )
     return query, params

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bridge.store.postgres.connect import columns
 from bridge.store.rows import AttemptOutcome, AttemptRecord
 
 __all__ = ["commit_replies"]
@@ -42,14 +43,7 @@ async def commit_replies(conn: Any, results: Sequence[tuple[AttemptRecord, Attem
     replies = [reply for _, reply in carried if reply is not None]
     await conn.execute(
         _INSERT_REPLIES,
-        [r.id for r in replies],
-        [r.source for r in replies],
-        [r.topic for r in replies],
-        [r.payload for r in replies],
-        [r.created_at for r in replies],
-        [r.max_age for r in replies],
-        [r.correlation for r in replies],
-        [r.content_type for r in replies],
+        *columns(replies, "id source topic payload created_at max_age correlation content_type"),
         [record.delivery_id for record, _ in carried],
         [record.lease_token for record, _ in carried],
     )

@@ -37,7 +37,6 @@ from bridge.config import StoreSettings, redact_url
 from bridge.errors import StoreError
 from bridge.store import statements as shared
 from bridge.store.base import Store
-from bridge.store.leases import TAKEOVER_AFTER
 from bridge.store.postgres import batches, directory, leases, ops, outbox
 from bridge.store.postgres import queries as sql
 from bridge.store.postgres.connect import FOREIGN_ERRORS, parse_postgres_url, translate
@@ -78,7 +77,6 @@ class PostgresStore(Store):
         self.read_only = read_only
         self.connect_timeout = connect_timeout
         self.acquire_timeout = acquire_timeout
-        self.takeover_after = TAKEOVER_AFTER
         self._pool: asyncpg.Pool | None = None
         # Reads (dashboard, metrics, API, next-due lookups) on connections of their
         # own, so a slow count never waits for, nor holds, a writer connection.

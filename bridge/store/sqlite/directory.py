@@ -26,13 +26,8 @@ from bridge.store.rows import Accepted, DeviceDetail, DeviceSummary
 
 __all__ = ["forget_device", "get_device", "list_devices", "note_devices"]
 
-# A device's latest event only moves forward (two batches may commit out of order).
 _NOTE = f"""INSERT INTO devices ({common.DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)
-    ON CONFLICT (device_id) DO UPDATE SET last_event_id = excluded.last_event_id,
-      last_event_type = excluded.last_event_type, last_event_at = excluded.last_event_at,
-      last_received_at = excluded.last_received_at
-    WHERE devices.last_received_at IS NULL
-       OR excluded.last_received_at >= devices.last_received_at"""  # noqa: S608
+    {common.DEVICE_NOTED}"""  # noqa: S608
 
 
 def _page_query(*, state: Presence | None, after: bool, bounded: bool) -> str:

@@ -14,34 +14,10 @@ from collections.abc import Sequence
 
 import orjson
 
-from bridge.store.outbox import (
-    OUTBOX_COLUMNS,
-    TOO_OLD,
-    OutboxClaim,
-    OutboxMessage,
-    OutboxOutcome,
-    OutboxStats,
-    OutboxStatus,
-    ReplayNote,
-    decode_outbox_cursor,
-    message_from_row,
-    outcome_values,
-    page_and_cursor,
-)
+from bridge.store import outbox as shared
 from bridge.store.sqlite.leases import LEASE_LAPSED
 
-__all__ = [
-    "accept_inbound",
-    "claim_outbox",
-    "get_outbox",
-    "list_outbox",
-    "next_outbox_due",
-    "outbox_stats",
-    "purge_outbox",
-    "record_outbox",
-    "release_outbox",
-    "requeue_outbox",
-]
+__all__ = list(shared.OUTBOX_OPERATIONS)  # a backend has each outbox operation, no more
 
 
 _PRUNE_IDS = "DELETE FROM inbound_ids WHERE expires_at < ?"
@@ -51,15 +27,16 @@ _REMEMBER = """INSERT INTO inbound_ids (source, msg_id, expires_at) VALUES (?, ?
     WHERE inbound_ids.expires_at < ?"""
 _INSERT = """INSERT INTO outbox (id, source, topic, payload, status, attempts, next_attempt_at,
     lease_token, created_at, updated_at, max_age)
-    VALUES (?, ?, ?, ?, 'pending', 0, ?, 0, ?, ?, ?)"""
+    VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, 0, ?5, ?6, ?7)"""
 # The oldest pending message of its topic (what per-topic order lets go next).
 _HEAD_OF_LINE = """NOT EXISTS (SELECT 1 FROM outbox AS e
     WHERE e.topic = d.topic AND e.status = 'pending' AND e.seq < d.seq)"""
-_EXPIRE = f"""UPDATE outbox SET status = 'dead', dead_reason = '{TOO_OLD}', next_attempt_at = NULL,
+_EXPIRE = f"""UPDATE outbox SET status = 'dead', dead_reason = '{shared.TOO_OLD}',
+    next_attempt_at = NULL,
     lease_owner = NULL, lease_until = NULL, lease_token = lease_token + 1, updated_at = :now
     WHERE seq IN (SELECT d.seq FROM outbox AS d WHERE d.status = 'pending'
         AND coalesce(d.age_from, d.created_at) + d.max_age <= :now AND {LEASE_LAPSED})
-    RETURNING {OUTBOX_COLUMNS}"""  # noqa: S608
+    RETURNING {shared.OUTBOX_COLUMNS}"""  # noqa: S608
 _CLAIMABLE = f"""SELECT d.seq FROM outbox AS d
     WHERE d.status = 'pending' AND d.next_attempt_at <= :now AND {LEASE_LAPSED}
       AND {_HEAD_OF_LINE}
@@ -68,7 +45,7 @@ _CLAIMABLE = f"""SELECT d.seq FROM outbox AS d
 _LEASE = f"""UPDATE outbox SET lease_token = lease_token + (lease_owner IS NOT :owner),
     lease_owner = :owner, lease_until = :until, updated_at = :now
     WHERE seq IN (SELECT value FROM json_each(:seqs))
-    RETURNING {OUTBOX_COLUMNS}"""  # noqa: S608
+    RETURNING {shared.OUTBOX_COLUMNS}"""  # noqa: S608
 _RECORD = """UPDATE outbox SET status = ?, attempts = attempts + 1, next_attempt_at = ?,
     published_at = ?, dead_reason = ?, last_error = ?, lease_owner = NULL, lease_until = NULL,
     updated_at = ? WHERE id = ? AND lease_token = ? AND status = 'pending'"""
@@ -77,8 +54,8 @@ _RELEASE = """UPDATE outbox SET lease_owner = NULL, lease_until = NULL
     WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))"""
 _NEXT_DUE = f"""SELECT min(d.next_attempt_at) FROM outbox AS d
     WHERE d.status = 'pending' AND d.lease_owner IS NULL AND {_HEAD_OF_LINE}"""  # noqa: S608
-_GET = f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?"  # noqa: S608
-_LIST = f"""SELECT {OUTBOX_COLUMNS} FROM outbox
+_GET = f"SELECT {shared.OUTBOX_COLUMNS} FROM outbox WHERE id = ?"  # noqa: S608
+_LIST = f"""SELECT {shared.OUTBOX_COLUMNS} FROM outbox
     WHERE (:status IS NULL OR status = :status) AND (:source IS NULL OR source = :source)
       AND (:before IS NULL OR seq < :before)
     ORDER BY seq DESC LIMIT :n"""  # noqa: S608
@@ -93,47 +70,40 @@ _PURGE = """DELETE FROM outbox WHERE (status = 'published' AND updated_at < ?)
 
 
 def accept_inbound(
-    conn: sqlite3.Connection, message: OutboxMessage, replay: ReplayNote | None, now: float
+    conn: sqlite3.Connection,
+    message: shared.OutboxMessage,
+    replay: shared.ReplayNote | None,
+    now: float,
 ) -> bool:
     if replay is not None:
         conn.execute(_PRUNE_IDS, (now,))
         fresh = conn.execute(_REMEMBER, (message.source, replay.key, replay.expires_at, now))
         if fresh.rowcount != 1:
             return False
-    conn.execute(
-        _INSERT,
-        (
-            message.id,
-            message.source,
-            message.topic,
-            message.payload,
-            message.created_at,
-            message.created_at,
-            now,
-            message.max_age,
-        ),
-    )
+    conn.execute(_INSERT, shared.insert_values(message, now))
     return True
 
 
 def claim_outbox(
     conn: sqlite3.Connection, lease: tuple[float, str, float, float], limit: int
-) -> OutboxClaim:
+) -> shared.OutboxClaim:
     now, owner, until, stale = lease
     params = {"now": now, "owner": owner, "stale": stale, "limit": limit, "until": until}
-    expired = [message_from_row(row) for row in conn.execute(_EXPIRE, params).fetchall()]
+    expired = [shared.message_from_row(row) for row in conn.execute(_EXPIRE, params).fetchall()]
     if limit <= 0:
-        return OutboxClaim([], expired)
+        return shared.OutboxClaim([], expired)
     seqs = [row[0] for row in conn.execute(_CLAIMABLE, params).fetchall()]
     if not seqs:
-        return OutboxClaim([], expired)
+        return shared.OutboxClaim([], expired)
     leased = conn.execute(_LEASE, {**params, "seqs": orjson.dumps(seqs).decode()}).fetchall()
-    messages = sorted((message_from_row(row) for row in leased), key=lambda m: m.seq)
-    return OutboxClaim(messages, expired)
+    messages = sorted((shared.message_from_row(row) for row in leased), key=lambda m: m.seq)
+    return shared.OutboxClaim(messages, expired)
 
 
-def record_outbox(conn: sqlite3.Connection, outcomes: Sequence[OutboxOutcome], now: float) -> None:
-    rows = [(*outcome_values(o, now), now, o.id, o.lease_token) for o in outcomes]
+def record_outbox(
+    conn: sqlite3.Connection, outcomes: Sequence[shared.OutboxOutcome], now: float
+) -> None:
+    rows = [(*shared.outcome_values(o, now), now, o.id, o.lease_token) for o in outcomes]
     conn.executemany(_RECORD, rows)
 
 
@@ -149,38 +119,38 @@ def next_outbox_due(conn: sqlite3.Connection) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
-def get_outbox(conn: sqlite3.Connection, message_id: str) -> OutboxMessage | None:
+def get_outbox(conn: sqlite3.Connection, message_id: str) -> shared.OutboxMessage | None:
     row = conn.execute(_GET, (message_id,)).fetchone()
-    return None if row is None else message_from_row(row)
+    return None if row is None else shared.message_from_row(row)
 
 
 def list_outbox(
     conn: sqlite3.Connection,
-    status: OutboxStatus | None,
+    status: shared.OutboxStatus | None,
     source: str | None,
     cursor: str | None,
     limit: int,
-) -> tuple[list[OutboxMessage], str | None]:
+) -> tuple[list[shared.OutboxMessage], str | None]:
     params = {
         "status": None if status is None else status.value,
         "source": source,
-        "before": None if cursor is None else decode_outbox_cursor(cursor),
+        "before": None if cursor is None else shared.decode_outbox_cursor(cursor),
         "n": limit + 1,
     }
-    rows = [message_from_row(row) for row in conn.execute(_LIST, params)]
-    return page_and_cursor(rows, limit)
+    rows = [shared.message_from_row(row) for row in conn.execute(_LIST, params)]
+    return shared.page_and_cursor(rows, limit)
 
 
 def requeue_outbox(conn: sqlite3.Connection, message_id: str, now: float) -> bool:
     return conn.execute(_REQUEUE, {"now": now, "id": message_id}).rowcount > 0
 
 
-def outbox_stats(conn: sqlite3.Connection) -> OutboxStats:
-    counts = {status.value: 0 for status in OutboxStatus}
+def outbox_stats(conn: sqlite3.Connection) -> shared.OutboxStats:
+    counts = {status.value: 0 for status in shared.OutboxStatus}
     counts.update({str(s): int(n) for s, n in conn.execute(_COUNTS)})
     row = conn.execute(_OLDEST).fetchone()
     oldest = None if row is None or row[0] is None else float(row[0])
-    return OutboxStats(counts, oldest)
+    return shared.OutboxStats(counts, oldest)
 
 
 def purge_outbox(conn: sqlite3.Connection, published_before: float, dead_before: float) -> int:

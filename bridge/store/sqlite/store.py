@@ -27,7 +27,6 @@ from bridge.config import StoreSettings
 from bridge.errors import StoreError
 from bridge.store import statements as shared
 from bridge.store.base import Store
-from bridge.store.leases import TAKEOVER_AFTER
 from bridge.store.sqlite import batches, directory, leases, ops, outbox
 from bridge.store.sqlite import queries as sql
 from bridge.store.sqlite.engine import SQLiteEngine
@@ -73,7 +72,6 @@ class SQLiteStore(Store):
         self.busy_timeout = busy_timeout
         self.read_only = read_only
         self.owner = owner
-        self.takeover_after = TAKEOVER_AFTER
         self._engine = SQLiteEngine(
             self.path, busy_timeout=busy_timeout, read_only=read_only, synchronous=synchronous
         )
