@@ -75,9 +75,9 @@ class Checkpointer:
     def stop(self) -> None:
         """Stop and wait for the thread (a checkpoint under way runs to its end)."""
         self._stopping.set()
-        self._wake.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
+        self.note_commit()  # wakes the thread, which then sees the stop
+        if (thread := self._thread) is not None:
+            self._thread = None
             thread.join()
 
     def _run(self) -> None:
