@@ -18,6 +18,7 @@ from aiohttp import web
 
 from bridge.admin.metrics import Metrics
 from bridge.admin.operations import Operations, ReloadResult
+from bridge.admin.otlp import open_spans
 from bridge.admin.server import AdminServer
 from bridge.config import Settings
 from bridge.core.messages import Outgoing
@@ -43,7 +44,6 @@ from bridge.store import open_store
 from bridge.store.base import Store
 from bridge.store.leases import keep_heartbeat
 from bridge.store.rows import IngestResult
-from bridge.tracing import open_spans
 
 __all__ = ["Bridge", "bridge_version"]
 

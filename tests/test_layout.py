@@ -11,7 +11,7 @@ import pytest
 
 from bridge.store import base
 from bridge.store.sqlite import ops as sqlite_ops
-from tests.support.layout import MAX_LINES, PAIR_BUDGET, oversized, repeats
+from tests.support.layout import MAX_ENTRIES, MAX_LINES, PAIR_BUDGET, entries, oversized, repeats
 
 ROOT = Path(__file__).resolve().parents[1] / "bridge"
 
@@ -62,6 +62,7 @@ def test_a_module_over_the_limit_is_named(tmp_path: Path) -> None:
 
 
 def test_the_package_keeps_its_limits() -> None:
+    assert len(entries(ROOT)) <= MAX_ENTRIES, entries(ROOT)
     assert oversized(ROOT) == []
     assert len(repeats(ROOT)) <= PAIR_BUDGET
 

@@ -1,4 +1,4 @@
-"""Normalisation: one MQTT message → one canonical :class:`~bridge.events.Event`, or a reason.
+"""Normalisation: one MQTT message → one canonical :class:`~bridge.core.events.Event`, or a reason.
 
 The steps, each of which may end in a :class:`Rejected`:
 
@@ -7,7 +7,7 @@ The steps, each of which may end in a :class:`Rejected`:
    telemetry topics, then the profiles ``settings.profiles`` names, in order;
 3. the payload parsed (JSON, or text when it is not JSON) and checked against
    the nesting and field-count limits;
-4. the mapping reads it into a :class:`~bridge.profiles.base.Draft`;
+4. the mapping reads it into a :class:`~bridge.core.profiles.base.Draft`;
 5. the draft becomes an event: the type's catalogue model or declared JSON
    Schema validates ``data`` (:mod:`bridge.core.event_types`), the
    device's ``occurred_at`` becomes the timestamp, its message ``id`` the

@@ -13,7 +13,7 @@ Everything that can be checked without a message — the pattern, every
 JMESPath expression, every event type a rule can produce (a catalogue type
 or one the configuration declares under ``event_types``) — is checked once,
 at construction, and reported as a :class:`~bridge.errors.ConfigError`.
-A :class:`UserRule` is a :class:`~bridge.profiles.base.Profile`, so the
+A :class:`UserRule` is a :class:`~bridge.core.profiles.base.Profile`, so the
 normaliser treats rules and built-in profiles alike.
 """
 

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from bridge.admin.metrics import Metrics
 from bridge.core.normalise import Message, Normalised, Normaliser, Rejected
 from bridge.core.route import Router
+from bridge.core.spans import NoSpans, Span, Spans, receive_span_id
 from bridge.core.trace import context_for, trace_of
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.ingest.dead_letter import DeadLetters
@@ -35,7 +36,6 @@ from bridge.logs import get_logger
 from bridge.plugin import filter_allows
 from bridge.store.base import Store
 from bridge.store.rows import Accepted, IngestResult, Rejection
-from bridge.tracing import NoSpans, Span, Spans, receive_span_id
 
 __all__ = ["CommitStep"]
 

@@ -1,4 +1,5 @@
-"""The package's shape, checked by ``make lint``: no module over the size limit, and
+"""The package's shape, checked by ``make lint``: at most ``MAX_ENTRIES`` entries at
+the top of ``bridge/`` (the path at a glance), no module over the size limit, and
 no more than a budget of places in ``bridge/`` that repeat each other.
 
 A *repeat* is a run of at least ``RUN`` consecutive significant lines that
@@ -20,10 +21,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MAX_LINES", "PAIR_BUDGET", "RUN", "Repeat", "oversized", "repeats"]
+__all__ = [
+    "MAX_ENTRIES",
+    "MAX_LINES",
+    "PAIR_BUDGET",
+    "RUN",
+    "Repeat",
+    "entries",
+    "oversized",
+    "repeats",
+]
 
+MAX_ENTRIES = 14
 MAX_LINES = 500
-PAIR_BUDGET = 6
+PAIR_BUDGET = 2
 RUN = 6
 
 _TRIVIAL = re.compile(r"^[\s()\[\]{},:;.]*$")
@@ -80,6 +91,13 @@ def repeats(root: Path, *, run: int = RUN) -> list[Repeat]:
     return sorted(found.values(), key=lambda r: (r.first, r.second))
 
 
+def entries(root: Path) -> list[str]:
+    """What the top of the package holds, packages and modules alike (caches left out)."""
+    return sorted(
+        p.name for p in root.iterdir() if p.name != "__pycache__" and not p.name.startswith(".")
+    )
+
+
 def oversized(root: Path, *, limit: int = MAX_LINES) -> list[tuple[str, int]]:
     """Modules over ``limit`` lines."""
     sizes = [
@@ -93,6 +111,9 @@ def main(argv: list[str]) -> int:
     problems = [
         f"{name}: {size} lines (the limit is {MAX_LINES})" for name, size in oversized(root)
     ]
+    top = entries(root)
+    if len(top) > MAX_ENTRIES:
+        problems.append(f"{len(top)} entries at the top (the limit is {MAX_ENTRIES}): {top}")
     found = repeats(root)
     if len(found) > PAIR_BUDGET:
         problems.append(

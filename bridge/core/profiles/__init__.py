@@ -1,7 +1,7 @@
 """Built-in profiles and the registry that names them.
 
 ``settings.profiles`` lists profile names; :func:`load_profiles` turns them
-into :class:`~bridge.profiles.base.Profile` objects. A new built-in profile
+into :class:`~bridge.core.profiles.base.Profile` objects. A new built-in profile
 (``emqx``, ``aws_iot``, ``remote_access``) is one module here plus one
 :func:`register_profile` call below; plugins call :func:`register_profile`
 themselves.

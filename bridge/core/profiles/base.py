@@ -4,7 +4,7 @@ A *mapping* is a built-in profile or a user rule. The normaliser asks each in
 turn whether it owns a topic (:meth:`Profile.match`); the first that does
 reads the payload (:meth:`Profile.interpret`) and answers with a
 :class:`Draft` (what the message says) or a :class:`Rejected` (why it cannot
-be an event). Turning a draft into a validated :class:`~bridge.events.Event`
+be an event). Turning a draft into a validated :class:`~bridge.core.events.Event`
 is common to every mapping and done once, in :mod:`bridge.normalise`.
 """
 

@@ -1,4 +1,4 @@
-"""Optional OpenTelemetry export of the bridge's spans over OTLP/HTTP.
+"""Optional OpenTelemetry export of the bridge's spans (:mod:`bridge.core.spans`) over OTLP/HTTP.
 
 With ``tracing.otlp_endpoint`` set (and the ``otlp`` extra installed:
 ``pip install 'hookbridge[otlp]'``), the bridge exports, per event:
@@ -22,73 +22,14 @@ SDK's to log; they never slow down or fail a delivery.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
-
 from bridge.config import TracingSettings
+from bridge.core.spans import NoSpans, Span, Spans
 from bridge.errors import ConfigError
 from bridge.logs import get_logger
 
-__all__ = ["NoSpans", "OtlpSpans", "Span", "SpanLink", "Spans", "open_spans", "receive_span_id"]
+__all__ = ["OtlpSpans", "open_spans"]
 
 log = get_logger("hookbridge.tracing")
-
-Attributes = Mapping[str, str | int | float | bool]
-
-
-def receive_span_id(event_id: str) -> str:
-    """The span id of an event's receive span: derived, so it needs no storage."""
-    raw = hashlib.sha256(b"receive\x00" + event_id.encode("utf-8")).digest()[:8]
-    return (raw if any(raw) else b"\x00" * 7 + b"\x01").hex()
-
-
-@dataclass(frozen=True, slots=True)
-class SpanLink:
-    """A link from a span to another one (of another trace, say): W3C hex ids."""
-
-    trace_id: str
-    span_id: str
-    flags: str
-    attributes: Attributes
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """One finished span: ids as W3C hex, times as epoch seconds."""
-
-    name: str
-    trace_id: str
-    span_id: str
-    parent_id: str | None
-    flags: str
-    start: float
-    end: float
-    attributes: Attributes
-    error: str | None = None
-    client: bool = False  # an outgoing request (an attempt) rather than a received message
-    links: tuple[SpanLink, ...] = ()
-
-
-class Spans(Protocol):
-    enabled: bool
-
-    def record(self, span: Span) -> None: ...
-
-    def shutdown(self) -> None: ...
-
-
-class NoSpans:
-    """Tracing export off: spans are not built at all."""
-
-    enabled = False
-
-    def record(self, span: Span) -> None:
-        return None
-
-    def shutdown(self) -> None:
-        return None
 
 
 class OtlpSpans:
