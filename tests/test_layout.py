@@ -11,7 +11,15 @@ import pytest
 
 from bridge.store import base
 from bridge.store.sqlite import ops as sqlite_ops
-from tests.support.layout import MAX_ENTRIES, MAX_LINES, PAIR_BUDGET, entries, oversized, repeats
+from tests.support.layout import (
+    MAX_ENTRIES,
+    MAX_LINES,
+    PAIR_BUDGET,
+    entries,
+    import_cycles,
+    oversized,
+    repeats,
+)
 
 ROOT = Path(__file__).resolve().parents[1] / "bridge"
 
@@ -63,6 +71,7 @@ def test_a_module_over_the_limit_is_named(tmp_path: Path) -> None:
 
 def test_the_package_keeps_its_limits() -> None:
     assert len(entries(ROOT)) <= MAX_ENTRIES, entries(ROOT)
+    assert import_cycles("bridge") == []
     assert oversized(ROOT) == []
     assert len(repeats(ROOT)) <= PAIR_BUDGET
 
@@ -82,3 +91,21 @@ def test_a_backend_without_every_operation_is_refused_when_defined() -> None:
             async def open(self) -> None: ...
 
             async def close(self) -> None: ...
+
+
+def test_a_ring_of_imports_is_a_cycle_even_when_type_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ring").mkdir()
+    _tree(
+        tmp_path,
+        {
+            "ring/__init__.py": "",
+            "ring/a.py": "from ring import b\n",
+            "ring/b.py": "import typing\nif typing.TYPE_CHECKING:\n    from ring import c\n",
+            "ring/c.py": "import ring.a\n",
+            "ring/d.py": "from ring import a\n",
+        },
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert import_cycles("ring") == [["ring.a", "ring.b", "ring.c"]]

@@ -11,7 +11,8 @@ import pytest
 from bridge.config import Rule, parse_config
 from bridge.core.events import event_id_for
 from bridge.core.normalise import Message, Normalised, Normaliser, Rejected
-from bridge.core.rules import TopicPattern, UserRule, compile_rules
+from bridge.core.rules import UserRule, compile_rules
+from bridge.core.topics import TopicPattern
 from bridge.errors import ConfigError
 
 SOURCE = "mqtt://broker-1:1883"

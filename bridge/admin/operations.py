@@ -13,8 +13,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from bridge.admin.parts import BridgeParts
 from bridge.admin.reload import ReloadResult, reload_bridge
 from bridge.config import Subscription
 from bridge.core.events import Event, new_event_id
@@ -22,10 +23,14 @@ from bridge.errors import Conflict, NotFound, OperatorError
 from bridge.logs import get_logger
 from bridge.store.rows import Accepted, AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus
 
-if TYPE_CHECKING:
-    from bridge.admin.parts import BridgeParts
-
-__all__ = ["ALERT_KINDS", "Operations", "ReloadResult", "ReplayRequest", "TestPing"]
+__all__ = [
+    "ALERT_KINDS",
+    "Operations",
+    "ReloadResult",
+    "ReplayRequest",
+    "ServedBridge",
+    "TestPing",
+]
 
 log = get_logger("hookbridge.operations")
 
@@ -252,3 +257,9 @@ class Operations:
     async def reload(self) -> ReloadResult:
         """Re-read the configuration file: apply all of it or nothing (see bridge.reload)."""
         return await reload_bridge(self._bridge)
+
+
+class ServedBridge(BridgeParts, Protocol):
+    """What the admin API serves: the running parts, and the operations on them."""
+
+    operations: Operations

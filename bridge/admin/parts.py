@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from bridge.admin.metrics import Metrics
-    from bridge.admin.operations import Operations
     from bridge.config import Settings
     from bridge.core.normalise import Normaliser
     from bridge.core.route import Router
@@ -44,5 +43,4 @@ class BridgeParts(Protocol):
     ingest: Ingest
     committer: CommitStep
     retention: Retention
-    operations: Operations
     outbox: OutboxPublisher

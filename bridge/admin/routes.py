@@ -42,18 +42,18 @@ from bridge.store.rows import (
 )
 
 if TYPE_CHECKING:
-    from bridge.admin.parts import BridgeParts
+    from bridge.admin.operations import ServedBridge
 
 __all__ = ["BRIDGE_KEY", "add_api_routes", "parse_time", "refresh_gauges"]
 
-BRIDGE_KEY: web.AppKey[BridgeParts] = web.AppKey("bridge")
+BRIDGE_KEY: web.AppKey[ServedBridge] = web.AppKey("bridge")
 
 _MAX_DEVICE_EVENTS = 200
 _MAX_PREFIX = 256  # the longest device id
 _EXCERPT = 512
 
 
-def _bridge(request: web.Request) -> BridgeParts:
+def _bridge(request: web.Request) -> ServedBridge:
     return request.app[BRIDGE_KEY]
 
 
@@ -135,7 +135,7 @@ def device_event_json(item: DeviceEvent) -> dict[str, Any]:
     return body
 
 
-async def _subscription_json(bridge: BridgeParts, sub: Subscription) -> dict[str, Any]:
+async def _subscription_json(bridge: ServedBridge, sub: Subscription) -> dict[str, Any]:
     lane = bridge.dispatcher.lanes.get(sub.name)
     state = lane.state if lane is not None else None
     circuit = bridge.metrics.registry.get_sample_value(
@@ -166,7 +166,7 @@ async def _subscription_json(bridge: BridgeParts, sub: Subscription) -> dict[str
     }
 
 
-async def refresh_gauges(bridge: BridgeParts) -> None:
+async def refresh_gauges(bridge: ServedBridge) -> None:
     """Queue depth and the oldest pending age are the store's to know: read them when
     someone looks (scrape time), on the store's read connections."""
     names = [sub.name for sub in bridge.settings.subscriptions]

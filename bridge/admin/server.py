@@ -38,7 +38,7 @@ from bridge.errors import (
 from bridge.logs import get_logger, scrub_secrets
 
 if TYPE_CHECKING:
-    from bridge.admin.parts import BridgeParts
+    from bridge.admin.operations import ServedBridge
 
 __all__ = ["AdminServer", "create_app"]
 
@@ -85,7 +85,7 @@ def _error_for(exc: Exception, path: str) -> web.Response:
     return _error(500, "internal error; see the bridge log")
 
 
-def _middleware(bridge: BridgeParts) -> Middleware:
+def _middleware(bridge: ServedBridge) -> Middleware:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(_PROTECTED_PREFIXES):
@@ -110,7 +110,7 @@ async def _healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def _store_probe(bridge: BridgeParts) -> bool:
+async def _store_probe(bridge: ServedBridge) -> bool:
     try:
         return await asyncio.wait_for(bridge.store.is_writable(), _PROBE_TIMEOUT)
     except TimeoutError:
@@ -172,7 +172,7 @@ async def _dashboard(_request: web.Request) -> web.Response:
 
 
 def create_app(
-    bridge: BridgeParts, *, extra_routes: Sequence[web.AbstractRouteDef] = ()
+    bridge: ServedBridge, *, extra_routes: Sequence[web.AbstractRouteDef] = ()
 ) -> web.Application:
     """The admin application; ``extra_routes`` is where inbound webhook routes plug in."""
     app = web.Application(middlewares=[_middleware(bridge)], client_max_size=1024 * 1024)
@@ -199,7 +199,7 @@ class AdminServer:
     """The admin API on ``api.listen`` for the life of the bridge."""
 
     def __init__(
-        self, bridge: BridgeParts, *, extra_routes: Sequence[web.AbstractRouteDef] = ()
+        self, bridge: ServedBridge, *, extra_routes: Sequence[web.AbstractRouteDef] = ()
     ) -> None:
         self._bridge = bridge
         self._extra_routes = extra_routes

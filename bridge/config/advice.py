@@ -45,7 +45,7 @@ def config_warnings(settings: Settings) -> list[str]:
 def _telemetry_warnings(settings: Settings) -> list[str]:
     """A telemetry topic that takes the messages of a profile's topic (rules come first)."""
     from bridge.core.profiles import load_profiles
-    from bridge.core.rules import TopicPattern
+    from bridge.core.topics import TopicPattern
     from bridge.errors import ConfigError
 
     if not settings.telemetry.topics:

@@ -158,7 +158,7 @@ class TelemetrySettings(_Model):
     @field_validator("topics")
     @classmethod
     def _check_topics(cls, value: list[str]) -> list[str]:
-        from bridge.core.rules import TopicPattern
+        from bridge.core.topics import TopicPattern
 
         problems: list[str] = []
         for index, topic in enumerate(value):

@@ -20,7 +20,6 @@ normaliser treats rules and built-in profiles alike.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,55 +32,15 @@ from bridge.config.models import Rule, TypeFrom
 from bridge.core.event_types import EventTypes
 from bridge.core.events import CATALOGUE
 from bridge.core.profiles.base import Draft, Payload, Rejected, quote
+from bridge.core.topics import TopicPattern
 from bridge.errors import ConfigError
 
-__all__ = ["TopicPattern", "UserRule", "compile_rules", "device_event_type"]
-
-_NAMED_LEVEL = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+__all__ = ["UserRule", "compile_rules", "device_event_type"]
 
 
 def device_event_type(name: str) -> bool:
     """True for a catalogue type a device may cause; ``bridge.*`` events are the bridge's own."""
     return name in CATALOGUE and not name.startswith("bridge.")
-
-
-class TopicPattern:
-    """``site/{site}/rdp/{device_id}/{action}``: literal levels and named one-level wildcards."""
-
-    __slots__ = ("_levels", "filter", "names", "template")
-
-    def __init__(self, template: str) -> None:
-        self.template = template
-        levels: list[tuple[bool, str]] = []  # (is_named, name or literal text)
-        for level in template.split("/"):
-            named = _NAMED_LEVEL.match(level)
-            if named:
-                levels.append((True, named.group(1)))
-            elif any(c in level for c in "{}+#"):
-                raise ValueError(
-                    f"level '{level}' must be literal text or one whole {{name}} level"
-                )
-            else:
-                levels.append((False, level))
-        names = [text for is_named, text in levels if is_named]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"level name '{duplicates[0]}' is used twice")
-        self._levels = tuple(levels)
-        self.names = tuple(names)
-        self.filter = "/".join("+" if is_named else text for is_named, text in levels)
-
-    def match(self, levels: Sequence[str]) -> dict[str, str] | None:
-        """The named levels of ``levels`` when the topic fits the pattern, else None."""
-        if len(levels) != len(self._levels):
-            return None
-        named: dict[str, str] = {}
-        for (is_named, text), level in zip(self._levels, levels, strict=True):
-            if is_named:
-                named[text] = level
-            elif level != text:
-                return None
-        return named
 
 
 class UserRule:

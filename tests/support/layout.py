@@ -1,6 +1,7 @@
 """The package's shape, checked by ``make lint``: at most ``MAX_ENTRIES`` entries at
-the top of ``bridge/`` (the path at a glance), no module over the size limit, and
-no more than a budget of places in ``bridge/`` that repeat each other.
+the top of ``bridge/`` (the path at a glance), no import cycle between its modules
+(type-only imports count too), no module over the size limit, and no more than a
+budget of places in ``bridge/`` that repeat each other.
 
 A *repeat* is a run of at least ``RUN`` consecutive significant lines that
 stands, to the letter but for indentation, in two places. Blank lines, comments
@@ -28,6 +29,7 @@ __all__ = [
     "RUN",
     "Repeat",
     "entries",
+    "import_cycles",
     "oversized",
     "repeats",
 ]
@@ -98,6 +100,55 @@ def entries(root: Path) -> list[str]:
     )
 
 
+def import_cycles(package: str) -> list[list[str]]:
+    """Groups of modules of ``package`` that import each other, directly or in a ring
+    (strongly connected components of the import graph, ``TYPE_CHECKING`` imports
+    included); empty when the imports form no cycle."""
+    import grimp  # the import graph import-linter reads; only this check needs it
+
+    graph = grimp.build_graph(package, cache_dir=None)
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for start in sorted(graph.modules):
+        if start in order:
+            continue
+        # Tarjan's algorithm, iteratively: (module, the imports still to visit).
+        work = [(start, iter(sorted(graph.find_modules_directly_imported_by(start))))]
+        order[start] = low[start] = len(order)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            module, pending = work[-1]
+            target = next(pending, None)
+            if target is not None:
+                if target not in order:
+                    order[target] = low[target] = len(order)
+                    stack.append(target)
+                    on_stack.add(target)
+                    imported = sorted(graph.find_modules_directly_imported_by(target))
+                    work.append((target, iter(imported)))
+                elif target in on_stack:
+                    low[module] = min(low[module], order[target])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[module])
+            if low[module] == order[module]:
+                group: list[str] = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.append(member)
+                    if member == module:
+                        break
+                if len(group) > 1:
+                    found.append(sorted(group))
+    return found
+
+
 def oversized(root: Path, *, limit: int = MAX_LINES) -> list[tuple[str, int]]:
     """Modules over ``limit`` lines."""
     sizes = [
@@ -114,6 +165,7 @@ def main(argv: list[str]) -> int:
     top = entries(root)
     if len(top) > MAX_ENTRIES:
         problems.append(f"{len(top)} entries at the top (the limit is {MAX_ENTRIES}): {top}")
+    problems += [f"import cycle: {' -> '.join(group)}" for group in import_cycles(root.name)]
     found = repeats(root)
     if len(found) > PAIR_BUDGET:
         problems.append(

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge.core.profiles.base import Draft, Payload, Rejected, quote
-from bridge.core.rules import TopicPattern
+from bridge.core.topics import TopicPattern
 
 __all__ = ["TELEMETRY_TYPE", "TelemetryTopics"]
 
