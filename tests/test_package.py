@@ -8,7 +8,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import bridge.events
+import bridge.formats
 import bridge.plugin
+import bridge.plugins
+import bridge.profiles
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,3 +107,12 @@ def test_the_plugin_api_is_one_module_with_what_its_docstring_promises() -> None
         bridge.plugin.FILTER_GROUP,
     )
     assert groups == ("hookbridge.normalisers", "hookbridge.formats", "hookbridge.filters")
+
+
+def test_the_former_plugin_paths_are_the_same_objects() -> None:
+    assert bridge.events.Event is bridge.plugin.Event
+    assert bridge.formats.Encoded is bridge.plugin.Encoded
+    assert bridge.formats.register_format is bridge.plugin.register_format
+    assert bridge.profiles.Draft is bridge.plugin.Draft
+    assert bridge.profiles.register_profile is bridge.plugin.register_profile
+    assert bridge.plugins.load_plugins is bridge.plugin.load_plugins
