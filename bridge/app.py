@@ -237,7 +237,7 @@ class Bridge:
 
     async def _hand_over(self, result: IngestResult) -> None:
         """Give freshly stored deliveries to the dispatcher; release what it cannot take."""
-        overflow = self.dispatcher.offer(result.deliveries)
+        overflow = self.dispatcher.offer(result.deliveries, result.heads)
         if overflow:
             try:
                 await self.store.release(overflow)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
+from bridge.store.rows import Delivery
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
@@ -86,3 +88,59 @@ async def test_each_device_in_order_despite_failures_and_unordered_not_slowed(
     finally:
         await ordered.stop()
         await plain.stop()
+
+
+async def test_a_device_with_nothing_pending_goes_from_memory_the_rest_wait_their_turn(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    def answer(request: Received, _n: int) -> Answer:
+        # The busy device's first answer is slow: its later events are stored meanwhile.
+        event = request.json()
+        slow = "busy" in event["source"] and event["data"]["seq"] == 0
+        return Answer(200, delay=0.5 if slow else 0.0)
+
+    receiver = Receiver(answer)
+    await receiver.start()
+    try:
+        config = bridge_config(
+            mosquitto,
+            tmp_path,
+            [{"name": "ordered", "url": receiver.url, "secret": SECRET, "ordered": True}],
+            presence={"enabled": False},
+        )
+        async with running_bridge(config) as bridge:
+            claimed: list[str] = []
+            claim_due = bridge.store.claim_due
+
+            async def claims_seen(*args: Any, **kwargs: Any) -> list[Delivery]:
+                found = await claim_due(*args, **kwargs)
+                claimed.extend(delivery.event_id for delivery in found)
+                return found
+
+            bridge.store.claim_due = claims_seen  # type: ignore[method-assign]
+            with Publisher(mosquitto.port) as device:
+                # Each device's queue is empty when its event is stored: no claim needed.
+                for n in range(5):
+                    device.publish(
+                        f"devices/idle-{n}/events",
+                        {"type": "session.started", "id": f"idle-{n}", "seq": 0},
+                    )
+                    await wait_until(lambda n=n: len(receiver.unique_ids()) > n)
+                assert claimed == []
+                # A burst of one device: its first event goes from memory, the others
+                # wait behind it in the store and are claimed one by one, in order.
+                device.publish_all(
+                    [
+                        (
+                            "devices/busy/events",
+                            {"type": "session.started", "id": f"busy-{n}", "seq": n},
+                        )
+                        for n in range(10)
+                    ]
+                )
+                await wait_until(lambda: len(receiver.unique_ids()) >= 15, timeout=30)
+        busy = [r.json()["data"]["seq"] for r in receiver.requests if "busy" in r.json()["source"]]
+        assert busy == list(range(10))
+        assert claimed  # the later ones of the burst came through the claim
+    finally:
+        await receiver.stop()

@@ -327,3 +327,20 @@ async def test_presence_timeouts_are_emitted_by_one_instance(pg_url: str) -> Non
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_postgres_names_no_heads_the_claim_keeps_order_across_instances(
+    pg_store: PostgresStore,
+) -> None:
+    # Two instances could each see an empty queue in concurrent batches: with
+    # PostgreSQL an ordered subscription's deliveries always go through the claim.
+    result = await pg_store.ingest(
+        [accepted(make_event(1, device="d1"), "ordered")],
+        [],
+        now=T0,
+        owner="a",
+        lease_until=T0 + 60,
+        ordered={"ordered"},
+    )
+    assert len(result.deliveries) == 1
+    assert result.heads == frozenset()

@@ -15,9 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.config import StoreSettings
+from bridge.core.events import Event
 from bridge.errors import ConfigError, StoreError, StoreUnavailable
 from bridge.store import Store, open_store
 from bridge.store.ids import new_delivery_id, new_delivery_ids
+from bridge.store.rows import AttemptOutcome, DeliveryStatus, IngestResult
 from bridge.store.sqlite.schema import SCHEMA_VERSION
 from bridge.store.sqlite.store import SQLiteStore, sqlite_path
 from tests.store_contract import (
@@ -25,6 +27,7 @@ from tests.store_contract import (
     Reopen,
     StoreContract,
     accepted,
+    attempt,
     make_event,
     opened,
     reopening,
@@ -266,3 +269,43 @@ async def test_two_instances_on_one_file_never_claim_the_same_delivery(
         await other.close()
     assert not set(mine) & set(theirs)
     assert len(mine) + len(theirs) == 200
+
+
+async def test_heads_of_ordered_queues_are_named_at_ingest(sqlite_store: SQLiteStore) -> None:
+    """The deliveries an ordered subscription may send at once, from memory: per device,
+    the first one of the batch when nothing of that device is pending before it."""
+
+    async def ingest(*events: Event) -> IngestResult:
+        items = [accepted(event, "ordered", "plain") for event in events]
+        return await sqlite_store.ingest(
+            items, [], now=T0, owner="a", lease_until=T0 + 60, ordered={"ordered"}
+        )
+
+    def ordered_ids(result: IngestResult) -> list[str]:
+        return [d.id for d in result.deliveries if d.subscription == "ordered"]
+
+    anonymous = make_event(4)
+    anonymous.data.pop("device_id")
+    first = await ingest(
+        make_event(1, device="d1"),
+        make_event(2, device="d1"),
+        make_event(3, device="d2"),
+        anonymous,
+    )
+    d1_first, _d1_second, d2_first, no_device = ordered_ids(first)
+    # Deliveries naming no device are not held back; the plain subscription has no heads.
+    assert first.heads == {d1_first, d2_first, no_device}
+    # d1 still has pending deliveries: its next one waits. d2's one was delivered: its
+    # next one heads the queue again.
+    d2_delivery = next(d for d in first.deliveries if d.id == d2_first)
+    await sqlite_store.record_attempts(
+        [(attempt(d2_delivery, at=T0 + 1, code=200), AttemptOutcome(DeliveryStatus.DELIVERED))],
+        now=T0 + 1,
+    )
+    second = await ingest(make_event(5, device="d1"), make_event(6, device="d2"))
+    assert second.heads == {ordered_ids(second)[1]}
+    # Without ordered subscriptions named, nothing is a head.
+    plain = await sqlite_store.ingest(
+        [accepted(make_event(7, device="d3"), "ordered")], [], now=T0, owner="a", lease_until=T0
+    )
+    assert plain.heads == frozenset()

@@ -50,6 +50,10 @@ class Router:
             flt = jmespath.compile(subscription.filter) if subscription.filter else None
             self._routes.append((re.compile(globs), (subscription, flt)))
         self._by_type: dict[str, list[_Candidate]] = {}
+        # Their deliveries go out one at a time per device (see bridge.store.heads).
+        self.ordered = frozenset(
+            subscription.name for _, (subscription, _) in self._routes if subscription.ordered
+        )
 
     def match(self, event: Event) -> list[Subscription]:
         """The subscriptions that want ``event``, in configuration order. Never raises."""

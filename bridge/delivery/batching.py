@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import structlog
 
@@ -60,8 +60,10 @@ def new_batch_id(now: float) -> str:
 class BatchingDispatcher(Dispatcher):
     """The dispatcher; lanes of subscriptions with ``batch:`` send batches."""
 
-    def offer(self, deliveries: Sequence[Delivery]) -> list[str]:
-        overflow = set(super().offer(deliveries))
+    def offer(
+        self, deliveries: Sequence[Delivery], heads: Collection[str] = frozenset()
+    ) -> list[str]:
+        overflow = set(super().offer(deliveries, heads))
         for delivery in deliveries:
             lane = self.lanes.get(delivery.subscription)
             if lane is not None and delivery.id not in overflow:

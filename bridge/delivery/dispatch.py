@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -97,15 +97,24 @@ class Dispatcher(Learning):
             for lane in self.lanes.values():
                 group.create_task(self._drive(lane), name=f"lane-{lane.name}")
 
-    def offer(self, deliveries: Sequence[Delivery]) -> list[str]:
+    def offer(
+        self, deliveries: Sequence[Delivery], heads: Collection[str] = frozenset()
+    ) -> list[str]:
         """Take freshly committed deliveries; returns the ids it could not take now.
 
-        The caller releases those in the store, where the lane's next poll finds them.
+        An ordered lane takes only ``heads``: deliveries the store found first in
+        their device's queue. The caller releases the rest in the store, where the
+        lane's next poll finds them.
         """
         overflow: list[str] = []
         for delivery in deliveries:
             lane = self.lanes.get(delivery.subscription)
-            if lane is None or self._stopping or not lane.takes_offers:
+            if (
+                lane is None
+                or self._stopping
+                or not lane.takes_offers
+                or (lane.subscription.ordered and delivery.id not in heads)
+            ):
                 overflow.append(delivery.id)
                 if lane is not None:
                     lane.poll_at = 0.0

@@ -148,9 +148,10 @@ class Lane:
 
     @property
     def takes_offers(self) -> bool:
-        """Takes fresh deliveries in memory. An ordered lane takes them only through the
-        store's claim, which holds a device's next one back until the previous is settled."""
-        return not self.paused and self.capacity > 0 and not self.subscription.ordered
+        """Takes fresh deliveries in memory. An ordered lane takes only those that head
+        their device's queue (the store says which, see bridge.store.heads), and none
+        when it batches: its claims take a device's run of deliveries together."""
+        return not self.paused and self.capacity > 0 and self.run_length == 1
 
     def take(
         self, claimed: Sequence[Delivery], *, room: int, next_due: float | None, now: float

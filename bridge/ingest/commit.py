@@ -278,6 +278,7 @@ class CommitStep:
             owner=self._owner,
             lease_until=now + self._lease,
             presence=self._presence.policy if self._presence is not None else None,
+            ordered=self._router.ordered,
         )
         self._metrics.store_commit_latency.observe(time.perf_counter() - started)
         self._metrics.ingest_batch_size.observe(len(accepted) + len(rejected))

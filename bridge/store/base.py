@@ -29,7 +29,7 @@ logic stays testable with a fake clock.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -162,6 +162,7 @@ class Store(OutboxStore, ABC):
         owner: str,
         lease_until: float,
         presence: PresencePolicy | None = None,
+        ordered: Collection[str] = (),
     ) -> IngestResult:
         """Store events, their deliveries and rejections in one commit.
 
@@ -176,8 +177,14 @@ class Store(OutboxStore, ABC):
         order): synthetic transitions are stored (with their deliveries) just
         before the event that caused them, and an event that repeats the known
         state is stored without deliveries (counted in ``collapsed``).
+
+        ``ordered`` names the subscriptions that send a device's deliveries in
+        order; of their new deliveries, those that head their device's queue
+        are in ``heads`` (see :mod:`bridge.store.heads`).
         """
-        batch = IngestBatch(accepted, rejected, now, owner, lease_until, presence)
+        batch = IngestBatch(
+            accepted, rejected, now, owner, lease_until, presence, frozenset(ordered)
+        )
         result: IngestResult = await self._write("ingest", batch)
         return result
 

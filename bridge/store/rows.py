@@ -131,6 +131,8 @@ class IngestBatch:
     owner: str
     lease_until: float  # new deliveries are leased to ``owner`` until then
     presence: PresencePolicy | None = None
+    # Subscriptions that send a device's deliveries in order (see bridge.store.heads).
+    ordered: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,10 @@ class IngestResult:
     duplicates: int  # events already in the store (same id, or a recognised redelivery)
     # Presence events that repeated the known state: stored, delivered to nobody.
     collapsed: int = 0
+    # Deliveries of ordered subscriptions that head their device's queue and may be
+    # sent at once (bridge.store.heads); the others of those subscriptions wait for
+    # the claim. Empty where the store does not decide heads.
+    heads: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

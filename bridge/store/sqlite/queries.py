@@ -24,6 +24,7 @@ from bridge.store.common import (
     outcome_values,
     redelivery_hashes,
 )
+from bridge.store.heads import choose_heads, ordered_pairs
 from bridge.store.ids import new_delivery_ids
 from bridge.store.leases import dedupe_since, next_watermark
 from bridge.store.rows import (
@@ -86,6 +87,9 @@ _INSERT_DELIVERY = """INSERT INTO deliveries
     (id, event_id, subscription, device_id, status, attempts, next_attempt_at,
      lease_owner, lease_until, created_at, updated_at)
     VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)"""
+# Is a delivery of this subscription and device pending (the partial device index)?
+_QUEUE_WAITING = """SELECT 1 FROM deliveries
+    WHERE subscription = ? AND device_id = ? AND status = 'pending' LIMIT 1"""
 _INSERT_REJECTED = """INSERT INTO rejected (received_at, topic, payload, reason, detail)
     VALUES (?, ?, ?, ?, ?)"""
 # A vanished delivery must not fail the whole batch of attempts: its row is skipped.
@@ -149,6 +153,12 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
     conn.executemany(_INSERT_EVENT, event_rows)
     note_devices(conn, fresh)
 
+    # Under the write lock: no other writer adds to these queues before the commit.
+    waiting = [
+        pair
+        for pair in ordered_pairs(fresh, batch.ordered)
+        if conn.execute(_QUEUE_WAITING, pair).fetchone() is not None
+    ]
     ids = iter(new_delivery_ids(now, sum(len(item.subscriptions) for item in fresh)))
     deliveries: list[Delivery] = []
     delivery_rows: list[tuple[Any, ...]] = []
@@ -177,7 +187,10 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
             _INSERT_REJECTED,
             [(r.received_at, r.topic, r.payload, r.reason, r.detail) for r in rejected],
         )
-    return IngestResult(deliveries, stored=len(fresh), duplicates=duplicates, collapsed=collapsed)
+    heads = choose_heads(deliveries, batch.ordered, waiting) if batch.ordered else frozenset()
+    return IngestResult(
+        deliveries, stored=len(fresh), duplicates=duplicates, collapsed=collapsed, heads=heads
+    )
 
 
 def record_attempts(
