@@ -96,8 +96,9 @@ def run_one(
     receiver = ReceiverProcess(
         free_port(), workdir, delay=scenario.delay, fail_rate=scenario.fail_rate
     )
+    wiring = {**(extra or {}), **({"ordered": True} if scenario.ordered else {})}
     target = Target(
-        broker.port, receiver.url, workdir, max_in_flight=scenario.max_in_flight, extra=extra or {}
+        broker.port, receiver.url, workdir, max_in_flight=scenario.max_in_flight, extra=wiring
     )
     started: list[Running] = []
     try:

@@ -35,6 +35,7 @@ class Scenario:
     max_in_flight: int | None = None  # None: HookBridge's default
     stall: float = 20.0  # give up when nothing new arrived for this long
     postgres: bool = False  # HookBridge only: two instances on one PostgreSQL store
+    ordered: bool = False  # HookBridge: the subscription is FIFO per device (ordered: true)
 
     @property
     def duration(self) -> float:
@@ -63,6 +64,13 @@ def scenarios(*, quick: bool, events: int | None, backlog: int) -> dict[str, Sce
             "slow200", "stock: 1,000 ev/s, receiver adds 200 ms", steady, rate=1000, delay=0.2
         ),
         Scenario("failing", "stock: 1,000 ev/s, 10 % fail", steady, rate=1000, fail_rate=0.1),
+        Scenario(
+            "ordered",
+            "stock: 1,000 ev/s, HookBridge's subscription ordered per device",
+            steady,
+            rate=1000,
+            ordered=True,
+        ),
         _tuned(Scenario("tuned-burst", "tuned: 20,000-event QoS 1 burst", burst)),
         _tuned(Scenario("tuned-steady", "tuned: 1,000 ev/s steady", steady, rate=1000)),
         _tuned(Scenario("tuned-slow", "tuned: receiver adds 50 ms", steady, rate=1000, delay=0.05)),
@@ -95,7 +103,7 @@ HEADLINE = ["burst", "steady", "slow", "slow200", "failing", "tuned-burst"]
 
 SETS: dict[str, list[str]] = {
     "headline": HEADLINE,
-    "stock": ["burst", "steady", "slow", "slow200", "failing"],
+    "stock": ["burst", "steady", "slow", "slow200", "failing", "ordered"],
     "tuned": ["tuned-burst", "tuned-steady", "tuned-slow", "backlog", "postgres"],
-    "all": [*HEADLINE, "tuned-steady", "tuned-slow", "backlog", "postgres"],
+    "all": [*HEADLINE, "ordered", "tuned-steady", "tuned-slow", "backlog", "postgres"],
 }

@@ -48,6 +48,8 @@ def config(target: Target, *, client_id: str = "hookbridge-bench") -> dict[str, 
     }
     if target.max_in_flight is not None:
         subscription.update(TUNED, max_in_flight=target.max_in_flight)
+    if target.extra.get("ordered"):
+        subscription["ordered"] = True
     return {
         "mqtt": mqtt,
         "store": {"url": store},
