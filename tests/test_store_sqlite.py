@@ -20,6 +20,7 @@ from bridge.errors import ConfigError, StoreError, StoreUnavailable
 from bridge.store import Store, open_store
 from bridge.store.ids import new_delivery_id, new_delivery_ids
 from bridge.store.rows import AttemptOutcome, DeliveryStatus, IngestResult
+from bridge.store.sqlite import queries as sqlite_queries
 from bridge.store.sqlite.schema import SCHEMA_VERSION
 from bridge.store.sqlite.store import SQLiteStore, sqlite_path
 from tests.store_contract import (
@@ -304,6 +305,20 @@ async def test_heads_of_ordered_queues_are_named_at_ingest(sqlite_store: SQLiteS
     )
     second = await ingest(make_event(5, device="d1"), make_event(6, device="d2"))
     assert second.heads == {ordered_ids(second)[1]}
+    # The queue check is one probe of the partial device index, whatever the backlog.
+    plan = await sqlite_store._run(
+        lambda conn: [
+            row[3]
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN " + sqlite_queries._QUEUE_WAITING, ("o", "d")
+            )
+        ],
+        action="test",
+        write=False,
+    )
+    assert plan == [
+        "SEARCH deliveries USING INDEX deliveries_pending_device (subscription=? AND device_id=?)"
+    ]
     # Without ordered subscriptions named, nothing is a head.
     plain = await sqlite_store.ingest(
         [accepted(make_event(7, device="d3"), "ordered")], [], now=T0, owner="a", lease_until=T0
