@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from bridge.core.trace import (
     TraceParent,
     context_for,
     format_traceparent,
-    freshness_start,
     new_span_id,
     parse_traceparent,
     trace_of,
@@ -85,14 +83,6 @@ def test_an_event_without_a_stored_trace_gets_a_stable_one() -> None:
     assert first.trace_id != trace_of("evt_2", None).trace_id
     assert VALID.match(format_traceparent(first.trace_id, new_span_id(b"12345678")))
     assert trace_of("evt_1", EventContext(trace_id=TRACE)).trace_id == TRACE
-
-
-def test_freshness_counts_from_a_sane_device_clock_only() -> None:
-    received = datetime(2026, 1, 1, 12, tzinfo=UTC)
-    at = received.timestamp()
-    assert freshness_start(received - timedelta(seconds=30), at) == at - 30
-    assert freshness_start(received - timedelta(days=2), at) == at  # clock far behind
-    assert freshness_start(received + timedelta(minutes=5), at) == at  # clock ahead
 
 
 def _with_user_properties(*pairs: tuple[str, str]) -> Properties:

@@ -23,7 +23,6 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 
 import orjson
 
@@ -33,7 +32,6 @@ __all__ = [
     "TraceParent",
     "context_for",
     "format_traceparent",
-    "freshness_start",
     "new_span_id",
     "parse_traceparent",
     "trace_of",
@@ -212,18 +210,3 @@ def trace_of(event_id: str, context: EventContext | None) -> Trace:
         return Trace(context.trace_id, context.trace_flags, context.tracestate)
     derived = hashlib.sha256(b"trace\x00" + event_id.encode("utf-8")).digest()
     return Trace(_nonzero_hex(derived, 16))
-
-
-def freshness_start(
-    occurred_at: datetime, received_at: float, *, max_skew: float = 3600.0
-) -> float:
-    """Where an event's freshness counts from (epoch seconds).
-
-    The device's publish time when it is in a sane range (no later than a few
-    seconds after receipt, no earlier than ``max_skew`` before it: a device
-    whose clock is off must not skew the histogram), else the receipt.
-    """
-    device = occurred_at.timestamp()
-    if received_at - max_skew <= device <= received_at + 5.0:
-        return device
-    return received_at

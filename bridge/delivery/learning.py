@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from bridge.admin.metrics import Metrics
 from bridge.config import Settings, Subscription
-from bridge.core.trace import freshness_start
 from bridge.delivery.lane import Lane
 from bridge.delivery.send import AttemptResult
 from bridge.errors import StoreError
@@ -109,8 +108,8 @@ class Learning(ABC):
         lane.metrics.attempt(settled.result.outcome).inc()
         if outcome.status is DeliveryStatus.DELIVERED:
             lane.metrics.end_to_end_latency.observe(max(0.0, now - delivery.created_at))
-            start = freshness_start(delivery.event.timestamp, delivery.created_at)
-            lane.metrics.freshness.observe(max(0.0, now - start))
+            # From receipt (the commit that stored it): device clocks are not trusted.
+            lane.metrics.freshness.observe(max(0.0, now - delivery.created_at))
         elif outcome.status is DeliveryStatus.DEAD:
             self._metrics.dead.labels(lane.name).inc()
             details = {"delivery_id": delivery.id, "event_id": delivery.event_id}
