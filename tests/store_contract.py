@@ -1,14 +1,19 @@
 """The store conformance suite: what every backend of the ``Store`` protocol must do.
 
 A backend's test module subclasses :class:`StoreContract` (its name must start
-with ``Test`` there) and provides two fixtures:
+with ``Test`` there) and provides one fixture, ``make_store``: a callable
+``(owner)`` returning an unopened store of that backend on the test's own data.
+From it the contract builds its fixtures:
 
 ``store``
     an opened, empty store, closed after the test;
 ``reopen_store``
     an async callable ``(store, *, owner)`` closing that store and returning a
     new instance on the same data, opened for ``owner`` (closed after the test
-    by the fixture).
+    by the fixture);
+``instance``
+    an async callable ``(owner, *, takeover_after)`` opening another instance
+    on the same data (see :mod:`tests.store_contract_leases`).
 
 Every time is an explicit ``now`` on a fake clock starting at ``T0``.
 """
@@ -38,11 +43,20 @@ from bridge.store.rows import (
 from tests.store_contract_batch import BatchStoreContract
 from tests.store_contract_device import DeviceStoreContract
 from tests.store_contract_directory import DirectoryStoreContract
-from tests.store_contract_leases import LeaseStoreContract
+from tests.store_contract_leases import Instance, LeaseStoreContract, instances
 from tests.store_contract_outbox import OutboxStoreContract
 from tests.store_contract_replies import ReplyStoreContract
 
-__all__ = ["T0", "Reopen", "StoreContract", "accepted", "make_event", "opened", "reopening"]
+__all__ = [
+    "T0",
+    "MakeStore",
+    "Reopen",
+    "StoreContract",
+    "accepted",
+    "make_event",
+    "opened",
+    "reopening",
+]
 
 T0 = 1_800_000_000.0
 LEASE = 300.0
@@ -50,6 +64,9 @@ PENDING, DELIVERED, DEAD = DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, Del
 
 
 S = TypeVar("S", bound=Store)
+
+
+MakeStore = Callable[[str], Store]
 
 
 class Reopen(Protocol):
@@ -142,7 +159,34 @@ class StoreContract(
     OutboxStoreContract,
     ReplyStoreContract,
 ):
-    """Conformance tests; see the module docstring for the fixtures they need."""
+    """Conformance tests; see the module docstring for the fixture they need."""
+
+    @pytest.fixture
+    async def store(self, make_store: MakeStore) -> AsyncIterator[Store]:
+        async with opened(make_store("")) as store:
+            yield store
+
+    @pytest.fixture
+    async def reopen_store(self, make_store: MakeStore) -> AsyncIterator[Reopen]:
+        async with reopening(make_store) as reopen:
+            yield reopen
+
+    @pytest.fixture
+    async def instance(self, make_store: MakeStore) -> AsyncIterator[Instance]:
+        def make(owner: str, takeover_after: float) -> Store:
+            store = make_store(owner)
+            store.takeover_after = takeover_after
+            return store
+
+        async with instances(make) as opened_for:
+            yield opened_for
+
+    async def test_closed_store_refuses_calls(self, store: Store) -> None:
+        await store.close()
+        await store.close()  # closing twice is harmless
+        with pytest.raises(StoreError, match="not open"):
+            await store.counts()
+        assert not await store.is_writable()
 
     async def test_ingest_stores_events_and_leased_deliveries(self, store: Store) -> None:
         first, second = make_event(1), make_event(2, device="dev-2")

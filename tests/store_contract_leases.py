@@ -18,7 +18,7 @@ from bridge.store.base import Store
 from bridge.store.rows import Accepted, AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus
 from tests.support.waiting import wait_until
 
-__all__ = ["Instance", "LeaseStoreContract", "instances"]
+__all__ = ["Instance", "LeaseStoreContract", "claim_all", "instances"]
 
 T0 = 1_800_000_000.0
 LEASE = 300.0
@@ -46,6 +46,18 @@ async def instances(make: Callable[[str, float], Store]) -> AsyncIterator[Instan
     finally:
         for store in opened:
             await store.close()
+
+
+async def claim_all(store: Store, owner: str, *, rounds: int, now: float = T0) -> list[str]:
+    """The ids of what ``owner`` claims of subscription ``crm``, 7 at a time, until
+    nothing is due (or ``rounds`` claims were made)."""
+    taken: list[str] = []
+    for _ in range(rounds):
+        batch = await store.claim_due("crm", now=now, owner=owner, lease_until=now + 60, limit=7)
+        if not batch:
+            break
+        taken += [d.id for d in batch]
+    return taken
 
 
 def _event(n: int, *, at: float = T0) -> Event:

@@ -15,7 +15,7 @@ from bridge.config import StoreSettings
 from bridge.core.events import Event
 from bridge.core.presence import Observation, Presence, Transition
 from bridge.errors import ConfigError, StoreError, StoreUnavailable
-from bridge.store import Store, open_store
+from bridge.store import open_store
 from bridge.store.postgres.schema import SCHEMA_VERSION
 from bridge.store.postgres.store import PostgresStore, parse_postgres_url
 from bridge.store.rows import (
@@ -25,16 +25,8 @@ from bridge.store.rows import (
     DeliveryStatus,
     PresencePolicy,
 )
-from tests.store_contract import (
-    T0,
-    Reopen,
-    StoreContract,
-    accepted,
-    make_event,
-    opened,
-    reopening,
-)
-from tests.store_contract_leases import Instance, instances
+from tests.store_contract import T0, MakeStore, StoreContract, accepted, make_event, opened
+from tests.store_contract_leases import claim_all
 from tests.support.postgres import PostgresDatabase, fetch
 
 
@@ -50,25 +42,8 @@ async def pg_store(pg_url: str) -> AsyncIterator[PostgresStore]:
 
 
 @pytest.fixture
-def store(pg_store: PostgresStore) -> Store:
-    return pg_store
-
-
-@pytest.fixture
-async def reopen_store(pg_url: str) -> AsyncIterator[Reopen]:
-    async with reopening(lambda owner: PostgresStore(pg_url, owner=owner)) as reopen:
-        yield reopen
-
-
-@pytest.fixture
-async def instance(pg_url: str) -> AsyncIterator[Instance]:
-    def make(owner: str, takeover_after: float) -> Store:
-        store = PostgresStore(pg_url, owner=owner)
-        store.takeover_after = takeover_after
-        return store
-
-    async with instances(make) as opened_for:
-        yield opened_for
+def make_store(pg_url: str) -> MakeStore:
+    return lambda owner: PostgresStore(pg_url, owner=owner)
 
 
 class TestPostgresStoreContract(StoreContract):
@@ -155,14 +130,6 @@ async def test_other_database_errors_are_store_errors(pg_store: PostgresStore) -
     assert isinstance(caught.value.__cause__, asyncpg.PostgresError)
 
 
-async def test_closed_store_refuses_calls(pg_store: PostgresStore) -> None:
-    await pg_store.close()
-    await pg_store.close()  # closing twice is harmless
-    with pytest.raises(StoreError, match="not open"):
-        await pg_store.counts()
-    assert not await pg_store.is_writable()
-
-
 async def test_concurrent_ingest_of_the_same_events_stores_each_once(pg_url: str) -> None:
     # Two instances given the same messages (a redelivery to another group member):
     # ON CONFLICT makes exactly one of them create the deliveries.
@@ -192,19 +159,9 @@ async def test_instances_claiming_together_never_share_a_delivery(pg_url: str) -
     try:
         items = [accepted(make_event(i, device=f"dev-{i % 5}"), "crm") for i in range(600)]
         await stores[0].ingest(items, [], now=T0, owner="a", lease_until=T0 - 1)
-
-        async def claim_all(store: PostgresStore, owner: str) -> list[str]:
-            taken: list[str] = []
-            for _ in range(300):
-                batch = await store.claim_due(
-                    "crm", now=T0, owner=owner, lease_until=T0 + 60, limit=7
-                )
-                if not batch:
-                    break
-                taken += [d.id for d in batch]
-            return taken
-
-        claimed = await asyncio.gather(*(claim_all(s, f"bridge-{n}") for n, s in enumerate(stores)))
+        claimed = await asyncio.gather(
+            *(claim_all(s, f"bridge-{n}", rounds=300) for n, s in enumerate(stores))
+        )
         every = [d for batch in claimed for d in batch]
         assert len(every) == len(set(every)) == 600
         assert all(claimed), "every instance got a share"

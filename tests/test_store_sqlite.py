@@ -17,23 +17,14 @@ from hypothesis import strategies as st
 from bridge.config import StoreSettings
 from bridge.core.events import Event
 from bridge.errors import ConfigError, StoreError, StoreUnavailable
-from bridge.store import Store, open_store
+from bridge.store import open_store
 from bridge.store.ids import new_delivery_id, new_delivery_ids
 from bridge.store.rows import AttemptOutcome, DeliveryStatus, IngestResult
 from bridge.store.sqlite import queries as sqlite_queries
 from bridge.store.sqlite.schema import SCHEMA_VERSION
 from bridge.store.sqlite.store import SQLiteStore, sqlite_path
-from tests.store_contract import (
-    T0,
-    Reopen,
-    StoreContract,
-    accepted,
-    attempt,
-    make_event,
-    opened,
-    reopening,
-)
-from tests.store_contract_leases import Instance, instances
+from tests.store_contract import T0, MakeStore, StoreContract, accepted, attempt, make_event, opened
+from tests.store_contract_leases import claim_all
 
 
 @pytest.fixture
@@ -48,25 +39,8 @@ async def sqlite_store(db_path: Path) -> AsyncIterator[SQLiteStore]:
 
 
 @pytest.fixture
-def store(sqlite_store: SQLiteStore) -> Store:
-    return sqlite_store
-
-
-@pytest.fixture
-async def reopen_store(db_path: Path) -> AsyncIterator[Reopen]:
-    async with reopening(lambda owner: SQLiteStore(db_path, owner=owner)) as reopen:
-        yield reopen
-
-
-@pytest.fixture
-async def instance(db_path: Path) -> AsyncIterator[Instance]:
-    def make(owner: str, takeover_after: float) -> Store:
-        store = SQLiteStore(db_path, owner=owner)
-        store.takeover_after = takeover_after
-        return store
-
-    async with instances(make) as opened_for:
-        yield opened_for
+def make_store(db_path: Path) -> MakeStore:
+    return lambda owner: SQLiteStore(db_path, owner=owner)
 
 
 class TestSQLiteStoreContract(StoreContract):
@@ -198,14 +172,6 @@ async def test_other_sqlite_errors_are_store_errors(sqlite_store: SQLiteStore) -
     assert isinstance(caught.value.__cause__, sqlite3.Error)
 
 
-async def test_closed_store_refuses_calls(sqlite_store: SQLiteStore) -> None:
-    await sqlite_store.close()
-    await sqlite_store.close()  # closing twice is harmless
-    with pytest.raises(StoreError, match="not open"):
-        await sqlite_store.counts()
-    assert not await sqlite_store.is_writable()
-
-
 def test_store_urls(tmp_path: Path) -> None:
     assert sqlite_path("sqlite:///hookbridge.db") == Path("hookbridge.db")
     assert sqlite_path("sqlite:////var/lib/hookbridge/h.db") == Path("/var/lib/hookbridge/h.db")
@@ -253,19 +219,9 @@ async def test_two_instances_on_one_file_never_claim_the_same_delivery(
     other = SQLiteStore(db_path)
     await other.open()
     try:
-
-        async def claim_all(store: SQLiteStore, owner: str) -> list[str]:
-            taken: list[str] = []
-            for _ in range(100):
-                batch = await store.claim_due(
-                    "crm", now=T0, owner=owner, lease_until=T0 + 60, limit=7
-                )
-                if not batch:
-                    break
-                taken += [d.id for d in batch]
-            return taken
-
-        mine, theirs = await asyncio.gather(claim_all(sqlite_store, "a"), claim_all(other, "b"))
+        mine, theirs = await asyncio.gather(
+            claim_all(sqlite_store, "a", rounds=100), claim_all(other, "b", rounds=100)
+        )
     finally:
         await other.close()
     assert not set(mine) & set(theirs)
