@@ -3,11 +3,8 @@ own presence and SIGHUP reload as a real process."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,27 +12,12 @@ import yaml
 
 from tests.conftest import SECRET, running_bridge
 from tests.support.admin import TOKEN, admin_config, api_url
+from tests.support.cli import hookbridge
 from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.process import BridgeProcess, started_bridge
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Receiver
 from tests.support.waiting import wait_until
-
-
-async def hookbridge(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run the CLI without blocking the loop the bridge under test runs in."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_every_command_against_a_running_bridge(

@@ -8,10 +8,6 @@ bridge's ``POST /api/reload`` refuse it. Operator commands need only the
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +16,12 @@ import yaml
 
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.admin import Admin, admin_config, api_url
+from tests.support.cli import (
+    check_config_refuses,
+    hookbridge,
+    run_cli,
+    run_refuses_like_check_config,
+)
 from tests.support.mosquitto import Mosquitto
 from tests.support.process import BridgeProcess
 from tests.support.receiver import Receiver
@@ -28,33 +30,6 @@ HIDDEN = "Zm9vYmFyYmF6cXV4cXV1eA"  # part of secrets below; never printed
 
 # A URL the private-target warning does not concern.
 PUBLIC = "https://hooks.example.com/in"
-
-
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bridge.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, **(env or {})},
-        timeout=60,
-    )
-
-
-async def _acli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """The CLI without blocking the loop a bridge under test runs in."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def _sub(**extra: Any) -> dict[str, Any]:
@@ -253,11 +228,7 @@ def test_check_config_refuses_with_place_and_reason(
     tmp_path: Path, document: object, expected: list[str]
 ) -> None:
     path = _write(tmp_path / "hookbridge.yaml", document)
-    done = _cli("check-config", "-c", str(path))
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert f"configuration has {len(expected)} problem" in done.stderr, done.stderr
-    for line in expected:
-        assert line in done.stderr, done.stderr
+    done = check_config_refuses(path, expected)
     assert HIDDEN not in done.stdout + done.stderr
 
 
@@ -266,13 +237,7 @@ def test_run_refuses_the_same_file_with_the_same_lines(tmp_path: Path) -> None:
         tmp_path / "hookbridge.yaml",
         {"rules": [_rule(type="nope.type"), _rule(data={"user": "payload.[["})]},
     )
-    checked = _cli("check-config", str(path))
-    run = _cli("run", "-c", str(path))
-    assert checked.returncode == run.returncode == 2
-    problems = [line for line in checked.stderr.splitlines() if line.startswith("  rules[")]
-    assert len(problems) == 2, checked.stderr
-    for line in problems:
-        assert line in run.stderr.splitlines(), run.stderr
+    run_refuses_like_check_config(path, "rules", problems=2)
 
 
 def test_missing_variable_is_one_problem_naming_it(tmp_path: Path) -> None:
@@ -281,7 +246,7 @@ def test_missing_variable_is_one_problem_naming_it(tmp_path: Path) -> None:
         "subscriptions:\n"
         f"  - name: crm\n    url: {PUBLIC}\n    secret: ${{HB_SURELY_UNSET_SECRET}}\n",
     )
-    done = _cli("check-config", str(path))
+    done = run_cli("check-config", str(path))
     assert done.returncode == 2
     assert "configuration has 1 problem" in done.stderr, done.stderr
     assert (
@@ -294,7 +259,7 @@ def test_missing_variable_is_one_problem_naming_it(tmp_path: Path) -> None:
 def test_empty_file_is_refused_clearly(tmp_path: Path) -> None:
     path = tmp_path / "hookbridge.yaml"
     path.write_text("# nothing here yet\n")
-    done = _cli("check-config", str(path))
+    done = run_cli("check-config", str(path))
     assert done.returncode == 2
     assert "the file is empty" in done.stderr
 
@@ -314,7 +279,7 @@ def test_warnings_are_printed_and_exit_zero(tmp_path: Path) -> None:
             ]
         },
     )
-    done = _cli("check-config", str(path))
+    done = run_cli("check-config", str(path))
     assert done.returncode == 0, done.stderr
     assert "valid, 4 warning(s)" in done.stdout
     err = done.stderr
@@ -335,7 +300,7 @@ def test_warnings_are_printed_and_exit_zero(tmp_path: Path) -> None:
     document = yaml.safe_load(path.read_text())
     document["security"] = {"allow_private_targets": True}
     _write(path, document)
-    done = _cli("check-config", str(path))
+    done = run_cli("check-config", str(path))
     assert done.returncode == 0
     assert "is a loopback address" not in done.stderr
     assert "is a private address" not in done.stderr
@@ -355,7 +320,7 @@ async def test_reload_refuses_what_check_config_refuses(
             status, body = await admin.post("/api/reload")
             assert status == 400, body
             assert "rules[0].type: 'nope.type' is not in the event catalogue" in body["problems"]
-            code, _out, err = await _acli("check-config", str(path))
+            code, _out, err = await hookbridge("check-config", str(path))
             assert code == 2
             assert "  rules[0].type: 'nope.type' is not in the event catalogue" in err.splitlines()
     finally:
@@ -378,13 +343,13 @@ async def test_operator_commands_need_only_the_api_section(
     )
     env = {"HB_TEST_ADMIN_TOKEN": config["api"]["token"]}
     async with running_bridge(config):
-        code, out, err = await _acli(
+        code, out, err = await hookbridge(
             "subscriptions", "list", "--json", "-c", str(operator), env=env
         )
     assert code == 0, err
     assert '"crm"' in out
     # The api section itself is still interpolated and checked.
-    missing = _cli("subscriptions", "list", "-c", str(operator))
+    missing = run_cli("subscriptions", "list", "-c", str(operator))
     assert missing.returncode == 1
     assert "api.token: environment variable HB_TEST_ADMIN_TOKEN is not set" in missing.stderr
 

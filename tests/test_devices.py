@@ -3,10 +3,7 @@ the dashboard's Devices panel (headless Chromium)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +14,7 @@ from playwright.async_api import async_playwright
 from bridge.app import Bridge
 from tests.conftest import SECRET, running_bridge
 from tests.support.admin import TOKEN, Admin, admin_client, admin_config, api_url
+from tests.support.cli import hookbridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Receiver
@@ -25,22 +23,6 @@ from tests.support.waiting import wait_until
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-async def hookbridge(*args: str) -> tuple[int, str, str]:
-    """Run the CLI without blocking the loop the bridge under test runs in."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=dict(os.environ),
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 @asynccontextmanager

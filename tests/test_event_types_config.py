@@ -8,8 +8,6 @@ reload refuses it too, while a valid change of declarations applies at once.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,11 @@ import yaml
 
 from tests.conftest import SECRET, running_bridge
 from tests.support.admin import admin_client, admin_config
+from tests.support.cli import (
+    check_config_refuses,
+    run_cli,
+    run_refuses_like_check_config,
+)
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Receiver
@@ -29,16 +32,6 @@ METER = {
     "name": "meter.read",
     "data_schema": {"type": "object", "required": ["kwh"]},
 }
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bridge.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
 
 
 def _write(path: Path, document: object) -> Path:
@@ -150,11 +143,7 @@ def test_check_config_refuses_invalid_declarations(
     tmp_path: Path, document: dict[str, Any], expected: list[str]
 ) -> None:
     path = _write(tmp_path / "hookbridge.yaml", document)
-    done = _cli("check-config", "-c", str(path))
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert f"configuration has {len(expected)} problem" in done.stderr, done.stderr
-    for line in expected:
-        assert f"  {line}" in done.stderr, done.stderr
+    check_config_refuses(path, [f"  {line}" for line in expected])
 
 
 def test_run_refuses_an_invalid_declaration_with_the_same_lines(tmp_path: Path) -> None:
@@ -162,13 +151,7 @@ def test_run_refuses_an_invalid_declaration_with_the_same_lines(tmp_path: Path) 
         tmp_path / "hookbridge.yaml",
         {"event_types": [{"name": "bridge.mine"}, {"name": "x.y", "data_schema": {"type": 3}}]},
     )
-    checked = _cli("check-config", str(path))
-    run = _cli("run", "-c", str(path))
-    assert checked.returncode == run.returncode == 2
-    problems = [line for line in checked.stderr.splitlines() if line.startswith("  event_types[")]
-    assert len(problems) == 2, checked.stderr
-    for line in problems:
-        assert line in run.stderr.splitlines(), run.stderr
+    run_refuses_like_check_config(path, "event_types", problems=2)
 
 
 def test_a_valid_declaration_is_summarised_and_its_globs_do_not_warn(tmp_path: Path) -> None:
@@ -187,7 +170,7 @@ def test_a_valid_declaration_is_summarised_and_its_globs_do_not_warn(tmp_path: P
             ],
         },
     )
-    done = _cli("check-config", str(path))
+    done = run_cli("check-config", str(path))
     assert done.returncode == 0, done.stderr
     assert "valid\n" in done.stdout and not done.stderr, done.stdout + done.stderr
     assert "  event types: meter.read" in done.stdout
@@ -202,20 +185,20 @@ def test_events_schema_with_a_config_file_includes_its_types(tmp_path: Path) -> 
         + f"subscriptions:\n  - name: crm\n    url: {PUBLIC}\n"
         "    secret: ${HB_SURELY_UNSET_SECRET}\n"
     )
-    every = _cli("events", "schema", "-c", str(path))
+    every = run_cli("events", "schema", "-c", str(path))
     assert every.returncode == 0, every.stderr
     schema = json.loads(every.stdout)
     jsonschema.Draft202012Validator.check_schema(schema)
     assert "meter.read" in schema["$defs"]
     assert {"$ref": "#/$defs/meter.read"} in schema["oneOf"]
-    one = _cli("events", "schema", "meter.read", "--config", str(path))
+    one = run_cli("events", "schema", "meter.read", "--config", str(path))
     assert one.returncode == 0, one.stderr
     assert json.loads(one.stdout)["properties"]["type"] == {"const": "meter.read"}
-    without = _cli("events", "schema", "meter.read")
+    without = run_cli("events", "schema", "meter.read")
     assert without.returncode == 2
     assert "unknown event type 'meter.read'" in without.stderr
     _write(path, {"event_types": [{"name": "bridge.x"}]})
-    broken = _cli("events", "schema", "-c", str(path))
+    broken = run_cli("events", "schema", "-c", str(path))
     assert broken.returncode == 2
     assert "  event_types[0].name: 'bridge.x': types under bridge." in broken.stderr
 

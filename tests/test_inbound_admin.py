@@ -7,11 +7,8 @@ allows the topic, an operator's replay publishes it.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +19,7 @@ import pytest
 from bridge.core.signing import sign
 from tests.conftest import SECRET, running_bridge
 from tests.support.admin import TOKEN, Admin, admin_client, admin_config, api_url
+from tests.support.cli import hookbridge
 from tests.support.mosquitto import Mosquitto, running_mosquitto
 from tests.support.publisher import Publisher
 from tests.support.waiting import wait_until
@@ -67,22 +65,6 @@ async def _post(admin: Admin, path: str, payload: dict[str, Any]) -> dict[str, A
         assert response.status == 202
         answer: dict[str, Any] = await response.json()
         return answer
-
-
-async def hookbridge(*args: str) -> tuple[int, str, str]:
-    """Run the CLI without blocking the loop the bridge under test runs in."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=dict(os.environ),
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def _status_of(admin: Admin, message_id: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import ssl
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from bridge.config import parse_config
 from bridge.core.events import Event
 from bridge.delivery.send import Sender
 from tests.conftest import bridge_config, running_bridge
+from tests.support.cli import run_cli
 from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.process import BridgeProcess
 from tests.support.publisher import Publisher
@@ -140,13 +140,7 @@ SECRETS = (WEBHOOK_SECRET, MQTT_PASSWORD, HEADER_TOKEN, ADMIN_TOKEN)
 
 
 def _cli(*args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    done = run_cli(*args)
     return done.stdout + done.stderr
 
 
