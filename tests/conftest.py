@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 
 from bridge.app import Bridge
 from bridge.config import Settings, parse_config
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import AclBroker, Mosquitto, refusing_commands, running_mosquitto
 from tests.support.plugins import make_test_plugins_visible
 from tests.support.postgres import PostgresDatabase
 from tests.support.receiver import Receiver
@@ -42,6 +42,20 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A mosquitto of this test's own, which it may stop and start."""
+    with running_mosquitto(tmp_path) as own:
+        yield own
+
+
+@pytest.fixture
+def acl_broker(tmp_path: Path) -> Iterator[AclBroker]:
+    """A mosquitto of this test's own that refuses commands until they are allowed."""
+    with refusing_commands(tmp_path) as broker:
+        yield broker
 
 
 @pytest.fixture(scope="session")

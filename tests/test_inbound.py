@@ -18,30 +18,23 @@ import pytest
 from standardwebhooks import Webhook
 
 from bridge.app import Bridge
-from bridge.core.signing import hub_signature, sign
+from bridge.core.signing import hub_signature
 from tests.conftest import SECRET, bridge_config, running_bridge
+from tests.support.inbound import command_route, inbound_bridge, signed_request
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.waiting import wait_until
 
 GH_SECRET = "github-shared-secret"
 INBOUND = [
-    {
-        "name": "helpdesk",
-        "path": "/inbound/helpdesk",
-        "secret": SECRET,
-        "topic": "devices/{body.device_id}/{body.channel}",
-        "allow_topics": ["devices/+/commands"],
-        "max_body": "1KB",
-    },
-    {
-        "name": "gh",
-        "path": "/inbound/github",
-        "secret": GH_SECRET,
-        "signature": "github",
-        "topic": "devices/{body.device_id}/commands",
-        "allow_topics": ["devices/#"],
-    },
+    command_route("helpdesk", topic="devices/{body.device_id}/{body.channel}", max_body="1KB"),
+    command_route(
+        "gh",
+        path="/inbound/github",
+        secret=GH_SECRET,
+        signature="github",
+        allow_topics=["devices/#"],
+    ),
 ]
 
 
@@ -67,15 +60,7 @@ class Client:
         secret: str = SECRET,
         raw: bytes | None = None,
     ) -> tuple[int, dict[str, Any]]:
-        body = raw if raw is not None else json.dumps(payload).encode()
-        msg_id = msg_id or f"msg_{time.monotonic_ns()}"
-        stamp = int(time.time()) if stamp is None else stamp
-        headers = {
-            "content-type": "application/json",
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(stamp),
-            "webhook-signature": sign(secret, msg_id, stamp, body),
-        }
+        body, headers = signed_request(payload, msg_id=msg_id, stamp=stamp, secret=secret, raw=raw)
         return await self.post("/inbound/helpdesk", body, headers)
 
     async def assert_nothing_published(self) -> None:
@@ -93,19 +78,8 @@ class Client:
 
 @pytest.fixture
 async def client(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Client]:
-    config = bridge_config(
-        mosquitto,
-        tmp_path,
-        [],
-        inbound=INBOUND,
-        api={"listen": None, "inbound_listen": "127.0.0.1:0"},
-    )
-    async with running_bridge(config) as bridge:
-        await wait_until(lambda: bridge.ingest.connected, timeout=10, message="connected")
-        with Publisher(mosquitto.port) as device:
-            device.subscribe("devices/#")
-            async with aiohttp.ClientSession() as session:
-                yield Client(session, f"http://127.0.0.1:{bridge.inbound.port}", device)
+    async with inbound_bridge(mosquitto, tmp_path, INBOUND) as running:
+        yield Client(running.session, running.base, running.device)
 
 
 async def test_accepted_message_is_published_with_our_id(client: Client) -> None:

@@ -8,59 +8,27 @@ allows the topic, an operator's replay publishes it.
 from __future__ import annotations
 
 import json
-import signal
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from bridge.core.signing import sign
-from tests.conftest import SECRET, running_bridge
+from tests.conftest import running_bridge
 from tests.support.admin import TOKEN, Admin, admin_client, admin_config, api_url
 from tests.support.cli import hookbridge
-from tests.support.mosquitto import Mosquitto, running_mosquitto
+from tests.support.inbound import command_route, signed_request
+from tests.support.mosquitto import AclBroker
 from tests.support.publisher import Publisher
 from tests.support.waiting import wait_until
 
 INBOUND = [
-    {
-        "name": "short",
-        "path": "/inbound/short",
-        "secret": SECRET,
-        "topic": "devices/{body.device_id}/commands",
-        "allow_topics": ["devices/+/commands"],
-        "max_age": "1s",
-    },
-    {
-        "name": "events",
-        "path": "/inbound/events",
-        "secret": SECRET,
-        "topic": "devices/{body.device_id}/events",
-        "allow_topics": ["devices/+/events"],
-    },
+    command_route("short", max_age="1s"),
+    command_route(
+        "events", topic="devices/{body.device_id}/events", allow_topics=["devices/+/events"]
+    ),
 ]
-REFUSING = "topic read #\ntopic readwrite hookbridge/#\ntopic write devices/+/events\n"
-ALLOWING = REFUSING + "topic write devices/+/commands\n"
-
-
-@pytest.fixture
-def acl_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
-    with running_mosquitto(tmp_path, acl=REFUSING) as broker:
-        yield broker, tmp_path / "acl"
 
 
 async def _post(admin: Admin, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-    body = json.dumps(payload).encode()
-    msg_id = f"msg_{time.monotonic_ns()}"
-    stamp = int(time.time())
-    headers = {
-        "content-type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(stamp),
-        "webhook-signature": sign(SECRET, msg_id, stamp, body),
-    }
+    body, headers = signed_request(payload)
     async with admin.session.post(admin.base + path, data=body, headers=headers) as response:
         assert response.status == 202
         answer: dict[str, Any] = await response.json()
@@ -74,9 +42,9 @@ async def _status_of(admin: Admin, message_id: str) -> str:
 
 
 async def test_inbound_messages_in_the_api_the_cli_and_metrics(
-    acl_broker: tuple[Mosquitto, Path], tmp_path: Path
+    acl_broker: AclBroker, tmp_path: Path
 ) -> None:
-    broker, acl = acl_broker
+    broker = acl_broker.broker
     config = admin_config(broker, tmp_path, [], inbound=INBOUND)
     flags = ["--url", api_url(config), "--token", TOKEN]
     async with running_bridge(config), admin_client(config) as admin:
@@ -146,9 +114,7 @@ async def test_inbound_messages_in_the_api_the_cli_and_metrics(
             assert "hookbridge_inbound_oldest_pending_age_seconds" in text
 
             # The operator fixes the ACL and replays the dead command: published.
-            acl.write_text(ALLOWING)
-            assert broker.process is not None
-            broker.process.send_signal(signal.SIGHUP)
+            acl_broker.allow_commands()
             received_before = len(device.received)
             code, out, err = await hookbridge("inbound", "replay", command["id"], *flags)
             assert code == 0, err

@@ -10,8 +10,7 @@ the bridge itself is stopped or killed in between.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +18,16 @@ import aiohttp
 import paho.mqtt.client as paho
 import pytest
 
-from bridge.core.signing import sign
-from tests.conftest import SECRET, bridge_config, running_bridge
-from tests.support.mosquitto import Mosquitto, free_port, running_mosquitto
+from tests.conftest import bridge_config, running_bridge
+from tests.support.inbound import command_route, signed_request
+from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.postgres import PostgresDatabase
 from tests.support.process import BridgeProcess
 from tests.support.sessions import persistent_client
 from tests.support.waiting import wait_until
 from tests.test_faults_readiness import fill, small_disk
 
-INBOUND = [
-    {
-        "name": "helpdesk",
-        "path": "/inbound/helpdesk",
-        "secret": SECRET,
-        "topic": "devices/{body.device_id}/commands",
-        "allow_topics": ["devices/+/commands"],
-    }
-]
+INBOUND = [command_route("helpdesk")]
 
 
 class Watcher:
@@ -58,12 +49,6 @@ class Watcher:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with running_mosquitto(tmp_path) as mosquitto:
-        yield mosquitto
-
-
-@pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as client:
         yield client
@@ -80,19 +65,6 @@ def _config(broker: Mosquitto, tmp_path: Path, port: int) -> dict[str, Any]:
     )
 
 
-def _signed(payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(payload).encode()
-    msg_id = f"msg_{time.monotonic_ns()}"
-    stamp = int(time.time())
-    headers = {
-        "content-type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(stamp),
-        "webhook-signature": sign(SECRET, msg_id, stamp, body),
-    }
-    return body, headers
-
-
 async def _send(
     session: aiohttp.ClientSession, port: int, request: tuple[bytes, dict[str, str]]
 ) -> tuple[int, dict[str, Any]]:
@@ -105,7 +77,7 @@ async def _send(
 async def _post(
     session: aiohttp.ClientSession, port: int, payload: dict[str, Any]
 ) -> tuple[int, dict[str, Any]]:
-    return await _send(session, port, _signed(payload))
+    return await _send(session, port, signed_request(payload))
 
 
 async def _wait_listening(session: aiohttp.ClientSession, port: int, bridge: BridgeProcess) -> None:
@@ -197,9 +169,9 @@ async def test_a_store_that_cannot_commit_is_503_and_accepts_nothing(
             filler = fill(disk)
             pad = "x" * 150_000  # fresh pages for every message: a full disk refuses them
             answers: list[int] = []
-            request = _signed({"device_id": "dev-3", "n": 0, "pad": pad})
+            request = signed_request({"device_id": "dev-3", "n": 0, "pad": pad})
             for n in range(20):  # bounded: the disk is full long before
-                request = _signed({"device_id": "dev-3", "n": n, "pad": pad})
+                request = signed_request({"device_id": "dev-3", "n": n, "pad": pad})
                 answers.append((await _send(session, port, request))[0])
                 if answers[-1] != 202:
                     break

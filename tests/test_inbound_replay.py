@@ -12,9 +12,7 @@ no timestamp: a replay is refused on the signature, with or without
 from __future__ import annotations
 
 import json
-import signal
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,53 +22,23 @@ from structlog.testing import capture_logs
 
 from bridge.app import Bridge
 from bridge.config import InboundSettings
-from bridge.core.signing import hub_signature, sign
+from bridge.core.signing import hub_signature
 from bridge.inbound.outbox import BACKOFF, retry_at
 from bridge.inbound.server import GITHUB_REPLAY_WINDOW, replay_key
 from bridge.store.outbox import OutboxKind, OutboxMessage, OutboxStatus
-from tests.conftest import SECRET, bridge_config, running_bridge
-from tests.support.mosquitto import Mosquitto, running_mosquitto
+from tests.conftest import bridge_config, running_bridge
+from tests.support.inbound import command_route, inbound_bridge, signed_request
+from tests.support.mosquitto import AclBroker, Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Receiver
 from tests.support.waiting import wait_until
 
 GH_SECRET = "github-shared-secret"
 INBOUND = [
-    {
-        "name": "helpdesk",
-        "path": "/inbound/helpdesk",
-        "secret": SECRET,
-        "topic": "devices/{body.device_id}/commands",
-        "allow_topics": ["devices/+/commands"],
-    },
-    {
-        "name": "gh",
-        "path": "/inbound/github",
-        "secret": GH_SECRET,
-        "signature": "github",
-        "topic": "devices/{body.device_id}/commands",
-        "allow_topics": ["devices/+/commands"],
-    },
-    {
-        "name": "short",
-        "path": "/inbound/short",
-        "secret": SECRET,
-        "topic": "devices/{body.device_id}/commands",
-        "allow_topics": ["devices/+/commands"],
-        "max_age": "2s",
-    },
+    command_route("helpdesk"),
+    command_route("gh", path="/inbound/github", secret=GH_SECRET, signature="github"),
+    command_route("short", max_age="2s"),
 ]
-# Anonymous clients (the bridge and the watching device) may read everything and
-# write only the bridge's own status topic: commands are refused...
-REFUSING = "topic read #\ntopic readwrite hookbridge/#\ntopic write devices/+/events\n"
-# ...until the operator fixes the ACL.
-ALLOWING = REFUSING + "topic write devices/+/commands\n"
-
-
-@pytest.fixture
-def acl_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
-    with running_mosquitto(tmp_path, acl=REFUSING) as broker:
-        yield broker, tmp_path / "acl"
 
 
 class Sender:
@@ -90,44 +58,19 @@ class Sender:
             return response.status, await response.json()
 
 
-def standard_request(payload: dict[str, Any], msg_id: str) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(payload).encode()
-    stamp = int(time.time())
-    headers = {
-        "content-type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(stamp),
-        "webhook-signature": sign(SECRET, msg_id, stamp, body),
-    }
-    return body, headers
-
-
 @pytest.fixture
 async def bridge_and_sender(
-    acl_broker: tuple[Mosquitto, Path], tmp_path: Path
+    acl_broker: AclBroker, tmp_path: Path
 ) -> AsyncIterator[tuple[Bridge, Sender, Publisher]]:
-    broker, _ = acl_broker
-    config = bridge_config(
-        broker,
-        tmp_path,
-        [],
-        inbound=INBOUND,
-        api={"listen": None, "inbound_listen": "127.0.0.1:0"},
-    )
-    async with running_bridge(config) as bridge:
-        await wait_until(lambda: bridge.ingest.connected, timeout=10, message="connected")
-        with Publisher(broker.port) as device:
-            device.subscribe("devices/#")
-            async with aiohttp.ClientSession() as session:
-                yield bridge, Sender(session, f"http://127.0.0.1:{bridge.inbound.port}"), device
+    async with inbound_bridge(acl_broker.broker, tmp_path, INBOUND) as running:
+        yield running.bridge, Sender(running.session, running.base), running.device
 
 
 async def test_a_publish_the_broker_refuses_is_retried_until_it_is_taken(
-    acl_broker: tuple[Mosquitto, Path], bridge_and_sender: tuple[Bridge, Sender, Publisher]
+    acl_broker: AclBroker, bridge_and_sender: tuple[Bridge, Sender, Publisher]
 ) -> None:
-    broker, acl = acl_broker
     bridge, sender, device = bridge_and_sender
-    body, headers = standard_request({"device_id": "dev-7", "n": 1}, "msg-acl-1")
+    body, headers = signed_request({"device_id": "dev-7", "n": 1}, msg_id="msg-acl-1")
     # Committed to the outbox: accepted, whatever the broker will say.
     status, answer = await sender.send("/inbound/helpdesk", body, headers)
     assert status == 202
@@ -146,9 +89,7 @@ async def test_a_publish_the_broker_refuses_is_retried_until_it_is_taken(
     assert "0x87" in message.last_error
     # Accepted once: the same request again is a replay, refused.
     assert await sender.post("/inbound/helpdesk", body, headers) == 409
-    acl.write_text(ALLOWING)
-    assert broker.process is not None
-    broker.process.send_signal(signal.SIGHUP)  # mosquitto re-reads its ACL file
+    acl_broker.allow_commands()
     await wait_until(lambda: len(device.received) == 1, timeout=30, message="published")
     (received,) = device.received
     assert received.topic == "devices/dev-7/commands"
@@ -171,7 +112,7 @@ async def test_a_message_refused_until_its_max_age_is_dead(
     bridge_and_sender: tuple[Bridge, Sender, Publisher],
 ) -> None:
     bridge, sender, device = bridge_and_sender
-    body, headers = standard_request({"device_id": "dev-8", "n": 1}, "msg-acl-2")
+    body, headers = signed_request({"device_id": "dev-8", "n": 1}, msg_id="msg-acl-2")
     status, answer = await sender.send("/inbound/short", body, headers)
     assert status == 202
 
@@ -194,45 +135,36 @@ async def test_a_message_refused_until_its_max_age_is_dead(
 async def test_github_replay_is_refused_without_the_delivery_header(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    config = bridge_config(
-        mosquitto,
-        tmp_path,
-        [],
-        inbound=INBOUND,
-        api={"listen": None, "inbound_listen": "127.0.0.1:0"},
-    )
-    async with running_bridge(config) as bridge, aiohttp.ClientSession() as session:
-        sender = Sender(session, f"http://127.0.0.1:{bridge.inbound.port}")
-        with Publisher(mosquitto.port) as device:
-            device.subscribe("devices/#")
-            body = json.dumps({"device_id": "dev-9", "action": "reboot"}).encode()
-            signed = {"x-hub-signature-256": hub_signature(GH_SECRET, body)}
-            assert (
-                await sender.post("/inbound/github", body, {**signed, "x-github-delivery": "d-1"})
-                == 202
-            )
-            await wait_until(lambda: len(device.received) == 1, timeout=10, message="published")
-            # A replayer drops the unsigned delivery header, or makes one up: still refused.
-            assert await sender.post("/inbound/github", body, signed) == 409
-            assert (
-                await sender.post("/inbound/github", body, {**signed, "x-github-delivery": "d-2"})
-                == 409
-            )
-            # Another body is another request.
-            other = json.dumps({"device_id": "dev-9", "action": "status"}).encode()
-            fresh = {"x-hub-signature-256": hub_signature(GH_SECRET, other)}
-            assert await sender.post("/inbound/github", other, fresh) == 202
-            await wait_until(lambda: len(device.received) == 2, timeout=10, message="second")
-            assert [json.loads(m.payload)["action"] for m in device.received] == [
-                "reboot",
-                "status",
-            ]
+    async with inbound_bridge(mosquitto, tmp_path, INBOUND) as running:
+        sender, device = Sender(running.session, running.base), running.device
+        body = json.dumps({"device_id": "dev-9", "action": "reboot"}).encode()
+        signed = {"x-hub-signature-256": hub_signature(GH_SECRET, body)}
+        assert (
+            await sender.post("/inbound/github", body, {**signed, "x-github-delivery": "d-1"})
+            == 202
+        )
+        await wait_until(lambda: len(device.received) == 1, timeout=10, message="published")
+        # A replayer drops the unsigned delivery header, or makes one up: still refused.
+        assert await sender.post("/inbound/github", body, signed) == 409
+        assert (
+            await sender.post("/inbound/github", body, {**signed, "x-github-delivery": "d-2"})
+            == 409
+        )
+        # Another body is another request.
+        other = json.dumps({"device_id": "dev-9", "action": "status"}).encode()
+        fresh = {"x-hub-signature-256": hub_signature(GH_SECRET, other)}
+        assert await sender.post("/inbound/github", other, fresh) == 202
+        await wait_until(lambda: len(device.received) == 2, timeout=10, message="second")
+        assert [json.loads(m.payload)["action"] for m in device.received] == [
+            "reboot",
+            "status",
+        ]
 
 
 async def test_a_pipe_reply_the_broker_refuses_is_retried_until_it_is_taken(
-    acl_broker: tuple[Mosquitto, Path], tmp_path: Path
+    acl_broker: AclBroker, tmp_path: Path
 ) -> None:
-    broker, acl = acl_broker
+    broker = acl_broker.broker
     receiver = Receiver(lambda _r, _n: Answer(200, body=b'{"command": "sync"}'))
     await receiver.start()
     sub = {
@@ -272,9 +204,7 @@ async def test_a_pipe_reply_the_broker_refuses_is_retried_until_it_is_taken(
                 (attempt,) = await bridge.store.attempts(delivery_id)
                 assert (attempt.status_code, attempt.error) == (200, None)
                 assert device.received == []
-                acl.write_text(ALLOWING)
-                assert broker.process is not None
-                broker.process.send_signal(signal.SIGHUP)  # mosquitto re-reads its ACL file
+                acl_broker.allow_commands()
                 await wait_until(lambda: len(device.received) == 1, timeout=30, message="reply")
                 (received,) = device.received
                 assert received.topic == "devices/dev-1/commands"

@@ -10,7 +10,6 @@ killed in between.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.support.admin import Admin, admin_config, api_url
-from tests.support.mosquitto import Mosquitto, running_mosquitto
+from tests.support.mosquitto import Mosquitto
 from tests.support.process import BridgeProcess
 from tests.support.receiver import Answer, Receiver
 from tests.support.sessions import persistent_client
@@ -54,12 +53,6 @@ class Device:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with running_mosquitto(tmp_path) as mosquitto:
-        yield mosquitto
 
 
 async def _pending_reply(admin: Admin) -> dict[str, Any] | None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from tests.support.system_deps import find
 
@@ -107,3 +109,30 @@ def running_mosquitto(workdir: Path, acl: str | None = None) -> Iterator[Mosquit
         yield broker
     finally:
         broker.stop()
+
+
+# Anonymous clients (the bridge and a watching device) may read everything and
+# write the bridge's own topics and device events: commands are refused...
+ACL_REFUSING_COMMANDS = "topic read #\ntopic readwrite hookbridge/#\ntopic write devices/+/events\n"
+# ...until the operator fixes the ACL.
+ACL_ALLOWING_COMMANDS = ACL_REFUSING_COMMANDS + "topic write devices/+/commands\n"
+
+
+class AclBroker(NamedTuple):
+    """A private mosquitto refusing publishes on ``devices/+/commands`` (PUBACK 0x87),
+    and its ACL file."""
+
+    broker: Mosquitto
+    acl: Path
+
+    def allow_commands(self) -> None:
+        """The operator fixes the ACL: mosquitto re-reads it on SIGHUP."""
+        self.acl.write_text(ACL_ALLOWING_COMMANDS)
+        assert self.broker.process is not None
+        self.broker.process.send_signal(signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def refusing_commands(workdir: Path) -> Iterator[AclBroker]:
+    with running_mosquitto(workdir, acl=ACL_REFUSING_COMMANDS) as broker:
+        yield AclBroker(broker, workdir / "acl")
