@@ -4,25 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from playwright.async_api import async_playwright
-
 from tests.conftest import SECRET, running_bridge
-from tests.support.admin import TOKEN, admin_config, api_url
+from tests.support.admin import admin_config
+from tests.support.dashboard import dashboard_page, save_screenshot
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Receiver
-from tests.support.system_deps import find
 from tests.support.waiting import wait_until
-
-ARTIFACTS = Path(__file__).parent / "artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 async def test_dashboard_shows_a_delivery_and_retry_sends_it_again(
     mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:
-    chromium = find("chromium")
-    assert chromium is not None, "chromium is not installed (make test installs it)"
     config = admin_config(
         mosquitto, tmp_path, [{"name": "crm", "url": receiver.url, "secret": SECRET}]
     )
@@ -45,34 +38,23 @@ async def test_dashboard_shows_a_delivery_and_retry_sends_it_again(
         )
         delivery = page_[0]
 
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=chromium, args=CHROMIUM_ARGS, headless=True
-            )
-            try:
-                page = await browser.new_page(viewport={"width": 1400, "height": 900})
-                await page.goto(api_url(config) + "/dashboard")
-                await page.fill("#token", TOKEN)
-                await page.click("#login-form button")
-                row = page.locator(f"#deliveries tr[data-delivery='{delivery.id}']")
-                await row.wait_for(timeout=10_000)
-                assert "delivered" in await row.inner_text()
-                await page.locator("#subscriptions td", has_text="crm").first.wait_for()
-                await page.locator("#rejected td", has_text="invalid_json").first.wait_for()
-                # Token kept for the session: a reload does not ask again.
-                await page.reload()
-                await row.wait_for(timeout=10_000)
-                assert await page.locator("#login").is_hidden()
+        async with dashboard_page(config) as page:
+            row = page.locator(f"#deliveries tr[data-delivery='{delivery.id}']")
+            await row.wait_for(timeout=10_000)
+            assert "delivered" in await row.inner_text()
+            await page.locator("#subscriptions td", has_text="crm").first.wait_for()
+            await page.locator("#rejected td", has_text="invalid_json").first.wait_for()
+            # Token kept for the session: a reload does not ask again.
+            await page.reload()
+            await row.wait_for(timeout=10_000)
+            assert await page.locator("#login").is_hidden()
 
-                await row.locator("button.retry").click()
-                await wait_until(lambda: len(receiver.requests) == 2, message="retried by click")
-                first, second = receiver.requests
-                assert first.headers["webhook-id"] == second.headers["webhook-id"]
-                assert second.headers["hookbridge-delivery-id"] == delivery.id
-                await page.locator("#message", has_text="retrying").wait_for()
-                # Let the chart gather two samples before the picture is taken.
-                await page.locator("#rate", has_text="delivered/s").wait_for(timeout=10_000)
-                ARTIFACTS.mkdir(exist_ok=True)
-                await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-            finally:
-                await browser.close()
+            await row.locator("button.retry").click()
+            await wait_until(lambda: len(receiver.requests) == 2, message="retried by click")
+            first, second = receiver.requests
+            assert first.headers["webhook-id"] == second.headers["webhook-id"]
+            assert second.headers["hookbridge-delivery-id"] == delivery.id
+            await page.locator("#message", has_text="retrying").wait_for()
+            # Let the chart gather two samples before the picture is taken.
+            await page.locator("#rate", has_text="delivered/s").wait_for(timeout=10_000)
+            await save_screenshot(page, "dashboard.png")

@@ -8,17 +8,15 @@ from typing import Any
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from playwright.async_api import async_playwright
 
 from bridge.store.outbox import OutboxStatus
 from tests.conftest import running_bridge
-from tests.support.admin import TOKEN, admin_client, admin_config, api_url
+from tests.support.admin import admin_client, admin_config
+from tests.support.dashboard import dashboard_page
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Receiver
-from tests.support.system_deps import find
 from tests.support.waiting import wait_until
-from tests.test_dashboard import CHROMIUM_ARGS
 
 
 def _answer(_request: Any, _n: int) -> Answer:
@@ -28,8 +26,6 @@ def _answer(_request: Any, _n: int) -> Answer:
 async def test_the_freshness_panel_shows_each_subscriptions_quantiles(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    chromium = find("chromium")
-    assert chromium is not None, "chromium is not installed (make test installs it)"
     receiver = Receiver(_answer)
     await receiver.start()
     subs = [
@@ -68,30 +64,20 @@ async def test_the_freshness_panel_shows_each_subscriptions_quantiles(
             assert rows["rr"]["total"]["count"] == 1
             assert rows["rr"]["total"]["p50"] is not None
             assert rows["quiet"]["total"] == {"count": 0, "p50": None, "p99": None}
-            async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(
-                    executable_path=chromium, args=CHROMIUM_ARGS, headless=True
-                )
-                try:
-                    page = await browser.new_page(viewport={"width": 1400, "height": 900})
-                    await page.goto(api_url(config) + "/dashboard")
-                    await page.fill("#token", TOKEN)
-                    await page.click("#login-form button")
-                    row = page.locator("#freshness tr[data-freshness='rr']")
-                    await row.wait_for(timeout=10_000)
-                    # Since start: the one answered request. (Recent counts only what
-                    # came since an earlier look, here the API call above: none.)
-                    p50 = await row.locator("td.total-p50").inner_text()
-                    assert p50.endswith(("ms", " s")), p50
-                    assert (await row.locator("td.count").inner_text()) == "0"
-                    quiet = page.locator("#freshness tr[data-freshness='quiet']")
-                    assert (await quiet.locator("td.total-p50").inner_text()) == "\N{EN DASH}"
-                    # The reply shows in the inbound panel, marked as one.
-                    reply = page.locator("#inbound tr", has_text="replies/dev-f")
-                    await reply.wait_for(timeout=10_000)
-                    await reply.locator(".pill.reply").wait_for(timeout=10_000)
-                    assert "published" in await reply.inner_text()
-                finally:
-                    await browser.close()
+            async with dashboard_page(config) as page:
+                row = page.locator("#freshness tr[data-freshness='rr']")
+                await row.wait_for(timeout=10_000)
+                # Since start: the one answered request. (Recent counts only what
+                # came since an earlier look, here the API call above: none.)
+                p50 = await row.locator("td.total-p50").inner_text()
+                assert p50.endswith(("ms", " s")), p50
+                assert (await row.locator("td.count").inner_text()) == "0"
+                quiet = page.locator("#freshness tr[data-freshness='quiet']")
+                assert (await quiet.locator("td.total-p50").inner_text()) == "\N{EN DASH}"
+                # The reply shows in the inbound panel, marked as one.
+                reply = page.locator("#inbound tr", has_text="replies/dev-f")
+                await reply.wait_for(timeout=10_000)
+                await reply.locator(".pill.reply").wait_for(timeout=10_000)
+                assert "published" in await reply.inner_text()
     finally:
         await receiver.stop()

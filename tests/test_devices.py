@@ -9,20 +9,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import async_playwright
-
 from bridge.app import Bridge
 from tests.conftest import SECRET, running_bridge
 from tests.support.admin import TOKEN, Admin, admin_client, admin_config, api_url
 from tests.support.cli import hookbridge
+from tests.support.dashboard import dashboard_page, save_screenshot
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Receiver
-from tests.support.system_deps import find
 from tests.support.waiting import wait_until
-
-ARTIFACTS = Path(__file__).parent / "artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 @asynccontextmanager
@@ -230,63 +225,50 @@ async def test_the_cli_prints_the_directory_and_a_device(
 async def test_the_dashboard_devices_panel(
     mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:
-    chromium = find("chromium")
-    assert chromium is not None, "chromium is not installed (make test installs it)"
     async with (
         fleet(mosquitto, receiver, tmp_path) as (config, _bridge, _admin),
-        async_playwright() as playwright,
+        dashboard_page(config, height=1000) as page,
     ):
-        browser = await playwright.chromium.launch(
-            executable_path=chromium, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-            await page.goto(api_url(config) + "/dashboard")
-            await page.fill("#token", TOKEN)
-            await page.click("#login-form button")
-            rows = page.locator("#devices tbody tr[data-device]")
-            sensor = page.locator("#devices tr[data-device='sensor-2']")
-            await sensor.wait_for(timeout=10_000)
-            assert await rows.count() == 3
-            assert "offline" in await sensor.locator(".pill").inner_text()
-            pump = page.locator("#devices tr[data-device='pump-7']")
-            assert "online" in await pump.locator(".pill").inner_text()
-            assert "session.started" in await pump.inner_text()
+        rows = page.locator("#devices tbody tr[data-device]")
+        sensor = page.locator("#devices tr[data-device='sensor-2']")
+        await sensor.wait_for(timeout=10_000)
+        assert await rows.count() == 3
+        assert "offline" in await sensor.locator(".pill").inner_text()
+        pump = page.locator("#devices tr[data-device='pump-7']")
+        assert "online" in await pump.locator(".pill").inner_text()
+        assert "session.started" in await pump.inner_text()
 
-            # Filter: offline devices only, then devices starting with "pump".
-            await page.select_option("#devices-state", "offline")
-            await page.click("#devices-form button")
-            await pump.wait_for(state="detached", timeout=10_000)
-            assert await rows.count() == 1
-            await page.select_option("#devices-state", "")
-            await page.fill("#devices-prefix", "pump")
-            await page.click("#devices-form button")
-            await sensor.wait_for(state="detached", timeout=10_000)
-            await pump.wait_for(timeout=10_000)
+        # Filter: offline devices only, then devices starting with "pump".
+        await page.select_option("#devices-state", "offline")
+        await page.click("#devices-form button")
+        await pump.wait_for(state="detached", timeout=10_000)
+        assert await rows.count() == 1
+        await page.select_option("#devices-state", "")
+        await page.fill("#devices-prefix", "pump")
+        await page.click("#devices-form button")
+        await sensor.wait_for(state="detached", timeout=10_000)
+        await pump.wait_for(timeout=10_000)
 
-            # A click shows the device's recent events and their deliveries.
-            await pump.click()
-            events = page.locator("#device-events tbody tr[data-event]")
-            await events.first.wait_for(timeout=10_000)
-            assert await events.count() == 2
-            assert await page.locator("#device-name").inner_text() == "pump-7"
-            first = events.first
-            crm = first.locator(".pill[data-subscription='crm']")
-            ops = first.locator(".pill[data-subscription='ops']")
-            assert "delivered" in await crm.get_attribute("class")
-            assert "dead" in await ops.get_attribute("class")
-            assert await ops.inner_text() == "ops: dead"
+        # A click shows the device's recent events and their deliveries.
+        await pump.click()
+        events = page.locator("#device-events tbody tr[data-event]")
+        await events.first.wait_for(timeout=10_000)
+        assert await events.count() == 2
+        assert await page.locator("#device-name").inner_text() == "pump-7"
+        first = events.first
+        crm = first.locator(".pill[data-subscription='crm']")
+        ops = first.locator(".pill[data-subscription='ops']")
+        assert "delivered" in await crm.get_attribute("class")
+        assert "dead" in await ops.get_attribute("class")
+        assert await ops.inner_text() == "ops: dead"
 
-            # Forget it (after the browser's confirmation): gone from the list and the detail.
-            page.once("dialog", lambda dialog: dialog.accept())
-            await page.click("#device-forget")
-            await pump.wait_for(state="detached", timeout=10_000)
-            await page.locator("#message", has_text="pump-7: forgotten").wait_for()
-            assert await events.count() == 0
-            ARTIFACTS.mkdir(exist_ok=True)
-            await page.screenshot(path=str(ARTIFACTS / "dashboard-devices.png"), full_page=True)
-        finally:
-            await browser.close()
+        # Forget it (after the browser's confirmation): gone from the list and the detail.
+        page.once("dialog", lambda dialog: dialog.accept())
+        await page.click("#device-forget")
+        await pump.wait_for(state="detached", timeout=10_000)
+        await page.locator("#message", has_text="pump-7: forgotten").wait_for()
+        assert await events.count() == 0
+        await save_screenshot(page, "dashboard-devices.png")
 
 
 async def test_a_silent_device_goes_offline_in_the_directory_and_comes_back(
