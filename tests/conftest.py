@@ -17,6 +17,7 @@ from bridge.config import Settings, parse_config
 from tests.support.mosquitto import AclBroker, Mosquitto, refusing_commands, running_mosquitto
 from tests.support.plugins import make_test_plugins_visible
 from tests.support.postgres import PostgresDatabase
+from tests.support.raw_http import SenderFor, Serve, raw_servers, senders
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
 
@@ -76,6 +77,20 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield rcv
     finally:
         await rcv.stop()
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[Serve]:
+    """Starts hand-written HTTP servers (:mod:`tests.support.raw_http`), stopped after the test."""
+    async with raw_servers() as start:
+        yield start
+
+
+@pytest.fixture
+async def sender_for() -> AsyncIterator[SenderFor]:
+    """Makes the bridge's senders for subscriptions, closed after the test."""
+    async with senders() as make:
+        yield make
 
 
 def bridge_config(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -21,30 +20,14 @@ from bridge.delivery.pool import Pool
 from tests.support.raw_http import (
     WAIT,
     Reply,
-    SenderFor,
     Serve,
     held,
-    raw_servers,
     replies,
     scripted_answer,
     send,
-    senders,
     subscription,
 )
 from tests.support.waiting import wait_until
-
-
-@pytest.fixture
-async def raw_server() -> AsyncIterator[Serve]:
-    async with raw_servers() as start:
-        yield start
-
-
-@pytest.fixture
-async def sender_for() -> AsyncIterator[SenderFor]:
-    async with senders() as make:
-        yield make
-
 
 # ---------------------------------------------------------------- bodies and framing
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,27 +10,7 @@ from typing import Any
 import pytest
 import trustme
 
-from tests.support.raw_http import (
-    SenderFor,
-    Serve,
-    raw_servers,
-    replies,
-    send,
-    senders,
-    subscription,
-)
-
-
-@pytest.fixture
-async def raw_server() -> AsyncIterator[Serve]:
-    async with raw_servers() as start:
-        yield start
-
-
-@pytest.fixture
-async def sender_for() -> AsyncIterator[SenderFor]:
-    async with senders() as make:
-        yield make
+from tests.support.raw_http import Serve, replies, send, subscription
 
 
 @dataclass(frozen=True)
