@@ -9,6 +9,7 @@ the bridge itself is stopped or killed in between.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -92,9 +93,12 @@ async def _wait_listening(session: aiohttp.ClientSession, port: int, bridge: Bri
     await wait_until(answers, timeout=20, interval=0.1, message="inbound listener up")
 
 
-async def test_accepted_while_the_broker_is_down_and_published_after_it_returns(
+@contextlib.asynccontextmanager
+async def _outage(
     broker: Mosquitto, tmp_path: Path, session: aiohttp.ClientSession
-) -> None:
+) -> AsyncIterator[tuple[BridgeProcess, int, Watcher]]:
+    """A bridge process listening for inbound requests on its port, a watching device,
+    and the broker stopped (the bridge has seen it go); both are stopped afterwards."""
     port = free_port()
     bridge = BridgeProcess(_config(broker, tmp_path, port), tmp_path)
     watcher = Watcher(broker.port, f"watcher-{tmp_path.name}")
@@ -106,6 +110,16 @@ async def test_accepted_while_the_broker_is_down_and_published_after_it_returns(
         await wait_until(
             lambda: "disconnected from broker" in bridge.log(), timeout=20, message="outage seen"
         )
+        yield bridge, port, watcher
+    finally:
+        watcher.close()
+        bridge.ensure_stopped()
+
+
+async def test_accepted_while_the_broker_is_down_and_published_after_it_returns(
+    broker: Mosquitto, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    async with _outage(broker, tmp_path, session) as (_bridge, port, watcher):
         answers = [await _post(session, port, {"device_id": "dev-1", "n": n}) for n in range(3)]
         assert [status for status, _ in answers] == [202, 202, 202]
         broker.start()
@@ -114,26 +128,13 @@ async def test_accepted_while_the_broker_is_down_and_published_after_it_returns(
         assert [p["n"] for p in watcher.payloads()] == [0, 1, 2]
         ids = [m.properties.CorrelationData.decode() for m in watcher.received]
         assert ids == [answer["id"] for _, answer in answers]
-    finally:
-        watcher.close()
-        bridge.ensure_stopped()
 
 
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 async def test_accepted_while_the_broker_is_down_survives_a_bridge_restart(
     broker: Mosquitto, tmp_path: Path, session: aiohttp.ClientSession, how: str
 ) -> None:
-    port = free_port()
-    bridge = BridgeProcess(_config(broker, tmp_path, port), tmp_path)
-    watcher = Watcher(broker.port, f"watcher-{tmp_path.name}")
-    try:
-        bridge.start()
-        bridge.wait_subscribed()
-        await _wait_listening(session, port, bridge)
-        broker.stop()
-        await wait_until(
-            lambda: "disconnected from broker" in bridge.log(), timeout=20, message="outage seen"
-        )
+    async with _outage(broker, tmp_path, session) as (bridge, port, watcher):
         status, answer = await _post(session, port, {"device_id": "dev-2", "n": 1})
         assert status == 202
         if how == "sigkill":
@@ -148,9 +149,6 @@ async def test_accepted_while_the_broker_is_down_survives_a_bridge_restart(
         assert message.topic == "devices/dev-2/commands"
         assert message.properties.CorrelationData == answer["id"].encode()
         assert json.loads(message.payload) == {"device_id": "dev-2", "n": 1}
-    finally:
-        watcher.close()
-        bridge.ensure_stopped()
 
 
 async def test_a_store_that_cannot_commit_is_503_and_accepts_nothing(
