@@ -25,7 +25,7 @@ from bridge.store.rows import (
 if TYPE_CHECKING:  # store_contract imports this module
     from tests.store_contract import Reopen
 
-__all__ = ["DeviceStoreContract"]
+__all__ = ["AFTER", "POLICY", "DeviceStoreContract", "announce"]
 
 T0 = 1_800_000_000.0
 AFTER = 60.0
@@ -42,7 +42,8 @@ def _event(key: str, device: str, kind: str) -> Event:
     )
 
 
-def _announce(transition: Transition) -> Accepted:
+def announce(transition: Transition) -> Accepted:
+    """The event a presence change of a device becomes, for subscription ``crm``."""
     device = transition.device_id
     event = Event(
         id=event_id_for("mqtt://broker", device, transition.key),
@@ -54,7 +55,7 @@ def _announce(transition: Transition) -> Accepted:
     return Accepted(event, ("crm",), transition.changed_at)
 
 
-POLICY = PresencePolicy(AFTER, _announce)
+POLICY = PresencePolicy(AFTER, announce)
 
 
 def _seen(
@@ -160,7 +161,7 @@ class DeviceStoreContract:
     ) -> None:
         """With no default timeout, a device times out after the heartbeat it announced
         (kept in its row across a restart); a Last-Will device never does."""
-        announced_only = PresencePolicy(None, _announce)
+        announced_only = PresencePolicy(None, announce)
         online = Presence.ONLINE
         await _ingest(store, [_seen("h1", "will", "device.online", T0, says=online)], T0)
         beat = _seen("h2", "beat", "device.online", T0, says=online, heartbeat=10.0)

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.core.events import Event, event_id_for
-from bridge.core.presence import Observation, Presence, Transition
+from bridge.core.events import Event
+from bridge.core.presence import Observation, Presence
 from bridge.errors import StoreError
 from bridge.store.base import Store
 from bridge.store.rows import (
@@ -21,13 +21,12 @@ from bridge.store.rows import (
     AttemptRecord,
     DeliveryStatus,
     DeviceSummary,
-    PresencePolicy,
 )
+from tests.store_contract_device import AFTER, POLICY
 
 __all__ = ["DirectoryStoreContract"]
 
 T0 = 1_800_000_000.0
-AFTER = 60.0
 ONLINE, OFFLINE = Presence.ONLINE, Presence.OFFLINE
 
 
@@ -43,21 +42,6 @@ def _event(key: str, device: str | None, kind: str, at: float) -> Event:
         source=f"mqtt://broker/devices/{device}/events",
         data=data,
     )
-
-
-def _announce(transition: Transition) -> Accepted:
-    device = transition.device_id
-    event = Event(
-        id=event_id_for("mqtt://broker", device, transition.key),
-        type=f"device.{transition.state.value}",
-        timestamp=datetime.fromtimestamp(round(transition.changed_at, 3), UTC),
-        source=f"mqtt://broker/presence/{device}",
-        data={"device_id": device, "reason": transition.reason},
-    )
-    return Accepted(event, ("crm",), transition.changed_at)
-
-
-POLICY = PresencePolicy(AFTER, _announce)
 
 
 def _seen(key: str, device: str, kind: str, at: float, says: Presence | None = None) -> Accepted:
