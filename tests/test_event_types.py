@@ -20,12 +20,17 @@ from bridge.config.advice import config_warnings
 from bridge.config.event_types import EventTypeDeclaration
 from bridge.core.event_types import EventTypes
 from bridge.core.events import CATALOGUE, Event
-from bridge.core.normalise import Message, Normalised, Normaliser, Rejected
+from bridge.core.normalise import Normalised, Normaliser, Rejected
 from bridge.core.schema import event_schema, events_schema
 from bridge.errors import ConfigError
+from tests.support.normalising import (
+    SOURCE,
+    accepted,
+    message,
+    normaliser,
+    rejected,
+)
 
-SOURCE = "mqtt://broker-1:1883"
-RECEIVED = datetime(2026, 11, 22, 4, 36, 14, 553000, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent
 
 METER = {
@@ -57,32 +62,7 @@ JSON = st.recursive(
 )
 
 
-def normaliser(**config: Any) -> Normaliser:
-    return Normaliser(parse_config(config), source=SOURCE)
-
-
 CUSTOM = normaliser(event_types=[METER, DOOR], telemetry=TELEMETRY)
-
-
-def message(topic: str, payload: bytes | str | object) -> Message:
-    if isinstance(payload, str):
-        raw = payload.encode()
-    elif isinstance(payload, bytes):
-        raw = payload
-    else:
-        raw = orjson.dumps(payload)
-    return Message(topic=topic, payload=raw, received_at=RECEIVED)
-
-
-def accepted(result: Normalised | Rejected) -> Event:
-    assert isinstance(result, Normalised), result
-    return result.event
-
-
-def rejected(result: Normalised | Rejected, reason: str) -> str:
-    assert isinstance(result, Rejected), result
-    assert result.reason == reason, result
-    return result.detail
 
 
 # -- declared types ---------------------------------------------------------------------

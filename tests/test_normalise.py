@@ -12,42 +12,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.config import Settings, parse_config
+from bridge.config import Settings
 from bridge.core import events, profiles
 from bridge.core.events import CATALOGUE, Event
 from bridge.core.normalise import Message, Normalised, Normaliser, Rejected, parse_occurred_at
 from bridge.core.profiles import Draft, Payload, known_profiles, load_profiles, register_profile
 from bridge.errors import ConfigError
-
-SOURCE = "mqtt://broker-1:1883"
-RECEIVED = datetime(2026, 11, 22, 4, 36, 14, 553000, tzinfo=UTC)
-
-
-def normaliser(**config: Any) -> Normaliser:
-    return Normaliser(parse_config(config), source=SOURCE)
-
+from tests.support.normalising import (
+    RECEIVED,
+    SOURCE,
+    accepted,
+    message,
+    normaliser,
+    rejected,
+)
 
 NATIVE = normaliser()
-
-
-def message(topic: str, payload: bytes | str | dict[str, Any], **kw: Any) -> Message:
-    if isinstance(payload, dict):
-        payload = orjson.dumps(payload)
-    elif isinstance(payload, str):
-        payload = payload.encode()
-    return Message(topic=topic, payload=payload, received_at=RECEIVED, **kw)
-
-
-def accepted(result: Normalised | Rejected) -> Event:
-    assert isinstance(result, Normalised), result
-    return result.event
-
-
-def rejected(result: Normalised | Rejected, reason: str) -> str:
-    assert isinstance(result, Rejected), result
-    assert result.reason == reason, result
-    assert result.detail
-    return result.detail
 
 
 # --- every catalogue type through the native topics -----------------------------------
