@@ -18,7 +18,7 @@ from tests.support.mosquitto import AclBroker, Mosquitto, refusing_commands, run
 from tests.support.plugins import make_test_plugins_visible
 from tests.support.postgres import PostgresDatabase
 from tests.support.raw_http import SenderFor, Serve, raw_servers, senders
-from tests.support.receiver import Receiver
+from tests.support.receiver import Answer, Receiver
 from tests.support.waiting import wait_until
 
 # The example plugin is for tests only: never installed where users run from.
@@ -91,6 +91,22 @@ async def sender_for() -> AsyncIterator[SenderFor]:
     """Makes the bridge's senders for subscriptions, closed after the test."""
     async with senders() as make:
         yield make
+
+
+@pytest.fixture
+async def failing_receiver() -> AsyncIterator[Receiver]:
+    """A receiver answering every request 500."""
+    rcv = Receiver(lambda _r, _n: Answer(500))
+    await rcv.start()
+    try:
+        yield rcv
+    finally:
+        await rcv.stop()
+
+
+def crm_subscription(receiver: Receiver, **extra: Any) -> dict[str, Any]:
+    """Subscription ``crm``: every event to ``receiver``, signed with ``SECRET``."""
+    return {"name": "crm", "url": receiver.url, "secret": SECRET, **extra}
 
 
 def bridge_config(

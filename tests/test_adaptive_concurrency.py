@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import SECRET, bridge_config, running_bridge
+from tests.conftest import bridge_config, crm_subscription, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Receiver
@@ -34,7 +34,7 @@ async def test_a_slow_healthy_receiver_gets_more_parallelism_than_the_old_fixed_
     await receiver.start()
     try:
         # Default max_in_flight: the limit starts small and grows while answers stay healthy.
-        sub = {"name": "crm", "url": receiver.url, "secret": SECRET}
+        sub = crm_subscription(receiver)
         async with running_bridge(bridge_config(mosquitto, tmp_path, [sub])):
             with Publisher(mosquitto.port) as device:
                 device.publish_all(_events(600))
@@ -51,7 +51,7 @@ async def test_the_cap_is_max_in_flight(mosquitto: Mosquitto, tmp_path: Path) ->
     receiver = Receiver(lambda _r, _n: Answer(200, delay=delay))
     await receiver.start()
     try:
-        sub = {"name": "crm", "url": receiver.url, "secret": SECRET, "max_in_flight": 3}
+        sub = crm_subscription(receiver, max_in_flight=3)
         async with running_bridge(bridge_config(mosquitto, tmp_path, [sub])):
             with Publisher(mosquitto.port) as device:
                 device.publish_all(_events(60))
@@ -70,7 +70,7 @@ async def test_a_429_pauses_the_whole_lane_for_retry_after(
     )
     await receiver.start()
     try:
-        sub = {"name": "crm", "url": receiver.url, "secret": SECRET}
+        sub = crm_subscription(receiver)
         async with running_bridge(bridge_config(mosquitto, tmp_path, [sub])):
             with Publisher(mosquitto.port) as device:
                 device.publish_all(_events(1))

@@ -231,36 +231,31 @@ async def test_deliveries_events_paging_and_retry(
 
 
 async def test_retry_of_a_pending_delivery_is_a_conflict(
-    mosquitto: Mosquitto, tmp_path: Path
+    mosquitto: Mosquitto, failing_receiver: Receiver, tmp_path: Path
 ) -> None:
-    failing = Receiver(lambda _r, _n: Answer(500))
-    await failing.start()
     config = admin_config(
         mosquitto,
         tmp_path,
-        [{"name": "crm", "url": failing.url}],
+        [{"name": "crm", "url": failing_receiver.url}],
         retry={"schedule": ["1h"], "jitter": 0.0},
     )
     async with running_bridge(config), admin_client(config) as admin:
-        try:
-            with Publisher(mosquitto.port) as device:
-                device.publish_all([_event(1)])
+        with Publisher(mosquitto.port) as device:
+            device.publish_all([_event(1)])
 
-            async def failed_once() -> bool:
-                _, page = await admin.get("/api/deliveries")
-                return bool(page["deliveries"]) and page["deliveries"][0]["attempts"] == 1
-
-            await wait_until(failed_once, message="first attempt recorded")
+        async def failed_once() -> bool:
             _, page = await admin.get("/api/deliveries")
-            (delivery,) = page["deliveries"]
-            assert delivery["status"] == "pending"
-            assert delivery["last_status_code"] == 500
-            assert delivery["next_attempt_at"] is not None
-            status, body = await admin.post(f"/api/deliveries/{delivery['id']}/retry")
-            assert status == 409
-            assert "already pending" in body["error"]
-        finally:
-            await failing.stop()
+            return bool(page["deliveries"]) and page["deliveries"][0]["attempts"] == 1
+
+        await wait_until(failed_once, message="first attempt recorded")
+        _, page = await admin.get("/api/deliveries")
+        (delivery,) = page["deliveries"]
+        assert delivery["status"] == "pending"
+        assert delivery["last_status_code"] == 500
+        assert delivery["next_attempt_at"] is not None
+        status, body = await admin.post(f"/api/deliveries/{delivery['id']}/retry")
+        assert status == 409
+        assert "already pending" in body["error"]
 
 
 async def test_replay_by_id_by_window_and_as_new(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import SECRET, running_bridge
+from tests.conftest import crm_subscription, running_bridge
 from tests.support.admin import admin_config
 from tests.support.dashboard import dashboard_page, save_screenshot
 from tests.support.mosquitto import Mosquitto
@@ -16,9 +16,7 @@ from tests.support.waiting import wait_until
 async def test_dashboard_shows_a_delivery_and_retry_sends_it_again(
     mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:
-    config = admin_config(
-        mosquitto, tmp_path, [{"name": "crm", "url": receiver.url, "secret": SECRET}]
-    )
+    config = admin_config(mosquitto, tmp_path, [crm_subscription(receiver)])
     async with running_bridge(config) as bridge:
         with Publisher(mosquitto.port) as device:
             device.publish_all(

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from bridge.admin.openapi import openapi_document
 from bridge.cli import app
 from bridge.config import Settings
-from tests.conftest import SECRET, running_bridge
+from tests.conftest import crm_subscription, running_bridge
 from tests.support.admin import admin_client, admin_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.receiver import Receiver
@@ -50,7 +50,7 @@ def _exposed(scrape: str) -> set[str]:
 async def test_metric_names_in_the_docs_match_a_real_scrape(
     mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:
-    subscription = {"name": "crm", "url": receiver.url, "secret": SECRET}
+    subscription = crm_subscription(receiver)
     config = admin_config(mosquitto, tmp_path, [subscription])
     async with running_bridge(config), admin_client(config) as admin:
 

@@ -22,7 +22,7 @@ from bridge.config import parse_config
 from bridge.core.events import Event
 from bridge.core.normalise import Message
 from bridge.store.sqlite.store import SQLiteStore
-from tests.conftest import SECRET, bridge_config, running_bridge
+from tests.conftest import SECRET, bridge_config, crm_subscription, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Receiver
@@ -93,9 +93,7 @@ async def _set_max_pages(store: SQLiteStore, pages: int) -> None:
 async def test_full_disk_stops_acks_reports_not_ready_then_recovers(
     mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:
-    config = bridge_config(
-        mosquitto, tmp_path, [{"name": "crm", "url": receiver.url, "secret": SECRET}]
-    )
+    config = bridge_config(mosquitto, tmp_path, [crm_subscription(receiver)])
     total = 400
     with capture_logs() as logs:
         async with running_bridge(config) as bridge:
@@ -121,9 +119,7 @@ async def test_full_disk_stops_acks_reports_not_ready_then_recovers(
 async def test_read_only_store_leaves_messages_with_the_broker(
     mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:
-    config = bridge_config(
-        mosquitto, tmp_path, [{"name": "crm", "url": receiver.url, "secret": SECRET}]
-    )
+    config = bridge_config(mosquitto, tmp_path, [crm_subscription(receiver)])
     settings = parse_config(config)
     # Create the database, then run a bridge on it opened read-only.
     first = SQLiteStore.from_settings(settings.store, owner=settings.mqtt.client_id)
@@ -154,9 +150,7 @@ async def test_read_only_store_leaves_messages_with_the_broker(
 async def test_message_that_crashes_processing_is_quarantined(
     mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:
-    config = bridge_config(
-        mosquitto, tmp_path, [{"name": "crm", "url": receiver.url, "secret": SECRET}]
-    )
+    config = bridge_config(mosquitto, tmp_path, [crm_subscription(receiver)])
     async with running_bridge(config) as bridge:
         # The normaliser never raises and the router contains filter errors; a
         # crash here stands for a bug in routing that only one message triggers.
@@ -194,9 +188,7 @@ async def test_broker_redelivery_of_a_committed_message_is_stored_once(
     mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:
     """The connection dies after the commit, before the PUBACK: mosquitto sends it again (DUP)."""
-    config = bridge_config(
-        mosquitto, tmp_path, [{"name": "crm", "url": receiver.url, "secret": SECRET}]
-    )
+    config = bridge_config(mosquitto, tmp_path, [crm_subscription(receiver)])
     async with running_bridge(config) as bridge:
         real_commit = bridge.ingest._commit
         seen: list[Message] = []
@@ -235,7 +227,7 @@ async def test_input_over_each_limit_is_rejected_with_its_reason(
     config = bridge_config(
         mosquitto,
         tmp_path,
-        [{"name": "crm", "url": receiver.url, "secret": SECRET}],
+        [crm_subscription(receiver)],
         limits=limits,
     )
     deep: dict[str, Any] = {"leaf": 1}

@@ -20,7 +20,7 @@ import paho.mqtt.client as paho
 import psutil
 import pytest
 
-from tests.conftest import SECRET, bridge_config
+from tests.conftest import SECRET, bridge_config, crm_subscription
 from tests.support.mosquitto import Mosquitto
 from tests.support.process import BridgeProcess
 from tests.support.publisher import Publisher
@@ -68,7 +68,7 @@ async def test_sigkill_mid_burst_of_10000_loses_nothing(
     config = bridge_config(
         mosquitto,
         tmp_path,
-        [{"name": "crm", "url": receiver.url, "secret": SECRET, "max_in_flight": max_in_flight}],
+        [crm_subscription(receiver, max_in_flight=max_in_flight)],
     )
     bridge = BridgeProcess(config, tmp_path)
     total = 10_000
@@ -114,7 +114,7 @@ async def test_sigterm_under_load_finishes_in_flight_and_restart_loses_nothing(
     config = bridge_config(
         mosquitto,
         tmp_path,
-        [{"name": "crm", "url": receiver.url, "secret": SECRET, "max_in_flight": 32}],
+        [crm_subscription(receiver, max_in_flight=32)],
     )
     bridge = BridgeProcess(config, tmp_path)
     total = 2000
@@ -164,7 +164,7 @@ async def test_broker_restart_mid_burst_loses_nothing(mosquitto: Mosquitto, tmp_
     config = bridge_config(
         mosquitto,
         tmp_path,
-        [{"name": "crm", "url": receiver.url, "secret": SECRET}],
+        [crm_subscription(receiver)],
         mqtt={"reconnect_max": "1s"},
     )
     bridge = BridgeProcess(config, tmp_path)

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from bridge.store.postgres.store import parse_postgres_url
-from tests.conftest import SECRET
+from tests.conftest import crm_subscription
 from tests.support.admin import Admin, admin_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.postgres import PostgresDatabase
@@ -83,7 +83,7 @@ async def test_readyz_is_503_over_http_while_a_full_disk_stops_commits(
         config = admin_config(
             mosquitto,
             tmp_path,
-            [{"name": "crm", "url": receiver.url, "secret": SECRET}],
+            [crm_subscription(receiver)],
             store={"url": f"sqlite:///{disk}/hookbridge.db"},
         )
         admin = Admin(f"http://{config['api']['listen']}")
@@ -136,7 +136,7 @@ async def test_readyz_is_503_over_http_while_an_operator_lock_stops_commits(
     config = admin_config(
         mosquitto,
         tmp_path,
-        [{"name": "crm", "url": receiver.url, "secret": SECRET}],
+        [crm_subscription(receiver)],
         store={"url": url},
     )
     admin = Admin(f"http://{config['api']['listen']}")

@@ -11,7 +11,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from bridge.core.events import CATALOGUE
-from tests.conftest import SECRET, bridge_config, running_bridge
+from tests.conftest import SECRET, bridge_config, crm_subscription, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Receiver
@@ -44,10 +44,6 @@ SAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
-def _subscription(receiver: Receiver, **extra: Any) -> dict[str, Any]:
-    return {"name": "crm", "url": receiver.url, "secret": SECRET, **extra}
-
-
 def _event_message(device: str, event_type: str, n: int) -> tuple[str, dict[str, Any]]:
     payload = {"type": event_type, "id": f"m-{n}", **SAMPLES.get(event_type, {})}
     return f"devices/{device}/events", payload
@@ -59,7 +55,7 @@ async def test_every_catalogue_type_is_delivered_signed(
     # Presence off: after the sample device.offline, the next event would also
     # bring a synthetic device.online (seen_again); presence has its own tests.
     config = bridge_config(
-        mosquitto, tmp_path, [_subscription(receiver)], presence={"enabled": False}
+        mosquitto, tmp_path, [crm_subscription(receiver)], presence={"enabled": False}
     )
     device_types = [t for t in CATALOGUE if not t.startswith("bridge.")]
     async with running_bridge(config):
@@ -87,7 +83,7 @@ async def test_every_catalogue_type_is_delivered_signed(
 async def test_status_and_lifecycle_topics(
     mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:
-    config = bridge_config(mosquitto, tmp_path, [_subscription(receiver)])
+    config = bridge_config(mosquitto, tmp_path, [crm_subscription(receiver)])
     async with running_bridge(config):
         with Publisher(mosquitto.port) as device:
             device.publish_all(
@@ -107,7 +103,7 @@ async def test_retry_after_server_error_then_success(mosquitto: Mosquitto, tmp_p
     receiver = Receiver(lambda _r, n: Answer(500 if n == 0 else 200))
     await receiver.start()
     try:
-        config = bridge_config(mosquitto, tmp_path, [_subscription(receiver)])
+        config = bridge_config(mosquitto, tmp_path, [crm_subscription(receiver)])
         async with running_bridge(config) as bridge:
             with Publisher(mosquitto.port) as device:
                 device.publish_all([_event_message("dev-1", "session.started", 1)])
@@ -134,7 +130,7 @@ async def test_gone_disables_subscription_and_keeps_delivery(
     receiver = Receiver(lambda _r, _n: Answer(410))
     await receiver.start()
     try:
-        config = bridge_config(mosquitto, tmp_path, [_subscription(receiver)])
+        config = bridge_config(mosquitto, tmp_path, [crm_subscription(receiver)])
         async with running_bridge(config) as bridge:
             with Publisher(mosquitto.port) as device:
                 device.publish_all([_event_message("dev-1", "session.started", 1)])
@@ -164,7 +160,7 @@ async def test_retry_after_is_honoured(mosquitto: Mosquitto, tmp_path: Path) -> 
     )
     await receiver.start()
     try:
-        config = bridge_config(mosquitto, tmp_path, [_subscription(receiver)])
+        config = bridge_config(mosquitto, tmp_path, [crm_subscription(receiver)])
         async with running_bridge(config):
             with Publisher(mosquitto.port) as device:
                 device.publish_all([_event_message("dev-1", "session.started", 1)])
@@ -179,7 +175,7 @@ async def test_bad_messages_are_rejected_and_the_rest_flows(
     mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:
     config = bridge_config(
-        mosquitto, tmp_path, [_subscription(receiver)], limits={"max_payload": "4KB"}
+        mosquitto, tmp_path, [crm_subscription(receiver)], limits={"max_payload": "4KB"}
     )
     bad: list[tuple[str, bytes | str | dict[str, Any]]] = [
         ("devices/dev-1/events", b"{not json"),
@@ -213,7 +209,7 @@ async def test_bad_messages_are_rejected_and_the_rest_flows(
 async def test_redelivered_message_with_device_id_is_stored_once(
     mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:
-    config = bridge_config(mosquitto, tmp_path, [_subscription(receiver)])
+    config = bridge_config(mosquitto, tmp_path, [crm_subscription(receiver)])
     async with running_bridge(config) as bridge:
         with Publisher(mosquitto.port) as device:
             message = _event_message("dev-9", "session.started", 77)
@@ -230,7 +226,7 @@ async def test_protocol_versions(
     config = bridge_config(
         mosquitto,
         tmp_path,
-        [_subscription(receiver)],
+        [crm_subscription(receiver)],
         mqtt={"protocol": protocol, "client_id": f"hb-proto-{protocol}-{time.time_ns()}"},
     )
     async with running_bridge(config):

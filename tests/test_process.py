@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bridge.cli import settle_memory
-from tests.conftest import SECRET, bridge_config
+from tests.conftest import bridge_config, crm_subscription
 from tests.support.mosquitto import Mosquitto
 from tests.support.process import BridgeProcess, started_bridge
 from tests.support.publisher import Publisher
@@ -31,7 +31,7 @@ async def test_sigkill_before_delivery_loses_nothing(mosquitto: Mosquitto, tmp_p
         bridge_config(
             mosquitto,
             tmp_path,
-            [{"name": "crm", "url": receiver.url, "secret": SECRET, "timeout": "60s"}],
+            [crm_subscription(receiver, timeout="60s")],
         ),
         tmp_path,
     )

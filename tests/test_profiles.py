@@ -14,7 +14,7 @@ from bridge.config import parse_config
 from bridge.core.events import Event
 from bridge.core.normalise import Message, Normaliser, Rejected
 from bridge.core.profiles.remote_access import event_name_key
-from tests.conftest import SECRET, bridge_config, running_bridge
+from tests.conftest import bridge_config, crm_subscription, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Receiver
@@ -200,7 +200,7 @@ def _recent(payload: dict[str, Any], *keys: str) -> dict[str, Any]:
 
 
 def _sub(receiver: Receiver) -> list[dict[str, Any]]:
-    return [{"name": "crm", "url": receiver.url, "secret": SECRET}]
+    return [crm_subscription(receiver)]
 
 
 async def test_aws_iot_end_to_end(mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path) -> None:

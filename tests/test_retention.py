@@ -16,7 +16,7 @@ from bridge.config import RetentionSettings
 from bridge.delivery.retention import Retention, retention_bounds, too_old
 from bridge.store.rows import AttemptOutcome, DeliveryStatus
 from bridge.store.sqlite.store import SQLiteStore
-from tests.conftest import SECRET, bridge_config, running_bridge
+from tests.conftest import SECRET, bridge_config, crm_subscription, running_bridge
 from tests.store_contract import T0, accepted, attempt, ingest, make_event
 from tests.support.admin import admin_client, admin_config
 from tests.support.mosquitto import Mosquitto
@@ -178,7 +178,7 @@ async def test_a_disabled_subscriptions_queue_does_not_age(
     config = admin_config(
         mosquitto,
         tmp_path,
-        [{"name": "crm", "url": receiver.url, "secret": SECRET}],
+        [crm_subscription(receiver)],
         retention={"max_event_age": "1s", "interval": "100ms"},
     )
     async with running_bridge(config) as bridge, admin_client(config) as admin:

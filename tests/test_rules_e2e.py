@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import SECRET, bridge_config, running_bridge
+from tests.conftest import bridge_config, crm_subscription, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Receiver
@@ -33,7 +33,7 @@ async def test_rule_maps_a_foreign_topic_layout_to_catalogue_events(
     config = bridge_config(
         mosquitto,
         tmp_path,
-        [{"name": "crm", "url": receiver.url, "secret": SECRET, "filter": "data.site == 'jkt'"}],
+        [crm_subscription(receiver, filter="data.site == 'jkt'")],
         rules=rules,
     )
     async with running_bridge(config) as bridge:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SECRET, bridge_config
+from tests.conftest import bridge_config, crm_subscription
 from tests.support.mosquitto import Mosquitto
 from tests.support.postgres import PostgresDatabase, fetch
 from tests.support.process import BridgeProcess
@@ -55,7 +55,7 @@ def _config(
     return bridge_config(
         mosquitto,
         tmp_path,
-        [{"name": "crm", "url": receiver.url, "secret": SECRET, "timeout": "2s"}],
+        [crm_subscription(receiver, timeout="2s")],
         mqtt={"client_id": name, "shared_group": GROUP, "protocol": protocol},
         store={"url": url, "lease": "2s"},
         presence={"enabled": False},

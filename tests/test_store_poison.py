@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from tests.conftest import SECRET, bridge_config, running_bridge
+from tests.conftest import bridge_config, crm_subscription, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Receiver
@@ -28,7 +28,7 @@ async def test_event_the_store_refuses_is_quarantined_and_the_batch_flows(
     config = bridge_config(
         mosquitto,
         tmp_path,
-        [{"name": "crm", "url": receiver.url, "secret": SECRET}],
+        [crm_subscription(receiver)],
         presence={"enabled": False},
     )
     async with running_bridge(config) as bridge:

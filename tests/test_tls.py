@@ -20,7 +20,7 @@ import trustme
 from bridge.app import Bridge
 from bridge.config import parse_config
 from bridge.errors import BrokerError, ConfigError
-from tests.conftest import SECRET, bridge_config, running_bridge
+from tests.conftest import bridge_config, crm_subscription, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Receiver
@@ -112,7 +112,7 @@ def _tls_publisher(broker: TlsMosquitto, pki: Pki) -> Publisher:
 async def _delivers(
     broker: TlsMosquitto, pki: Pki, receiver: Receiver, tls: dict[str, Any], tmp: Path
 ) -> None:
-    config = bridge_config(broker, tmp, [{"name": "crm", "url": receiver.url, "secret": SECRET}])
+    config = bridge_config(broker, tmp, [crm_subscription(receiver)])
     config["mqtt"]["tls"] = tls
     async with running_bridge(config) as bridge:
         assert bridge.ingest.subscribed
