@@ -12,6 +12,8 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
+from tests.support.receiver import serve_locally
+
 _HOP_BY_HOP = {"connection", "proxy-connection", "keep-alive", "host", "transfer-encoding"}
 
 
@@ -44,15 +46,7 @@ class ForwardProxy:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve_locally(self._handle)
 
     async def stop(self) -> None:
         if self._runner is not None:
