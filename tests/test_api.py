@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from bridge.admin.openapi import openapi_document
 from bridge.admin.server import create_app
+from bridge.app import Bridge
 from bridge.config import parse_config
 from tests.conftest import SECRET, running_bridge
-from tests.support.admin import TOKEN, admin_client, admin_config
+from tests.support.admin import TOKEN, Admin, admin_client, admin_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Receiver
@@ -31,97 +33,105 @@ def _crm(receiver: Receiver, **extra: Any) -> dict[str, Any]:
     }
 
 
+CrmBridge = tuple[Bridge, Admin]
+
+
+@pytest.fixture
+async def crm_bridge(
+    mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
+) -> AsyncIterator[CrmBridge]:
+    """A bridge with the admin API whose one subscription, crm, sends to ``receiver``."""
+    config = admin_config(mosquitto, tmp_path, [_crm(receiver)])
+    async with running_bridge(config) as bridge, admin_client(config) as admin:
+        yield bridge, admin
+
+
 def _event(n: int, device: str = "dev-1") -> tuple[str, dict[str, Any]]:
     return f"devices/{device}/events", {"type": "session.started", "id": f"m-{n}"}
 
 
-async def test_auth_health_and_dashboard(
-    mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
-) -> None:
-    config = admin_config(mosquitto, tmp_path, [_crm(receiver)])
-    async with running_bridge(config), admin_client(config) as admin:
-        assert await admin.get("/healthz", token="") == (200, {"status": "ok"})
-        status, ready = await admin.get("/readyz", token="")
-        assert status == 200
-        assert ready == {
-            "ready": True,
-            "broker_connected": True,
-            "store_writable": True,
-            "store_blocked": False,
-            "reasons": [],
-        }
-        for path in ("/metrics", "/api/subscriptions", "/api/deliveries", "/api/openapi.json"):
-            status, body = await admin.get(path, token="")
-            assert status == 401, path
-            assert body == {"error": "missing or wrong bearer token"}
-            status, _ = await admin.get(path, token="wrong-token-of-same-size!")
-            assert status == 401, path
-        status, _ = await admin.post("/api/reload", token="")
-        assert status == 401
-        status, page = await admin.get("/", token="")
-        assert status == 200
-        assert "<title>HookBridge</title>" in page
-        status, page = await admin.get("/dashboard", token="")
-        assert status == 200
-        status, body = await admin.get("/api/nowhere")
-        assert status == 404
-        assert "error" in body
+async def test_auth_health_and_dashboard(crm_bridge: CrmBridge) -> None:
+    _, admin = crm_bridge
+    assert await admin.get("/healthz", token="") == (200, {"status": "ok"})
+    status, ready = await admin.get("/readyz", token="")
+    assert status == 200
+    assert ready == {
+        "ready": True,
+        "broker_connected": True,
+        "store_writable": True,
+        "store_blocked": False,
+        "reasons": [],
+    }
+    for path in ("/metrics", "/api/subscriptions", "/api/deliveries", "/api/openapi.json"):
+        status, body = await admin.get(path, token="")
+        assert status == 401, path
+        assert body == {"error": "missing or wrong bearer token"}
+        status, _ = await admin.get(path, token="wrong-token-of-same-size!")
+        assert status == 401, path
+    status, _ = await admin.post("/api/reload", token="")
+    assert status == 401
+    status, page = await admin.get("/", token="")
+    assert status == 200
+    assert "<title>HookBridge</title>" in page
+    status, page = await admin.get("/dashboard", token="")
+    assert status == 200
+    status, body = await admin.get("/api/nowhere")
+    assert status == 404
+    assert "error" in body
 
 
 async def test_subscriptions_show_health_and_no_secret(
-    mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
+    mosquitto: Mosquitto, receiver: Receiver, crm_bridge: CrmBridge
 ) -> None:
-    config = admin_config(mosquitto, tmp_path, [_crm(receiver)])
-    async with running_bridge(config), admin_client(config) as admin:
-        with Publisher(mosquitto.port) as device:
-            device.publish_all([_event(1)])
-        await wait_until(lambda: len(receiver.requests) == 1)
+    _, admin = crm_bridge
+    with Publisher(mosquitto.port) as device:
+        device.publish_all([_event(1)])
+    await wait_until(lambda: len(receiver.requests) == 1)
 
-        async def succeeded() -> bool:
-            _, body = await admin.get("/api/subscriptions")
-            health = body["subscriptions"][0]["health"]
-            return health["last_success"] is not None and health["queue_depth"] == 0
+    async def succeeded() -> bool:
+        _, body = await admin.get("/api/subscriptions")
+        health = body["subscriptions"][0]["health"]
+        return health["last_success"] is not None and health["queue_depth"] == 0
 
-        await wait_until(succeeded, message="last success recorded")
-        status, body = await admin.get("/api/subscriptions")
-        assert status == 200
-        (crm,) = body["subscriptions"]
-        assert crm["name"] == "crm"
-        assert crm["secret"] == "set"
-        assert crm["headers"] == ["Authorization"]
-        health = crm["health"]
-        assert health["disabled"] is False
-        assert health["queue_depth"] == 0
-        assert health["in_flight"] == 0
-        assert health["failing_since"] is None
-        text = str(body)
-        assert SECRET not in text
-        assert HEADER_SECRET not in text
-        assert TOKEN not in text
+    await wait_until(succeeded, message="last success recorded")
+    status, body = await admin.get("/api/subscriptions")
+    assert status == 200
+    (crm,) = body["subscriptions"]
+    assert crm["name"] == "crm"
+    assert crm["secret"] == "set"
+    assert crm["headers"] == ["Authorization"]
+    health = crm["health"]
+    assert health["disabled"] is False
+    assert health["queue_depth"] == 0
+    assert health["in_flight"] == 0
+    assert health["failing_since"] is None
+    text = str(body)
+    assert SECRET not in text
+    assert HEADER_SECRET not in text
+    assert TOKEN not in text
 
 
 async def test_disable_holds_deliveries_and_enable_sends_them(
-    mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
+    mosquitto: Mosquitto, receiver: Receiver, crm_bridge: CrmBridge
 ) -> None:
-    config = admin_config(mosquitto, tmp_path, [_crm(receiver)])
-    async with running_bridge(config) as bridge, admin_client(config) as admin:
-        status, body = await admin.post("/api/subscriptions/crm/disable")
-        assert status == 200
-        assert body["health"]["disabled"] is True
-        with Publisher(mosquitto.port) as device:
-            device.publish_all([_event(1), _event(2)])
+    bridge, admin = crm_bridge
+    status, body = await admin.post("/api/subscriptions/crm/disable")
+    assert status == 200
+    assert body["health"]["disabled"] is True
+    with Publisher(mosquitto.port) as device:
+        device.publish_all([_event(1), _event(2)])
 
-        async def queued() -> bool:
-            return await bridge.store.queue_depth("crm") == 2
+    async def queued() -> bool:
+        return await bridge.store.queue_depth("crm") == 2
 
-        await wait_until(queued, message="two deliveries waiting")
-        assert receiver.requests == []
-        status, body = await admin.post("/api/subscriptions/crm/enable")
-        assert status == 200
-        assert body["health"]["disabled"] is False
-        await wait_until(lambda: len(receiver.requests) == 2, message="held deliveries sent")
-        assert (await admin.post("/api/subscriptions/nope/disable"))[0] == 404
-        assert (await admin.post("/api/subscriptions/nope/enable"))[0] == 404
+    await wait_until(queued, message="two deliveries waiting")
+    assert receiver.requests == []
+    status, body = await admin.post("/api/subscriptions/crm/enable")
+    assert status == 200
+    assert body["health"]["disabled"] is False
+    await wait_until(lambda: len(receiver.requests) == 2, message="held deliveries sent")
+    assert (await admin.post("/api/subscriptions/nope/disable"))[0] == 404
+    assert (await admin.post("/api/subscriptions/nope/enable"))[0] == 404
 
 
 async def test_test_ping_answers_with_the_attempt(
@@ -167,67 +177,66 @@ async def test_test_ping_answers_with_the_attempt(
 
 
 async def test_deliveries_events_paging_and_retry(
-    mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
+    mosquitto: Mosquitto, receiver: Receiver, crm_bridge: CrmBridge
 ) -> None:
-    config = admin_config(mosquitto, tmp_path, [_crm(receiver)])
-    async with running_bridge(config), admin_client(config) as admin:
-        with Publisher(mosquitto.port) as device:
-            device.publish_all([_event(n) for n in range(3)])
-        await wait_until(lambda: len(receiver.requests) == 3)
+    _, admin = crm_bridge
+    with Publisher(mosquitto.port) as device:
+        device.publish_all([_event(n) for n in range(3)])
+    await wait_until(lambda: len(receiver.requests) == 3)
 
-        async def all_delivered() -> bool:
-            _, page = await admin.get("/api/deliveries", params={"status": "delivered"})
-            return len(page["deliveries"]) == 3
+    async def all_delivered() -> bool:
+        _, page = await admin.get("/api/deliveries", params={"status": "delivered"})
+        return len(page["deliveries"]) == 3
 
-        await wait_until(all_delivered, message="three delivered")
-        seen: list[str] = []
-        cursor = None
-        for _ in range(5):
-            params = {"limit": "1", "subscription": "crm"}
-            if cursor:
-                params["cursor"] = cursor
-            status, page = await admin.get("/api/deliveries", params=params)
-            assert status == 200
-            seen += [d["id"] for d in page["deliveries"]]
-            cursor = page["next_cursor"]
-            if cursor is None:
-                break
-        assert len(seen) == 3
-        assert seen == sorted(seen, reverse=True)
-        _, window = await admin.get(
-            "/api/deliveries", params={"since": "2000-01-01T00:00:00Z", "until": "1"}
-        )
-        assert window["deliveries"] == []
-
-        status, delivery = await admin.get(f"/api/deliveries/{seen[0]}")
+    await wait_until(all_delivered, message="three delivered")
+    seen: list[str] = []
+    cursor = None
+    for _ in range(5):
+        params = {"limit": "1", "subscription": "crm"}
+        if cursor:
+            params["cursor"] = cursor
+        status, page = await admin.get("/api/deliveries", params=params)
         assert status == 200
-        assert delivery["attempts"] == 1
-        assert delivery["attempt_log"][0]["status_code"] == 200
-        status, event = await admin.get(f"/api/events/{delivery['event_id']}")
-        assert status == 200
-        assert event == delivery["event"]
-        assert event["type"] == "session.started"
+        seen += [d["id"] for d in page["deliveries"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 3
+    assert seen == sorted(seen, reverse=True)
+    _, window = await admin.get(
+        "/api/deliveries", params={"since": "2000-01-01T00:00:00Z", "until": "1"}
+    )
+    assert window["deliveries"] == []
 
-        status, retried = await admin.post(f"/api/deliveries/{seen[0]}/retry")
-        assert status == 200
-        assert retried["status"] == "pending"
-        await wait_until(lambda: len(receiver.requests) == 4, message="retried delivery sent")
-        assert receiver.requests[-1].headers["webhook-id"] == delivery["event_id"]
-        assert receiver.requests[-1].headers["hookbridge-attempt"] == "2"
+    status, delivery = await admin.get(f"/api/deliveries/{seen[0]}")
+    assert status == 200
+    assert delivery["attempts"] == 1
+    assert delivery["attempt_log"][0]["status_code"] == 200
+    status, event = await admin.get(f"/api/events/{delivery['event_id']}")
+    assert status == 200
+    assert event == delivery["event"]
+    assert event["type"] == "session.started"
 
-        for path, expected in (
-            ("/api/deliveries/dlv_nope", 404),
-            ("/api/events/evt_nope", 404),
-            ("/api/deliveries?status=lost", 400),
-            ("/api/deliveries?limit=0", 400),
-            ("/api/deliveries?limit=many", 400),
-            ("/api/deliveries?since=yesterday", 400),
-            ("/api/deliveries?cursor=garbage!", 400),
-        ):
-            status, body = await admin.get(path)
-            assert status == expected, (path, body)
-            assert isinstance(body["error"], str)
-        assert (await admin.post("/api/deliveries/dlv_nope/retry"))[0] == 404
+    status, retried = await admin.post(f"/api/deliveries/{seen[0]}/retry")
+    assert status == 200
+    assert retried["status"] == "pending"
+    await wait_until(lambda: len(receiver.requests) == 4, message="retried delivery sent")
+    assert receiver.requests[-1].headers["webhook-id"] == delivery["event_id"]
+    assert receiver.requests[-1].headers["hookbridge-attempt"] == "2"
+
+    for path, expected in (
+        ("/api/deliveries/dlv_nope", 404),
+        ("/api/events/evt_nope", 404),
+        ("/api/deliveries?status=lost", 400),
+        ("/api/deliveries?limit=0", 400),
+        ("/api/deliveries?limit=many", 400),
+        ("/api/deliveries?since=yesterday", 400),
+        ("/api/deliveries?cursor=garbage!", 400),
+    ):
+        status, body = await admin.get(path)
+        assert status == expected, (path, body)
+        assert isinstance(body["error"], str)
+    assert (await admin.post("/api/deliveries/dlv_nope/retry"))[0] == 404
 
 
 async def test_retry_of_a_pending_delivery_is_a_conflict(
@@ -322,56 +331,55 @@ async def test_replay_by_id_by_window_and_as_new(
 
 
 async def test_rejected_metrics_and_stats(
-    mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
+    mosquitto: Mosquitto, receiver: Receiver, crm_bridge: CrmBridge
 ) -> None:
-    config = admin_config(mosquitto, tmp_path, [_crm(receiver)])
-    async with running_bridge(config), admin_client(config) as admin:
-        with Publisher(mosquitto.port) as device:
-            device.publish_all([("devices/dev-1/events", b"{not json"), _event(1)])
-        await wait_until(lambda: len(receiver.requests) == 1)
+    _, admin = crm_bridge
+    with Publisher(mosquitto.port) as device:
+        device.publish_all([("devices/dev-1/events", b"{not json"), _event(1)])
+    await wait_until(lambda: len(receiver.requests) == 1)
 
-        async def rejected_listed() -> bool:
-            _, body = await admin.get("/api/rejected")
-            return len(body["rejected"]) == 1
+    async def rejected_listed() -> bool:
+        _, body = await admin.get("/api/rejected")
+        return len(body["rejected"]) == 1
 
-        await wait_until(rejected_listed, message="rejection stored")
-        _, body = await admin.get("/api/rejected", params={"limit": "5"})
-        (rejection,) = body["rejected"]
-        assert rejection["topic"] == "devices/dev-1/events"
-        assert rejection["reason"] == "invalid_json"
-        assert rejection["payload_excerpt"] == "{not json"
-        assert (await admin.get("/api/rejected", params={"limit": "0"}))[0] == 400
+    await wait_until(rejected_listed, message="rejection stored")
+    _, body = await admin.get("/api/rejected", params={"limit": "5"})
+    (rejection,) = body["rejected"]
+    assert rejection["topic"] == "devices/dev-1/events"
+    assert rejection["reason"] == "invalid_json"
+    assert rejection["payload_excerpt"] == "{not json"
+    assert (await admin.get("/api/rejected", params={"limit": "0"}))[0] == 400
 
-        settled = 'hookbridge_queue_depth{subscription="crm"} 0.0'
+    settled = 'hookbridge_queue_depth{subscription="crm"} 0.0'
 
-        async def queue_drained() -> bool:
-            # The receiver has its request before the attempt's result is committed.
-            return settled in (await admin.get("/metrics"))[1]
+    async def queue_drained() -> bool:
+        # The receiver has its request before the attempt's result is committed.
+        return settled in (await admin.get("/metrics"))[1]
 
-        await wait_until(queue_drained, message="queue depth back to 0")
-        status, text = await admin.get("/metrics")
-        assert status == 200
-        for name in (
-            "hookbridge_events_received_total",
-            "hookbridge_messages_rejected_total",
-            "hookbridge_deliveries_total",
-            "hookbridge_attempt_latency_seconds_bucket",
-            "hookbridge_end_to_end_latency_seconds_bucket",
-            "hookbridge_queue_depth",
-            "hookbridge_in_flight",
-            "hookbridge_subscription_disabled",
-            "hookbridge_broker_connected 1.0",
-            "hookbridge_store_commit_seconds_bucket",
-        ):
-            assert name in text, name
-        assert 'hookbridge_messages_rejected_total{reason="invalid_json"} 1.0' in text
-        assert settled in text
+    await wait_until(queue_drained, message="queue depth back to 0")
+    status, text = await admin.get("/metrics")
+    assert status == 200
+    for name in (
+        "hookbridge_events_received_total",
+        "hookbridge_messages_rejected_total",
+        "hookbridge_deliveries_total",
+        "hookbridge_attempt_latency_seconds_bucket",
+        "hookbridge_end_to_end_latency_seconds_bucket",
+        "hookbridge_queue_depth",
+        "hookbridge_in_flight",
+        "hookbridge_subscription_disabled",
+        "hookbridge_broker_connected 1.0",
+        "hookbridge_store_commit_seconds_bucket",
+    ):
+        assert name in text, name
+    assert 'hookbridge_messages_rejected_total{reason="invalid_json"} 1.0' in text
+    assert settled in text
 
-        status, stats = await admin.get("/api/stats")
-        assert status == 200
-        assert stats["events_received"] == 1
-        assert stats["counts"]["rejected"] == 1
-        assert stats["broker_connected"] is True
+    status, stats = await admin.get("/api/stats")
+    assert status == 200
+    assert stats["events_received"] == 1
+    assert stats["counts"]["rejected"] == 1
+    assert stats["broker_connected"] is True
 
 
 async def test_readyz_follows_the_broker_connection(
