@@ -8,6 +8,7 @@ trusts another CA never gets a session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,24 +82,29 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return _issue(tmp_path_factory.mktemp("pki"))
 
 
-@pytest.fixture(scope="module")
-def tls_broker(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[TlsMosquitto]:
-    broker = TlsMosquitto(tmp_path_factory.mktemp("tls"), pki, require_certificate=False)
+@contextlib.contextmanager
+def _running(
+    factory: pytest.TempPathFactory, pki: Pki, *, require_certificate: bool
+) -> Iterator[TlsMosquitto]:
+    name = "mtls" if require_certificate else "tls"
+    broker = TlsMosquitto(factory.mktemp(name), pki, require_certificate=require_certificate)
     broker.start()
     try:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[TlsMosquitto]:
+    with _running(tmp_path_factory, pki, require_certificate=False) as broker:
+        yield broker
 
 
 @pytest.fixture(scope="module")
 def mtls_broker(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[TlsMosquitto]:
-    broker = TlsMosquitto(tmp_path_factory.mktemp("mtls"), pki, require_certificate=True)
-    broker.start()
-    try:
+    with _running(tmp_path_factory, pki, require_certificate=True) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 def _tls_publisher(broker: TlsMosquitto, pki: Pki) -> Publisher:
