@@ -65,13 +65,19 @@ def test_the_limit_stays_between_floor_and_cap(policy: LimitPolicy, history: lis
         assert 1 <= state.allowed <= policy.cap
 
 
+def _replayed(policy: LimitPolicy, history: list[Answer]) -> ConcurrencyLimit:
+    """The state after ``history``, one answer a second."""
+    state = start(policy)
+    for i, answer in enumerate(history):
+        state = step(state, policy, answer, 1000.0 + i)
+    return state
+
+
 @given(policies, st.lists(answers, max_size=50), answers)
 def test_a_plain_error_never_changes_the_limit(
     policy: LimitPolicy, history: list[Answer], last: Answer
 ) -> None:
-    state = start(policy)
-    for i, answer in enumerate(history):
-        state = step(state, policy, answer, 1000.0 + i)
+    state = _replayed(policy, history)
     after = after_failure(state, policy, kind="error", now=2000.0, retry_after=last.retry_after)
     assert after == state  # a 5xx is the circuit's and the schedule's business
 
@@ -80,9 +86,7 @@ def test_a_plain_error_never_changes_the_limit(
 def test_timeouts_and_throttles_never_grow_the_limit(
     policy: LimitPolicy, history: list[Answer], kind: str
 ) -> None:
-    state = start(policy)
-    for i, answer in enumerate(history):
-        state = step(state, policy, answer, 1000.0 + i)
+    state = _replayed(policy, history)
     after = after_failure(state, policy, kind=kind, now=2000.0)  # type: ignore[arg-type]
     assert after.limit <= state.limit
     assert not after.slow_start
