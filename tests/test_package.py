@@ -13,8 +13,22 @@ import bridge.formats
 import bridge.plugin
 import bridge.plugins
 import bridge.profiles
+from tests.support.cli import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _python(code: str, *, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -c code`` in ``cwd`` with ``env``, its output kept as text."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+    )
 
 
 def test_the_wheel_runs_the_cli_with_its_data_files(tmp_path: Path) -> None:
@@ -47,49 +61,27 @@ def test_the_wheel_runs_the_cli_with_its_data_files(tmp_path: Path) -> None:
     assert "hookbridge = bridge.cli:main" in entry_points.read_text(encoding="utf-8")
     # The unpacked wheel first on the path: the dependencies come from this environment.
     env = {**os.environ, "PYTHONPATH": str(unpacked)}
-    shown = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import bridge, sys; print(bridge.__file__); sys.argv = ['hookbridge', '--help'];"
-            " from bridge.cli import main; main()",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    shown = _python(
+        "import bridge, sys; print(bridge.__file__); sys.argv = ['hookbridge', '--help'];"
+        " from bridge.cli import main; main()",
         env=env,
         cwd=tmp_path,
-        timeout=60,
     )
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines()[0].startswith(str(unpacked))
     assert "check-config" in shown.stdout
-    dashboard = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from importlib.resources import files;"
-            " print(len(files('bridge.admin').joinpath('dashboard.html').read_bytes()))",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    dashboard = _python(
+        "from importlib.resources import files;"
+        " print(len(files('bridge.admin').joinpath('dashboard.html').read_bytes()))",
         env=env,
         cwd=tmp_path,
-        timeout=60,
     )
     assert dashboard.returncode == 0, dashboard.stderr
     assert int(dashboard.stdout) > 1000
 
 
 def test_python_dash_m_bridge_cli_works() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "--help"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    done = run_cli("--help")
     assert done.returncode == 0, done.stderr
     assert "run" in done.stdout
 
