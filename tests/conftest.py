@@ -18,7 +18,7 @@ from tests.support.mosquitto import AclBroker, Mosquitto, refusing_commands, run
 from tests.support.plugins import make_test_plugins_visible
 from tests.support.postgres import PostgresDatabase
 from tests.support.raw_http import SenderFor, Serve, raw_servers, senders
-from tests.support.receiver import Answer, Receiver
+from tests.support.receiver import Answer, Receiver, receiving
 from tests.support.waiting import wait_until
 
 # The example plugin is for tests only: never installed where users run from.
@@ -71,12 +71,8 @@ def postgres() -> Iterator[PostgresDatabase]:
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    rcv = Receiver()
-    await rcv.start()
-    try:
+    async with receiving() as rcv:
         yield rcv
-    finally:
-        await rcv.stop()
 
 
 @pytest.fixture
@@ -96,12 +92,8 @@ async def sender_for() -> AsyncIterator[SenderFor]:
 @pytest.fixture
 async def failing_receiver() -> AsyncIterator[Receiver]:
     """A receiver answering every request 500."""
-    rcv = Receiver(lambda _r, _n: Answer(500))
-    await rcv.start()
-    try:
+    async with receiving(lambda _r, _n: Answer(500)) as rcv:
         yield rcv
-    finally:
-        await rcv.stop()
 
 
 def crm_subscription(receiver: Receiver, **extra: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 from tests.conftest import bridge_config, crm_subscription, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
-from tests.support.receiver import Answer, Receiver
+from tests.support.receiver import Answer, Receiver, receiving
 from tests.support.waiting import wait_until
 
 OLD_FIXED_LIMIT = 16  # max_in_flight's default before the limit adapted
@@ -30,9 +30,7 @@ async def test_a_slow_healthy_receiver_gets_more_parallelism_than_the_old_fixed_
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     delay = 0.2
-    receiver = Receiver(lambda _r, _n: Answer(200, delay=delay))
-    await receiver.start()
-    try:
+    async with receiving(lambda _r, _n: Answer(200, delay=delay)) as receiver:
         # Default max_in_flight: the limit starts small and grows while answers stay healthy.
         sub = crm_subscription(receiver)
         async with running_bridge(bridge_config(mosquitto, tmp_path, [sub])):
@@ -42,23 +40,17 @@ async def test_a_slow_healthy_receiver_gets_more_parallelism_than_the_old_fixed_
         peak = _peak_concurrency([r.at for r in receiver.requests], delay)
         assert peak > OLD_FIXED_LIMIT, peak
         assert len(receiver.peers) <= 256  # the cap bounds the connections
-    finally:
-        await receiver.stop()
 
 
 async def test_the_cap_is_max_in_flight(mosquitto: Mosquitto, tmp_path: Path) -> None:
     delay = 0.1
-    receiver = Receiver(lambda _r, _n: Answer(200, delay=delay))
-    await receiver.start()
-    try:
+    async with receiving(lambda _r, _n: Answer(200, delay=delay)) as receiver:
         sub = crm_subscription(receiver, max_in_flight=3)
         async with running_bridge(bridge_config(mosquitto, tmp_path, [sub])):
             with Publisher(mosquitto.port) as device:
                 device.publish_all(_events(60))
                 await wait_until(lambda: len(receiver.unique_ids()) >= 60, timeout=60)
         assert len(receiver.peers) <= 3
-    finally:
-        await receiver.stop()
 
 
 async def test_a_429_pauses_the_whole_lane_for_retry_after(

@@ -25,7 +25,7 @@ from bridge.admin.openapi import openapi_document
 from tests.conftest import running_bridge
 from tests.support.admin import TOKEN, admin_config, api_url
 from tests.support.mosquitto import Mosquitto
-from tests.support.receiver import Receiver
+from tests.support.receiver import receiving
 
 DOCUMENT = openapi_document()
 OPERATIONS = sorted(
@@ -94,17 +94,13 @@ def bridge_url(mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -
     failure: list[BaseException] = []
 
     async def serve() -> None:
-        receiver = Receiver()
-        await receiver.start()
-        config = admin_config(mosquitto, tmp_path, [{"name": "crm", "url": receiver.url}])
-        holder.append(api_url(config))
-        try:
+        async with receiving() as receiver:
+            config = admin_config(mosquitto, tmp_path, [{"name": "crm", "url": receiver.url}])
+            holder.append(api_url(config))
             async with running_bridge(config):
                 stop.append(asyncio.Event())
                 started.set()
                 await asyncio.wait_for(stop[0].wait(), 600)
-        finally:
-            await receiver.stop()
 
     holder: list[str] = []
     loop = asyncio.new_event_loop()

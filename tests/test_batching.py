@@ -20,7 +20,7 @@ from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.admin import TOKEN, admin_client, admin_config, api_url
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
-from tests.support.receiver import Answer, Received, Receiver
+from tests.support.receiver import Answer, Received, Receiver, receiving
 from tests.support.waiting import wait_until
 from tests.test_admin_cli import hookbridge
 
@@ -114,9 +114,7 @@ def store(request: pytest.FixtureRequest) -> dict[str, str]:
 async def test_a_failed_batch_is_retried_whole_under_its_id(
     mosquitto: Mosquitto, tmp_path: Path, store: dict[str, str]
 ) -> None:
-    receiver = Receiver(lambda _r, n: Answer(500 if n == 0 else 200))
-    await receiver.start()
-    try:
+    async with receiving(lambda _r, n: Answer(500 if n == 0 else 200)) as receiver:
         config = admin_config(
             mosquitto,
             tmp_path,
@@ -197,8 +195,6 @@ async def test_a_failed_batch_is_retried_whole_under_its_id(
             await wait_until(moved, timeout=30, message="the retried delivery in its new batch")
         assert resent["id"] != retried["id"]
         assert [e["id"] for e in resent["events"]] == [chosen["event_id"]]
-    finally:
-        await receiver.stop()
 
 
 async def test_an_ordered_batch_subscription_keeps_each_devices_order(
@@ -212,10 +208,8 @@ async def test_an_ordered_batch_subscription_keeps_each_devices_order(
         statuses.append(status)
         return Answer(status)
 
-    receiver = Receiver(flaky)
-    await receiver.start()
-    devices, events = 6, 12
-    try:
+    async with receiving(flaky) as receiver:
+        devices, events = 6, 12
         config = bridge_config(
             mosquitto,
             tmp_path,
@@ -263,5 +257,3 @@ async def test_an_ordered_batch_subscription_keeps_each_devices_order(
         sizes = [len(_verified(request)["events"]) for request in receiver.requests]
         assert max(sizes) <= 4
         assert max(sizes) > 1  # batched, not one POST per event
-    finally:
-        await receiver.stop()

@@ -15,7 +15,7 @@ from tests.support.admin import admin_client, admin_config
 from tests.support.dashboard import dashboard_page
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
-from tests.support.receiver import Answer, Receiver
+from tests.support.receiver import Answer, receiving
 from tests.support.waiting import wait_until
 
 
@@ -26,20 +26,18 @@ def _answer(_request: Any, _n: int) -> Answer:
 async def test_the_freshness_panel_shows_each_subscriptions_quantiles(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    receiver = Receiver(_answer)
-    await receiver.start()
-    subs = [
-        {
-            "name": "rr",
-            "url": receiver.url,
-            "mode": "pipe",
-            "events": ["device.online"],
-            "response_topics": ["replies/{data.device_id}"],
-        },
-        {"name": "quiet", "url": receiver.url, "events": ["session.started"]},
-    ]
-    config = admin_config(mosquitto, tmp_path, subs)
-    try:
+    async with receiving(_answer) as receiver:
+        subs = [
+            {
+                "name": "rr",
+                "url": receiver.url,
+                "mode": "pipe",
+                "events": ["device.online"],
+                "response_topics": ["replies/{data.device_id}"],
+            },
+            {"name": "quiet", "url": receiver.url, "events": ["session.started"]},
+        ]
+        config = admin_config(mosquitto, tmp_path, subs)
         async with running_bridge(config) as bridge, admin_client(config) as admin:
             with Publisher(mosquitto.port) as device:
                 device.subscribe("replies/#")
@@ -79,5 +77,3 @@ async def test_the_freshness_panel_shows_each_subscriptions_quantiles(
                 await reply.wait_for(timeout=10_000)
                 await reply.locator(".pill.reply").wait_for(timeout=10_000)
                 assert "published" in await reply.inner_text()
-    finally:
-        await receiver.stop()

@@ -17,7 +17,7 @@ from standardwebhooks import Webhook
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
-from tests.support.receiver import Receiver
+from tests.support.receiver import Receiver, receiving
 from tests.support.waiting import wait_until
 
 METER = {
@@ -45,9 +45,7 @@ def _verified(receiver: Receiver) -> list[dict[str, Any]]:
 async def test_declared_types_and_telemetry_arrive_signed(
     mosquitto: Mosquitto, tmp_path: Path, receiver: Receiver
 ) -> None:
-    devices = Receiver()
-    await devices.start()
-    try:
+    async with receiving() as devices:
         config = bridge_config(
             mosquitto,
             tmp_path,
@@ -86,8 +84,6 @@ async def test_declared_types_and_telemetry_arrive_signed(
             )
             telemetry_presence = await bridge.store.get_presence("t-1")
             device_presence = await bridge.store.get_presence("d-1")
-    finally:
-        await devices.stop()
 
     received = sorted(
         json.dumps([e["type"], e["source"].rsplit("/", 2)[1:], e["data"]], sort_keys=True)

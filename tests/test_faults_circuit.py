@@ -22,7 +22,7 @@ from bridge.core.circuit import (
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
-from tests.support.receiver import Answer, Received, Receiver
+from tests.support.receiver import Answer, Received, receiving
 from tests.support.waiting import wait_until
 
 policies = st.builds(
@@ -147,27 +147,25 @@ async def test_open_circuit_sends_only_probes_then_delivers_everything(
         delivered.add(request.headers["webhook-id"])
         return Answer(200)
 
-    receiver = Receiver(answer)
-    await receiver.start()
-    cool_down = 1.0
-    total = 40
-    config = bridge_config(
-        mosquitto,
-        tmp_path,
-        [
-            {
-                "name": "crm",
-                "url": receiver.url,
-                "secret": SECRET,
-                "max_in_flight": 4,
-                "circuit": {"failures": 3, "cool_down": f"{cool_down}s"},
-            }
-        ],
-        # Short retries, and enough of them that no delivery goes dead while probing.
-        retry={"schedule": ["50ms"] * 30, "jitter": 0.0},
-    )
-    alerts: list[tuple[str, str]] = []
-    try:
+    async with receiving(answer) as receiver:
+        cool_down = 1.0
+        total = 40
+        config = bridge_config(
+            mosquitto,
+            tmp_path,
+            [
+                {
+                    "name": "crm",
+                    "url": receiver.url,
+                    "secret": SECRET,
+                    "max_in_flight": 4,
+                    "circuit": {"failures": 3, "cool_down": f"{cool_down}s"},
+                }
+            ],
+            # Short retries, and enough of them that no delivery goes dead while probing.
+            retry={"schedule": ["50ms"] * 30, "jitter": 0.0},
+        )
+        alerts: list[tuple[str, str]] = []
         async with running_bridge(config) as bridge:
 
             async def alert(kind: str, subscription: str, _details: dict[str, object]) -> None:
@@ -206,5 +204,3 @@ async def test_open_circuit_sends_only_probes_then_delivers_everything(
             assert bridge.metrics.circuit_open.labels("crm")._value.get() == 0
             counts = await bridge.store.counts()
             assert counts.get("dead", 0) == 0, counts
-    finally:
-        await receiver.stop()

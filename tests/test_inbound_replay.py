@@ -30,7 +30,7 @@ from tests.conftest import bridge_config, running_bridge
 from tests.support.inbound import command_route, inbound_bridge, signed_request
 from tests.support.mosquitto import AclBroker, Mosquitto
 from tests.support.publisher import Publisher
-from tests.support.receiver import Answer, Receiver
+from tests.support.receiver import Answer, receiving
 from tests.support.waiting import wait_until
 
 GH_SECRET = "github-shared-secret"
@@ -165,15 +165,13 @@ async def test_a_pipe_reply_the_broker_refuses_is_retried_until_it_is_taken(
     acl_broker: AclBroker, tmp_path: Path
 ) -> None:
     broker = acl_broker.broker
-    receiver = Receiver(lambda _r, _n: Answer(200, body=b'{"command": "sync"}'))
-    await receiver.start()
-    sub = {
-        "name": "pipe",
-        "url": receiver.url,
-        "mode": "pipe",
-        "reply_topic": "devices/{data.device_id}/commands",
-    }
-    try:
+    async with receiving(lambda _r, _n: Answer(200, body=b'{"command": "sync"}')) as receiver:
+        sub = {
+            "name": "pipe",
+            "url": receiver.url,
+            "mode": "pipe",
+            "reply_topic": "devices/{data.device_id}/commands",
+        }
         async with running_bridge(bridge_config(broker, tmp_path, [sub])) as bridge:
             with Publisher(broker.port) as device:
                 device.subscribe("devices/+/commands")
@@ -213,8 +211,6 @@ async def test_a_pipe_reply_the_broker_refuses_is_retried_until_it_is_taken(
                 registry = bridge.metrics.registry
                 failures = "hookbridge_pipe_reply_publish_failures_total"
                 assert (registry.get_sample_value(failures, labels) or 0) >= 1
-    finally:
-        await receiver.stop()
 
 
 async def test_a_refused_status_publish_is_reported(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from bridge.store.rows import Delivery
 from tests.conftest import bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
-from tests.support.receiver import Answer, Receiver
+from tests.support.receiver import Answer, receiving
 from tests.support.waiting import wait_until
 
 PIPE = Subscription.model_validate(
@@ -87,9 +87,7 @@ def _answers(request: Any, _n: int) -> Answer:
 
 
 async def test_device_receives_the_receivers_answer(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    receiver = Receiver(_answers)
-    await receiver.start()
-    try:
+    async with receiving(_answers) as receiver:
         sub = {
             "name": "pipe",
             "url": receiver.url,
@@ -124,8 +122,6 @@ async def test_device_receives_the_receivers_answer(mosquitto: Mosquitto, tmp_pa
             await wait_until(recorded, timeout=10, message="non-JSON answer still delivered")
             attempts = await bridge.store.attempts(dev2)
             assert attempts[-1].error == "pipe: the answer is not JSON"
-    finally:
-        await receiver.stop()
 
 
 # -- MQTT 5 request/response --------------------------------------------------------
@@ -240,9 +236,7 @@ def _request_properties(response_topic: str, correlation: bytes) -> Properties:
 async def test_mqtt5_request_gets_its_answer_with_its_correlation_data(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    receiver = Receiver(_request_answers)
-    await receiver.start()
-    try:
+    async with receiving(_request_answers) as receiver:
         sub = {
             "name": "rr",
             "url": receiver.url,
@@ -322,8 +316,6 @@ async def test_mqtt5_request_gets_its_answer_with_its_correlation_data(
                 assert json.loads(fallback.payload)["reply"] == {"command": "sync"}
                 # The MQTT 5 device's answers went to its Response Topic only.
                 assert not [m for m in v5.received if m.topic.startswith("devices/")]
-    finally:
-        await receiver.stop()
 
 
 async def test_a_request_answered_after_a_restart_keeps_its_correlation_and_trace(
@@ -337,12 +329,10 @@ async def test_a_request_answered_after_a_restart_keeps_its_correlation_and_trac
             return Answer(503)
         return Answer(200, body=b'{"ok": true}', headers={"Content-Type": "application/json"})
 
-    receiver = Receiver(answers)
-    await receiver.start()
-    # No reply_topic: MQTT 5 requests only.
-    sub = {"name": "rr", "url": receiver.url, "mode": "pipe", "response_topics": ["replies/#"]}
-    config = bridge_config(mosquitto, tmp_path, [sub], retry={"schedule": ["2s", "50ms"]})
-    try:
+    async with receiving(answers) as receiver:
+        # No reply_topic: MQTT 5 requests only.
+        sub = {"name": "rr", "url": receiver.url, "mode": "pipe", "response_topics": ["replies/#"]}
+        config = bridge_config(mosquitto, tmp_path, [sub], retry={"schedule": ["2s", "50ms"]})
         with Publisher(mosquitto.port) as device:
             device.subscribe("replies/restart")
             async with running_bridge(config) as bridge:
@@ -371,8 +361,6 @@ async def test_a_request_answered_after_a_restart_keeps_its_correlation_and_trac
             assert second.headers["hookbridge-delivery-id"] == delivery_id
             trace_ids = {r.headers["traceparent"].split("-")[1] for r in (first, second)}
             assert len(trace_ids) == 1
-    finally:
-        await receiver.stop()
 
 
 async def test_a_reply_is_an_outbox_message_within_the_requests_expiry() -> None:

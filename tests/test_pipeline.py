@@ -14,7 +14,7 @@ from bridge.core.events import CATALOGUE
 from tests.conftest import SECRET, bridge_config, crm_subscription, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
-from tests.support.receiver import Answer, Receiver
+from tests.support.receiver import Answer, Receiver, receiving
 from tests.support.waiting import wait_until
 
 SAMPLES: dict[str, dict[str, Any]] = {
@@ -100,9 +100,7 @@ async def test_status_and_lifecycle_topics(
 
 
 async def test_retry_after_server_error_then_success(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    receiver = Receiver(lambda _r, n: Answer(500 if n == 0 else 200))
-    await receiver.start()
-    try:
+    async with receiving(lambda _r, n: Answer(500 if n == 0 else 200)) as receiver:
         config = bridge_config(mosquitto, tmp_path, [crm_subscription(receiver)])
         async with running_bridge(config) as bridge:
             with Publisher(mosquitto.port) as device:
@@ -120,16 +118,12 @@ async def test_retry_after_server_error_then_success(mosquitto: Mosquitto, tmp_p
             await wait_until(delivered, timeout=10, message="delivery marked delivered")
             attempts = await bridge.store.attempts(delivery_id)
             assert [a.status_code for a in attempts] == [500, 200]
-    finally:
-        await receiver.stop()
 
 
 async def test_gone_disables_subscription_and_keeps_delivery(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    receiver = Receiver(lambda _r, _n: Answer(410))
-    await receiver.start()
-    try:
+    async with receiving(lambda _r, _n: Answer(410)) as receiver:
         config = bridge_config(mosquitto, tmp_path, [crm_subscription(receiver)])
         async with running_bridge(config) as bridge:
             with Publisher(mosquitto.port) as device:
@@ -150,8 +144,6 @@ async def test_gone_disables_subscription_and_keeps_delivery(
                 )
             assert len(receiver.requests) == 1  # nothing more is sent while disabled
             assert await bridge.store.queue_depth("crm") == 2  # both kept
-    finally:
-        await receiver.stop()
 
 
 async def test_retry_after_is_honoured(mosquitto: Mosquitto, tmp_path: Path) -> None:

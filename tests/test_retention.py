@@ -21,7 +21,7 @@ from tests.store_contract import T0, accepted, attempt, ingest, make_event
 from tests.support.admin import admin_client, admin_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
-from tests.support.receiver import Answer, Received, Receiver
+from tests.support.receiver import Answer, Received, Receiver, receiving
 from tests.support.waiting import wait_until
 
 durations = st.floats(min_value=0, max_value=1e8, allow_nan=False)
@@ -103,24 +103,27 @@ async def test_end_to_end_age_counts_from_receipt_and_held_deliveries_expire_wit
     def script(request: Received, _n: int) -> Answer:
         return Answer(status=500 if request.path == "/down" else 200)
 
-    receiver = Receiver(script)
-    await receiver.start()
-    hook = receiver.url
-    config = bridge_config(
-        mosquitto,
-        tmp_path,
-        [
-            {"name": "fresh", "url": hook, "secret": SECRET, "events": ["session.*"]},
-            {"name": "down", "url": hook.replace("/hook", "/down"), "events": ["session.*"]},
-            {"name": "ops", "url": hook.replace("/hook", "/ops"), "events": ["bridge.*"]},
-        ],
-        # One failure, then the next try is an hour away: the delivery is held.
-        retry={"schedule": ["1h"], "jitter": 0.0},
-        retention={"delivered": "300ms", "dead": "1h", "max_event_age": "2s", "interval": "100ms"},
-    )
-    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    device_clock_in_2001 = "2001-01-01T00:00:00Z"
-    try:
+    async with receiving(script) as receiver:
+        hook = receiver.url
+        config = bridge_config(
+            mosquitto,
+            tmp_path,
+            [
+                {"name": "fresh", "url": hook, "secret": SECRET, "events": ["session.*"]},
+                {"name": "down", "url": hook.replace("/hook", "/down"), "events": ["session.*"]},
+                {"name": "ops", "url": hook.replace("/hook", "/ops"), "events": ["bridge.*"]},
+            ],
+            # One failure, then the next try is an hour away: the delivery is held.
+            retry={"schedule": ["1h"], "jitter": 0.0},
+            retention={
+                "delivered": "300ms",
+                "dead": "1h",
+                "max_event_age": "2s",
+                "interval": "100ms",
+            },
+        )
+        an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+        device_clock_in_2001 = "2001-01-01T00:00:00Z"
         async with running_bridge(config) as bridge:
             with Publisher(mosquitto.port) as device:
                 device.publish_all(
@@ -168,8 +171,6 @@ async def test_end_to_end_age_counts_from_receipt_and_held_deliveries_expire_wit
                 return counts.get("delivered", 0) == 0 and bridge.retention.sweeps >= 2
 
             await wait_until(delivered_purged, timeout=10, message="delivered purged")
-    finally:
-        await receiver.stop()
 
 
 async def test_a_disabled_subscriptions_queue_does_not_age(

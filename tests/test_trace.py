@@ -23,7 +23,7 @@ from bridge.core.trace import (
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
-from tests.support.receiver import Answer, Receiver
+from tests.support.receiver import Answer, receiving
 from tests.support.waiting import wait_until
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -99,9 +99,7 @@ async def test_webhooks_carry_the_devices_trace_or_one_started_at_receipt(
         attempt = int(request.headers["hookbridge-attempt"])
         return Answer(503) if device == "dev-retry" and attempt == 1 else Answer(200)
 
-    receiver = Receiver(answers)
-    await receiver.start()
-    try:
+    async with receiving(answers) as receiver:
         sub = {"name": "traced", "url": receiver.url, "secret": SECRET}
         async with running_bridge(bridge_config(mosquitto, tmp_path, [sub])) as bridge:
             with Publisher(mosquitto.port) as device:
@@ -166,5 +164,3 @@ async def test_webhooks_carry_the_devices_trace_or_one_started_at_receipt(
             # Counted once the bridge has the receiver's answer, a moment after the receiver.
             await wait_until(lambda: freshness_count() >= 3.0, message="three delivered counted")
             assert freshness_count() == 3.0
-    finally:
-        await receiver.stop()

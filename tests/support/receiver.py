@@ -7,9 +7,10 @@ tests can script outages, slow endpoints, 410, 429 with Retry-After.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,3 +100,14 @@ class Receiver:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+@contextlib.asynccontextmanager
+async def receiving(script: Script | None = None) -> AsyncIterator[Receiver]:
+    """A started receiver answering what ``script`` says, stopped when the block ends."""
+    receiver = Receiver(script)
+    await receiver.start()
+    try:
+        yield receiver
+    finally:
+        await receiver.stop()
