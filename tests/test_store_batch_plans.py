@@ -9,14 +9,11 @@ walk of the partial index ``deliveries_pending_device``, each device's first
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from bridge.store.postgres import batches as pg_batches
 from bridge.store.sqlite import batches as sqlite_batches
-from bridge.store.sqlite.store import SQLiteStore
-from tests.store_contract import opened
-from tests.support.plans import migrated_postgres, sqlite_plan
+from tests.support.plans import migrated_postgres, migrated_sqlite, sqlite_plan
 from tests.support.postgres import PostgresDatabase
 
 DEVICES = 2_000
@@ -26,10 +23,7 @@ DELIVERED = 60_000
 
 async def test_sqlite_ordered_batch_claim_walks_indexes(tmp_path: Path) -> None:
     path = tmp_path / "plans.db"
-    async with opened(SQLiteStore(path)):
-        pass
-    conn = sqlite3.connect(path)
-    try:
+    async with migrated_sqlite(path) as conn:
         total = PENDING + DELIVERED
         conn.execute(
             f"""WITH RECURSIVE g (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {total})
@@ -53,8 +47,6 @@ async def test_sqlite_ordered_batch_claim_walks_indexes(tmp_path: Path) -> None:
         # And it answers: the first 10 of every device, up to the limit.
         found = conn.execute(query, params).fetchall()
         assert len(found) == 500
-    finally:
-        conn.close()
 
 
 _TABLES = {"events", "deliveries", "d", "e", "h", "n"}  # the stored tables and their aliases

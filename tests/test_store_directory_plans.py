@@ -8,16 +8,13 @@ read the devices, presence or events tables whole: a page is one index range
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from bridge.core.presence import Presence
 from bridge.store.postgres import directory as pg_directory
 from bridge.store.sqlite import directory as sqlite_directory
-from bridge.store.sqlite.store import SQLiteStore
-from tests.store_contract import opened
-from tests.support.plans import migrated_postgres, sqlite_plan
+from tests.support.plans import migrated_postgres, migrated_sqlite, sqlite_plan
 from tests.support.postgres import PostgresDatabase
 
 DEVICES = 20_000
@@ -32,10 +29,7 @@ _SQLITE_DEVICES = _POSTGRES_DEVICES = _FILL_DEVICES
 
 async def test_sqlite_directory_queries_use_indexes(tmp_path: Path) -> None:
     path = tmp_path / "plans.db"
-    async with opened(SQLiteStore(path)):
-        pass
-    conn = sqlite3.connect(path)
-    try:
+    async with migrated_sqlite(path) as conn:
         conn.execute(
             f"""WITH RECURSIVE g (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {EVENTS})
             INSERT INTO events (id, type, source, device_id, occurred_at, received_at, body)
@@ -63,8 +57,6 @@ async def test_sqlite_directory_queries_use_indexes(tmp_path: Path) -> None:
         for query, bound in queries:
             plan, scans = sqlite_plan(conn, query, bound, _TABLES)
             assert not scans, (query, plan)
-    finally:
-        conn.close()
 
 
 _TABLES = {"events", "presence", "deliveries", "devices", "d", "p"}  # stored tables, aliases

@@ -6,15 +6,17 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from bridge.store.postgres.store import PostgresStore, parse_postgres_url
+from bridge.store.sqlite.store import SQLiteStore
 from tests.store_contract import opened
 from tests.support.postgres import PostgresDatabase
 
-__all__ = ["migrated_postgres", "sqlite_plan"]
+__all__ = ["migrated_postgres", "migrated_sqlite", "sqlite_plan"]
 
 
 def sqlite_plan(
@@ -44,3 +46,15 @@ async def migrated_postgres(
         yield conn
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def migrated_sqlite(path: Path) -> AsyncIterator[sqlite3.Connection]:
+    """A plain connection to a new SQLite file the store has migrated."""
+    async with opened(SQLiteStore(path)):
+        pass
+    conn = sqlite3.connect(path)
+    try:
+        yield conn
+    finally:
+        conn.close()
