@@ -21,9 +21,9 @@ from standardwebhooks import Webhook
 from tests.conftest import SECRET, bridge_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.postgres import PostgresDatabase
-from tests.support.process import BridgeProcess
+from tests.support.process import started_bridge
 from tests.support.publisher import Publisher
-from tests.support.receiver import Answer, Received, Receiver
+from tests.support.receiver import Answer, Received, Receiver, receiving
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -72,51 +72,49 @@ async def test_no_batch_id_names_two_event_sets_across_instances(
         failing = len(seen) < TOTAL  # every event has failed once: from now on, 200
         return Answer(500)
 
-    receiver = Receiver(once_failing)
-    await receiver.start()
-    url = postgres.schema_url("batchscale")
-    first = BridgeProcess(_config(mosquitto, tmp_path, url, receiver, "hb-bat-a"), tmp_path, "a")
-    second = BridgeProcess(_config(mosquitto, tmp_path, url, receiver, "hb-bat-b"), tmp_path, "b")
-    try:
-        first.start()
-        first.wait_subscribed()
-        second.start()
-        second.wait_subscribed()
-        with Publisher(mosquitto.port) as device:
-            device.publish_all(
-                [
-                    (f"devices/bs-{i % 40}/events", {"type": "session.started", "id": f"b-{i}"})
-                    for i in range(TOTAL)
-                ],
-                timeout=120,
-            )
-        try:
-            await wait_until(
-                lambda: len(delivered) >= TOTAL,
-                timeout=180,
-                interval=0.2,
-                message="every event delivered after its batch failed once",
-            )
-        except AssertionError:
-            state = f"seen {len(seen)} delivered {len(delivered)} posts {len(receiver.requests)}"
-            logs = f"{first.log()[-2000:]}\n{second.log()[-2000:]}"
-            raise AssertionError(f"{state}\n{logs}") from None
-        sets: dict[str, set[tuple[str, ...]]] = {}
-        for request in receiver.requests:
-            body = Webhook(SECRET).verify(request.body, request.headers)
-            assert body["id"] == request.headers["webhook-id"]
-            sets.setdefault(body["id"], set()).add(tuple(e["id"] for e in body["events"]))
-        reused = {batch: found for batch, found in sets.items() if len(found) > 1}
-        assert not reused, {batch: [len(s) for s in found] for batch, found in reused.items()}
-        assert len(delivered) == TOTAL
-        # Some batch was retried under its own id: the rule does not just mint new ids.
-        assert any(len(r) > 1 for r in _ids_by_batch(receiver).values())
-        assert first.terminate() == 0
-        assert second.terminate() == 0
-    finally:
-        first.ensure_stopped()
-        second.ensure_stopped()
-        await receiver.stop()
+    async with receiving(once_failing) as receiver:
+        url = postgres.schema_url("batchscale")
+        with (
+            started_bridge(
+                _config(mosquitto, tmp_path, url, receiver, "hb-bat-a"), tmp_path, "a"
+            ) as first,
+            started_bridge(
+                _config(mosquitto, tmp_path, url, receiver, "hb-bat-b"), tmp_path, "b"
+            ) as second,
+        ):
+            with Publisher(mosquitto.port) as device:
+                device.publish_all(
+                    [
+                        (f"devices/bs-{i % 40}/events", {"type": "session.started", "id": f"b-{i}"})
+                        for i in range(TOTAL)
+                    ],
+                    timeout=120,
+                )
+            try:
+                await wait_until(
+                    lambda: len(delivered) >= TOTAL,
+                    timeout=180,
+                    interval=0.2,
+                    message="every event delivered after its batch failed once",
+                )
+            except AssertionError:
+                state = (
+                    f"seen {len(seen)} delivered {len(delivered)} posts {len(receiver.requests)}"
+                )
+                logs = f"{first.log()[-2000:]}\n{second.log()[-2000:]}"
+                raise AssertionError(f"{state}\n{logs}") from None
+            sets: dict[str, set[tuple[str, ...]]] = {}
+            for request in receiver.requests:
+                body = Webhook(SECRET).verify(request.body, request.headers)
+                assert body["id"] == request.headers["webhook-id"]
+                sets.setdefault(body["id"], set()).add(tuple(e["id"] for e in body["events"]))
+            reused = {batch: found for batch, found in sets.items() if len(found) > 1}
+            assert not reused, {batch: [len(s) for s in found] for batch, found in reused.items()}
+            assert len(delivered) == TOTAL
+            # Some batch was retried under its own id: the rule does not just mint new ids.
+            assert any(len(r) > 1 for r in _ids_by_batch(receiver).values())
+            assert first.terminate() == 0
+            assert second.terminate() == 0
 
 
 def _ids_by_batch(receiver: Receiver) -> dict[str, list[Received]]:

@@ -23,9 +23,9 @@ import pytest
 from tests.conftest import bridge_config, crm_subscription
 from tests.support.mosquitto import Mosquitto
 from tests.support.postgres import PostgresDatabase, fetch
-from tests.support.process import BridgeProcess
+from tests.support.process import started_bridge
 from tests.support.publisher import Publisher
-from tests.support.receiver import Answer, Receiver
+from tests.support.receiver import Answer, Receiver, receiving
 from tests.support.waiting import wait_until
 
 # 24,000 events through two processes: generous limits, because on a loaded
@@ -66,77 +66,72 @@ async def test_two_instances_share_the_work_and_survive_a_kill(
     mosquitto: Mosquitto, postgres: PostgresDatabase, tmp_path: Path
 ) -> None:
     hanging = False
-    receiver = Receiver(lambda _r, _n: Answer(200, delay=30.0) if hanging else Answer(200))
-    await receiver.start()
-    url = postgres.schema_url("scale")
-    first = BridgeProcess(
-        _config(mosquitto, tmp_path, url, receiver, "hb-scale-a", "5"), tmp_path, "a"
-    )
-    second = BridgeProcess(
-        _config(mosquitto, tmp_path, url, receiver, "hb-scale-b", "3.1.1"), tmp_path, "b"
-    )
-    try:
-        first.start()
-        first.wait_subscribed()
-        second.start()
-        second.wait_subscribed()
+    async with receiving(
+        lambda _r, _n: Answer(200, delay=30.0) if hanging else Answer(200)
+    ) as receiver:
+        url = postgres.schema_url("scale")
+        with (
+            started_bridge(
+                _config(mosquitto, tmp_path, url, receiver, "hb-scale-a", "5"), tmp_path, "a"
+            ) as first,
+            started_bridge(
+                _config(mosquitto, tmp_path, url, receiver, "hb-scale-b", "3.1.1"), tmp_path, "b"
+            ) as second,
+        ):
+            # Phase 1: the broker splits 20,000 messages between the two.
+            total = 20_000
+            with Publisher(mosquitto.port) as device:
+                device.publish_all(_messages(0, total), timeout=240)
+            await wait_until(
+                lambda: len(receiver.unique_ids()) >= total,
+                timeout=300,
+                interval=0.2,
+                message="all 20,000 delivered",
+            )
+            assert len(receiver.unique_ids()) == total
+            shares = await _by_instance(url)
+            assert set(shares) == {"hb-scale-a", "hb-scale-b"}, shares
+            assert sum(shares.values()) == total
+            assert min(shares.values()) > total // 10, shares
 
-        # Phase 1: the broker splits 20,000 messages between the two.
-        total = 20_000
-        with Publisher(mosquitto.port) as device:
-            device.publish_all(_messages(0, total), timeout=240)
-        await wait_until(
-            lambda: len(receiver.unique_ids()) >= total,
-            timeout=300,
-            interval=0.2,
-            message="all 20,000 delivered",
-        )
-        assert len(receiver.unique_ids()) == total
-        shares = await _by_instance(url)
-        assert set(shares) == {"hb-scale-a", "hb-scale-b"}, shares
-        assert sum(shares.values()) == total
-        assert min(shares.values()) > total // 10, shares
+            # Phase 2: requests hang, so deliveries are leased and in flight at the kill.
+            hanging = True
+            more = 4_000
+            with Publisher(mosquitto.port) as device:
+                device.publish_all(_messages(total, more), timeout=60)
 
-        # Phase 2: requests hang, so deliveries are leased and in flight at the kill.
-        hanging = True
-        more = 4_000
-        with Publisher(mosquitto.port) as device:
-            device.publish_all(_messages(total, more), timeout=60)
+            async def second_holds_deliveries() -> bool:
+                held = await _by_instance(url, "status = 'pending' AND lease_owner = 'hb-scale-b'")
+                return held.get("hb-scale-b", 0) > 0
 
-        async def second_holds_deliveries() -> bool:
-            held = await _by_instance(url, "status = 'pending' AND lease_owner = 'hb-scale-b'")
-            return held.get("hb-scale-b", 0) > 0
+            await wait_until(second_holds_deliveries, timeout=30, message="b holds leases")
+            second.kill()
+            hanging = False
+            orphaned = await _by_instance(url, "status = 'pending' AND ingested_by = 'hb-scale-b'")
+            assert orphaned.get("hb-scale-b", 0) > 0
 
-        await wait_until(second_holds_deliveries, timeout=30, message="b holds leases")
-        second.kill()
-        hanging = False
-        orphaned = await _by_instance(url, "status = 'pending' AND ingested_by = 'hb-scale-b'")
-        assert orphaned.get("hb-scale-b", 0) > 0
+            async def nothing_pending() -> bool:
+                rows = await fetch(url, "SELECT count(*) FROM deliveries WHERE status = 'pending'")
+                return rows[0][0] == 0
 
-        async def nothing_pending() -> bool:
-            rows = await fetch(url, "SELECT count(*) FROM deliveries WHERE status = 'pending'")
-            return rows[0][0] == 0
+            # The survivor alone delivers everything the dead instance had committed.
+            await wait_until(
+                nothing_pending, timeout=120, interval=0.2, message="survivor took over"
+            )
+            assert not second.alive()
 
-        # The survivor alone delivers everything the dead instance had committed.
-        await wait_until(nothing_pending, timeout=120, interval=0.2, message="survivor took over")
-        assert not second.alive()
-
-        # The dead instance's broker session may still hold messages it never
-        # acknowledged: it comes back under its stable client id and takes them.
-        second.start()
-        second.wait_subscribed()
-        await wait_until(
-            lambda: len(receiver.unique_ids()) >= total + more,
-            timeout=120,
-            interval=0.2,
-            message="every event delivered after the kill",
-        )
-        assert len(receiver.unique_ids()) == total + more
-        delivered = {event["data"].get("seq") for event in receiver.events()}
-        assert delivered >= set(range(total + more))
-        assert first.terminate() == 0
-        assert second.terminate() == 0
-    finally:
-        first.ensure_stopped()
-        second.ensure_stopped()
-        await receiver.stop()
+            # The dead instance's broker session may still hold messages it never
+            # acknowledged: it comes back under its stable client id and takes them.
+            second.start()
+            second.wait_subscribed()
+            await wait_until(
+                lambda: len(receiver.unique_ids()) >= total + more,
+                timeout=120,
+                interval=0.2,
+                message="every event delivered after the kill",
+            )
+            assert len(receiver.unique_ids()) == total + more
+            delivered = {event["data"].get("seq") for event in receiver.events()}
+            assert delivered >= set(range(total + more))
+            assert first.terminate() == 0
+            assert second.terminate() == 0
