@@ -101,6 +101,12 @@ def crm_subscription(receiver: Receiver, **extra: Any) -> dict[str, Any]:
     return {"name": "crm", "url": receiver.url, "secret": SECRET, **extra}
 
 
+def pipe_subscription(receiver: Receiver, name: str, **extra: Any) -> dict[str, Any]:
+    """Pipe subscription ``name`` to ``receiver``: its answers go back over MQTT, where
+    ``extra`` (``reply_topic``, ``response_topics``, ...) says."""
+    return {"name": name, "url": receiver.url, "mode": "pipe", **extra}
+
+
 def bridge_config(
     broker: Mosquitto,
     tmp_path: Path,

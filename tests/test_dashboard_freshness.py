@@ -10,7 +10,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridge.store.outbox import OutboxStatus
-from tests.conftest import running_bridge
+from tests.conftest import pipe_subscription, running_bridge
 from tests.support.admin import admin_client, admin_config
 from tests.support.dashboard import dashboard_page
 from tests.support.mosquitto import Mosquitto
@@ -28,13 +28,12 @@ async def test_the_freshness_panel_shows_each_subscriptions_quantiles(
 ) -> None:
     async with receiving(_answer) as receiver:
         subs = [
-            {
-                "name": "rr",
-                "url": receiver.url,
-                "mode": "pipe",
-                "events": ["device.online"],
-                "response_topics": ["replies/{data.device_id}"],
-            },
+            pipe_subscription(
+                receiver,
+                "rr",
+                events=["device.online"],
+                response_topics=["replies/{data.device_id}"],
+            ),
             {"name": "quiet", "url": receiver.url, "events": ["session.started"]},
         ]
         config = admin_config(mosquitto, tmp_path, subs)

@@ -26,7 +26,7 @@ from bridge.core.signing import hub_signature
 from bridge.inbound.outbox import BACKOFF, retry_at
 from bridge.inbound.server import GITHUB_REPLAY_WINDOW, replay_key
 from bridge.store.outbox import OutboxKind, OutboxMessage, OutboxStatus
-from tests.conftest import bridge_config, running_bridge
+from tests.conftest import bridge_config, pipe_subscription, running_bridge
 from tests.support.inbound import command_route, inbound_bridge, signed_request
 from tests.support.mosquitto import AclBroker, Mosquitto
 from tests.support.publisher import Publisher
@@ -166,12 +166,7 @@ async def test_a_pipe_reply_the_broker_refuses_is_retried_until_it_is_taken(
 ) -> None:
     broker = acl_broker.broker
     async with receiving(lambda _r, _n: Answer(200, body=b'{"command": "sync"}')) as receiver:
-        sub = {
-            "name": "pipe",
-            "url": receiver.url,
-            "mode": "pipe",
-            "reply_topic": "devices/{data.device_id}/commands",
-        }
+        sub = pipe_subscription(receiver, "pipe", reply_topic="devices/{data.device_id}/commands")
         async with running_bridge(bridge_config(broker, tmp_path, [sub])) as bridge:
             with Publisher(broker.port) as device:
                 device.subscribe("devices/+/commands")

@@ -27,7 +27,7 @@ from bridge.delivery.pipe import (
 )
 from bridge.store.outbox import OutboxKind, OutboxMessage
 from bridge.store.rows import Delivery
-from tests.conftest import bridge_config, running_bridge
+from tests.conftest import bridge_config, pipe_subscription, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, receiving
@@ -88,12 +88,7 @@ def _answers(request: Any, _n: int) -> Answer:
 
 async def test_device_receives_the_receivers_answer(mosquitto: Mosquitto, tmp_path: Path) -> None:
     async with receiving(_answers) as receiver:
-        sub = {
-            "name": "pipe",
-            "url": receiver.url,
-            "mode": "pipe",
-            "reply_topic": "devices/{data.device_id}/commands",
-        }
+        sub = pipe_subscription(receiver, "pipe", reply_topic="devices/{data.device_id}/commands")
         async with running_bridge(bridge_config(mosquitto, tmp_path, [sub])) as bridge:
             with Publisher(mosquitto.port) as device:
                 device.subscribe("devices/+/commands")
@@ -237,14 +232,13 @@ async def test_mqtt5_request_gets_its_answer_with_its_correlation_data(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     async with receiving(_request_answers) as receiver:
-        sub = {
-            "name": "rr",
-            "url": receiver.url,
-            "mode": "pipe",
-            "reply_topic": "devices/{data.device_id}/commands",
-            "response_topics": ["replies/{data.device_id}"],
-            "reply_errors": True,
-        }
+        sub = pipe_subscription(
+            receiver,
+            "rr",
+            reply_topic="devices/{data.device_id}/commands",
+            response_topics=["replies/{data.device_id}"],
+            reply_errors=True,
+        )
         config = bridge_config(mosquitto, tmp_path, [sub], retry={"schedule": ["50ms"]})
         async with running_bridge(config):
             with (
@@ -331,7 +325,7 @@ async def test_a_request_answered_after_a_restart_keeps_its_correlation_and_trac
 
     async with receiving(answers) as receiver:
         # No reply_topic: MQTT 5 requests only.
-        sub = {"name": "rr", "url": receiver.url, "mode": "pipe", "response_topics": ["replies/#"]}
+        sub = pipe_subscription(receiver, "rr", response_topics=["replies/#"])
         config = bridge_config(mosquitto, tmp_path, [sub], retry={"schedule": ["2s", "50ms"]})
         with Publisher(mosquitto.port) as device:
             device.subscribe("replies/restart")

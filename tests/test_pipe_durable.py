@@ -19,6 +19,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tests.conftest import pipe_subscription
 from tests.support.admin import Admin, admin_config, api_url
 from tests.support.mosquitto import Mosquitto
 from tests.support.process import BridgeProcess
@@ -74,13 +75,9 @@ async def test_a_reply_answered_while_the_broker_is_down_reaches_the_device(
 
     receiver = Receiver(answer)
     await receiver.start()
-    sub = {
-        "name": "rr",
-        "url": receiver.url,
-        "mode": "pipe",
-        "events": ["device.online"],
-        "response_topics": ["replies/{data.device_id}"],
-    }
+    sub = pipe_subscription(
+        receiver, "rr", events=["device.online"], response_topics=["replies/{data.device_id}"]
+    )
     config = admin_config(broker, tmp_path, [sub], mqtt={"reconnect_max": "1s"})
     bridge = BridgeProcess(config, tmp_path)
     device = Device(broker.port, f"device-{tmp_path.name}")
