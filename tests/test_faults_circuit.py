@@ -19,7 +19,7 @@ from bridge.core.circuit import (
     release_probe,
     reopens_at,
 )
-from tests.conftest import SECRET, bridge_config, running_bridge
+from tests.conftest import bridge_config, crm_subscription, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Answer, Received, receiving
@@ -154,13 +154,9 @@ async def test_open_circuit_sends_only_probes_then_delivers_everything(
             mosquitto,
             tmp_path,
             [
-                {
-                    "name": "crm",
-                    "url": receiver.url,
-                    "secret": SECRET,
-                    "max_in_flight": 4,
-                    "circuit": {"failures": 3, "cool_down": f"{cool_down}s"},
-                }
+                crm_subscription(
+                    receiver, max_in_flight=4, circuit={"failures": 3, "cool_down": f"{cool_down}s"}
+                )
             ],
             # Short retries, and enough of them that no delivery goes dead while probing.
             retry={"schedule": ["50ms"] * 30, "jitter": 0.0},

@@ -20,7 +20,7 @@ import paho.mqtt.client as paho
 import psutil
 import pytest
 
-from tests.conftest import SECRET, bridge_config, crm_subscription
+from tests.conftest import bridge_config, crm_subscription
 from tests.support.mosquitto import Mosquitto
 from tests.support.process import BridgeProcess
 from tests.support.publisher import Publisher
@@ -236,14 +236,7 @@ async def test_receiver_outage_is_ridden_out_without_busy_looping(
     config = bridge_config(
         mosquitto,
         tmp_path,
-        [
-            {
-                "name": "crm",
-                "url": receiver.url,
-                "secret": SECRET,
-                "circuit": {"failures": 5, "cool_down": "2s"},
-            }
-        ],
+        [crm_subscription(receiver, circuit={"failures": 5, "cool_down": "2s"})],
         retry={"schedule": ["500ms", "1s", "2s", "4s", "4s", "4s", "4s", "4s"], "jitter": 0.2},
     )
     bridge = BridgeProcess(config, tmp_path)
