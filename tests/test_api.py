@@ -17,7 +17,7 @@ from tests.conftest import SECRET, running_bridge
 from tests.support.admin import TOKEN, Admin, admin_client, admin_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
-from tests.support.receiver import Answer, Receiver
+from tests.support.receiver import Answer, Receiver, receiving
 from tests.support.waiting import wait_until
 
 HEADER_SECRET = "tok_header_value_never_shown"
@@ -137,15 +137,13 @@ async def test_disable_holds_deliveries_and_enable_sends_them(
 async def test_test_ping_answers_with_the_attempt(
     mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:
-    failing = Receiver(lambda _r, _n: Answer(503, body=b"down for maintenance"))
-    await failing.start()
-    config = admin_config(
-        mosquitto,
-        tmp_path,
-        [_crm(receiver), {"name": "broken", "url": failing.url, "secret": SECRET}],
-    )
-    async with running_bridge(config), admin_client(config) as admin:
-        try:
+    async with receiving(lambda _r, _n: Answer(503, body=b"down for maintenance")) as failing:
+        config = admin_config(
+            mosquitto,
+            tmp_path,
+            [_crm(receiver), {"name": "broken", "url": failing.url, "secret": SECRET}],
+        )
+        async with running_bridge(config), admin_client(config) as admin:
             status, ping = await admin.post("/api/subscriptions/crm/test")
             assert status == 200
             assert ping["outcome"] == "delivered"
@@ -172,8 +170,6 @@ async def test_test_ping_answers_with_the_attempt(
 
             status, body = await admin.post("/api/subscriptions/nope/test")
             assert (status, body) == (404, {"error": "no subscription named 'nope'"})
-        finally:
-            await failing.stop()
 
 
 async def test_deliveries_events_paging_and_retry(
@@ -270,15 +266,13 @@ async def test_retry_of_a_pending_delivery_is_a_conflict(
 async def test_replay_by_id_by_window_and_as_new(
     mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:
-    other = Receiver()
-    await other.start()
-    config = admin_config(
-        mosquitto,
-        tmp_path,
-        [_crm(receiver), {"name": "archive", "url": other.url, "events": ["device.*"]}],
-    )
-    async with running_bridge(config), admin_client(config) as admin:
-        try:
+    async with receiving() as other:
+        config = admin_config(
+            mosquitto,
+            tmp_path,
+            [_crm(receiver), {"name": "archive", "url": other.url, "events": ["device.*"]}],
+        )
+        async with running_bridge(config), admin_client(config) as admin:
             with Publisher(mosquitto.port) as device:
                 device.publish_all([_event(1), _event(2)])
             await wait_until(lambda: len(receiver.requests) == 2)
@@ -326,8 +320,6 @@ async def test_replay_by_id_by_window_and_as_new(
                 assert isinstance(body["error"], str)
             status, body = await admin.call("POST", "/api/replay", json=None)
             assert status == 400
-        finally:
-            await other.stop()
 
 
 async def test_rejected_metrics_and_stats(
