@@ -24,6 +24,7 @@ from bridge.core.normalise import Normalised, Normaliser, Rejected
 from bridge.core.schema import event_schema, events_schema
 from bridge.errors import ConfigError
 from tests.support.normalising import (
+    METER,
     SOURCE,
     accepted,
     message,
@@ -33,19 +34,6 @@ from tests.support.normalising import (
 
 ROOT = Path(__file__).resolve().parent.parent
 
-METER = {
-    "name": "meter.read",
-    "description": "A meter reading",
-    "data_schema": {
-        "type": "object",
-        "required": ["kwh"],
-        "properties": {
-            "kwh": {"type": "number", "minimum": 0},
-            "unit": {"$ref": "#/$defs/unit"},
-        },
-        "$defs": {"unit": {"enum": ["kWh", "Wh"]}},
-    },
-}
 DOOR = {"name": "door.opened"}  # no schema: any data
 TELEMETRY = {"topics": ["devices/{device_id}/telemetry", "site/{site}/m/{device_id}/telemetry"]}
 

@@ -16,19 +16,10 @@ from standardwebhooks import Webhook
 
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
+from tests.support.normalising import METER
 from tests.support.publisher import Publisher
 from tests.support.receiver import Receiver, receiving
 from tests.support.waiting import wait_until
-
-METER = {
-    "name": "meter.read",
-    "description": "A meter reading",
-    "data_schema": {
-        "type": "object",
-        "required": ["kwh"],
-        "properties": {"kwh": {"type": "number", "minimum": 0}},
-    },
-}
 
 
 def _verified(receiver: Receiver) -> list[dict[str, Any]]:

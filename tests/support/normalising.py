@@ -11,10 +11,25 @@ from bridge.config import parse_config
 from bridge.core.events import Event
 from bridge.core.normalise import Message, Normalised, Normaliser, Rejected
 
-__all__ = ["RECEIVED", "SOURCE", "accepted", "message", "normaliser", "rejected"]
+__all__ = ["METER", "RECEIVED", "SOURCE", "accepted", "message", "normaliser", "rejected"]
 
 SOURCE = "mqtt://broker-1:1883"
 RECEIVED = datetime(2026, 11, 22, 4, 36, 14, 553000, tzinfo=UTC)
+
+# An operator's own event type, its data checked by a JSON Schema (with a $ref).
+METER = {
+    "name": "meter.read",
+    "description": "A meter reading",
+    "data_schema": {
+        "type": "object",
+        "required": ["kwh"],
+        "properties": {
+            "kwh": {"type": "number", "minimum": 0},
+            "unit": {"$ref": "#/$defs/unit"},
+        },
+        "$defs": {"unit": {"enum": ["kWh", "Wh"]}},
+    },
+}
 
 
 def normaliser(**config: Any) -> Normaliser:
