@@ -10,7 +10,7 @@ from bridge.store.rows import Delivery
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
-from tests.support.receiver import Answer, Received, Receiver
+from tests.support.receiver import Answer, Received, Receiver, receiving
 from tests.support.waiting import wait_until
 
 DEVICES = 20
@@ -41,10 +41,7 @@ async def test_each_device_in_order_despite_failures_and_unordered_not_slowed(
         statuses.append(status)
         return Answer(status)
 
-    ordered, plain = Receiver(flaky), Receiver()
-    await ordered.start()
-    await plain.start()
-    try:
+    async with receiving(flaky) as ordered, receiving() as plain:
         config = bridge_config(
             mosquitto,
             tmp_path,
@@ -85,9 +82,6 @@ async def test_each_device_in_order_despite_failures_and_unordered_not_slowed(
         # The unordered lane never waits for the ordered one's retries.
         assert plain_done < ordered_done
         assert len(plain.unique_ids()) >= total
-    finally:
-        await ordered.stop()
-        await plain.stop()
 
 
 async def test_a_device_with_nothing_pending_goes_from_memory_the_rest_wait_their_turn(
@@ -99,9 +93,7 @@ async def test_a_device_with_nothing_pending_goes_from_memory_the_rest_wait_thei
         slow = "busy" in event["source"] and event["data"]["seq"] == 0
         return Answer(200, delay=0.5 if slow else 0.0)
 
-    receiver = Receiver(answer)
-    await receiver.start()
-    try:
+    async with receiving(answer) as receiver:
         config = bridge_config(
             mosquitto,
             tmp_path,
@@ -142,5 +134,3 @@ async def test_a_device_with_nothing_pending_goes_from_memory_the_rest_wait_thei
         busy = [r.json()["data"]["seq"] for r in receiver.requests if "busy" in r.json()["source"]]
         assert busy == list(range(10))
         assert claimed  # the later ones of the burst came through the claim
-    finally:
-        await receiver.stop()

@@ -24,7 +24,7 @@ from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.admin import Admin, admin_config, api_url
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
-from tests.support.receiver import Answer, Received, Receiver
+from tests.support.receiver import Answer, Received, Receiver, receiving
 from tests.support.waiting import wait_until
 
 ACCESS_TOKEN = "at-Zq81vNw0cR4e-only-per-request"
@@ -64,26 +64,26 @@ def _event(mark: str) -> tuple[str, dict[str, Any]]:
 async def test_basic_and_oauth2_values_echoed_by_a_receiver_are_masked_in_excerpts(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    receiver = Receiver(_echo)
-    tokens = Receiver(_token_server)
-    await receiver.start()
-    await tokens.start()
-    basic = {"type": "basic", "username": "bridge-user", "password": "b4sic-Pw-77"}
-    oauth = {
-        "type": "oauth2_client_credentials",
-        "token_url": tokens.url,
-        "client_id": "bridge",
-        "client_secret": "cl1ent-s3cret-99",
-    }
-    subs = [
-        {"name": "basic", "url": receiver.url + "/basic", "secret": SECRET, "auth": basic},
-        {"name": "oauth", "url": receiver.url + "/oauth", "secret": SECRET, "auth": oauth},
-    ]
-    config = bridge_config(
-        mosquitto, tmp_path, subs, limits={"response_body_kept": 300}, retry={"schedule": ["1h"]}
-    )
-    credentials = base64.b64encode(b"bridge-user:b4sic-Pw-77").decode()
-    try:
+    async with receiving(_echo) as receiver, receiving(_token_server) as tokens:
+        basic = {"type": "basic", "username": "bridge-user", "password": "b4sic-Pw-77"}
+        oauth = {
+            "type": "oauth2_client_credentials",
+            "token_url": tokens.url,
+            "client_id": "bridge",
+            "client_secret": "cl1ent-s3cret-99",
+        }
+        subs = [
+            {"name": "basic", "url": receiver.url + "/basic", "secret": SECRET, "auth": basic},
+            {"name": "oauth", "url": receiver.url + "/oauth", "secret": SECRET, "auth": oauth},
+        ]
+        config = bridge_config(
+            mosquitto,
+            tmp_path,
+            subs,
+            limits={"response_body_kept": 300},
+            retry={"schedule": ["1h"]},
+        )
+        credentials = base64.b64encode(b"bridge-user:b4sic-Pw-77").decode()
         async with running_bridge(config) as bridge:
             with Publisher(mosquitto.port) as device:
                 device.publish_all([_event("e-1")])
@@ -110,53 +110,48 @@ async def test_basic_and_oauth2_values_echoed_by_a_receiver_are_masked_in_excerp
             for secret in (credentials, ACCESS_TOKEN):
                 assert secret not in text
                 assert not any(secret[:8] in excerpt for excerpt in kept), kept
-    finally:
-        await receiver.stop()
-        await tokens.stop()
 
 
 async def test_secrets_a_reload_brings_in_are_masked_from_then_on(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    receiver = Receiver(_echo)
-    await receiver.start()
-    token = "rel0aded-bearer-5c1e7d"  # unique to this test: no other test registers it
-    config = admin_config(
-        mosquitto,
-        tmp_path,
-        [{"name": "crm", "url": receiver.url + "?key=q-secret-1", "secret": SECRET}],
-        retry={"schedule": ["1h"]},
-    )
-    path = tmp_path / "hookbridge.yaml"
-    path.write_text(yaml.safe_dump(config))
-    admin = Admin(api_url(config))
-    try:
-        async with running_bridge(config) as bridge:
-            bridge.config_path = path
-            assert token in scrub_secrets(f"before {token}")
-            config["subscriptions"][0]["auth"] = {"type": "bearer", "token": token}
-            path.write_text(yaml.safe_dump(config))
-            status, body = await admin.post("/api/reload")
-            assert (status, body["changed"]) == (200, ["crm"]), body
-            # The log filter masks it now (a log line, an error, an excerpt).
-            assert scrub_secrets(f"after {token}") == "after **********"
-            with Publisher(mosquitto.port) as device:
-                device.publish_all([_event("e-2")])
-            await wait_until(lambda: len(receiver.requests) == 1, timeout=10)
-            assert receiver.requests[0].headers["authorization"] == f"Bearer {token}"
+    async with receiving(_echo) as receiver:
+        token = "rel0aded-bearer-5c1e7d"  # unique to this test: no other test registers it
+        config = admin_config(
+            mosquitto,
+            tmp_path,
+            [{"name": "crm", "url": receiver.url + "?key=q-secret-1", "secret": SECRET}],
+            retry={"schedule": ["1h"]},
+        )
+        path = tmp_path / "hookbridge.yaml"
+        path.write_text(yaml.safe_dump(config))
+        admin = Admin(api_url(config))
+        try:
+            async with running_bridge(config) as bridge:
+                bridge.config_path = path
+                assert token in scrub_secrets(f"before {token}")
+                config["subscriptions"][0]["auth"] = {"type": "bearer", "token": token}
+                path.write_text(yaml.safe_dump(config))
+                status, body = await admin.post("/api/reload")
+                assert (status, body["changed"]) == (200, ["crm"]), body
+                # The log filter masks it now (a log line, an error, an excerpt).
+                assert scrub_secrets(f"after {token}") == "after **********"
+                with Publisher(mosquitto.port) as device:
+                    device.publish_all([_event("e-2")])
+                await wait_until(lambda: len(receiver.requests) == 1, timeout=10)
+                assert receiver.requests[0].headers["authorization"] == f"Bearer {token}"
 
-            async def kept() -> list[str]:
-                return await _excerpts(bridge, receiver, "crm")
+                async def kept() -> list[str]:
+                    return await _excerpts(bridge, receiver, "crm")
 
-            await wait_until(lambda: _non_empty(kept()), timeout=10, message="attempt kept")
-            assert all(token not in excerpt for excerpt in await kept())
-            # The API (and the dashboard showing it) lists the URL without its query.
-            _, listed = await admin.get("/api/subscriptions")
-            (crm,) = listed["subscriptions"]
-            assert crm["url"] == f"http://127.0.0.1:{receiver.port}/hook?***"
-    finally:
-        await admin.close()
-        await receiver.stop()
+                await wait_until(lambda: _non_empty(kept()), timeout=10, message="attempt kept")
+                assert all(token not in excerpt for excerpt in await kept())
+                # The API (and the dashboard showing it) lists the URL without its query.
+                _, listed = await admin.get("/api/subscriptions")
+                (crm,) = listed["subscriptions"]
+                assert crm["url"] == f"http://127.0.0.1:{receiver.port}/hook?***"
+        finally:
+            await admin.close()
 
 
 async def _non_empty(values: Any) -> bool:
