@@ -140,8 +140,17 @@ def test_a_valid_config_with_bad_values_fails_with_places(
     except ConfigError as error:
         _check(error)
     else:
-        assert SECRET_MARK not in repr(result)
-        assert SECRET_MARK not in str(result.model_dump())
+        # The mark planted as a plain value (a client id, say) is no secret there.
+        planted = any(
+            SECRET_MARK in repr(value) and not _secret_place(place) for place, value in mutations
+        )
+        if not planted:
+            assert SECRET_MARK not in repr(result)
+            assert SECRET_MARK not in str(result.model_dump())
+
+
+def _secret_place(place: tuple[Any, ...]) -> bool:
+    return any(key in {"password", "secret", "token", "headers"} for key in place)
 
 
 @settings(max_examples=500)
