@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import StoreUnavailable
-from bridge.store.sqlite.checkpoint import BACKSTOP_PAGES
+from bridge.store.sqlite.checkpoint import BACKSTOP_PAGES, Checkpointer
 from bridge.store.sqlite.engine import SQLiteEngine
-from tests.support.waiting import wait_until
+from tests.support.waiting import wait_until, wait_until_sync
 
 
 def _prepare(conn: sqlite3.Connection) -> None:
@@ -122,3 +122,35 @@ async def test_a_read_only_engine_runs_no_checkpointer(tmp_path: Path) -> None:
     engine = await _engine(tmp_path / "s.db", read_only=True)
     assert engine.checkpoints is None
     await engine.close(None)
+
+
+def test_a_log_past_the_mark_is_restarted_behind_a_writer_that_never_pauses(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "w.db"
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        return conn
+
+    writer = connect()
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("PRAGMA wal_autocheckpoint = 0")  # only the checkpointer copies back
+    writer.execute("PRAGMA journal_size_limit = 1048576")
+    writer.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+    checkpointer = Checkpointer(connect, interval=0.01, restart_pages=100)
+    checkpointer.start()
+    largest = 0
+    try:
+        # 4,000 commits of a 4 KB row: without a restart the log would pass 32 MB.
+        for k in range(4000):
+            writer.execute("INSERT INTO t (k, v) VALUES (?, zeroblob(4000))", (k,))
+            checkpointer.note_commit()
+            largest = max(largest, (tmp_path / "w.db-wal").stat().st_size)
+        wait_until_sync(lambda: checkpointer.stats.restarts >= 1, message="a restart")
+    finally:
+        checkpointer.stop()
+        writer.close()
+    assert checkpointer.stats.failures == 0
+    assert largest < 12 * 1024 * 1024, largest

@@ -11,9 +11,16 @@ crosses the mark many times a second.
 :class:`Checkpointer` runs them on a thread and connection of its own:
 a commit wakes it, it waits ``interval`` so that one checkpoint covers many
 commits (a page changed by several commits is copied once), then runs a
-PASSIVE checkpoint, which never blocks readers or the writer. The writer's
-own automatic checkpoint stays as a backstop at :data:`BACKSTOP_PAGES`, so
-the WAL stays bounded even if this thread cannot keep up or keeps failing.
+PASSIVE checkpoint, which never blocks readers or the writer. A PASSIVE
+checkpoint copies what the log held when it began, so behind a writer that
+never pauses (a backlog arriving) it never catches up, and the log is only
+written from its start again once all of it is copied. Past
+:data:`RESTART_PAGES` the checkpointer therefore runs a RESTART checkpoint:
+it waits for the writer's current transaction, holds the next one back while
+it copies the rest, and the commit after it writes the log from its start (and
+truncates the file to the writer's ``journal_size_limit``). The writer's own
+automatic checkpoint stays as a backstop at :data:`BACKSTOP_PAGES`, should
+this thread fail.
 """
 
 from __future__ import annotations
@@ -25,12 +32,22 @@ from dataclasses import dataclass
 
 from bridge.logs import get_logger
 
-__all__ = ["BACKSTOP_PAGES", "CheckpointStats", "Checkpointer"]
+__all__ = [
+    "BACKSTOP_PAGES",
+    "JOURNAL_SIZE_LIMIT",
+    "RESTART_PAGES",
+    "CheckpointStats",
+    "Checkpointer",
+]
 
 log = get_logger("hookbridge.store")
 
 # The writer's wal_autocheckpoint: 8,000 pages of 4 KiB is a WAL of about 32 MB.
 BACKSTOP_PAGES = 8000
+# A log this long (about 16 MB) is copied back whole and started again.
+RESTART_PAGES = 4000
+# What a restarted log file is cut back to (the writer's journal_size_limit).
+JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
 # How long a woken checkpointer lets commits gather before it copies them back.
 INTERVAL = 0.1
 # After a failed checkpoint (a full disk, an I/O error): wait this long first.
@@ -42,6 +59,7 @@ class CheckpointStats:
     """What the checkpointer has done, for tests and diagnostics."""
 
     runs: int = 0
+    restarts: int = 0  # RESTART checkpoints run because the log grew past the mark
     failures: int = 0
     # The last PASSIVE result: frames in the WAL, and how many of them are now
     # in the database file.
@@ -53,10 +71,15 @@ class Checkpointer:
     """One thread that checkpoints the WAL after commits (see the module docstring)."""
 
     def __init__(
-        self, connect: Callable[[], sqlite3.Connection], *, interval: float = INTERVAL
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        *,
+        interval: float = INTERVAL,
+        restart_pages: int = RESTART_PAGES,
     ) -> None:
         self._connect = connect
         self._interval = interval
+        self._restart_pages = restart_pages
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -102,6 +125,10 @@ class Checkpointer:
     def _checkpoint(self, conn: sqlite3.Connection) -> bool:
         try:
             row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if row is not None and int(row[1]) >= self._restart_pages:
+                # Waits (busy_timeout) for the writer's transaction, then holds the next.
+                row = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                self.stats.restarts += 1
         except sqlite3.Error as exc:
             self.stats.failures += 1
             log.warning(

@@ -25,7 +25,12 @@ from typing import TypeVar, cast
 from urllib.parse import quote
 
 from bridge.errors import StoreError, StoreUnavailable
-from bridge.store.sqlite.checkpoint import BACKSTOP_PAGES, Checkpointer, CheckpointStats
+from bridge.store.sqlite.checkpoint import (
+    BACKSTOP_PAGES,
+    JOURNAL_SIZE_LIMIT,
+    Checkpointer,
+    CheckpointStats,
+)
 
 __all__ = ["SQLiteEngine", "translate"]
 
@@ -201,6 +206,7 @@ class SQLiteEngine:
             # Checkpoints run on a thread of their own (bridge.store.sqlite.checkpoint);
             # the writer checkpoints only past the backstop.
             conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
             self._checkpointer = Checkpointer(self.connect)
             self._checkpointer.start()
 
