@@ -168,6 +168,7 @@ class Bridge:
         try:
             await self.admin.start()
             await self.inbound.start()
+            await self.dispatcher.prepare()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(
                     keep_heartbeat(

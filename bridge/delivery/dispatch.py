@@ -72,6 +72,7 @@ class Dispatcher(Learning):
         self._alert = alert
         self._after_delivery = after_delivery
         self.lanes: dict[str, Lane] = {}
+        self._prepared = False
         self._recorder = Recorder(
             store, settled=self._settled, clock=clock, replies_committed=replies_committed
         )
@@ -80,8 +81,11 @@ class Dispatcher(Learning):
 
     # -- public -------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def prepare(self) -> None:
+        """Build the lanes from the stored subscription states. Done before ingest starts,
+        so the first deliveries it hands over find their lanes."""
         states = await self._store.subscription_states()
+        self._prepared = True
         for sub in self._settings.subscriptions:
             self.lanes[sub.name] = Lane(
                 sub,
@@ -91,6 +95,10 @@ class Dispatcher(Learning):
             self._metrics.subscription_disabled.labels(sub.name).set(
                 1 if self.lanes[sub.name].paused else 0
             )
+
+    async def run(self) -> None:
+        if not self._prepared:
+            await self.prepare()
         async with asyncio.TaskGroup() as group:
             self._group = group
             group.create_task(self._recorder.run(), name="attempt-recorder")
