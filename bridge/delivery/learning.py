@@ -107,9 +107,10 @@ class Learning(ABC):
         delivery, outcome, now = settled.delivery, settled.outcome, settled.now
         lane.metrics.attempt(settled.result.outcome).inc()
         if outcome.status is DeliveryStatus.DELIVERED:
-            lane.metrics.end_to_end_latency.observe(max(0.0, now - delivery.created_at))
-            # From receipt (the commit that stored it): device clocks are not trusted.
-            lane.metrics.freshness.observe(max(0.0, now - delivery.created_at))
+            # Both from receipt (the commit that stored it): device clocks are not trusted.
+            since_receipt = max(0.0, now - delivery.created_at)
+            lane.metrics.end_to_end_latency.observe(since_receipt)
+            lane.metrics.freshness.observe(since_receipt)
         elif outcome.status is DeliveryStatus.DEAD:
             self._metrics.dead.labels(lane.name).inc()
             details = {"delivery_id": delivery.id, "event_id": delivery.event_id}

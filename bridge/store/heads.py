@@ -24,14 +24,12 @@ __all__ = ["choose_heads", "ordered_pairs"]
 
 def ordered_pairs(fresh: Iterable[Accepted], ordered: Collection[str]) -> list[tuple[str, str]]:
     """The (subscription, device) queues a batch adds to, for its ordered subscriptions."""
-    pairs = {
-        (subscription, item.event.device_id)
-        for item in fresh
-        if item.event.device_id is not None
-        for subscription in item.subscriptions
-        if subscription in ordered
-    }
-    return sorted((sub, device) for sub, device in pairs if device is not None)
+    pairs: set[tuple[str, str]] = set()
+    for item in fresh:
+        device = item.event.device_id
+        if device is not None:
+            pairs.update((sub, device) for sub in item.subscriptions if sub in ordered)
+    return sorted(pairs)
 
 
 def choose_heads(

@@ -156,7 +156,7 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
     # Under the write lock: no other writer adds to these queues before the commit.
     waiting = [
         pair
-        for pair in ordered_pairs(fresh, batch.ordered)
+        for pair in (ordered_pairs(fresh, batch.ordered) if batch.ordered else ())
         if conn.execute(_QUEUE_WAITING, pair).fetchone() is not None
     ]
     ids = iter(new_delivery_ids(now, sum(len(item.subscriptions) for item in fresh)))
