@@ -25,7 +25,6 @@ from bridge.core.messages import Outgoing
 from bridge.core.normalise import Normaliser
 from bridge.core.route import Router
 from bridge.delivery.auth import secret_values
-from bridge.delivery.batching import BatchingDispatcher
 from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.pipe import Pipe
 from bridge.delivery.retention import Retention
@@ -98,7 +97,7 @@ class Bridge:
         # Pipe answers are committed to the outbox with their attempts (see bridge.delivery.pipe).
         # Late bound: a reload replaces the router.
         self.pipe = Pipe(wanting=lambda event: self.router.match(event))  # noqa: PLW0108
-        self.dispatcher: Dispatcher = BatchingDispatcher(
+        self.dispatcher = Dispatcher(
             settings,
             self.store,
             self.sender,

@@ -167,7 +167,7 @@ async def test_open_circuit_sends_only_probes_then_delivers_everything(
             async def alert(kind: str, subscription: str, _details: dict[str, object]) -> None:
                 alerts.append((kind, subscription))
 
-            bridge.dispatcher._alert = alert
+            bridge.dispatcher.health.alert = alert
             lane = bridge.dispatcher.lanes["crm"]
             with Publisher(mosquitto.port) as device:
                 device.publish_all(

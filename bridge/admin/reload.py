@@ -1,6 +1,8 @@
 """Reloading the configuration of a running bridge (SIGHUP, ``POST /api/reload``).
 
-A reload is all or nothing. The new file is validated first; then every
+A reload is all or nothing. The new file is validated first, and what the
+switch needs (the stored subscription states, the new router and normaliser)
+is read and built before anything switches; then every
 difference from the running configuration is sorted into what a running
 bridge can adopt (subscriptions, and with them where presence transitions
 are routed; retry, limits, retention, security, the API token, the declared
@@ -24,7 +26,7 @@ from bridge.config.advice import config_warnings
 from bridge.core.normalise import Normaliser
 from bridge.core.route import Router
 from bridge.delivery.auth import secret_values
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, StoreError
 from bridge.logs import get_logger, register_secrets
 
 if TYPE_CHECKING:
@@ -98,24 +100,35 @@ async def reload_bridge(bridge: BridgeParts) -> ReloadResult:
             [f"{part} changes only on restart" for part in restart],
             restart_needed=restart,
         )
+    # Everything the switch needs is read and built first: a store that cannot be
+    # read, or a part that cannot be built, leaves the old configuration running in full.
+    try:
+        states = await bridge.store.subscription_states()
+        router = Router(new.subscriptions)
+        normaliser = bridge.normaliser
+        if new.limits != old.limits or new.event_types != old.event_types:
+            # Rules, telemetry topics and profiles are equal here: the topics subscribed stay.
+            normaliser = Normaliser(new, source=f"mqtt://{new.mqtt.host}:{new.mqtt.port}")
+    except (StoreError, ConfigError) as exc:
+        log.error("reload refused: nothing was changed", error=str(exc))
+        return ReloadResult(False, [f"nothing was changed: {exc}"])
+    # From here on nothing can fail: every part switches.
     # Secrets first: from here on a new secret may reach a request or an answer.
     register_secrets(secret_values(new))
     bridge.settings = new
-    bridge.router = Router(new.subscriptions)
-    if new.limits != old.limits or new.event_types != old.event_types:
-        # Rules, telemetry topics and profiles are equal here: the topics subscribed stay.
-        bridge.normaliser = Normaliser(new, source=f"mqtt://{new.mqtt.host}:{new.mqtt.port}")
+    bridge.router = router
+    bridge.normaliser = normaliser
     bridge.committer.reconfigure(
-        normaliser=bridge.normaliser,
-        router=bridge.router,
+        normaliser=normaliser,
+        router=router,
         lease=new.store.lease,
         max_payload=new.limits.max_payload,
     )
     bridge.sender.reconfigure(new.subscriptions, settings=new)
     bridge.retention.reconfigure(new.retention)
     if bridge.presence is not None:
-        bridge.presence.reroute(bridge.router)
-    await bridge.dispatcher.reconfigure(new)
+        bridge.presence.reroute(router)
+    await bridge.dispatcher.reconfigure(new, states)
     before = {s.name: s for s in old.subscriptions}
     after = {s.name: s for s in new.subscriptions}
     result = ReloadResult(

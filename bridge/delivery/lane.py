@@ -1,27 +1,31 @@
-"""A delivery lane: one subscription's buffer, limits, circuit and timers.
+"""A delivery lane: one subscription's lease book, limits, circuit and timers.
 
 The dispatcher drives each lane in a task of its own; the lane knows how much
-it may take from the store (:attr:`Lane.wants_more`) and how long it may sleep
-(:meth:`Lane.idle_for`) before a timer it owns falls due. Everything else that
-should wake it (an attempt ends, a delivery is offered, a result is recorded,
-an operator acts) sets :attr:`Lane.wake`.
+it may take from the store (:attr:`Lane.wants_more`, :attr:`Lane.claim_room`)
+and how long it may sleep (:meth:`Lane.idle_for`) before a timer it owns falls
+due. Everything else that should wake it (an attempt ends, a delivery is
+offered, a result is recorded, an operator acts) sets :attr:`Lane.wake`.
+
+While its receiver is known not to take deliveries (the circuit is open, or
+a Retry-After pause holds) a lane is *holding back*: it takes nothing, and
+what it holds waiting goes back to the store, where another instance whose
+path to the receiver works may send it (see :attr:`Lane.holding_back`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Literal
 
 from aiolimiter import AsyncLimiter
 
 from bridge.admin.metrics import LaneMetrics
-from bridge.config import Subscription
+from bridge.config import Settings, Subscription
 from bridge.core import concurrency
-from bridge.core.circuit import Circuit, CircuitPolicy, record, reopens_at
-from bridge.core.outcomes import AttemptResult
+from bridge.core.circuit import Circuit, CircuitPolicy, CircuitState, reopens_at
+from bridge.core.health import HealthPolicy, Standing, Verdict
+from bridge.delivery.book import LeaseBook
 from bridge.store.rows import Delivery, SubscriptionState
 
 __all__ = ["BLOCKED_POLL", "ERROR_PAUSE", "FALLBACK_POLL", "Lane"]
@@ -35,20 +39,22 @@ ERROR_PAUSE = 1.0
 _MIN_WAIT = 0.001
 _DISABLED_AT = "disabled_at"  # subscription state: when the current pause began
 
-CircuitChange = Literal["opened", "reopened", "closed"] | None
-
 
 class Lane:
-    """Delivery of one subscription: buffer, in-flight limit, rate limit, retries due."""
+    """Delivery of one subscription: lease book, in-flight limit, rate limit, retries due."""
 
     def __init__(
-        self, subscription: Subscription, state: SubscriptionState, metrics: LaneMetrics
+        self,
+        subscription: Subscription,
+        state: SubscriptionState,
+        metrics: LaneMetrics,
+        *,
+        disable_after: float,
     ) -> None:
         self.subscription = subscription
         self.metrics = metrics
         self.state = state
-        self.buffer: deque[Delivery] = deque()
-        self.held: set[str] = set()
+        self.book = LeaseBook(batching=subscription.batch is not None)
         self.in_flight = 0
         self.wake = asyncio.Event()
         self.poll_at = 0.0  # when to ask the store for due deliveries next
@@ -56,12 +62,11 @@ class Lane:
         self.closed = False
         self.circuit = Circuit()
         self.concurrency = concurrency.start(self.limit_policy)
+        self.disable_after = disable_after
         self.probe: str | None = None  # the delivery a half-open circuit let through
         self.tasks: set[asyncio.Task[None]] = set()
         self.unsaved = False  # its state changed but the store refused to keep it
-        # Batching (bridge.delivery.batching): the stored batch of each buffered
-        # delivery ("" for none), and until when a partial batch waits for more.
-        self.batch_ids: dict[str, str] = {}
+        # Batching (bridge.delivery.batching): until when a partial batch waits for more.
         self.gather_until: float | None = None
 
     @staticmethod
@@ -82,8 +87,16 @@ class Lane:
 
     @property
     def capacity(self) -> int:
-        """How many more deliveries the buffer may take."""
-        return max(0, 4 * self.subscription.max_in_flight + 256 - len(self.held))
+        """How many more deliveries the lane may hold."""
+        return max(0, 4 * self.subscription.max_in_flight + 256 - self.book.held)
+
+    @property
+    def claim_room(self) -> int:
+        """How many deliveries the next claim may take: one for the probe of an open
+        circuit whose cool-down is over (the rest would only go back), else the capacity."""
+        if self.circuit.state is CircuitState.OPEN:
+            return min(1, self.capacity)
+        return self.capacity
 
     @property
     def wants_more(self) -> bool:
@@ -93,7 +106,19 @@ class Lane:
         from asking the store once per finished attempt.
         """
         room = self.capacity
-        return room > 0 and (not self.buffer or room >= min(self.subscription.max_in_flight, 64))
+        waiting = self.book.waiting
+        return room > 0 and (not waiting or room >= min(self.subscription.max_in_flight, 64))
+
+    def holding_back(self, now: float) -> bool:
+        """The receiver is known not to take deliveries now: the circuit is open and
+        its cool-down runs, its probe is out, or a Retry-After pause holds."""
+        circuit = self.circuit
+        if circuit.state is CircuitState.HALF_OPEN and circuit.probing:
+            return True
+        reopens = reopens_at(circuit, self.circuit_policy)
+        if reopens is not None and now < reopens:
+            return True
+        return now < self.concurrency.paused_until
 
     @property
     def circuit_policy(self) -> CircuitPolicy:
@@ -105,14 +130,19 @@ class Lane:
         return concurrency.LimitPolicy(cap=self.subscription.max_in_flight)
 
     @property
+    def health_policy(self) -> HealthPolicy:
+        return HealthPolicy(self.circuit_policy, self.limit_policy, self.disable_after)
+
+    @property
     def paused(self) -> bool:
         return self.state.disabled or not self.subscription.enabled
 
-    def update(self, subscription: Subscription) -> None:
+    def update(self, subscription: Subscription, settings: Settings) -> None:
         if subscription.rate_limit != self.subscription.rate_limit:
             self.limiter = self._limiter(subscription)
         resized = subscription.max_in_flight != self.subscription.max_in_flight
         self.subscription = subscription
+        self.disable_after = settings.retry.disable_after
         if resized:
             self.concurrency = concurrency.start(self.limit_policy)
         self.wake.set()
@@ -124,43 +154,44 @@ class Lane:
         delivery is offered, a result is recorded, an operator acts), so the
         only timers here are the ones nothing else would signal: the next poll
         of the store, the end of a circuit's cool-down or of a Retry-After
-        pause. A timer already past never makes a zero wait: that is a spin.
+        pause, a partial batch that is due. A timer already past never makes a
+        zero wait: that is a spin.
         """
         timeout = FALLBACK_POLL
         if self.unsaved:
             timeout = ERROR_PAUSE  # a state the store refused: try again soon
         if self.paused:
             return timeout
+        reopens = reopens_at(self.circuit, self.circuit_policy)
+        if reopens is not None and reopens > now:
+            # Open circuit: nothing to claim or start until the probe may go.
+            return max(min(timeout, reopens - now), _MIN_WAIT)
+        paused_until = self.concurrency.paused_until
+        if paused_until > now:
+            # Retry-After: the receiver asked for a pause; wake when it ends.
+            return max(min(timeout, paused_until - now), _MIN_WAIT)
         if self.wants_more and self.poll_at > now:
             timeout = min(timeout, self.poll_at - now)
-        if self.buffer:
-            reopens = reopens_at(self.circuit, self.circuit_policy)
-            if reopens is not None and reopens > now:
-                # Open circuit: sleep until the probe may go, not a poll sooner.
-                timeout = reopens - now
-            if self.gather_until is not None and self.gather_until > now:
-                timeout = min(timeout, self.gather_until - now)  # a partial batch is due
-            paused_until = self.concurrency.paused_until
-            if paused_until > now:
-                # Retry-After: the receiver asked for a pause; wake when it ends.
-                timeout = min(timeout, paused_until - now)
+        if self.book.waiting and self.gather_until is not None and self.gather_until > now:
+            timeout = min(timeout, self.gather_until - now)  # a partial batch is due
         return max(timeout, _MIN_WAIT)
 
-    @property
-    def takes_offers(self) -> bool:
+    def takes_offers(self, now: float) -> bool:
         """Takes fresh deliveries in memory. An ordered lane takes only those that head
         their device's queue (the store says which, see bridge.store.heads), and none
         when it batches: its claims take a device's run of deliveries together."""
-        return not self.paused and self.capacity > 0 and self.run_length == 1
+        return (
+            not self.paused
+            and self.capacity > 0
+            and self.run_length == 1
+            and not self.holding_back(now)
+        )
 
     def take(
         self, claimed: Sequence[Delivery], *, room: int, next_due: float | None, now: float
     ) -> None:
-        """Buffer what a claim returned and set when to ask the store again."""
-        for delivery in claimed:
-            if delivery.id not in self.held:
-                self.buffer.append(delivery)
-                self.held.add(delivery.id)
+        """Hold what a claim returned and set when to ask the store again."""
+        self.book.take(claimed)
         if len(claimed) >= room:
             self.poll_at = now  # more are due: come back as soon as there is room
         elif next_due is not None and next_due <= now and not claimed:
@@ -196,64 +227,16 @@ class Lane:
             extra=extra,
         )
 
-    def note_success(self, now: float) -> bool:
-        """An answer: the failing streak ends. True when the state must be saved."""
-        had_failures = self.state.failing_since is not None
-        self.state = replace(self.state, last_success=now, failing_since=None)
-        return had_failures
+    @property
+    def standing(self) -> Standing:
+        return Standing(self.circuit, self.concurrency, self.state.failing_since)
 
-    def note_failure(self, now: float) -> tuple[bool, float]:
-        """A failure: whether it starts a failing streak, and how long the streak is."""
-        first = self.state.failing_since is None
-        since = self.state.failing_since or now
-        self.state = replace(self.state, last_failure=now, failing_since=since)
-        return first, now - since
-
-    def adapt(self, result: AttemptResult, now: float) -> bool:
-        """Let the in-flight limit learn from one answer; True when the limit changed."""
-        before = self.concurrency.allowed
-        signal = _limit_signal(result)
-        if signal is None:
-            self.concurrency = concurrency.after_success(
-                self.concurrency,
-                self.limit_policy,
-                latency=result.latency_ms / 1000,
-                in_flight=self.in_flight,
-                now=now,
-            )
+    def adopt(self, verdict: Verdict, *, delivered: bool, now: float) -> None:
+        """Take the standing a judged result left (see :func:`bridge.core.health.judge`)."""
+        standing = verdict.standing
+        self.circuit = standing.circuit
+        self.concurrency = standing.limit
+        if delivered:
+            self.state = replace(self.state, last_success=now, failing_since=None)
         else:
-            self.concurrency = concurrency.after_failure(
-                self.concurrency,
-                self.limit_policy,
-                kind=signal,
-                now=now,
-                retry_after=result.retry_after,
-            )
-        return self.concurrency.allowed != before
-
-    def record_circuit(self, *, success: bool, now: float) -> CircuitChange:
-        """Feed one result to the circuit breaker; what changed.
-
-        ``opened``: a closed circuit opened (an outage begins); ``reopened``: a
-        failed probe opened it again; ``closed``: the endpoint answers again.
-        """
-        before = self.circuit
-        self.circuit = record(before, self.circuit_policy, success=success, now=now)
-        if self.circuit.is_open and self.circuit.opened_at != before.opened_at:
-            self.concurrency = concurrency.circuit_opened(self.concurrency, self.limit_policy)
-            return "reopened" if before.is_open else "opened"
-        if before.is_open and not self.circuit.is_open:
-            return "closed"
-        return None
-
-
-def _limit_signal(result: AttemptResult) -> concurrency.Failure | None:
-    """What an attempt tells the concurrency limiter; None: the receiver answered."""
-    status = result.status_code
-    if status in (429, 503):
-        return "throttled"
-    if status is not None and status < 500:
-        return None  # 2xx, and 4xx the receiver chose to give: it is keeping up
-    if status is None and (result.error or "").startswith("timeout"):
-        return "timeout"
-    return "error"
+            self.state = replace(self.state, last_failure=now, failing_since=standing.failing_since)
