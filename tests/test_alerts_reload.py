@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,62 @@ async def test_reload_applies_a_valid_file_and_keeps_the_old_one_when_invalid(
                 device.publish_all([("devices/d1/events", {"type": "session.ended", "id": "r-3"})])
             await wait_until(lambda: len(receiver.requests) == 2, message="crm after removal")
             assert len(second.requests) == 2
+        finally:
+            await admin.close()
+            await second.stop()
+
+
+async def test_a_reload_whose_store_read_fails_changes_nothing(
+    mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
+) -> None:
+    second = Receiver()
+    await second.start()
+    config = admin_config(
+        mosquitto, tmp_path, [{"name": "crm", "url": receiver.url, "events": ["session.*"]}]
+    )
+    path = tmp_path / "hookbridge.yaml"
+    path.write_text(yaml.safe_dump(config))
+    database = tmp_path / "hookbridge.db"
+    async with running_bridge(config) as bridge:
+        bridge.config_path = path
+        admin = Admin(api_url(config))
+        try:
+            added = {
+                **config,
+                "subscriptions": [
+                    *config["subscriptions"],
+                    {"name": "archive", "url": second.url, "secret": SECRET},
+                ],
+            }
+            path.write_text(yaml.safe_dump(added))
+            # Another process takes the table a reload reads away for a moment.
+            with sqlite3.connect(database) as other:
+                other.execute("ALTER TABLE subscription_state RENAME TO state_away")
+            status, body = await admin.post("/api/reload")
+            assert body["applied"] is False, body
+            assert any("nothing was changed" in p for p in body["problems"]), body
+            # The old configuration runs in full: no archive lane, router or setting.
+            assert [s.name for s in bridge.settings.subscriptions] == ["crm"]
+            assert "archive" not in bridge.dispatcher.lanes
+            with Publisher(mosquitto.port) as device:
+                device.publish_all(
+                    [("devices/d1/events", {"type": "session.started", "id": "f-1"})]
+                )
+            await wait_until(lambda: len(receiver.requests) == 1, message="crm delivers")
+            rows, _ = await bridge.store.list_deliveries(
+                subscription="archive", status=None, since=None, until=None, cursor=None, limit=10
+            )
+            assert rows == [], "no delivery for a subscription that was not applied"
+
+            with sqlite3.connect(database) as other:
+                other.execute("ALTER TABLE state_away RENAME TO subscription_state")
+            status, body = await admin.post("/api/reload")
+            assert (status, body["applied"], body["added"]) == (200, True, ["archive"])
+            with Publisher(mosquitto.port) as device:
+                device.publish_all(
+                    [("devices/d1/events", {"type": "session.started", "id": "f-2"})]
+                )
+            await wait_until(lambda: len(second.requests) == 1, message="archive delivers")
         finally:
             await admin.close()
             await second.stop()
