@@ -448,9 +448,16 @@ class Ingest:
         while True:  # until the store takes the batch, or we are asked to stop
             try:
                 await self._commit(messages)
-            except StoreUnavailable as exc:
+            except Exception as exc:
+                # StoreUnavailable, or what the commit step could not isolate: either
+                # way nothing is acknowledged, and ingest goes on trying; it never stops.
                 if not self.store_blocked:
-                    log.error("store refuses writes; not acknowledging messages", error=str(exc))
+                    if isinstance(exc, StoreUnavailable):
+                        log.error(
+                            "store refuses writes; not acknowledging messages", error=str(exc)
+                        )
+                    else:
+                        log.exception("committing a batch failed; not acknowledging messages")
                 self.store_blocked = True
                 self.store_error = str(exc)
                 if self._stopping:

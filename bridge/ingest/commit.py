@@ -8,13 +8,16 @@ are then handed to the dispatcher. What breaks is isolated, never the batch:
 
 - a message that crashes processing is tried three times, then quarantined
   (``processing_error``) while the others go on;
-- an item the store refuses for itself is stored alone and quarantined
-  (``store_error``); if even the quarantine cannot be written, nothing is
-  acknowledged (:class:`~bridge.errors.StoreUnavailable`) until that message
-  has used its tries and goes to the dead-letter file;
+- a batch whose commit fails with anything but an unavailable store (a value
+  the store cannot encode, a constraint, a bug) is committed in halves until
+  the messages that fail stand alone; each of those is quarantined as a
+  rejection (``store_error``, with the reason and an excerpt) and
+  acknowledged, and the rest commit. If even the quarantine cannot be
+  written, nothing is acknowledged (:class:`~bridge.errors.StoreUnavailable`)
+  until that message has used its tries and goes to the dead-letter file;
 - a store that is unavailable (lock, timeout, shutdown, full disk) raises
   :class:`~bridge.errors.StoreUnavailable`: ingest keeps the batch
-  unacknowledged and tries again.
+  unacknowledged and tries again. It never bisects.
 """
 
 from __future__ import annotations
@@ -100,45 +103,59 @@ class CommitStep:
             await self._store_batch(accepted, rejected)
         except StoreUnavailable:
             raise  # ingest keeps the batch unacknowledged and tries again
-        except StoreError:
-            # One item the store cannot take must not stop the others, nor come
-            # back forever as a broker redelivery: store the batch item by item.
-            log.exception("batch commit failed; storing its items one by one")
-            await self._store_one_by_one(accepted, rejected)
+        except Exception as exc:  # noqa: BLE001 - any refusal is narrowed down (below)
+            # What the store refuses must not stop the others, nor come back
+            # forever as a broker redelivery: find the items it refuses.
+            log.warning(
+                "batch commit failed; narrowing it down to what the store refuses",
+                error=_reason(exc),
+                size=len(accepted) + len(rejected),
+            )
+            await self._narrow([*accepted, *rejected], exc)
 
-    async def _store_one_by_one(
-        self, accepted: Sequence[Accepted], rejected: Sequence[Rejection]
-    ) -> None:
-        """Store a refused batch item by item; an item refused for itself is quarantined.
-
-        If a quarantine cannot be written either, nothing is acknowledged
-        (:class:`StoreUnavailable`): the batch comes back and is tried again,
-        until that item has used its tries and goes to the dead-letter file.
-        """
-        for rejection in rejected:
-            await self._quarantine(rejection, key=_rejection_key(rejection))
-        for item in accepted:
+    async def _narrow(self, items: Sequence[Accepted | Rejection], error: Exception) -> None:
+        """Commit ``items`` (refused together with ``error``) in halves, until each item
+        the store refuses stands alone; quarantine those. Order is kept: the first half
+        commits before the second."""
+        if len(items) == 1:
+            await self._quarantine_refused(items[0], error)
+            return
+        half = len(items) // 2
+        for part in (items[:half], items[half:]):
             try:
-                await self._store_batch([item], [])
+                await self._store_batch(
+                    [i for i in part if isinstance(i, Accepted)],
+                    [i for i in part if isinstance(i, Rejection)],
+                )
             except StoreUnavailable:
                 raise
-            except StoreError as exc:
-                log.error("quarantined an event the store refuses", event_id=item.event.id)
-                quarantined = Rejection(
-                    received_at=item.received_at,
-                    topic=item.event.source,
-                    payload=item.event.body()[: self._max_payload],
-                    reason="store_error",
-                    detail=f"the store refused this event: {type(exc).__name__}",
-                )
-                await self._quarantine(quarantined, key=item.event.id)
+            except Exception as exc:  # noqa: BLE001 - narrowed down, then quarantined
+                await self._narrow(part, exc)
+
+    async def _quarantine_refused(self, item: Accepted | Rejection, error: Exception) -> None:
+        """Keep an item the store refuses alone as a ``store_error`` rejection."""
+        if isinstance(item, Rejection):
+            topic, payload, key = item.topic, item.payload, _rejection_key(item)
+            received = item.received_at
+        else:
+            topic, key, received = item.event.source, item.event.id, item.received_at
+            payload = _body_excerpt(item, self._max_payload)
+        log.error("quarantined a message the store refuses", key=key, error=_reason(error))
+        quarantined = Rejection(
+            received_at=received,
+            topic=_printable(topic),
+            payload=payload[: self._max_payload],
+            reason="store_error",
+            detail=f"the store refused this message: {_reason(error)}",
+        )
+        await self._quarantine(quarantined, key=key)
 
     async def _quarantine(self, rejection: Rejection, *, key: str) -> None:
         try:
             await self._store_batch([], [rejection])
         except StoreUnavailable:
             raise
-        except StoreError as exc:
+        except Exception as exc:
             if not self._dead_letters.refused(key):
                 raise StoreUnavailable(
                     "the store refuses to keep a quarantined message; not acknowledging"
@@ -315,6 +332,25 @@ class CommitStep:
                 )
             except Exception:  # export must never touch ingest
                 log.warning("could not record a receive span", exc_info=True)
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, short enough for a rejection's detail and a log line."""
+    text = _printable(str(exc).strip())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def _printable(text: str) -> str:
+    """``text`` as the store can always keep it (a topic may carry undecodable bytes)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _body_excerpt(item: Accepted, limit: int) -> bytes:
+    """The event's body, or what can be shown of it when even that fails."""
+    try:
+        return item.event.body()[:limit]
+    except Exception:  # noqa: BLE001 - the excerpt of a poison event must not raise
+        return repr(item.event.data)[:limit].encode("utf-8", "replace")
 
 
 def _rejection_key(rejection: Rejection) -> str:
