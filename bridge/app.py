@@ -121,6 +121,7 @@ class Bridge:
             hand_over=self._hand_over,
             alert=self._alert,
             spans=self.spans,
+            packet_window=settings.mqtt.receive_maximum,
         )
         self.ingest = Ingest(
             settings.mqtt,

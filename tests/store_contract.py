@@ -30,6 +30,7 @@ import pytest
 from bridge.core.events import Event
 from bridge.core.trace import EventContext
 from bridge.errors import StoreError
+from bridge.store import packets
 from bridge.store.base import Store
 from bridge.store.rows import (
     Accepted,
@@ -37,6 +38,7 @@ from bridge.store.rows import (
     AttemptRecord,
     Delivery,
     DeliveryStatus,
+    Packet,
     Rejection,
     SubscriptionState,
 )
@@ -121,10 +123,10 @@ def accepted(
     event: Event,
     *subscriptions: str,
     at: float = T0,
-    content_hash: str | None = None,
+    packet: Packet | None = None,
     redelivery: bool = False,
 ) -> Accepted:
-    return Accepted(event, tuple(subscriptions), at, content_hash, redelivery)
+    return Accepted(event, tuple(subscriptions), at, packet, redelivery)
 
 
 async def ingest(
@@ -244,24 +246,51 @@ class StoreContract(
         counts = await store.counts()
         assert (counts["events"], counts["pending"]) == (1, 1)
 
-    async def test_redelivery_recognised_by_content_hash(self, store: Store) -> None:
-        original = accepted(make_event(1), "crm", content_hash="h1")
-        same_batch_dup = accepted(make_event(2), "crm", content_hash="h1", redelivery=True)
-        result = await store.ingest(
-            [original, same_batch_dup], [], now=T0, owner="a", lease_until=T0
-        )
-        assert (result.stored, result.duplicates) == (1, 1)
+    async def test_a_redelivery_is_a_copy_only_of_the_same_packet_on_an_earlier_connection(
+        self, store: Store
+    ) -> None:
+        reading, other = packets.digest("t", b"21.5"), packets.digest("t", b"22.0")
+        numbers = iter(range(1, 100))
 
-        later_dup = accepted(make_event(3), "crm", content_hash="h1", redelivery=True)
-        # Without the DUP flag an identical payload is a new message (devices repeat themselves).
-        repeat = accepted(make_event(4), "crm", content_hash="h1")
-        unknown = accepted(make_event(5), "crm", content_hash="h2", redelivery=True)
-        result = await store.ingest(
-            [later_dup, repeat, unknown], [], now=T0, owner="a", lease_until=T0
-        )
-        assert (result.stored, result.duplicates) == (2, 1)
-        assert {d.event_id for d in result.deliveries} == {make_event(4).id, make_event(5).id}
-        assert await store.get_event(make_event(3).id) is None
+        async def stored(mid: int, connection: str, content: bytes, *, dup: bool) -> bool:
+            """Ingest one message; whether it became a new event."""
+            item = accepted(
+                make_event(next(numbers)),
+                "crm",
+                packet=Packet(mid, connection, content),
+                redelivery=dup,
+            )
+            result = await store.ingest(
+                [item], [], now=T0, owner="a", lease_until=T0, packet_window=3
+            )
+            return result.stored == 1
+
+        assert await stored(1, "c1", reading, dup=False)
+        # The same reading again (devices repeat themselves): a new message, even as DUP.
+        assert await stored(2, "c1", reading, dup=False)
+        # A copy of the first on a new connection: same packet id and content.
+        assert not await stored(2, "c2", reading, dup=True)
+        # Another content under that id, or that content under another id: new.
+        assert await stored(2, "c2", other, dup=True)
+        assert await stored(7, "c2", reading, dup=True)
+        # The packet id's latest use counts: c2 used 2 for "other" since.
+        assert not await stored(2, "c3", other, dup=True)
+        assert await stored(2, "c3", reading, dup=True)
+        # On its own connection a DUP is never judged by the log (ingest drops those).
+        assert await stored(5, "c3", other, dup=False)
+        assert await stored(5, "c3", other, dup=True)
+        # Out of the window (the last 3 messages): no longer a possible copy.
+        for mid in (10, 11, 12):
+            assert await stored(mid, "c3", other, dup=False)
+        assert await stored(7, "c4", reading, dup=True)
+
+    async def test_without_a_packet_window_nothing_is_logged(self, store: Store) -> None:
+        digest = packets.digest("t", b"x")
+        first = accepted(make_event(1), "crm", packet=Packet(1, "c1", digest))
+        copy = accepted(make_event(2), "crm", packet=Packet(1, "c2", digest), redelivery=True)
+        for item in (first, copy):
+            result = await store.ingest([item], [], now=T0, owner="a", lease_until=T0)
+            assert result.stored == 1
 
     async def test_event_without_subscriptions_is_kept(self, store: Store) -> None:
         result = await store.ingest(

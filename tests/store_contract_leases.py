@@ -14,15 +14,22 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from bridge.core.events import Event
+from bridge.store import packets
 from bridge.store.base import Store
-from bridge.store.rows import Accepted, AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus
+from bridge.store.rows import (
+    Accepted,
+    AttemptOutcome,
+    AttemptRecord,
+    Delivery,
+    DeliveryStatus,
+    Packet,
+)
 from tests.support.waiting import wait_until
 
 __all__ = ["Instance", "LeaseStoreContract", "claim_all", "instances"]
 
 T0 = 1_800_000_000.0
 LEASE = 300.0
-WEEK = 7 * 86400.0
 PENDING, DELIVERED = DeliveryStatus.PENDING, DeliveryStatus.DELIVERED
 
 
@@ -158,33 +165,22 @@ class LeaseStoreContract:
         claimed = await b.claim_due("crm", now=T0 + 1, owner="bridge-b", lease_until=T0, limit=5)
         assert [d.id for d in claimed] == [held.id]
 
-    async def test_dup_dedupe_looks_back_from_the_watermark_not_for_ever(
-        self, store: Store
-    ) -> None:
-        def item(n: int, received: float, *, dup: bool = False) -> Accepted:
-            return Accepted(_event(n, at=received), ("crm",), received, f"hash-{n % 100}", dup)
+    async def test_each_client_id_has_a_packet_log_of_its_own(self, store: Store) -> None:
+        content = packets.digest("devices/d/events", b"{}")
 
-        # A week ago: a message without a device id (known by its content hash only).
-        await store.ingest([item(1, T0 - WEEK)], [], now=T0 - WEEK, owner="c", lease_until=T0)
-        # An hour ago, on the same client: a batch left unacknowledged by a crash.
-        await store.ingest([item(2, T0 - 3600)], [], now=T0 - 3600, owner="c", lease_until=T0)
-        # Back now, the broker resends that batch with DUP set: recognised, though
-        # older than ten minutes, because it is after the client's watermark.
-        again = await store.ingest([item(102, T0, dup=True)], [], now=T0, owner="c", lease_until=T0)
-        assert (again.stored, again.duplicates) == (0, 1)
-        # A new message identical to last week's (a Last Will sent again) is new.
-        will = await store.ingest([item(101, T0, dup=True)], [], now=T0, owner="c", lease_until=T0)
-        assert (will.stored, will.duplicates) == (1, 0)
-        # Once a batch without redeliveries moves the watermark on, ten minutes is the window.
-        await store.ingest([item(3, T0 + 10)], [], now=T0 + 10, owner="c", lease_until=T0)
-        late = await store.ingest(
-            [item(202, T0 + 20, dup=True)], [], now=T0 + 20, owner="c", lease_until=T0
-        )
-        assert (late.stored, late.duplicates) == (1, 0)
-        recent = await store.ingest(
-            [item(203, T0 + 30, dup=True)], [], now=T0 + 30, owner="c", lease_until=T0
-        )
-        assert (recent.stored, recent.duplicates) == (0, 1)
+        def item(n: int, connection: str, *, dup: bool = False) -> Accepted:
+            return Accepted(_event(n), ("crm",), T0, Packet(1, connection, content), dup)
+
+        async def ingest(owner: str, one: Accepted) -> int:
+            result = await store.ingest(
+                [one], [], now=T0, owner=owner, lease_until=T0, packet_window=10
+            )
+            return result.stored
+
+        assert await ingest("a", item(1, "a-1")) == 1
+        # Another client (another member of a shared group): its DUP is not a's copy.
+        assert await ingest("b", item(2, "b-1", dup=True)) == 1
+        assert await ingest("a", item(3, "a-2", dup=True)) == 0
 
     async def test_purge_goes_through_many_chunks(self, store: Store) -> None:
         count = 2500  # more than two chunks of deliveries, then the events

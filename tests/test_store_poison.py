@@ -72,8 +72,7 @@ async def test_a_batch_the_store_refuses_is_narrowed_down_and_the_bridge_stays_u
         (f"devices/dev-{i}/events", {"type": "session.started", "id": f"g-{i}"}) for i in range(18)
     ]
     poison = [
-        ("devices/dev-poison/events", {"type": "session.started", "id": f"p-{i}"})
-        for i in range(2)
+        ("devices/dev-poison/events", {"type": "session.started", "id": f"p-{i}"}) for i in range(2)
     ]
     admin = Admin(api_url(config))
 

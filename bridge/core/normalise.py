@@ -61,6 +61,10 @@ class Message:
     correlation_data: bytes | None = None
     # MQTT 5 Message Expiry Interval (seconds) as the broker forwarded it: what is left.
     message_expiry: int | None = None
+    # The PUBLISH's packet identifier (0 for QoS 0) and the connection it came on:
+    # what tells a broker redelivery from a new message (bridge.store.packets).
+    packet_id: int = 0
+    connection: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,11 @@ class Ingest:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client = self._make_client()
         self._connection = 0
+        # The connection's name in the store's packet log: unique across restarts.
+        self._connection_id = ""
+        # Messages of the current connection received and not yet acknowledged, by
+        # packet identifier: a DUP copy of one of them is dropped (bridge.store.packets).
+        self._unacked: dict[int, tuple[str, bytes]] = {}
         self._connected = asyncio.Event()
         self._subscribed = asyncio.Event()
         self._ever_connected = False
@@ -265,6 +270,8 @@ class Ingest:
             log.error("broker refused the connection", reason=str(reason))
             return
         self._connection += 1
+        self._connection_id = os.urandom(8).hex()
+        self._unacked.clear()
         self._subscribed.clear()
         # Messages of the old connection not yet in a commit can never be acked
         # now; the broker sends them again on this one. Holding them would only
@@ -317,10 +324,14 @@ class Ingest:
             response_topic = getattr(properties, "ResponseTopic", None) if properties else None
             correlation = getattr(properties, "CorrelationData", None) if properties else None
             expiry = getattr(properties, "MessageExpiryInterval", None) if properties else None
+            payload = bytes(msg.payload)
+            if msg.qos > 0 and self._is_unacked_copy(msg.mid, topic, payload, dup=bool(msg.dup)):
+                self._metrics.events_duplicate.inc()
+                return
             received_at = datetime.now(UTC)
             message = Message(
                 topic=topic,
-                payload=bytes(msg.payload),
+                payload=payload,
                 received_at=received_at,
                 retain=bool(msg.retain),
                 dup=bool(msg.dup),
@@ -330,6 +341,8 @@ class Ingest:
                 response_topic=response_topic if isinstance(response_topic, str) else None,
                 correlation_data=bytes(correlation) if correlation is not None else None,
                 message_expiry=expiry if isinstance(expiry, int) else None,
+                packet_id=msg.mid if msg.qos > 0 else 0,
+                connection=self._connection_id,
             )
             self._pending.append(Received(message, msg.mid, msg.qos, self._connection))
             self._metrics.messages_received.inc()
@@ -338,6 +351,15 @@ class Ingest:
                 self._full.set()
         except Exception:
             log.exception("could not take a message off the wire", mid=msg.mid)
+
+    def _is_unacked_copy(self, mid: int, topic: str, payload: bytes, *, dup: bool) -> bool:
+        """Whether this PUBLISH repeats one received on this connection and not yet
+        acknowledged (same packet identifier and content); else remember it."""
+        held = self._unacked.get(mid)
+        if dup and held is not None and held == (topic, payload):
+            return True
+        self._unacked[mid] = (topic, payload)
+        return False
 
     def _on_subscribe(
         self,
@@ -474,3 +496,4 @@ class Ingest:
         for received in batch:
             if received.qos > 0 and received.connection == current:
                 self._client.ack(received.mid, received.qos)
+                self._unacked.pop(received.mid, None)

@@ -37,8 +37,9 @@ from bridge.ingest.dead_letter import DeadLetters
 from bridge.ingest.presence import PresenceTracker
 from bridge.logs import get_logger
 from bridge.plugin import filter_allows
+from bridge.store import packets
 from bridge.store.base import Store
-from bridge.store.rows import Accepted, IngestResult, Rejection
+from bridge.store.rows import Accepted, IngestResult, Packet, Rejection
 
 __all__ = ["CommitStep"]
 
@@ -68,6 +69,7 @@ class CommitStep:
         hand_over: HandOver,
         alert: Alert,
         spans: Spans | None = None,
+        packet_window: int = 0,
     ) -> None:
         self._spans: Spans = spans if spans is not None else NoSpans()
         self._normaliser = normaliser
@@ -81,6 +83,9 @@ class CommitStep:
         self._max_payload = max_payload
         self._hand_over = hand_over
         self._alert = alert
+        # How many committed messages a redelivery is compared with: the broker's
+        # in-flight window (our Receive Maximum); see bridge.store.packets.
+        self._packet_window = packet_window
 
     def reconfigure(
         self, *, normaliser: Normaliser, router: Router, lease: float, max_payload: int
@@ -147,6 +152,7 @@ class CommitStep:
             payload=payload[: self._max_payload],
             reason="store_error",
             detail=f"the store refused this message: {_reason(error)}",
+            packet=item.packet,
         )
         await self._quarantine(quarantined, key=key)
 
@@ -210,6 +216,7 @@ class CommitStep:
                     payload=message.payload[: self._max_payload],
                     reason=result.reason,
                     detail=result.detail,
+                    packet=_packet(message),
                 )
             )
             self._metrics.rejected.labels(result.reason).inc()
@@ -247,7 +254,7 @@ class CommitStep:
             event=event,
             subscriptions=subscriptions,
             received_at=received,
-            content_hash=result.content_hash,
+            packet=_packet(message),
             redelivery=message.dup,
             presence=(
                 self._presence.observe(event, at=received, retained=message.retain)
@@ -280,6 +287,7 @@ class CommitStep:
                         payload=message.payload[: self._max_payload],
                         reason="processing_error",
                         detail=f"processing failed {_POISON_TRIES} times: {failure}",
+                        packet=_packet(message),
                     )
                 )
                 self._metrics.rejected.labels("processing_error").inc()
@@ -296,6 +304,7 @@ class CommitStep:
             lease_until=now + self._lease,
             presence=self._presence.policy if self._presence is not None else None,
             ordered=self._router.ordered,
+            packet_window=self._packet_window,
         )
         self._metrics.store_commit_latency.observe(time.perf_counter() - started)
         self._metrics.ingest_batch_size.observe(len(accepted) + len(rejected))
@@ -332,6 +341,15 @@ class CommitStep:
                 )
             except Exception:  # export must never touch ingest
                 log.warning("could not record a receive span", exc_info=True)
+
+
+def _packet(message: Message) -> Packet | None:
+    """The PUBLISH a message came in, for the packet log; None for QoS 0."""
+    if not message.packet_id:
+        return None
+    return Packet(
+        message.packet_id, message.connection, packets.digest(message.topic, message.payload)
+    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -163,12 +163,15 @@ class Store(OutboxStore, ABC):
         lease_until: float,
         presence: PresencePolicy | None = None,
         ordered: Collection[str] = (),
+        packet_window: int = 0,
     ) -> IngestResult:
         """Store events, their deliveries and rejections in one commit.
 
         An event whose id is already stored is a duplicate: nothing new is
-        created for it. A redelivery whose content hash is already stored is
-        a duplicate too. New deliveries are leased to ``owner`` until
+        created for it. With ``packet_window``, the batch's packets are added to
+        ``owner``'s packet log, and a broker redelivery (DUP) of a message
+        committed on an earlier connection is a duplicate too
+        (:mod:`bridge.store.packets`). New deliveries are leased to ``owner`` until
         ``lease_until`` and returned, so the caller can send them at once.
 
         With ``presence``, each new event's observation goes through
@@ -183,7 +186,7 @@ class Store(OutboxStore, ABC):
         are in ``heads`` (see :mod:`bridge.store.heads`).
         """
         batch = IngestBatch(
-            accepted, rejected, now, owner, lease_until, presence, frozenset(ordered)
+            accepted, rejected, now, owner, lease_until, presence, frozenset(ordered), packet_window
         )
         result: IngestResult = await self._write("ingest", batch)
         return result

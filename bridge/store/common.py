@@ -70,7 +70,6 @@ __all__ = [
     "page_and_cursor",
     "prefix_range",
     "presence_from_row",
-    "redelivery_hashes",
     "rejection_from_row",
     "subscription_state_from_row",
     "subscription_state_values",
@@ -115,9 +114,10 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
     )
 
 
-def event_values(event: Event, received_at: float, content_hash: str | None) -> tuple[Any, ...]:
+def event_values(event: Event, received_at: float) -> tuple[Any, ...]:
     """An event's column values: id, type, source, device_id, occurred_at, received_at,
-    content_hash, body, context (JSON text, or None)."""
+    content_hash (no longer written: redeliveries are told by the packet log), body,
+    context (JSON text, or None)."""
     return (
         event.id,
         event.type,
@@ -125,7 +125,7 @@ def event_values(event: Event, received_at: float, content_hash: str | None) -> 
         event.device_id,
         event.timestamp.timestamp(),
         received_at,
-        content_hash,
+        None,
         event.body(),
         event.context.to_json().decode("utf-8") if event.context is not None else None,
     )
@@ -193,30 +193,21 @@ def delivery_counts(
 # -- new events of a batch --------------------------------------------------------------
 
 
-def redelivery_hashes(accepted: Sequence[Accepted]) -> list[str]:
-    """The content hashes worth looking up: those of broker redeliveries."""
-    return [a.content_hash for a in accepted if a.redelivery and a.content_hash]
-
-
 def not_yet_stored(
-    accepted: Sequence[Accepted], stored_ids: set[str], stored_hashes: set[str]
+    accepted: Sequence[Accepted], stored_ids: set[str], redelivered: set[int]
 ) -> list[Accepted]:
     """The items of a batch that are neither stored already nor repeated in the batch.
 
-    ``stored_ids`` and ``stored_hashes`` are what the store already holds of the
-    batch's ids and redelivery hashes (see :func:`redelivery_hashes`).
+    ``stored_ids`` are the batch's event ids the store already holds;
+    ``redelivered`` the positions of broker redeliveries of committed messages
+    (see :func:`bridge.store.packets.redelivered`).
     """
     seen_ids = set(stored_ids)
-    seen_hashes = set(stored_hashes)
     fresh: list[Accepted] = []
-    for item in accepted:
-        digest = item.content_hash
-        if item.event.id in seen_ids or (item.redelivery and digest and digest in seen_hashes):
+    for position, item in enumerate(accepted):
+        if item.event.id in seen_ids or position in redelivered:
             continue
-        # Later items of the same batch are checked against this one too.
-        seen_ids.add(item.event.id)
-        if digest:
-            seen_hashes.add(digest)
+        seen_ids.add(item.event.id)  # later items of the same batch are checked too
         fresh.append(item)
     return fresh
 

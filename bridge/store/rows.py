@@ -27,10 +27,21 @@ __all__ = [
     "EventSummary",
     "IngestBatch",
     "IngestResult",
+    "Packet",
     "PresencePolicy",
     "Rejection",
     "SubscriptionState",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """The MQTT PUBLISH a message came in: its packet identifier, the connection it came
+    on, and a digest of its content (topic and payload). See :mod:`bridge.store.packets`."""
+
+    id: int
+    connection: str
+    digest: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +51,10 @@ class Accepted:
     event: Event
     subscriptions: tuple[str, ...]
     received_at: float
-    # Set for events whose device gave no message id: lets a broker redelivery
-    # (DUP flag) of an already stored message be recognised and skipped.
-    content_hash: str | None = None
+    # The PUBLISH it came in (QoS 1 and 2), and whether the broker flagged it as a
+    # redelivery (DUP): such a message may be a copy of one committed on an earlier
+    # connection, recognised by its packet identifier and content (bridge.store.packets).
+    packet: Packet | None = None
     redelivery: bool = False
     # The device was seen (see bridge.presence); None when presence is not tracked
     # or the event names no device.
@@ -75,6 +87,7 @@ class Rejection:
     payload: bytes  # at most the first limits.max_payload bytes
     reason: str  # short machine code, e.g. "invalid_json"
     detail: str  # human sentence
+    packet: Packet | None = None  # the PUBLISH it came in; not kept with the rejection
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +146,9 @@ class IngestBatch:
     presence: PresencePolicy | None = None
     # Subscriptions that send a device's deliveries in order (see bridge.store.heads).
     ordered: frozenset[str] = frozenset()
+    # How many of the last committed messages a redelivery is compared with
+    # (0: keep no packet log; see bridge.store.packets).
+    packet_window: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,12 @@ __all__ = [
     "COUNT_REJECTED",
     "GET_DELIVERY",
     "GET_EVENT",
+    "LAST_PACKETS_SEQ",
     "LIST_REJECTED",
+    "LOG_PACKETS",
+    "PRUNE_PACKETS",
     "QUEUE_DEPTH",
+    "RECENT_PACKETS",
     "RELEASE_OWNER",
     "REQUEUE",
     "RESUME_AGE",
@@ -57,6 +61,14 @@ REQUEUE = """UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, lea
     WHERE id = ?2"""
 RESUME_AGE = """UPDATE deliveries SET age_from = coalesce(age_from, created_at) + ?1
     WHERE subscription = ?2 AND status = 'pending'"""
+
+# The packet log (bridge.store.packets): one row per commit, the newest read first.
+RECENT_PACKETS = """SELECT connection, packets FROM ingest_packets WHERE client_id = ?1
+    ORDER BY seq DESC LIMIT ?2"""
+LAST_PACKETS_SEQ = "SELECT max(seq) FROM ingest_packets WHERE client_id = ?1"
+LOG_PACKETS = """INSERT INTO ingest_packets (client_id, seq, connection, packets)
+    VALUES (?1, ?2, ?3, ?4)"""
+PRUNE_PACKETS = "DELETE FROM ingest_packets WHERE client_id = ?1 AND seq <= ?2"
 
 _NUMBERED = re.compile(r"\?(\d+)")
 

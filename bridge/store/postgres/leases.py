@@ -1,4 +1,4 @@
-"""The SQL of the PostgreSQL store's heartbeats, lease checks, dedupe watermarks
+"""The SQL of the PostgreSQL store's heartbeats, lease checks
 and chunked retention.
 
 Heartbeats are stamped with the server's clock (``now()``) and a lease's
@@ -18,7 +18,6 @@ __all__ = [
     "DB_NOW",
     "FINISHED",
     "FORGET_INSTANCE",
-    "GET_WATERMARK",
     "HEARTBEAT",
     "LEASE_DUE",
     "LEASE_LAPSED",
@@ -28,7 +27,6 @@ __all__ = [
     "PURGE_CHUNK",
     "PURGE_DELIVERIES",
     "PURGE_EVENTS",
-    "SET_WATERMARK",
     "claim_params",
 ]
 
@@ -59,9 +57,6 @@ LEASE_DUE = f"""ORDER BY d.next_attempt_at, d.seq LIMIT $5
         RETURNING d.*)
     SELECT {DELIVERY_COLUMNS} FROM leased AS d JOIN events AS e ON e.id = d.event_id
     ORDER BY d.next_attempt_at, d.seq"""  # noqa: S608
-GET_WATERMARK = "SELECT oldest_unacked FROM ingest_watermarks WHERE client_id = $1"
-SET_WATERMARK = """INSERT INTO ingest_watermarks (client_id, oldest_unacked) VALUES ($1, $2)
-    ON CONFLICT (client_id) DO UPDATE SET oldest_unacked = excluded.oldest_unacked"""
 OLDEST_PENDING = """SELECT s.name, (SELECT min(created_at) FROM deliveries
         WHERE subscription = s.name AND status = 'pending')
     FROM unnest($1::text[]) AS s (name)"""

@@ -14,14 +14,14 @@ from typing import Any
 
 from bridge.core.events import Event
 from bridge.core.outcomes import AttemptOutcome, DeliveryStatus
-from bridge.store import common
+from bridge.store import common, packets, statements
 from bridge.store.ids import new_delivery_ids
-from bridge.store.leases import dedupe_since, next_watermark
 from bridge.store.postgres import device, directory, leases
 from bridge.store.postgres.connect import columns
 from bridge.store.postgres.leases import LEASE_DUE, LEASE_LAPSED
 from bridge.store.postgres.replies import commit_replies
 from bridge.store.rows import Accepted, AttemptRecord, Delivery, IngestBatch, IngestResult
+from bridge.store.statements import numbered
 
 __all__ = [
     "create_deliveries",
@@ -72,8 +72,6 @@ PROBE = (
 )
 
 _EXISTING_IDS = "SELECT id FROM events WHERE id = ANY($1::text[])"
-_KNOWN_HASHES = """SELECT content_hash FROM events
-    WHERE content_hash = ANY($1::text[]) AND received_at >= $2"""
 # ON CONFLICT: another instance may store the same event between our lookup and
 # this insert (a redelivery to another member of the shared group); RETURNING
 # says which rows were really ours.
@@ -115,25 +113,36 @@ def rowcount(status: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-async def _not_yet_stored(
-    conn: Any, accepted: Sequence[Accepted], owner: str, now: float
-) -> list[Accepted]:
-    """The items of a batch that are neither stored already nor repeated in the batch.
-
-    A redelivery's content hash is compared only with events received since
-    ``owner``'s dedupe watermark (see :mod:`bridge.store.leases`).
-    """
+async def _not_yet_stored(conn: Any, batch: IngestBatch) -> list[Accepted]:
+    """The items of a batch that are neither stored already, nor repeated in the batch,
+    nor broker redeliveries of committed messages (see :mod:`bridge.store.packets`)."""
+    accepted = batch.accepted
     stored_ids: set[str] = set()
     if accepted:
         rows = await conn.fetch(_EXISTING_IDS, [a.event.id for a in accepted])
         stored_ids = {row[0] for row in rows}
-    redelivered = common.redelivery_hashes(accepted)
-    stored_hashes: set[str] = set()
-    if redelivered:
-        since = dedupe_since(await conn.fetchval(leases.GET_WATERMARK, owner), now)
-        rows = await conn.fetch(_KNOWN_HASHES, redelivered, since)
-        stored_hashes = {row[0] for row in rows}
-    return common.not_yet_stored(accepted, stored_ids, stored_hashes)
+    return common.not_yet_stored(accepted, stored_ids, await _log_packets(conn, batch))
+
+
+async def _log_packets(conn: Any, batch: IngestBatch) -> set[int]:
+    """Append the batch to the packet log (pruned to its window); returns the positions
+    of its DUP messages that are copies of committed ones."""
+    window, owner = batch.packet_window, batch.owner
+    if window <= 0 or not owner:
+        return set()
+    found: set[int] = set()
+    if any(item.redelivery for item in batch.accepted):
+        recent = await conn.fetch(numbered(statements.RECENT_PACKETS), owner, window)
+        found = packets.redelivered(
+            batch.accepted, [(row[0], bytes(row[1])) for row in recent], window=window
+        )
+    rows = packets.pack(batch.accepted, batch.rejected)
+    if rows:
+        last = await conn.fetchval(numbered(statements.LAST_PACKETS_SEQ), owner) or 0
+        for seq, (connection, entry) in enumerate(rows, start=last + 1):
+            await conn.execute(numbered(statements.LOG_PACKETS), owner, seq, connection, entry)
+        await conn.execute(numbered(statements.PRUNE_PACKETS), owner, last + len(rows) - window)
+    return found
 
 
 async def ingest(conn: Any, batch: IngestBatch) -> IngestResult:
@@ -150,10 +159,7 @@ async def ingest(conn: Any, batch: IngestBatch) -> IngestResult:
     collapsed = 0
     if presence is not None:
         await device.lock_devices(conn, accepted)
-    items = await _not_yet_stored(conn, accepted, owner, now)
-    mark = next_watermark(accepted, rejected) if owner else None
-    if mark is not None:
-        await conn.execute(leases.SET_WATERMARK, owner, mark)
+    items = await _not_yet_stored(conn, batch)
     synthetic: set[int] = set()
     if presence is not None:
         items, collapsed, announced = await device.apply_presence(conn, items, presence, now)
@@ -193,7 +199,7 @@ async def store_items(
     if unique:
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
         for item in unique:
-            values = common.event_values(item.event, item.received_at, item.content_hash)
+            values = common.event_values(item.event, item.received_at)
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
         inserted = {row[0] for row in await conn.fetch(_INSERT_EVENTS, *columns)}
@@ -264,9 +270,7 @@ async def create_deliveries(
     conn: Any, event: Event, subscriptions: Sequence[str], now: float
 ) -> list[Delivery]:
     """Store ``event`` if missing; one new pending, unleased delivery per subscription."""
-    await conn.execute(
-        _INSERT_EVENTS, *([value] for value in common.event_values(event, now, None))
-    )
+    await conn.execute(_INSERT_EVENTS, *([value] for value in common.event_values(event, now)))
     ids = new_delivery_ids(now, len(subscriptions))
     if ids:
         await conn.execute(

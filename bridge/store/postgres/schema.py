@@ -242,6 +242,20 @@ _OUTBOX_REPLIES = (
     "ALTER TABLE outbox ADD COLUMN delivery_id text",
 )
 
+# The packet log (bridge.store.packets) tells a broker redelivery from an identical
+# new message; it replaces the content-hash window, and its index goes with it.
+_PACKET_LOG = (
+    """CREATE TABLE ingest_packets (
+        client_id text NOT NULL,
+        seq bigint NOT NULL,
+        connection text NOT NULL,
+        packets bytea NOT NULL,
+        PRIMARY KEY (client_id, seq)
+    )""",
+    "DROP TABLE ingest_watermarks",
+    "DROP INDEX events_content_hash",
+)
+
 
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
@@ -255,6 +269,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _BATCH_MEMBERS,
     _OUTBOX,
     _OUTBOX_REPLIES,
+    _PACKET_LOG,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 

@@ -1,4 +1,4 @@
-"""The SQL of the SQLite store's heartbeats, lease checks and dedupe watermarks.
+"""The SQL of the SQLite store's heartbeats, and lease checks.
 
 The heartbeat is stamped with SQLite's own clock (``julianday('now')``, the
 host's clock, as every process sharing the file sees it), and a lease's
@@ -21,12 +21,10 @@ from bridge.store.rows import Claim, Delivery
 __all__ = [
     "DB_NOW",
     "FORGET_INSTANCE",
-    "GET_WATERMARK",
     "HEARTBEAT",
     "LEASE",
     "LEASE_LAPSED",
     "OLDEST_PENDING",
-    "SET_WATERMARK",
     "lease_claimed",
 ]
 
@@ -49,9 +47,6 @@ LEASE = """UPDATE deliveries SET lease_token = lease_token + (lease_owner IS NOT
     lease_owner = :owner, lease_until = :until, updated_at = :now
     WHERE id IN (SELECT value FROM json_each(:ids))
     RETURNING id, lease_token"""
-GET_WATERMARK = "SELECT oldest_unacked FROM ingest_watermarks WHERE client_id = ?"
-SET_WATERMARK = """INSERT INTO ingest_watermarks (client_id, oldest_unacked) VALUES (?, ?)
-    ON CONFLICT (client_id) DO UPDATE SET oldest_unacked = excluded.oldest_unacked"""
 OLDEST_PENDING = """SELECT min(created_at) FROM deliveries
     WHERE subscription = ? AND status = 'pending'"""
 

@@ -16,17 +16,16 @@ from typing import Any
 import orjson
 
 from bridge.core.events import Event
+from bridge.store import packets, statements
 from bridge.store.common import (
     DELIVERY_COLUMNS,
     FROM_DELIVERIES,
     event_values,
     not_yet_stored,
     outcome_values,
-    redelivery_hashes,
 )
 from bridge.store.heads import choose_heads, ordered_pairs
 from bridge.store.ids import new_delivery_ids
-from bridge.store.leases import dedupe_since, next_watermark
 from bridge.store.rows import (
     AttemptOutcome,
     AttemptRecord,
@@ -37,7 +36,7 @@ from bridge.store.rows import (
 )
 from bridge.store.sqlite.device import apply_presence
 from bridge.store.sqlite.directory import note_devices
-from bridge.store.sqlite.leases import GET_WATERMARK, LEASE_LAPSED, SET_WATERMARK
+from bridge.store.sqlite.leases import LEASE_LAPSED
 from bridge.store.sqlite.replies import commit_replies
 
 __all__ = ["create_deliveries", "ingest", "list_deliveries_query", "purge_chunk", "record_attempts"]
@@ -77,8 +76,6 @@ PROBE = (
 )
 
 _EXISTING_IDS = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
-_KNOWN_HASHES = """SELECT content_hash FROM events
-    WHERE content_hash IN (SELECT value FROM json_each(?)) AND received_at >= ?"""
 _INSERT_EVENT = """INSERT INTO events
     (id, type, source, device_id, occurred_at, received_at, content_hash, body, context)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
@@ -126,30 +123,19 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
     Which events are new is decided by one lookup of the whole batch under the
     write lock (``BEGIN IMMEDIATE``), so no other writer can slip in between
     the check and the insert, and the inserts stay plain ``executemany``.
-    ``owner``'s dedupe watermark bounds the content-hash lookup and moves on
-    (see :mod:`bridge.store.leases`).
+    A broker redelivery is told by ``owner``'s packet log (see :mod:`bridge.store.packets`).
     """
     accepted, rejected, now, owner = batch.accepted, batch.rejected, batch.now, batch.owner
     stored_ids: set[str] = set()
     if accepted:
         ids_text = _json_list([a.event.id for a in accepted])
         stored_ids = {row[0] for row in conn.execute(_EXISTING_IDS, (ids_text,))}
-    redelivered = redelivery_hashes(accepted)
-    stored_hashes: set[str] = set()
-    if redelivered:
-        row = conn.execute(GET_WATERMARK, (owner,)).fetchone()
-        since = dedupe_since(None if row is None else float(row[0]), now)
-        hashes_text = _json_list(redelivered)
-        stored_hashes = {row[0] for row in conn.execute(_KNOWN_HASHES, (hashes_text, since))}
-    mark = next_watermark(accepted, rejected) if owner else None
-    if mark is not None:
-        conn.execute(SET_WATERMARK, (owner, mark))
-    fresh = not_yet_stored(accepted, stored_ids, stored_hashes)
+    fresh = not_yet_stored(accepted, stored_ids, log_packets(conn, batch))
     duplicates = len(accepted) - len(fresh)
     collapsed = 0
     if batch.presence is not None:
         fresh, collapsed = apply_presence(conn, fresh, batch.presence, now)
-    event_rows = [event_values(item.event, item.received_at, item.content_hash) for item in fresh]
+    event_rows = [event_values(item.event, item.received_at) for item in fresh]
     conn.executemany(_INSERT_EVENT, event_rows)
     note_devices(conn, fresh)
 
@@ -191,6 +177,25 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
     return IngestResult(
         deliveries, stored=len(fresh), duplicates=duplicates, collapsed=collapsed, heads=heads
     )
+
+
+def log_packets(conn: sqlite3.Connection, batch: IngestBatch) -> set[int]:
+    """Append the batch to the packet log (pruned to its window); returns the positions
+    of its DUP messages that are copies of committed ones (see bridge.store.packets)."""
+    window, owner = batch.packet_window, batch.owner
+    if window <= 0 or not owner:
+        return set()
+    found: set[int] = set()
+    if any(item.redelivery for item in batch.accepted):
+        recent = conn.execute(statements.RECENT_PACKETS, (owner, window))
+        found = packets.redelivered(batch.accepted, recent, window=window)
+    rows = packets.pack(batch.accepted, batch.rejected)
+    if rows:
+        last = conn.execute(statements.LAST_PACKETS_SEQ, (owner,)).fetchone()[0] or 0
+        for seq, (connection, entry) in enumerate(rows, start=last + 1):
+            conn.execute(statements.LOG_PACKETS, (owner, seq, connection, entry))
+        conn.execute(statements.PRUNE_PACKETS, (owner, last + len(rows) - window))
+    return found
 
 
 def record_attempts(
@@ -237,7 +242,7 @@ def create_deliveries(
     conn: sqlite3.Connection, event: Event, subscriptions: Sequence[str], now: float
 ) -> list[Delivery]:
     """Store ``event`` if missing; one new pending, unleased delivery per subscription."""
-    conn.execute(_INSERT_EVENT_IF_NEW, event_values(event, now, None))
+    conn.execute(_INSERT_EVENT_IF_NEW, event_values(event, now))
     ids = new_delivery_ids(now, len(subscriptions))
     conn.executemany(
         _INSERT_DELIVERY,

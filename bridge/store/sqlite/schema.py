@@ -228,6 +228,20 @@ _OUTBOX_REPLIES = (
     "ALTER TABLE outbox ADD COLUMN delivery_id TEXT",
 )
 
+# The packet log (bridge.store.packets) tells a broker redelivery from an identical
+# new message; it replaces the content-hash window, and its index goes with it.
+_PACKET_LOG = (
+    """CREATE TABLE ingest_packets (
+        client_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        connection TEXT NOT NULL,
+        packets BLOB NOT NULL,
+        PRIMARY KEY (client_id, seq)
+    ) WITHOUT ROWID""",
+    "DROP TABLE ingest_watermarks",
+    "DROP INDEX events_content_hash",
+)
+
 
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
@@ -241,6 +255,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _BATCH_MEMBERS,
     _OUTBOX,
     _OUTBOX_REPLIES,
+    _PACKET_LOG,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 
