@@ -38,7 +38,7 @@ from bridge.ingest.commit import CommitStep
 from bridge.ingest.dead_letter import DeadLetters, dead_letter_path
 from bridge.ingest.presence import PresenceTracker
 from bridge.logs import get_logger, register_secrets
-from bridge.plugin import load_plugins
+from bridge.plugin import load_plugins, wanting
 from bridge.store import open_store
 from bridge.store.base import Store
 from bridge.store.leases import keep_heartbeat
@@ -96,7 +96,7 @@ class Bridge:
         )
         # Pipe answers are committed to the outbox with their attempts (see bridge.delivery.pipe).
         # Late bound: a reload replaces the router.
-        self.pipe = Pipe(wanting=lambda event: self.router.match(event))  # noqa: PLW0108
+        self.pipe = Pipe(wanting=lambda event: wanting(self.router, event))
         self.dispatcher = Dispatcher(
             settings,
             self.store,

@@ -36,7 +36,9 @@ from typing import Any
 
 from bridge.core.events import Event
 from bridge.core.formats import Encoded, Encoder, register_format
+from bridge.config import Subscription
 from bridge.core.profiles import Draft, Payload, Profile, Rejected, register_profile
+from bridge.core.route import Router
 from bridge.errors import ConfigError
 from bridge.logs import get_logger
 
@@ -57,6 +59,7 @@ __all__ = [
     "load_plugins",
     "register_format",
     "register_profile",
+    "wanting",
 ]
 
 NORMALISER_GROUP = "hookbridge.normalisers"
@@ -151,3 +154,18 @@ def filter_allows(name: str | None, envelope: Mapping[str, Any]) -> bool:
     except Exception:  # noqa: BLE001 - a filter failing on an event simply does not match it
         log.warning("filter plugin failed on an event", plugin=name)
         return False
+
+
+def wanting(router: Router, event: Event) -> list[Subscription]:
+    """The subscriptions that want ``event``, in configuration order: those the router
+    matches (event globs, JMESPath filter) whose filter plugin lets it through.
+
+    Ingest routes with it, and pipe mode asks it which pipe subscription answers:
+    both must agree, or a subscription whose plugin refuses the event could take
+    the answer from the one that receives it.
+    """
+    matched = router.match(event)
+    if all(s.filter_plugin is None for s in matched):
+        return list(matched)
+    envelope = event.to_dict()  # once, for every plugin
+    return [s for s in matched if filter_allows(s.filter_plugin, envelope)]

@@ -58,9 +58,9 @@ async def _serve(servers: list[Server], handler: Any, tls: ssl.SSLContext | None
     return server
 
 
-async def _attempt(subscription: dict[str, Any]) -> AttemptResult:
+async def _attempt(subscription: dict[str, Any], *, guarded: bool = False) -> AttemptResult:
     settings = Settings.model_validate(
-        {"subscriptions": [subscription], "security": {"allow_private_targets": True}}
+        {"subscriptions": [subscription], "security": {"allow_private_targets": not guarded}}
     )
     sender = Sender(settings, user_agent="hookbridge/test")
     await sender.start()
@@ -175,6 +175,34 @@ async def test_oauth2_token_endpoint_failure_is_a_failed_attempt(servers: list[S
     )
     assert result.outcome == "failed"
     assert result.error == "oauth2 token request to 127.0.0.1 answered HTTP 400"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "169.254.169.254", "[::1]", "localhost"])
+async def test_the_guard_refuses_a_private_token_url_before_any_credential_leaves(
+    servers: list[Server], host: str
+) -> None:
+    fetches: list[dict[str, str]] = []
+    token_server = await _serve(servers, _recording(fetches))
+    port = token_server.port if host in {"127.0.0.1", "localhost"} else 80
+    result = await _attempt(
+        {
+            "name": "o",
+            # A public address: the webhook URL itself passes the guard.
+            "url": "http://93.184.215.14:9/hook",
+            "auth": {
+                "type": "oauth2_client_credentials",
+                "token_url": f"http://{host}:{port}/token",
+                "client_id": "c",
+                "client_secret": "cs-secret-guarded",
+            },
+        },
+        guarded=True,
+    )
+    assert result.outcome == "failed"
+    assert result.error is not None
+    assert "allow_private_targets" in result.error, result.error
+    assert "cs-secret-guarded" not in result.error
+    assert fetches == []
 
 
 async def test_mutual_tls(servers: list[Server], tmp_path: Path) -> None:

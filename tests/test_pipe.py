@@ -431,3 +431,34 @@ async def test_when_several_pipe_subscriptions_want_an_event_the_first_answers()
         await pipe.after_attempt(first, delivery("first"), answer, delivered), OutboxMessage
     )
     assert await pipe.after_attempt(second, delivery("second"), answer, delivered) is None
+
+
+async def test_a_pipe_subscription_its_filter_plugin_refuses_does_not_take_the_answer(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The first pipe subscription in order answers, but only among those that want the
+    event: one whose filter plugin refuses it never receives it, so it must not stand in
+    the way of the one that does."""
+
+    def answer(_request: Any, _n: int) -> Answer:
+        return Answer(200, body=json.dumps({"command": "sync"}).encode())
+
+    async with receiving(answer) as filtered, receiving(answer) as taking:
+        subs = [
+            pipe_subscription(
+                filtered,
+                "even-only",
+                reply_topic="devices/{data.device_id}/commands",
+                filter_plugin="example_even_seq",
+            ),
+            pipe_subscription(taking, "all", reply_topic="devices/{data.device_id}/commands"),
+        ]
+        async with running_bridge(bridge_config(mosquitto, tmp_path, subs)):
+            with Publisher(mosquitto.port) as device:
+                device.subscribe("devices/+/commands")
+                device.publish_all(
+                    [("devices/dev-9/events", {"type": "session.started", "id": "o", "seq": 1})]
+                )
+                await wait_until(lambda: len(device.received) >= 1, timeout=15, message="reply")
+            assert filtered.requests == []
+            assert json.loads(device.received[0].payload)["reply"] == {"command": "sync"}

@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 
 from bridge.app import Bridge
+from bridge.config import parse_config, redact_url
+from bridge.delivery.auth import secret_values
 from bridge.logs import scrub_secrets
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.admin import Admin, admin_config, api_url
@@ -163,7 +165,7 @@ def test_check_config_prints_no_url_credentials_or_query(tmp_path: Path) -> None
     config.write_text(
         yaml.safe_dump(
             {
-                "store": {"url": "postgresql://hb:db-pw-456@db.example/hookbridge?sslmode=require"},
+                "store": {"url": "postgresql://hb:db-pw@456@db.example/hookbridge?sslmode=require"},
                 "subscriptions": [
                     {
                         "name": "crm",
@@ -184,8 +186,18 @@ def test_check_config_prints_no_url_credentials_or_query(tmp_path: Path) -> None
     out = done.stdout + done.stderr
     assert "crm.example.com/hooks?***" in out
     assert "erp.example.com/in" in out
-    for secret in ("db-pw-456", "key-789", "query-tok-000", "url-pw-321", "frag"):
+    for secret in ("db-pw", "456@", "key-789", "query-tok-000", "url-pw-321", "frag"):
         assert secret not in out, out
+
+
+def test_the_store_urls_password_is_masked_wherever_it_turns_up() -> None:
+    """A driver's error may quote the store URL, with its password as written or decoded."""
+    settings = parse_config(
+        {"store": {"url": "postgresql://hb:s3cr%40t@pw@db.example:5432/hookbridge"}}
+    )
+    values = secret_values(settings)
+    assert "s3cr%40t@pw" in values and "s3cr@t@pw" in values
+    assert redact_url(settings.store.url) == "postgresql://hb:***@db.example:5432/hookbridge"
 
 
 def test_log_lines_mask_secrets_inside_lists_and_dicts_too() -> None:

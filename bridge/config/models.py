@@ -478,5 +478,17 @@ class Settings(_Model):
 
 
 def redact_url(url: str) -> str:
-    """A URL fit to print: any password in it replaced, query dropped."""
-    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url.split("?", 1)[0])
+    """A URL fit to print: any password in it replaced, query dropped.
+
+    The user part ends at the authority's *last* ``@``: a password may hold ``@``
+    itself (``postgresql://hb:p@ss@db/hb``), and none of it may show.
+    """
+    scheme, sep, rest = url.split("?", 1)[0].partition("//")
+    if not sep:
+        return url.split("?", 1)[0]
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if at and ":" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        authority = f"{user}:***@{host}"
+    return f"{scheme}{sep}{authority}{slash}{path}"

@@ -26,6 +26,7 @@ import asyncio
 import base64
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import orjson
@@ -73,6 +74,7 @@ def secret_values(settings: Settings) -> list[str]:
     values += auth_secret_values(settings)
     if settings.mqtt.password is not None:
         values.append(settings.mqtt.password.get_secret_value())
+    values += _url_passwords(settings.store.url)
     if settings.api.token is not None:
         values.append(settings.api.token.get_secret_value())
     values += [h.get_secret_value() for h in settings.tracing.headers.values()]
@@ -86,12 +88,12 @@ class ReceiverAuth:
         self,
         subscription: Subscription,
         *,
-        judge_proxied: Callable[[str], Awaitable[None]] | None = None,
+        judge: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._subscription = subscription
-        # Through a proxy the connector never sees the token URL's address:
-        # the sender's target guard judges it before each fetch.
-        self._judge_proxied = judge_proxied
+        # The target guard judges the token URL before each fetch, as it judges the
+        # webhook URL (bridge.delivery.targets.judge_target); None: the guard is off.
+        self._judge = judge
         self._config = subscription.auth
         self._token: str | None = None
         self._expires_at = 0.0
@@ -135,8 +137,8 @@ class ReceiverAuth:
     ) -> tuple[str, float]:
         self.token_fetches += 1
         host = URL(config.token_url).host
-        if self._judge_proxied is not None and self._subscription.proxy is not None:
-            await self._judge_proxied(config.token_url)
+        if self._judge is not None:
+            await self._judge(config.token_url)
         form = {"grant_type": "client_credentials"}
         if config.scope:
             form["scope"] = config.scope
@@ -158,6 +160,17 @@ class ReceiverAuth:
         if status != 200:
             raise DeliveryError(f"oauth2 token request to {host} answered HTTP {status}")
         return _parse_token(body, host)
+
+
+def _url_passwords(url: str) -> list[str]:
+    """The password a URL carries, as written and decoded (a driver error may quote either)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    if not password:
+        return []
+    return sorted({password, unquote(password)})
 
 
 def _basic(user: str, password: str) -> str:

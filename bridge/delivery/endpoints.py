@@ -11,6 +11,7 @@ connections only when used).
 from __future__ import annotations
 
 import ssl
+from functools import partial
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -18,7 +19,7 @@ from aiohttp.abc import AbstractResolver
 from bridge.config import Subscription
 from bridge.delivery.auth import ReceiverAuth
 from bridge.delivery.pool import Pool
-from bridge.delivery.targets import GuardedResolver, check_proxied_target
+from bridge.delivery.targets import GuardedResolver, judge_target
 from bridge.errors import DeliveryError
 
 __all__ = ["Endpoint", "ssl_for"]
@@ -58,8 +59,9 @@ class Endpoint:
                 guarded=guarded,
                 limit=subscription.max_in_flight,
             )
+        proxied = subscription.proxy is not None
         self.auth = ReceiverAuth(
-            subscription, judge_proxied=check_proxied_target if guarded else None
+            subscription, judge=partial(judge_target, proxied=proxied) if guarded else None
         )
         self.in_flight = 0
 

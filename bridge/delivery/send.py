@@ -59,7 +59,7 @@ from bridge.delivery.answers import (
 from bridge.delivery.endpoints import Endpoint, ssl_for
 from bridge.delivery.excerpts import SCRUB_MARGIN, sent_secrets
 from bridge.delivery.http1 import HttpFailure
-from bridge.delivery.targets import check_proxied_target, check_url_target
+from bridge.delivery.targets import judge_target
 from bridge.errors import BridgeError, DeliveryError
 
 __all__ = [
@@ -331,9 +331,7 @@ class Sender:
         if self._closed:
             raise DeliveryError("the sender is closed")
         if self._guarded(subscription):
-            check_url_target(subscription.url)
-            if subscription.proxy is not None:
-                await check_proxied_target(subscription.url)
+            await judge_target(subscription.url, proxied=subscription.proxy is not None)
         return self._endpoint_for(subscription)
 
     async def _authorised_post(

@@ -11,7 +11,7 @@ before any connection is opened.
 Through an explicit ``proxy`` the bridge connects only to the proxy, and the
 proxy resolves the target. The proxy named in the configuration is trusted
 as a proxy (a private proxy by host name works with the guard on); the
-target behind it is judged by :func:`check_proxied_target`, which resolves
+target behind it is judged by :func:`judge_target`, which resolves
 it here and refuses it when *any* address it resolves to is refused (the
 proxy may pick any of them), or when it cannot be resolved (what cannot be
 judged is not sent).
@@ -32,9 +32,8 @@ from bridge.errors import DeliveryError, TargetRefused
 
 __all__ = [
     "GuardedResolver",
-    "check_proxied_target",
     "check_target",
-    "check_url_target",
+    "judge_target",
     "target_refusal",
 ]
 
@@ -82,21 +81,18 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-def check_url_target(url: str) -> None:
-    """Refuse a URL whose host is an IP literal the guard refuses; names pass here."""
-    # aiohttp connects to an IP literal without asking the resolver.
-    host = URL(url).host
-    if host is None:
-        raise DeliveryError("the URL has no host")
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return  # a name: the resolver checks what it resolves to
-    check_target(host)
+async def judge_target(url: str, *, proxied: bool) -> None:
+    """The guard's one judgement of an address a subscription connects to: its webhook
+    URL, its OAuth2 ``token_url``, each directly or through its ``proxy``.
 
-
-async def check_proxied_target(url: str) -> None:
-    """Judge the target of a request sent through a proxy: every address it resolves to."""
+    An IP literal is judged here (a connector dials it without asking the
+    resolver). A name behind a proxy is resolved here and refused when *any*
+    address it resolves to is refused (the proxy may pick any of them), or when
+    it cannot be resolved (what cannot be judged is not sent). A name without a
+    proxy is judged where it is connected to: by :class:`GuardedResolver`, on
+    the very addresses used, so there is no second lookup that could rebind it.
+    The proxy itself is trusted: the configuration names it.
+    """
     target = URL(url)
     host = target.host
     if host is None:
@@ -108,6 +104,8 @@ async def check_proxied_target(url: str) -> None:
     else:
         check_target(host)
         return
+    if not proxied:
+        return  # judged by the resolver at connection time
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, target.port, type=socket.SOCK_STREAM)

@@ -102,6 +102,7 @@ class Ingest:
         self._stop_requested = asyncio.Event()
         self._publishes: dict[int, asyncio.Future[None]] = {}
         self._misc_task: asyncio.Task[None] | None = None
+        self._refused: str | None = None  # why the broker refused our last CONNECT
         self.store_blocked = False
         self.store_error: str | None = None  # why the last commit failed, while blocked
 
@@ -267,7 +268,8 @@ class Ingest:
         _p: Properties | None,
     ) -> None:
         if reason.is_failure:
-            log.error("broker refused the connection", reason=str(reason))
+            # The keeper waits before it tries again, longer each time (see below).
+            self._refused = str(reason)
             return
         self._connection += 1
         self._connection_id = os.urandom(8).hex()
@@ -394,13 +396,27 @@ class Ingest:
     # -- tasks -------------------------------------------------------------------
 
     async def _connection_keeper(self) -> None:
-        delay = 0.5
+        delay = 0.5  # doubles with each failed try (up to mqtt.reconnect_max)
         loop = asyncio.get_running_loop()
         while not self._stopping:
+            if self._connected.is_set():
+                delay = 0.5
+            if self._refused is not None:
+                # A broker that refuses the CONNECT (credentials, a banned client id,
+                # a server busy) is asked again with backoff, never at a fixed pace.
+                log.error(
+                    "broker refused the connection",
+                    url=self._settings.url,
+                    reason=self._refused,
+                    retry_in=delay,
+                )
+                self._refused = None
+                await self._sleep_unless_stopping(delay * (0.8 + 0.4 * random.random()))  # noqa: S311 - jitter, not crypto
+                delay = min(delay * 2, self._settings.reconnect_max)
+                continue
             if not self._client.is_connected() and self._client.socket() is None:
                 try:
                     await loop.run_in_executor(None, connect, self._client, self._settings)
-                    delay = 0.5
                 except (OSError, ssl.SSLError, BrokerError) as exc:
                     log.warning(
                         "cannot reach broker",

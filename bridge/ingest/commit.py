@@ -36,7 +36,7 @@ from bridge.errors import StoreError, StoreUnavailable
 from bridge.ingest.dead_letter import DeadLetters
 from bridge.ingest.presence import PresenceTracker
 from bridge.logs import get_logger
-from bridge.plugin import filter_allows
+from bridge.plugin import wanting
 from bridge.store import packets
 from bridge.store.base import Store
 from bridge.store.rows import Accepted, IngestResult, Packet, Rejection
@@ -244,11 +244,7 @@ class CommitStep:
         )
         if self._presence is not None:
             event = self._presence.annotate(event)
-        subscriptions = tuple(
-            s.name
-            for s in self._router.match(event)
-            if s.filter_plugin is None or filter_allows(s.filter_plugin, event.to_dict())
-        )
+        subscriptions = tuple(s.name for s in wanting(self._router, event))
         self._metrics.events_received.labels(event.type).inc()
         return Accepted(
             event=event,
