@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from bridge.config import Subscription
 from bridge.core.events import Event
 from bridge.core.formats import Encoded, Encoder, register_format
-from bridge.config import Subscription
 from bridge.core.profiles import Draft, Payload, Profile, Rejected, register_profile
 from bridge.core.route import Router
 from bridge.errors import ConfigError
