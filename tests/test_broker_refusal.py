@@ -30,13 +30,18 @@ def _refusals(log: str) -> list[float]:
     return waits
 
 
-async def test_refused_connects_back_off(tmp_path: Path) -> None:
+def _password_file(tmp_path: Path) -> Path:
     passwd = find("mosquitto_passwd")
     if passwd is None:
         pytest.fail("mosquitto_passwd is not installed (it comes with mosquitto)")
     passwords = tmp_path / "passwords"
     subprocess.run([passwd, "-b", "-c", str(passwords), "hb", "the-right-one"], check=True)
     passwords.chmod(0o600)
+    return passwords
+
+
+async def test_refused_connects_back_off(tmp_path: Path) -> None:
+    passwords = _password_file(tmp_path)
     broker = Mosquitto(tmp_path / "broker", extra=f"password_file {passwords}")
     broker.start()
     bridge = BridgeProcess(
