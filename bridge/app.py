@@ -96,7 +96,7 @@ class Bridge:
         )
         # Pipe answers are committed to the outbox with their attempts (see bridge.delivery.pipe).
         # Late bound: a reload replaces the router.
-        self.pipe = Pipe(wanting=lambda event: wanting(self.router, event))
+        self.pipe = Pipe(wanting=lambda event: wanting(self.router.match(event), event))
         self.dispatcher = Dispatcher(
             settings,
             self.store,

@@ -29,16 +29,14 @@ start half-equipped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from bridge.config import Subscription
 from bridge.core.events import Event
 from bridge.core.formats import Encoded, Encoder, register_format
 from bridge.core.profiles import Draft, Payload, Profile, Rejected, register_profile
-from bridge.core.route import Router
 from bridge.errors import ConfigError
 from bridge.logs import get_logger
 
@@ -156,15 +154,22 @@ def filter_allows(name: str | None, envelope: Mapping[str, Any]) -> bool:
         return False
 
 
-def wanting(router: Router, event: Event) -> list[Subscription]:
-    """The subscriptions that want ``event``, in configuration order: those the router
-    matches (event globs, JMESPath filter) whose filter plugin lets it through.
+class _Filtered(Protocol):
+    @property
+    def filter_plugin(self) -> str | None: ...
+
+
+_Sub = TypeVar("_Sub", bound=_Filtered)
+
+
+def wanting(matched: Sequence[_Sub], event: Event) -> list[_Sub]:
+    """Of the subscriptions the router ``matched`` for ``event`` (event globs, JMESPath
+    filter), in configuration order, those whose filter plugin lets it through.
 
     Ingest routes with it, and pipe mode asks it which pipe subscription answers:
     both must agree, or a subscription whose plugin refuses the event could take
     the answer from the one that receives it.
     """
-    matched = router.match(event)
     if all(s.filter_plugin is None for s in matched):
         return list(matched)
     envelope = event.to_dict()  # once, for every plugin

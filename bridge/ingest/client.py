@@ -1,10 +1,8 @@
 """MQTT ingest: paho-mqtt driven from the asyncio loop, with manual acknowledgement.
 
-paho runs without a thread of its own: its socket is registered with the
-event loop (``add_reader``/``add_writer``) the way aiomqtt does it, so each
-message costs no thread hop. Messages are collected into batches; a batch is
-handed to the ``commit`` callback (normalise, route, store in one
-transaction) and only after that returns are its messages PUBACKed, on the
+paho runs without a thread of its own (:mod:`bridge.ingest.driver`).
+Messages are collected into batches; a batch is handed to the ``commit``
+callback (normalise, route, store in one transaction) and only after that returns are its messages PUBACKed, on the
 connection they came on. A message from an older connection is never acked:
 the broker redelivers it on the new one and the store recognises it.
 
@@ -19,7 +17,6 @@ import asyncio
 import contextlib
 import os
 import random
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,6 +37,7 @@ from bridge.core.events import new_event_id
 from bridge.core.messages import Outgoing
 from bridge.core.normalise import Message
 from bridge.errors import BrokerError, StoreUnavailable
+from bridge.ingest.driver import SocketDriver
 from bridge.ingest.gathering import gather, gather_time
 from bridge.ingest.wire import ReadAheadClient, connect, new_client, status_topic
 from bridge.logs import get_logger
@@ -82,7 +80,6 @@ class Ingest:
         self._metrics = metrics
         self._commit_interval = commit_interval
         self._max_batch = settings.receive_maximum
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._client = self._make_client()
         self._connection = 0
         # The connection's name in the store's packet log: unique across restarts.
@@ -95,7 +92,9 @@ class Ingest:
         self._ever_connected = False
         self._pending: list[Received] = []
         self._read_limit = 2 * settings.receive_maximum
-        self._reading_paused = False
+        self._driver = SocketDriver(
+            self._client, full=lambda: len(self._pending) >= self._read_limit
+        )
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._stopping = False
@@ -122,7 +121,7 @@ class Ingest:
 
     async def run(self) -> None:
         """Connect (and reconnect with backoff) and commit batches until stopped."""
-        self._loop = asyncio.get_running_loop()
+        self._driver.loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._connection_keeper(), name="mqtt-connection")
             tasks.create_task(self._batcher(), name="mqtt-batcher")
@@ -179,85 +178,7 @@ class Ingest:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_socket_register_write
-        client.on_socket_unregister_write = self._on_socket_unregister_write
         return client
-
-    def _call_in_loop(self, func: Callable[..., Any], *args: Any) -> None:
-        # paho's connect() runs in a worker thread; socket registration must
-        # happen on the loop's own thread.
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(func, *args)
-
-    def _read(self) -> None:
-        if len(self._pending) >= self._read_limit:
-            # Backpressure of our own: brokers do not all hold to our Receive
-            # Maximum, so stop reading until the batcher takes what we hold;
-            # the broker keeps the rest in our session (TCP flow control).
-            self._pause_reading()
-            return
-        rc = self._client.loop_read()
-        # Bounded: what was read ahead is at most 64 KiB of packets.
-        for _ in range(65536):
-            if rc or not self._client.read_ahead_pending:
-                break
-            if len(self._pending) >= self._read_limit:
-                self._pause_reading()  # the read-ahead is taken up on resume
-                return
-            rc = self._client.loop_read()
-        sock = self._client.socket()
-        # TLS keeps decrypted bytes the selector cannot see; drain them now.
-        for _ in range(1000):
-            if not isinstance(sock, ssl.SSLSocket) or sock.pending() == 0 or rc:
-                break
-            rc = self._client.loop_read()
-
-    def _pause_reading(self) -> None:
-        sock = self._client.socket()
-        if self._loop is not None and sock is not None and not self._reading_paused:
-            with contextlib.suppress(ValueError, OSError):
-                self._loop.remove_reader(sock)
-            self._reading_paused = True
-
-    def _resume_reading(self) -> None:
-        if not self._reading_paused:
-            return
-        self._reading_paused = False
-        sock = self._client.socket()
-        if sock is not None and self._loop is not None:
-            self._add_reader(sock)
-            if self._client.read_ahead_pending:
-                # Bytes already read ahead: the selector will not report them.
-                self._loop.call_soon(self._read)
-
-    def _on_socket_open(self, _c: paho.Client, _u: Any, sock: Any) -> None:
-        self._client.drop_read_ahead()
-        self._call_in_loop(self._add_reader, sock)
-
-    def _add_reader(self, sock: Any) -> None:
-        assert self._loop is not None
-        self._reading_paused = False
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.add_reader(sock, self._read)
-
-    def _on_socket_close(self, _c: paho.Client, _u: Any, sock: Any) -> None:
-        self._client.drop_read_ahead()
-        self._call_in_loop(self._selector, "remove_reader", sock)
-        self._call_in_loop(self._selector, "remove_writer", sock)
-
-    def _on_socket_register_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
-        self._call_in_loop(self._selector, "add_writer", sock, self._client.loop_write)
-
-    def _on_socket_unregister_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
-        self._call_in_loop(self._selector, "remove_writer", sock)
-
-    def _selector(self, action: str, sock: socket.socket, *args: Any) -> None:
-        """``loop.add_writer`` and friends, for a socket that may already be closed."""
-        assert self._loop is not None
-        with contextlib.suppress(ValueError, OSError):
-            getattr(self._loop, action)(sock, *args)
 
     def _on_connect(
         self,
@@ -470,7 +391,7 @@ class Ingest:
                     stopping=lambda: self._stopping,
                 )
             batch, self._pending = self._pending, []
-            self._resume_reading()
+            self._driver.resume()
             now = time.monotonic()
             rate = len(batch) / max(now - cycle_start, 1e-3)
             cycle_start = now

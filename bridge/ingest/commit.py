@@ -244,7 +244,7 @@ class CommitStep:
         )
         if self._presence is not None:
             event = self._presence.annotate(event)
-        subscriptions = tuple(s.name for s in wanting(self._router, event))
+        subscriptions = tuple(s.name for s in wanting(self._router.match(event), event))
         self._metrics.events_received.labels(event.type).inc()
         return Accepted(
             event=event,
