@@ -2,9 +2,10 @@
 
 paho runs without a thread of its own (:mod:`bridge.ingest.driver`).
 Messages are collected into batches; a batch is handed to the ``commit``
-callback (normalise, route, store in one transaction) and only after that returns are its messages PUBACKed, on the
-connection they came on. A message from an older connection is never acked:
-the broker redelivers it on the new one and the store recognises it.
+callback (normalise, route, store in one transaction) and only after that
+returns are its messages PUBACKed, on the connection they came on. A message
+from an older connection is never acked: the broker redelivers it on the
+new one and the store recognises it.
 
 While the store refuses writes, batches are retried with backoff and nothing
 is acked, so the broker keeps the messages (its in-flight window bounds how
