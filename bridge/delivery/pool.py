@@ -16,6 +16,13 @@ tried 250 ms after the previous one if it has not connected yet, so one
 address that drops packets (an IPv6 route that goes nowhere) costs 250 ms, not
 the attempt. TLS uses the subscription's context with the URL's host as SNI;
 an address whose TLS handshake fails is left out and the others are tried.
+
+A receiver may close an idle kept-alive connection just as a request goes
+out on it. When a reused connection is lost before a byte of an answer came
+back, the request (the same bytes, so the same ``webhook-id``) is sent once
+more on a new connection, inside the same attempt, and ``on_resend`` is told.
+A new connection that closes without an answer is not tried again: that is
+the receiver's answer.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import contextlib
 import ipaddress
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import aiohappyeyeballs
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -69,6 +76,7 @@ class Pool:
         guarded: bool,
         limit: int,
         idle_timeout: float = IDLE_TIMEOUT,
+        on_resend: Callable[[], None] | None = None,
     ) -> None:
         target = URL(url)
         host = target.raw_host
@@ -92,6 +100,7 @@ class Pool:
         self._idle_timeout = idle_timeout
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        self._on_resend = on_resend
 
     @property
     def connections(self) -> int:
@@ -110,7 +119,15 @@ class Pool:
         )
         async with self._slots:
             connection = await self._connection()
-            return await self._exchange(connection, request, cap)
+            try:
+                return await self._exchange(connection, request, cap)
+            except HttpFailure:
+                if not connection.lost_unanswered:
+                    raise
+            # The receiver closed the kept-alive connection as the request went out.
+            if self._on_resend is not None:
+                self._on_resend()
+            return await self._exchange(await self._connect(), request, cap)
 
     async def close(self) -> None:
         """Close every connection, busy ones too."""
