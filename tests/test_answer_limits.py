@@ -128,3 +128,10 @@ def test_the_verdict_does_not_depend_on_how_the_block_was_read(
 def test_an_end_split_across_reads_is_found(cuts: list[int]) -> None:
     data = block(b"A: 1\r\n", b"B: 2\r\n") + b"body"
     assert verdict(data, cuts) == (len(data) - 4, None)
+
+
+def test_a_huge_line_is_named_as_such_in_a_read_past_64_kb() -> None:
+    huge_header = STATUS + b"X-Big: " + b"a" * (4 * HEAD_LIMIT)
+    assert HeadMeter().scan(huge_header)[1] == HEADER_LINE_TOO_LONG
+    huge_status = b"HTTP/1.1 200 " + b"O" * (4 * HEAD_LIMIT)
+    assert HeadMeter().scan(huge_status)[1] == STATUS_LINE_TOO_LONG

@@ -124,9 +124,11 @@ class HeadMeter:
             return self._open_line_refusal() or self._total_refusal()
         if self._line + first + 1 > self._line_limit():
             return self._line_refusal()
-        if self._total > HEAD_LIMIT:
-            return HEAD_TOO_LARGE
         last = block.rfind(b"\n")
+        if size - last - 1 >= HEADER_LINE_LIMIT:  # the line left open is a header line
+            return HEADER_LINE_TOO_LONG
+        if self._total > HEAD_LIMIT:  # after the line limits: they name the cause better
+            return HEAD_TOO_LARGE
         # Lines wholly inside this read: only a stretch longer than the limit can hold
         # one over it, and the stretch is within the 64 KB just checked.
         if last - first > HEADER_LINE_LIMIT and _longest(block[first + 1 : last]) > (
