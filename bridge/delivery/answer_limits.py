@@ -59,6 +59,7 @@ TRAILERS_TOO_LARGE = "answer trailers over 64 KB"
 _END = b"\r\n\r\n"  # llhttp insists on CRLF, so a header block ends exactly here
 # A block's lines: the status line, the header lines, the empty line that ends it.
 _MOST_LINES = MAX_HEADERS + 2
+_SHORTER_LINE_LIMIT = min(STATUS_LINE_LIMIT, HEADER_LINE_LIMIT)
 
 
 class HeadMeter:
@@ -90,13 +91,24 @@ class HeadMeter:
         breaks (``None`` within them). Bytes past the end are not counted:
         they are a body, or the next (final) answer's block, scanned anew.
         """
-        end = self._end_in(data)
+        if self._tail:
+            end = self._end_across(data)
+        else:
+            end = data.find(_END)
+            if end >= 0:
+                end += len(_END)
         block = data if end < 0 else data[:end]
-        refusal = self._count(block)
+        size = len(block)
+        self._total += size
+        if self._line + size < _SHORTER_LINE_LIMIT and self._total <= HEAD_LIMIT:
+            # No line here can reach a line limit: only the lines are counted.
+            refusal = self._count_lines(block)
+        else:
+            refusal = self._count(block)
         if refusal is None:
             if end >= 0:
                 self._next_block()
-            elif len(block) >= 3:
+            elif size >= 3:
                 self._tail = block[-3:]
             else:
                 self._tail = (self._tail + block)[-3:]
@@ -107,17 +119,25 @@ class HeadMeter:
         self._line = 0
         self._tail = b""
 
-    def _end_in(self, data: bytes) -> int:
-        if self._tail:  # an end split across reads comes before any in data
-            at = (self._tail + data[:3]).find(_END)
-            if at >= 0:
-                return at + len(_END) - len(self._tail)
+    def _end_across(self, data: bytes) -> int:
+        """The end in ``data``, when the block's last bytes may hold its start."""
+        at = (self._tail + data[:3]).find(_END)
+        if at >= 0:  # an end split across reads comes before any in data
+            return at + len(_END) - len(self._tail)
         at = data.find(_END)
         return at + len(_END) if at >= 0 else -1
 
+    def _count_lines(self, block: bytes) -> str | None:
+        last = block.rfind(b"\n")
+        if last < 0:
+            self._line += len(block)
+            return None
+        self._lines += block.count(b"\n")
+        self._line = len(block) - last - 1
+        return TOO_MANY_HEADERS if self._lines > _MOST_LINES else None
+
     def _count(self, block: bytes) -> str | None:
         size = len(block)
-        self._total += size
         first = block.find(b"\n")
         if first < 0:  # the line in progress goes on
             self._line += size
@@ -135,11 +155,7 @@ class HeadMeter:
             HEADER_LINE_LIMIT
         ):
             return HEADER_LINE_TOO_LONG
-        self._lines += block.count(b"\n")
-        if self._lines > _MOST_LINES:
-            return TOO_MANY_HEADERS
-        self._line = size - last - 1
-        return self._open_line_refusal()
+        return self._count_lines(block)
 
     def _open_line_refusal(self) -> str | None:
         """The limit a line still in progress already breaks (its line end is yet to come)."""
