@@ -153,7 +153,8 @@ def connect_failure(error: OSError) -> str:
         return TLS_FAILED
     if error.errno == errno.ECONNREFUSED:
         return "connection refused"
-    return f"connection failed: {error.strerror or type(error).__name__}"
+    # Happy Eyeballs words several addresses' different errors in the text alone.
+    return f"connection failed: {error.strerror or str(error)[:200] or type(error).__name__}"
 
 
 class Connection(asyncio.Protocol):

@@ -172,15 +172,9 @@ class Sender:
                 "TLS certificate verification is off for this subscription",
                 subscription=subscription.name,
             )
-        on_resend = self._on_resend
-        endpoint = Endpoint(
-            subscription,
-            tls,
-            guarded=self._guarded(subscription),
-            on_resend=None
-            if on_resend is None
-            else functools.partial(on_resend, subscription.name),
-        )
+        resent = self._on_resend
+        told = None if resent is None else functools.partial(resent, subscription.name)
+        endpoint = Endpoint(subscription, tls, guarded=self._guarded(subscription), on_resend=told)
         self._endpoints[subscription.name] = endpoint
         return endpoint
 
