@@ -92,7 +92,10 @@ class Bridge:
         # Optional OTLP export of spans; raises ConfigError when the extra is missing.
         self.spans = open_spans(settings.tracing)
         self.sender = Sender(
-            settings, user_agent=f"hookbridge/{bridge_version()}", spans=self.spans
+            settings,
+            user_agent=f"hookbridge/{bridge_version()}",
+            spans=self.spans,
+            on_resend=lambda name: self.metrics.http_resends.labels(name).inc(),
         )
         # Pipe answers are committed to the outbox with their attempts (see bridge.delivery.pipe).
         # Late bound: a reload replaces the router.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 from typing import Any
 
 import aiohttp
@@ -15,8 +16,20 @@ import pytest
 
 from bridge.core.events import Event
 from bridge.core.formats import FORMATS, Encoded, encode_json
-from bridge.delivery.http1 import DRAIN_LIMIT
+from bridge.delivery.answer_limits import (
+    HEAD_LIMIT,
+    HEAD_TOO_LARGE,
+    HEADER_LINE_LIMIT,
+    HEADER_LINE_TOO_LONG,
+    MAX_HEADERS,
+    STATUS_LINE_LIMIT,
+    STATUS_LINE_TOO_LONG,
+    TOO_MANY_HEADERS,
+    TRAILERS_TOO_LARGE,
+)
+from bridge.delivery.http1 import DRAIN_LIMIT, HttpFailure
 from bridge.delivery.pool import Pool
+from tests.support.answers import EMPTY, block, header, numbered, padded_block, status_line
 from tests.support.raw_http import (
     WAIT,
     Reply,
@@ -294,3 +307,116 @@ async def test_a_changed_subscription_retires_its_connections(
     # The retired pool closes once nothing is in flight on it.
     await wait_until(lambda: server.closed_by_peer == 1, timeout=WAIT, message="the close")
     assert server.connections == 2
+
+
+# ---------------------------------------------------------------- answer limits
+
+_LIMITS = [
+    (block(*numbered(99), EMPTY), None),
+    (block(*numbered(100), EMPTY), TOO_MANY_HEADERS),
+    (block(header("X-Long", HEADER_LINE_LIMIT), EMPTY), None),
+    (block(header("X-Long", HEADER_LINE_LIMIT + 1), EMPTY), HEADER_LINE_TOO_LONG),
+    (block(EMPTY, status=status_line(STATUS_LINE_LIMIT)), None),
+    (block(EMPTY, status=status_line(STATUS_LINE_LIMIT + 1)), STATUS_LINE_TOO_LONG),
+    (padded_block(HEAD_LIMIT, EMPTY), None),
+    (padded_block(HEAD_LIMIT + 1, EMPTY), HEAD_TOO_LARGE),
+]
+
+
+@pytest.mark.parametrize(
+    ("head", "reason"),
+    _LIMITS,
+    ids=[
+        "100 headers",
+        "101 headers",
+        "8 KB header line",
+        "8 KB + 1 header line",
+        "8 KB status line",
+        "8 KB + 1 status line",
+        "64 KB of headers",
+        "64 KB + 1 of headers",
+    ],
+)
+async def test_each_answer_limit_at_its_exact_boundary(
+    raw_server: Serve, sender_for: Any, head: bytes, reason: str | None
+) -> None:
+    server = await raw_server(replies(Reply(head)))
+    sub = subscription(server.url)
+    sender = await sender_for(sub)
+    result = await send(sender, sub)
+    if reason is None:
+        assert (result.outcome, result.status_code) == ("delivered", 200), result.error
+    else:
+        assert (result.outcome, result.status_code, result.error) == ("failed", None, reason)
+    # Within the limits the connection is kept; over them it is dropped.
+    assert (await send(sender, sub, 2)).outcome == "delivered"
+    assert server.connections == (1 if reason is None else 2)
+
+
+async def test_the_kept_headers_are_the_answers_within_the_limits(raw_server: Serve) -> None:
+    server = await raw_server(replies(Reply(block(*numbered(99), EMPTY))))
+    pool = Pool(server.url, tls=False, resolver=aiohttp.DefaultResolver(), guarded=False, limit=1)
+    try:
+        answer = await pool.post(b"{}", {}, 0)
+    finally:
+        await pool.close()
+    assert len(answer.headers) == MAX_HEADERS
+    assert answer.headers["X-H98"] == "v"
+
+
+async def test_interim_answers_without_end_break_the_64_kb(
+    raw_server: Serve, sender_for: Any
+) -> None:
+    interim = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+    flood = interim * (HEAD_LIMIT // len(interim) + 1) + scripted_answer("200 OK")
+    server = await raw_server(replies(Reply(flood)))
+    sub = subscription(server.url)
+    result = await send(await sender_for(sub), sub)
+    assert (result.outcome, result.error) == ("failed", HEAD_TOO_LARGE)
+
+
+async def test_trailers_are_dropped_and_an_endless_one_fails(
+    raw_server: Serve, sender_for: Any
+) -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
+    with_trailers = Reply(chunked + b"X-Sum: 1\r\nX-Other: 2\r\n\r\n")
+    # A megabyte comes in several reads: the trailer is cut in the first ones after 64 KB.
+    endless = Reply(chunked + b"X-Sum: " + b"a" * (1024 * 1024))
+    server = await raw_server(replies(with_trailers, endless))
+    pool = Pool(server.url, tls=False, resolver=aiohttp.DefaultResolver(), guarded=False, limit=1)
+    try:
+        answer = await pool.post(b"{}", {}, 100)
+        assert (answer.status, answer.body) == (200, b"ok")
+        assert "X-Sum" not in answer.headers
+        with pytest.raises(HttpFailure, match=TRAILERS_TOO_LARGE):
+            await asyncio.wait_for(pool.post(b"{}", {}, 100), WAIT)
+    finally:
+        await pool.close()
+
+
+async def test_a_declared_ten_gigabytes_keeps_the_cap_and_drops_the_connection(
+    raw_server: Serve, sender_for: Any
+) -> None:
+    huge = Reply(scripted_answer("200 OK", "Content-Length: 10737418240", length=False))
+    server = await raw_server(replies(Reply(huge.data + b"y" * (3 * DRAIN_LIMIT))))
+    sub = subscription(server.url)
+    sender = await sender_for(sub, kept=100)
+    result = await send(sender, sub)
+    # The status counts; the body is the cap's worth; the connection cannot be drained.
+    assert (result.outcome, result.status_code, result.response_body) == (
+        "delivered",
+        200,
+        b"y" * 100,
+    )
+    assert (await send(sender, sub, 2)).outcome == "delivered"
+    assert server.connections == 2
+
+
+async def test_a_gzip_answer_is_kept_as_its_bytes(raw_server: Serve, sender_for: Any) -> None:
+    packed = gzip.compress(b'{"ok": true}')
+    answer = scripted_answer("200 OK", "Content-Encoding: gzip", body=packed)
+    server = await raw_server(replies(Reply(answer)))
+    sub = subscription(server.url)
+    result = await send(await sender_for(sub), sub)
+    assert (result.outcome, result.response_body) == ("delivered", packed)
+    assert b"accept-encoding" not in server.requests[0][0].lower()

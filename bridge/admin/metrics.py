@@ -136,6 +136,11 @@ class Metrics:
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
         )
 
+        self.http_resends = counter(
+            "hookbridge_http_resends",
+            "Requests sent again on a new connection: the reused one was lost before any answer",
+            by_subscription,
+        )
         self.concurrency_limit = gauge(
             "hookbridge_concurrency_limit",
             "Attempts the adaptive limit lets be in flight at once",

@@ -11,6 +11,7 @@ connections only when used).
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from functools import partial
 
 import aiohttp
@@ -31,7 +32,12 @@ class Endpoint:
     __slots__ = ("auth", "in_flight", "pool", "resolver", "session", "subscription")
 
     def __init__(
-        self, subscription: Subscription, tls: ssl.SSLContext | bool, *, guarded: bool
+        self,
+        subscription: Subscription,
+        tls: ssl.SSLContext | bool,
+        *,
+        guarded: bool,
+        on_resend: Callable[[], None] | None = None,
     ) -> None:
         self.subscription = subscription
         # With a proxy, the connector resolves only the proxy: the configured
@@ -58,6 +64,7 @@ class Endpoint:
                 resolver=self.resolver,
                 guarded=guarded,
                 limit=subscription.max_in_flight,
+                on_resend=on_resend,
             )
         proxied = subscription.proxy is not None
         self.auth = ReceiverAuth(

@@ -11,9 +11,37 @@ instead (proxied subscriptions and OAuth2 token requests keep aiohttp):
 * :class:`Connection` is an :class:`asyncio.Protocol` that writes the request
   and parses the answer with ``httptools`` (llhttp): ``Content-Length``,
   chunked and close-delimited bodies, interim 1xx answers skipped, no body for
-  204/304. The body is kept up to a cap; a little more is read and dropped so
-  the connection can be reused, and beyond that the answer ends there and the
-  connection is closed.
+  204/304.
+
+An answer is bounded wherever a receiver could make it grow:
+
+* its header block, measured on the raw bytes before the parser sees them
+  (:mod:`bridge.delivery.answer_limits`: status line and header line 8 KB,
+  100 headers, 64 KB in all); over a limit the exchange fails with a reason
+  naming it, and the connection is closed;
+* its body, kept up to a cap (the caller's: the excerpt for push, the pipe
+  cap for pipe). Up to ``DRAIN_LIMIT`` (64 KB) more is read and dropped so
+  the connection can be reused; past that the answer ends with what was kept
+  (its status counts) and the connection is closed. So a declared 10 GB
+  ``Content-Length``, a chunked body that never ends and a close-delimited
+  (HTTP/1.0) body that never ends all cost at most the cap plus 64 KB read;
+* a chunked body's trailers, which are dropped: a trailer section over 64 KB
+  fails the exchange;
+* time, by the caller: the attempt's timeout covers the whole exchange, so a
+  header block or body that trickles or never ends stops there.
+
+A body is kept as the bytes that came: the bridge never sends
+``Accept-Encoding``, and a ``Content-Encoding: gzip`` answer is kept as it is,
+never decompressed. An answer cut by a reset or a close before its framing
+says it is whole fails (``CUT_OFF``); one that is not HTTP/1.1 fails naming
+the parser's complaint.
+
+What one exchange holds of an answer is at most twice its body cap (the kept
+pieces and their join), 64 KB of parsed headers, and the parser's and the
+transport's buffers: a read is at most 256 KB, the parser joins at most one
+header line (8 KB) or one trailer (64 KB and a read). That is under 1 MB plus
+twice the cap: for push with the default excerpt about 1 MB, for pipe (a 1 MB
+cap) about 3 MB.
 
 A connection is reusable only after a complete answer that allows keep-alive;
 :mod:`bridge.delivery.pool` keeps the reusable ones.
@@ -31,6 +59,8 @@ from typing import cast
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from bridge.delivery.answer_limits import DRAIN_LIMIT, TRAILER_LIMIT, TRAILERS_TOO_LARGE, HeadMeter
+
 __all__ = [
     "CUT_OFF",
     "DRAIN_LIMIT",
@@ -43,9 +73,6 @@ __all__ = [
     "connect_failure",
     "encode_request",
 ]
-
-DRAIN_LIMIT = 64 * 1024
-"""After the kept part of a body, read (and drop) this much more so the connection can be reused."""
 
 NO_RESPONSE = "the server closed the connection without a response"
 CUT_OFF = "the response body was cut off"
@@ -126,7 +153,8 @@ def connect_failure(error: OSError) -> str:
         return TLS_FAILED
     if error.errno == errno.ECONNREFUSED:
         return "connection refused"
-    return f"connection failed: {error.strerror or type(error).__name__}"
+    # Happy Eyeballs words several addresses' different errors in the text alone.
+    return f"connection failed: {error.strerror or str(error)[:200] or type(error).__name__}"
 
 
 class Connection(asyncio.Protocol):
@@ -144,6 +172,11 @@ class Connection(asyncio.Protocol):
         self._dropped = 0
         self._headers_done = False
         self._until_close = False  # a close-delimited body
+        self._meter = HeadMeter()
+        self._head_open = False  # the final answer's header block is still to come
+        self._heard = False  # a byte of an answer to the current request arrived
+        self._trailers: int | None = None  # bytes that may be trailers, when they may be
+        self.answers = 0  # complete answers on this connection: reused once above 0
         self.reusable = False
         self.closed = False
         self.idle_since = 0.0
@@ -161,14 +194,26 @@ class Connection(asyncio.Protocol):
             and not transport.is_closing()
         )
 
+    @property
+    def lost_unanswered(self) -> bool:
+        """A reused connection lost the request before a byte of an answer came back.
+
+        What a receiver closing an idle kept-alive connection as the request
+        went out looks like: the request can go again on a new connection.
+        """
+        return self.answers > 0 and not self._heard
+
     def exchange(self, request: bytes, cap: int) -> asyncio.Future[Answer]:
         """Write ``request``; the future is the answer, its body kept up to ``cap`` bytes."""
+        self._heard = False
         transport = self._transport
         if transport is None or self.closed or transport.is_closing():
             raise HttpFailure(NO_RESPONSE)
         self.reusable = False  # until a complete answer allows keep-alive
         self._cap = cap
         self._start_message()
+        self._meter.restart()
+        self._head_open = True
         waiter: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
         transport.write(request)
@@ -192,8 +237,12 @@ class Connection(asyncio.Protocol):
         if self._waiter is None:  # nothing was asked: the connection cannot be trusted
             self.close()
             return
+        self._heard = True
         try:
-            self._parser.feed_data(data)
+            if self._head_open:
+                data = self._feed_head(data)
+            if data:
+                self._feed_body(data)
         except httptools.HttpParserUpgrade:
             self._broken("the server switched protocols")
         except httptools.HttpParserError as exc:
@@ -216,6 +265,38 @@ class Connection(asyncio.Protocol):
         else:
             self._fail(NO_RESPONSE)
 
+    # ------------------------------------------------------------ feeding the parser
+
+    def _feed_head(self, data: bytes) -> bytes:
+        """Feed header blocks, each measured before the parser sees it; returns what follows.
+
+        Interim answers' blocks come before the final one's, possibly in one read;
+        what follows the final block (its body) is returned unmeasured.
+        """
+        while self._head_open and self._waiter is not None:
+            end, refusal = self._meter.scan(data)
+            if refusal is not None:
+                self._broken(refusal)
+                return b""
+            if end < 0:
+                self._parser.feed_data(data)
+                return b""
+            self._parser.feed_data(data[:end])
+            data = data[end:]
+            if not data:
+                break
+        return data
+
+    def _feed_body(self, data: bytes) -> None:
+        if self._trailers is not None:  # after a chunk header, no chunk data yet
+            self._trailers += len(data)
+        self._parser.feed_data(data)
+        # httptools joins a trailer's pieces as it does a header's: past the limit the
+        # answer is dropped (a read more at most, as the last chunk's header and the
+        # first trailers may come in one read, before they can be told apart).
+        if self._trailers is not None and self._trailers > TRAILER_LIMIT:
+            self._broken(TRAILERS_TOO_LARGE)
+
     # ------------------------------------------------------------ httptools callbacks
 
     def on_message_begin(self) -> None:
@@ -224,19 +305,26 @@ class Connection(asyncio.Protocol):
         self._start_message()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        if not self._headers_done:  # trailers are dropped
+            self._headers.add(name.decode("latin-1"), value.decode("latin-1"))
 
     def on_headers_complete(self) -> None:
         self._status = status = self._parser.get_status_code()
         if status < 200:
             return  # an interim answer: the final one follows
+        self._head_open = False
         self._headers_done = True
         codings = self._headers.get("Transfer-Encoding", "")
         chunked = codings.rsplit(",", 1)[-1].strip().lower() == "chunked"
         framed = chunked or "Content-Length" in self._headers
         self._until_close = not framed and status not in (204, 304)
 
+    def on_chunk_header(self) -> None:
+        # The last chunk's header (size 0) is followed by trailers; any other by data.
+        self._trailers = 0
+
     def on_body(self, body: bytes) -> None:
+        self._trailers = None
         if self._waiter is None:
             return
         room = self._cap - self._size
@@ -266,11 +354,13 @@ class Connection(asyncio.Protocol):
         self._dropped = 0
         self._headers_done = False
         self._until_close = False
+        self._trailers = None
 
     def _complete(self, *, keep_alive: bool) -> None:
         waiter, self._waiter = self._waiter, None
         if waiter is None or waiter.done():
             return
+        self.answers += 1
         self.reusable = keep_alive and not self.closed
         body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         waiter.set_result(Answer(self._status, CIMultiDictProxy(self._headers), body))

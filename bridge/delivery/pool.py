@@ -10,30 +10,47 @@ The addresses connected to are the target guard's: a host name is resolved by
 the endpoint's resolver (:class:`bridge.delivery.targets.GuardedResolver` when
 the guard is on) and the connection goes to an address it returned, so there
 is no second lookup that could rebind the name; an IP literal is checked
-directly. TLS uses the subscription's context with the URL's host as SNI.
+directly. The addresses are raced with Happy Eyeballs (RFC 8305, through
+``aiohappyeyeballs`` as aiohttp does): families interleaved, the next address
+tried 250 ms after the previous one if it has not connected yet, so one
+address that drops packets (an IPv6 route that goes nowhere) costs 250 ms, not
+the attempt. TLS uses the subscription's context with the URL's host as SNI;
+an address whose TLS handshake fails is left out and the others are tried.
+
+A receiver may close an idle kept-alive connection just as a request goes
+out on it. When a reused connection is lost before a byte of an answer came
+back, the request (the same bytes, so the same ``webhook-id``) is sent once
+more on a new connection, inside the same attempt, and ``on_resend`` is told.
+A new connection that closes without an answer is not tried again: that is
+the receiver's answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+import aiohappyeyeballs
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from bridge.delivery.http1 import Answer, Connection, HttpFailure, connect_failure, encode_request
 from bridge.delivery.targets import check_target
 
-__all__ = ["IDLE_TIMEOUT", "Pool", "client_context"]
+__all__ = ["HAPPY_EYEBALLS_DELAY", "IDLE_TIMEOUT", "Pool", "client_context"]
 
 IDLE_TIMEOUT = 30.0
 """Seconds an unused connection stays open."""
+HAPPY_EYEBALLS_DELAY = 0.25
+"""Seconds before the next address is tried while one is still connecting (RFC 8305's 250 ms)."""
 
 _NUMERIC = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+_Peer = tuple[str, int] | tuple[str, int, int, int]  # what getpeername() returns
 
 
 def client_context(tls: ssl.SSLContext | bool) -> ssl.SSLContext:
@@ -59,6 +76,7 @@ class Pool:
         guarded: bool,
         limit: int,
         idle_timeout: float = IDLE_TIMEOUT,
+        on_resend: Callable[[], None] | None = None,
     ) -> None:
         target = URL(url)
         host = target.raw_host
@@ -82,6 +100,7 @@ class Pool:
         self._idle_timeout = idle_timeout
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        self._on_resend = on_resend
 
     @property
     def connections(self) -> int:
@@ -101,17 +120,14 @@ class Pool:
         async with self._slots:
             connection = await self._connection()
             try:
-                answer = await connection.exchange(request, cap)
-            except BaseException:  # an error, a timeout, a cancellation: never reused
-                self._discard(connection)
-                raise
-            if connection.usable and not self._closed:
-                connection.idle_since = asyncio.get_running_loop().time()
-                self._idle.append(connection)
-                self._schedule_sweep()
-            else:
-                self._discard(connection)
-            return answer
+                return await self._exchange(connection, request, cap)
+            except HttpFailure:
+                if not connection.lost_unanswered:
+                    raise
+            # The receiver closed the kept-alive connection as the request went out.
+            if self._on_resend is not None:
+                self._on_resend()
+            return await self._exchange(await self._connect(), request, cap)
 
     async def close(self) -> None:
         """Close every connection, busy ones too."""
@@ -125,6 +141,21 @@ class Pool:
 
     # ------------------------------------------------------------ connections
 
+    async def _exchange(self, connection: Connection, request: bytes, cap: int) -> Answer:
+        """One request on ``connection``; kept for the next if the answer allows it."""
+        try:
+            answer = await connection.exchange(request, cap)
+        except BaseException:  # an error, a timeout, a cancellation: never reused
+            self._discard(connection)
+            raise
+        if connection.usable and not self._closed:
+            connection.idle_since = asyncio.get_running_loop().time()
+            self._idle.append(connection)
+            self._schedule_sweep()
+        else:
+            self._discard(connection)
+        return answer
+
     async def _connection(self) -> Connection:
         if self._closed:
             raise HttpFailure("the connection pool is closed")
@@ -136,30 +167,27 @@ class Pool:
         return await self._connect()
 
     async def _connect(self) -> Connection:
-        loop = asyncio.get_running_loop()
-        last: OSError | None = None
-        for address in await self._addresses():
+        infos = [_addr_info(address) for address in await self._addresses()]
+        while True:
+            sock = await _happy_eyeballs(infos)
+            peer: _Peer | None = None
             try:
-                _, connection = await loop.create_connection(
+                peer = sock.getpeername()
+                _, connection = await asyncio.get_running_loop().create_connection(
                     Connection,
-                    host=address["host"],
-                    port=address["port"],
-                    family=address["family"],
-                    proto=address["proto"],
-                    flags=_NUMERIC,
+                    sock=sock,
                     ssl=self._tls,
                     server_hostname=self._host if self._tls is not None else None,
                 )
-            except OSError as exc:  # ssl.SSLError included; try the next address
-                last = exc
+            except OSError as exc:  # ssl.SSLError included: this address fails TLS
+                sock.close()
+                _leave_out(infos, peer, exc)
                 continue
             if self._closed:
                 connection.close()
                 raise HttpFailure("the connection pool is closed")
             self._open.add(connection)
             return connection
-        assert last is not None
-        raise HttpFailure(connect_failure(last)) from None
 
     async def _addresses(self) -> list[ResolveResult]:
         """Where to connect: the guard's answer for a name, the literal itself for an IP."""
@@ -213,3 +241,38 @@ class Pool:
                 keep.append(connection)
         self._idle = keep
         self._schedule_sweep()
+
+
+# ---------------------------------------------------------------- addresses
+
+
+def _addr_info(address: ResolveResult) -> aiohappyeyeballs.AddrInfoType:
+    """A guard-checked address as the ``getaddrinfo`` entry Happy Eyeballs takes (no lookup)."""
+    host, port = address["host"], address["port"]
+    if address["family"] == socket.AF_INET6 or ":" in host:
+        return (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port, 0, 0))
+    return (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))
+
+
+async def _happy_eyeballs(infos: list[aiohappyeyeballs.AddrInfoType]) -> socket.socket:
+    """A socket connected to the first of ``infos`` to answer (RFC 8305, as aiohttp races)."""
+    try:
+        return await aiohappyeyeballs.start_connection(
+            infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, interleave=1
+        )
+    except OSError as exc:
+        raise HttpFailure(connect_failure(exc)) from None
+
+
+def _leave_out(
+    infos: list[aiohappyeyeballs.AddrInfoType], peer: _Peer | None, error: OSError
+) -> None:
+    """Drop the address whose TLS failed; with none left, the attempt fails with ``error``."""
+    before = len(infos)
+    if peer is not None:
+        with contextlib.suppress(ValueError):  # not among them: no address is left to try
+            aiohappyeyeballs.remove_addr_infos(infos, peer)
+    if len(infos) == before:
+        infos.clear()
+    if not infos:
+        raise HttpFailure(connect_failure(error)) from None

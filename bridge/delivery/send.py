@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -87,8 +88,18 @@ def default_user_agent() -> str:
 class Sender:
     """Sends attempts; one isolated connection pool per subscription."""
 
-    def __init__(self, settings: Settings, *, user_agent: str, spans: Spans | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        user_agent: str,
+        spans: Spans | None = None,
+        on_resend: Callable[[str], None] | None = None,
+    ) -> None:
+        """``on_resend`` hears the subscription's name when a request went again on a new
+        connection (see :mod:`bridge.delivery.pool`)."""
         self._settings = settings
+        self._on_resend = on_resend
         self._user_agent = user_agent
         self._spans: Spans = spans if spans is not None else NoSpans()
         self._subscriptions = {s.name: s for s in settings.subscriptions}
@@ -161,7 +172,9 @@ class Sender:
                 "TLS certificate verification is off for this subscription",
                 subscription=subscription.name,
             )
-        endpoint = Endpoint(subscription, tls, guarded=self._guarded(subscription))
+        resent = self._on_resend
+        told = None if resent is None else functools.partial(resent, subscription.name)
+        endpoint = Endpoint(subscription, tls, guarded=self._guarded(subscription), on_resend=told)
         self._endpoints[subscription.name] = endpoint
         return endpoint
 
