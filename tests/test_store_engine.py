@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from bridge.errors import StoreUnavailable
+from bridge.errors import StoreError, StoreUnavailable
 from bridge.store.sqlite.checkpoint import BACKSTOP_PAGES, JOURNAL_SIZE_LIMIT, Checkpointer
 from bridge.store.sqlite.engine import SQLiteEngine
 from tests.support.waiting import wait_until, wait_until_sync
@@ -73,6 +74,57 @@ async def test_a_commit_the_store_refuses_fails_every_write_in_it(tmp_path: Path
         *(engine.write(insert, action="insert") for _ in range(10)), return_exceptions=True
     )
     assert all(isinstance(r, StoreUnavailable) for r in results), results
+    await engine.close(None)
+
+
+async def _queued_behind_a_busy_writer(
+    engine: SQLiteEngine, works: list[Callable[[sqlite3.Connection], object]]
+) -> list[object]:
+    """Run ``works`` as one coalesced transaction: the writer is held on a first write
+    until all of them are queued, so they go together into the next one."""
+    gate = threading.Event()
+    first = asyncio.create_task(engine.write(lambda _c: gate.wait(10), action="hold"))
+    await wait_until(lambda: engine._draining, message="the writer busy")
+    tasks = [asyncio.create_task(engine.write(work, action="job")) for work in works]
+    await wait_until(lambda: len(engine._jobs) == len(works), message="every write queued")
+    gate.set()
+    await first
+    return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+
+@pytest.mark.parametrize(
+    ("statement", "unavailable", "text"),
+    [
+        # Past max_page_count SQLite answers SQLITE_FULL and rolls the whole transaction back.
+        ("INSERT INTO t (k, v) VALUES (1000, zeroblob(200000))", True, "full"),
+        # OR ROLLBACK: a conflict ends the whole transaction, whatever savepoint is open.
+        ("INSERT OR ROLLBACK INTO t (k) VALUES (1)", False, "UNIQUE constraint failed"),
+    ],
+)
+async def test_a_job_whose_error_ends_the_transaction_hands_that_error_to_every_job(
+    tmp_path: Path, statement: str, unavailable: bool, text: str
+) -> None:
+    engine = await _engine(tmp_path / "s.db")
+    await engine.call(lambda: engine._writer_conn().execute("ALTER TABLE t ADD COLUMN v BLOB"))
+    await engine.write(lambda c: c.execute("INSERT INTO t (k) VALUES (1)"), action="seed")
+    pages = await engine.call(
+        lambda: engine._writer_conn().execute("PRAGMA page_count").fetchone()[0]
+    )
+    await engine.call(lambda: engine._writer_conn().execute(f"PRAGMA max_page_count = {pages + 8}"))
+
+    def insert(k: int) -> Callable[[sqlite3.Connection], object]:
+        return lambda conn: conn.execute("INSERT INTO t (k) VALUES (?)", (k,))
+
+    works = [insert(10), insert(11), lambda conn: conn.execute(statement), insert(12)]
+    results = await _queued_behind_a_busy_writer(engine, works)
+    assert all(isinstance(r, StoreError) for r in results), results
+    for result in results:
+        assert isinstance(result, StoreUnavailable) == unavailable, result
+        assert text in str(result) and "savepoint" not in str(result), result
+    # Nothing of the transaction stands, and the writer goes on.
+    stored = await engine.read(lambda c: [r[0] for r in c.execute("SELECT k FROM t")], action="r")
+    assert stored == [1]
+    await engine.write(insert(13), action="after")
     await engine.close(None)
 
 

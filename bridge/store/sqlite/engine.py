@@ -16,6 +16,7 @@ again); anything else is :class:`StoreError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -107,7 +108,8 @@ def _coalesced(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome]:
             try:
                 result = work(conn)
             except Exception as exc:  # noqa: BLE001 - the job's own failure, handed to its caller
-                conn.execute("ROLLBACK TO job")
+                if not _rolled_back_alone(conn):
+                    return _all_failed(conn, jobs, exc, future)
                 error = translate(exc, action) if isinstance(exc, sqlite3.Error) else exc
                 outcomes.append((future, None, error))
             else:
@@ -118,6 +120,43 @@ def _coalesced(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         return [(future, None, translate(exc, action)) for _, action, future in jobs]
+    return outcomes
+
+
+def _rolled_back_alone(conn: sqlite3.Connection) -> bool:
+    """Undo a failed job's savepoint; False when its error has ended the whole
+    transaction already (SQLite does so on SQLITE_FULL, some I/O errors, an
+    ``OR ROLLBACK`` conflict), which leaves no savepoint to go back to."""
+    if not conn.in_transaction:
+        return False
+    try:
+        conn.execute("ROLLBACK TO job")
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def _all_failed(
+    conn: sqlite3.Connection, jobs: list[_Job], exc: Exception, failed: asyncio.Future[object]
+) -> list[_Outcome]:
+    """One job's error ended the transaction: nothing of it stands, and every job gets
+    that error, classified as the job's own would be (unavailable for a full disk),
+    so that their callers back off and try again as they would for it."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):  # the error has left nothing to keep
+            conn.execute("ROLLBACK")
+    outcomes: list[_Outcome] = []
+    for _, action, future in jobs:
+        error: BaseException
+        if isinstance(exc, sqlite3.Error):
+            error = translate(exc, action)
+            error.__cause__ = exc
+        elif future is failed:
+            error = exc
+        else:
+            error = StoreError(f"the store failed ({action}): a write beside it failed: {exc}")
+            error.__cause__ = exc
+        outcomes.append((future, None, error))
     return outcomes
 
 
