@@ -27,9 +27,9 @@ from urllib.parse import quote
 
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.store.sqlite.checkpoint import (
-    BACKSTOP_PAGES,
     JOURNAL_SIZE_LIMIT,
     Checkpointer,
+    CheckpointMode,
     CheckpointStats,
 )
 
@@ -170,12 +170,19 @@ class SQLiteEngine:
     """
 
     def __init__(
-        self, path: Path, *, busy_timeout: float, read_only: bool, synchronous: str = "NORMAL"
+        self,
+        path: Path,
+        *,
+        busy_timeout: float,
+        read_only: bool,
+        synchronous: str = "NORMAL",
+        checkpoints: CheckpointMode = "auto",
     ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         self.synchronous = synchronous
         self.read_only = read_only
+        self.checkpoint_mode = checkpoints
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -215,8 +222,20 @@ class SQLiteEngine:
 
     @property
     def checkpoints(self) -> CheckpointStats | None:
-        """What the WAL checkpointer has done; None while closed or read-only."""
+        """What the WAL checkpointer has done; None while closed, read-only or external."""
         return None if self._checkpointer is None else self._checkpointer.stats
+
+    @property
+    def log_path(self) -> Path:
+        """The write-ahead log beside the database file."""
+        return self.path.with_name(self.path.name + "-wal")
+
+    def log_bytes(self) -> int:
+        """The size of the write-ahead log's file now (0 when there is none); blocks on disk."""
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     async def open(self, prepare: Callable[[sqlite3.Connection], None]) -> None:
         """Start the threads; ``prepare`` sets the writer connection up (on its thread)."""
@@ -242,12 +261,13 @@ class SQLiteEngine:
             raise
         self._conn = conn
         if not self.read_only:
-            # Checkpoints run on a thread of their own (bridge.store.sqlite.checkpoint);
-            # the writer checkpoints only past the backstop.
-            conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+            # No COMMIT copies the log back: checkpoints run on a thread of their own
+            # (bridge.store.sqlite.checkpoint), or in another process (external).
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
-            self._checkpointer = Checkpointer(self.connect)
-            self._checkpointer.start()
+            if self.checkpoint_mode == "auto":
+                self._checkpointer = Checkpointer(self.connect)
+                self._checkpointer.start()
 
     async def close(self, last: Callable[[sqlite3.Connection], None] | None) -> None:
         """Run ``last`` on the writer (best effort), then close every connection."""
