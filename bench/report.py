@@ -48,11 +48,25 @@ def _row(r: dict[str, Any]) -> str:
     extra = ""
     if "drain_s" in r:
         extra = f" ingest {r['ingest_s']} s, RSS after ingest {r['rss_ingested_mb']} MB"
+    if "log_peak_mb" in r:
+        extra = f"; {_reader(r)}"
     return (
         f"| {r['peer']} | {r['delivered']:,}/{r['sent']:,} | {r['duplicates']:,} "
         f"| {_dropped(r)} | {r['throughput']:,.0f} | {_latency(r)} | {r['peak_rss_mb']:.0f} "
         f"| {r['cpu_s']:.1f} | {_cpu_per_event(r)} | {r['connections']:,} "
         f"| {r['elapsed_s']} s{extra} |"
+    )
+
+
+def _reader(r: dict[str, Any]) -> str:
+    """What the log did around the reader of the ``reader`` scenario."""
+    cut = r.get("log_cut_back_s")
+    said = " ".join(r.get("reader_said") or []) or "nothing"
+    return (
+        f"-wal peak {r['log_peak_mb']} MB while the reader held, "
+        + ("not cut back to 16 MB" if cut is None else f"<= 16 MB {cut} s after it left")
+        + f", {r['log_end_mb']} MB at the end; reader said: {said}"
+        + (f"; reader error: {r['reader_error']}" if r.get("reader_error") else "")
     )
 
 

@@ -18,6 +18,7 @@ from bench.broker import Broker, free_port
 from bench.monitor import Monitor
 from bench.peers import Peer, PeerUnavailable, Running, Target
 from bench.processes import ReceiverProcess, publisher_result, start_publisher
+from bench.reader import HeldRead
 from bench.scenarios import Scenario
 
 MB = 1024 * 1024
@@ -101,7 +102,10 @@ def run_one(
         broker.port, receiver.url, workdir, max_in_flight=scenario.max_in_flight, extra=wiring
     )
     started: list[Running] = []
+    database = peer.store_file(target) if scenario.reader_hold else None
     try:
+        if scenario.reader_hold and database is None:
+            raise PeerUnavailable("no SQLite file of its own for another process to read")
         broker.start()
         if not scenario.receiver_down:
             receiver.start()
@@ -112,7 +116,9 @@ def run_one(
         spy = _profiler(started[0].pid, profile) if profile is not None else None
         with contextlib.ExitStack() as stack:
             monitors = [stack.enter_context(Monitor(r.pid)) for r in started]
-            result.update(_drive(scenario, started[0], receiver, broker, monitors[0]))
+            result.update(
+                _drive(scenario, started[0], receiver, broker, monitors[0], database=database)
+            )
             result["cpu_s"] = round(sum(m.cpu_used() for m in monitors), 2)
         result["cpu_us_per_event"] = per_event(result["cpu_s"], result.get("delivered", 0))
         result["broker_dropped"] = broker.dropped()
@@ -137,12 +143,37 @@ def _drive(
     receiver: ReceiverProcess,
     broker: Broker,
     monitor: Monitor,
+    *,
+    database: Path | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     run_id = uuid.uuid4().hex[:8]
     publisher = start_publisher(
         broker.port, scenario.events, scenario.rate, run_id, scenario.deadline()
     )
+    reader = None
+    if database is not None:
+        out_file = database.with_name("reader.out")
+        reader = HeldRead(
+            database, after=scenario.reader_after, hold=scenario.reader_hold, out=out_file
+        )
+        reader.start()
+    try:
+        out.update(_deliver(scenario, running, receiver, monitor, publisher))
+    finally:
+        if reader is not None:
+            out.update(reader.stop())
+    return out
+
+
+def _deliver(
+    scenario: Scenario,
+    running: Running,
+    receiver: ReceiverProcess,
+    monitor: Monitor,
+    publisher: subprocess.Popen[str],
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     published = publisher_result(publisher, scenario.deadline() + 30)
     start = published["first_publish"]
     out["published"] = published["acked"]

@@ -36,6 +36,10 @@ class Scenario:
     stall: float = 20.0  # give up when nothing new arrived for this long
     postgres: bool = False  # HookBridge only: two instances on one PostgreSQL store
     ordered: bool = False  # HookBridge: the subscription is FIFO per device (ordered: true)
+    # HookBridge: another process holds a read transaction on the SQLite file for this
+    # long, from ``reader_after`` seconds into the publishing (bench.reader).
+    reader_hold: float = 0.0
+    reader_after: float = 10.0
 
     @property
     def duration(self) -> float:
@@ -71,6 +75,15 @@ def scenarios(*, quick: bool, events: int | None, backlog: int) -> dict[str, Sce
             rate=1000,
             ordered=True,
         ),
+        Scenario(
+            "reader",
+            "stock: 200 ev/s; from 10 s in, another process holds a read transaction "
+            "on HookBridge's SQLite file for 60 s",
+            events or (2_000 if quick else 16_000),
+            rate=200,
+            reader_hold=6.0 if quick else 60.0,
+            reader_after=2.0 if quick else 10.0,
+        ),
         _tuned(Scenario("tuned-burst", "tuned: 20,000-event QoS 1 burst", burst)),
         _tuned(Scenario("tuned-steady", "tuned: 1,000 ev/s steady", steady, rate=1000)),
         _tuned(Scenario("tuned-slow", "tuned: receiver adds 50 ms", steady, rate=1000, delay=0.05)),
@@ -104,6 +117,7 @@ HEADLINE = ["burst", "steady", "slow", "slow200", "failing", "tuned-burst"]
 SETS: dict[str, list[str]] = {
     "headline": HEADLINE,
     "stock": ["burst", "steady", "slow", "slow200", "failing", "ordered"],
+    "faults": ["reader"],
     "tuned": ["tuned-burst", "tuned-steady", "tuned-slow", "backlog", "postgres"],
-    "all": [*HEADLINE, "ordered", "tuned-steady", "tuned-slow", "backlog", "postgres"],
+    "all": [*HEADLINE, "ordered", "tuned-steady", "tuned-slow", "backlog", "postgres", "reader"],
 }

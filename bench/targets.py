@@ -64,6 +64,20 @@ def _slow(name: str, run: dict[str, Any], delay_ms: float) -> list[str]:
     ]
 
 
+def _reader(run: dict[str, Any]) -> list[str]:
+    """Another process holds a read transaction: no commit waits for it."""
+    latency = run.get("latency_ms") or {}
+    if not latency:
+        return []
+    worst, p99 = latency["max"], latency["p99"]
+    return [
+        f"reader: no event more than 1 s late: {_ok(worst <= 1000)} "
+        f"(max {worst:,.0f} ms, p99 {p99:,.0f} ms)",
+        f"reader: every event delivered: {_ok(run['delivered'] >= run['sent'])} "
+        f"({run['delivered']:,}/{run['sent']:,})",
+    ]
+
+
 def judge(
     best: dict[str, dict[str, dict[str, Any]]],
     ceilings: dict[str, Any],
@@ -94,6 +108,8 @@ def judge(
                        f"({hb['delivered']:,}/{hb['sent']:,}; drain {rate:,.0f} ev/s)")  # fmt: skip
             out.append(f"backlog RSS <= 150 MB throughout: {_ok(hb['peak_rss_mb'] <= 150)} "
                        f"(peak {hb['peak_rss_mb']:.0f} MB)")  # fmt: skip
+        elif name == "reader":
+            out += _reader(hb)
         dropped = hb.get("broker_dropped")
         if dropped:
             out.append(f"{name}: the broker dropped {dropped:,} messages: MISSED")

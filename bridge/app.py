@@ -42,6 +42,7 @@ from bridge.plugin import load_plugins, wanting
 from bridge.store import open_store
 from bridge.store.base import Store
 from bridge.store.leases import keep_heartbeat
+from bridge.store.logsize import watch_log
 from bridge.store.rows import IngestResult
 
 __all__ = ["Bridge", "bridge_version"]
@@ -160,7 +161,7 @@ class Bridge:
             self.api_routes.extend(inbound_routes(self))
         self.admin = AdminServer(self, extra_routes=self.api_routes)
         self._stop = asyncio.Event()
-        self._heartbeat_stop = asyncio.Event()
+        self._store_tasks_stop = asyncio.Event()
         self.started = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------
@@ -177,9 +178,19 @@ class Bridge:
                     keep_heartbeat(
                         self.store,
                         interval=self.settings.store.heartbeat,
-                        stopping=self._heartbeat_stop,
+                        stopping=self._store_tasks_stop,
                     ),
                     name="store-heartbeat",
+                )
+                tasks.create_task(
+                    watch_log(
+                        self.store,
+                        limit=self.settings.store.log_alert,
+                        stopping=self._store_tasks_stop,
+                        on_size=self.metrics.store_log_bytes.set,
+                        on_large=self._log_large,
+                    ),
+                    name="store-log",
                 )
                 tasks.create_task(self.dispatcher.run(), name="dispatcher")
                 tasks.create_task(self.retention.run(), name="retention")
@@ -201,7 +212,7 @@ class Bridge:
                     self.presence.stop()
                 await self.dispatcher.stop(grace)
                 self.retention.stop()
-                self._heartbeat_stop.set()
+                self._store_tasks_stop.set()
         finally:
             await self.inbound.stop()
             await self.admin.stop()
@@ -229,6 +240,14 @@ class Bridge:
 
     async def _alert(self, kind: str, subscription: str, details: dict[str, object]) -> None:
         await self.operations.alert(kind, subscription, details)
+
+    async def _log_large(self, size: int) -> None:
+        """The store's write-ahead log passed ``store.log_alert`` (see bridge.store.logsize)."""
+        self.metrics.store_log_large.inc()
+        limit = self.settings.store.log_alert
+        await self._alert(
+            "store_log_large", "", {"reason": "log_large", "log_bytes": size, "limit_bytes": limit}
+        )
 
     async def _expired(self, counts: dict[str, int]) -> None:
         """A retention sweep turned deliveries dead as too old: one alert per subscription."""

@@ -133,6 +133,8 @@ def _sample_event(event_type: str) -> Event:
             "count": 3,
             "id": "inb_0123",
             "topic": "devices/dev-42/commands",
+            "log_bytes": 600_000_000,
+            "limit_bytes": 536_870_912,
         }
         data = CATALOGUE[event_type].model_validate(fields)
         return Event(

@@ -6,14 +6,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from bridge.errors import StoreUnavailable
-from bridge.store.sqlite.checkpoint import BACKSTOP_PAGES, JOURNAL_SIZE_LIMIT, Checkpointer
+from bridge.errors import StoreError, StoreUnavailable
+from bridge.store.sqlite.checkpoint import JOURNAL_SIZE_LIMIT
 from bridge.store.sqlite.engine import SQLiteEngine
-from tests.support.waiting import wait_until, wait_until_sync
+from tests.support.waiting import wait_until
 
 
 def _prepare(conn: sqlite3.Connection) -> None:
@@ -76,6 +77,57 @@ async def test_a_commit_the_store_refuses_fails_every_write_in_it(tmp_path: Path
     await engine.close(None)
 
 
+async def _queued_behind_a_busy_writer(
+    engine: SQLiteEngine, works: list[Callable[[sqlite3.Connection], object]]
+) -> list[object]:
+    """Run ``works`` as one coalesced transaction: the writer is held on a first write
+    until all of them are queued, so they go together into the next one."""
+    gate = threading.Event()
+    first = asyncio.create_task(engine.write(lambda _c: gate.wait(10), action="hold"))
+    await wait_until(lambda: engine._draining, message="the writer busy")
+    tasks = [asyncio.create_task(engine.write(work, action="job")) for work in works]
+    await wait_until(lambda: len(engine._jobs) == len(works), message="every write queued")
+    gate.set()
+    await first
+    return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+
+@pytest.mark.parametrize(
+    ("statement", "unavailable", "text"),
+    [
+        # Past max_page_count SQLite answers SQLITE_FULL and rolls the whole transaction back.
+        ("INSERT INTO t (k, v) VALUES (1000, zeroblob(200000))", True, "full"),
+        # OR ROLLBACK: a conflict ends the whole transaction, whatever savepoint is open.
+        ("INSERT OR ROLLBACK INTO t (k) VALUES (1)", False, "UNIQUE constraint failed"),
+    ],
+)
+async def test_a_job_whose_error_ends_the_transaction_hands_that_error_to_every_job(
+    tmp_path: Path, statement: str, unavailable: bool, text: str
+) -> None:
+    engine = await _engine(tmp_path / "s.db")
+    await engine.call(lambda: engine._writer_conn().execute("ALTER TABLE t ADD COLUMN v BLOB"))
+    await engine.write(lambda c: c.execute("INSERT INTO t (k) VALUES (1)"), action="seed")
+    pages = await engine.call(
+        lambda: engine._writer_conn().execute("PRAGMA page_count").fetchone()[0]
+    )
+    await engine.call(lambda: engine._writer_conn().execute(f"PRAGMA max_page_count = {pages + 8}"))
+
+    def insert(k: int) -> Callable[[sqlite3.Connection], object]:
+        return lambda conn: conn.execute("INSERT INTO t (k) VALUES (?)", (k,))
+
+    works = [insert(10), insert(11), lambda conn: conn.execute(statement), insert(12)]
+    results = await _queued_behind_a_busy_writer(engine, works)
+    assert all(isinstance(r, StoreError) for r in results), results
+    for result in results:
+        assert isinstance(result, StoreUnavailable) == unavailable, result
+        assert text in str(result) and "savepoint" not in str(result), result
+    # Nothing of the transaction stands, and the writer goes on.
+    stored = await engine.read(lambda c: [r[0] for r in c.execute("SELECT k FROM t")], action="r")
+    assert stored == [1]
+    await engine.write(insert(13), action="after")
+    await engine.close(None)
+
+
 async def test_a_cancelled_caller_does_not_stop_its_write(tmp_path: Path) -> None:
     engine = await _engine(tmp_path / "s.db")
 
@@ -99,22 +151,21 @@ async def test_wal_checkpoints_run_off_the_writer_and_stop_with_the_store(tmp_pa
     autocheckpoint = await engine.call(
         lambda: engine._writer_conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0]
     )
-    # The writer checkpoints only past the backstop; below it, the checkpointer does.
-    assert autocheckpoint == BACKSTOP_PAGES
+    # No COMMIT copies the log back: the checkpointer does (tests/test_store_checkpoints.py).
+    assert autocheckpoint == 0
     limit = await engine.call(
         lambda: engine._writer_conn().execute("PRAGMA journal_size_limit").fetchone()[0]
     )
-    assert limit == JOURNAL_SIZE_LIMIT  # a restarted log file is cut back
-    for k in range(50):  # 50 commits, far fewer WAL frames than the backstop
+    assert limit == JOURNAL_SIZE_LIMIT  # a log the writer starts over is cut back
+    for k in range(50):
         await engine.write(
             lambda conn, k=k: conn.execute("INSERT INTO t (k) VALUES (?)", (k,)), action="insert"
         )
     stats = engine.checkpoints
     assert stats is not None
-    await wait_until(
-        lambda: bool(stats.runs and stats.wal_frames and stats.checkpointed == stats.wal_frames),
-        message="every WAL frame checkpointed",
-    )
+    # Every frame copied back by a PASSIVE checkpoint, then the log emptied.
+    await wait_until(lambda: stats.truncations >= 1, message="the log checkpointed and emptied")
+    assert engine.log_bytes() == 0
     assert stats.failures == 0
     await engine.close(None)
     assert engine.checkpoints is None
@@ -126,28 +177,3 @@ async def test_a_read_only_engine_runs_no_checkpointer(tmp_path: Path) -> None:
     engine = await _engine(tmp_path / "s.db", read_only=True)
     assert engine.checkpoints is None
     await engine.close(None)
-
-
-def test_a_log_past_the_mark_is_restarted(tmp_path: Path) -> None:
-    path = tmp_path / "w.db"
-
-    def connect() -> sqlite3.Connection:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 5000")
-        return conn
-
-    writer = connect()
-    writer.execute("PRAGMA journal_mode = WAL")
-    writer.execute("PRAGMA wal_autocheckpoint = 0")  # only the checkpointer copies back
-    writer.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
-    checkpointer = Checkpointer(connect, interval=0.01, restart_pages=100)
-    checkpointer.start()
-    try:
-        for k in range(2000):  # commits of a 4 KB row each: thousands of log pages
-            writer.execute("INSERT INTO t (k, v) VALUES (?, zeroblob(4000))", (k,))
-            checkpointer.note_commit()
-        wait_until_sync(lambda: checkpointer.stats.restarts >= 1, message="a restart")
-    finally:
-        checkpointer.stop()
-        writer.close()
-    assert checkpointer.stats.failures == 0

@@ -44,6 +44,10 @@ class Peer:
     name = "peer"
     sends_ids = False  # True: deduplicate on webhook-id, else on the payload's seq
 
+    def store_file(self, target: Target) -> Path | None:
+        """The SQLite file the peer keeps its state in, for the ``reader`` scenario."""
+        return None
+
     def install(self) -> None:
         """Make the peer runnable (may download); raise PeerUnavailable with the reason."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -35,9 +36,13 @@ def describe() -> str:
     )
 
 
+def store_file(target: Target) -> Path:
+    return target.workdir / "hookbridge.db"
+
+
 def config(target: Target, *, client_id: str = "hookbridge-bench") -> dict[str, Any]:
     """The bench's configuration: defaults, plus :data:`OVERRIDES` and the run's wiring."""
-    store = target.extra.get("store_url") or f"sqlite:///{target.workdir}/hookbridge.db"
+    store = target.extra.get("store_url") or f"sqlite:///{store_file(target)}"
     mqtt: dict[str, Any] = {"url": f"mqtt://127.0.0.1:{target.broker_port}", "client_id": client_id}
     if target.extra.get("shared_group"):
         mqtt["shared_group"] = target.extra["shared_group"]
@@ -65,6 +70,9 @@ class HookBridge(Peer):
 
     def __init__(self, client_id: str = "hookbridge-bench") -> None:
         self.client_id = client_id
+
+    def store_file(self, target: Target) -> Path | None:
+        return None if target.extra.get("store_url") else store_file(target)
 
     def launch(self, target: Target) -> Launch:
         path = target.workdir / f"{self.client_id}.yaml"

@@ -130,6 +130,14 @@ class Metrics:
             "Time to commit one ingest batch",
             buckets=_LATENCY_BUCKETS,
         )
+        self.store_log_bytes = gauge(
+            "hookbridge_store_log_bytes",
+            "Size of the SQLite write-ahead log file (measured every few seconds)",
+        )
+        self.store_log_large = counter(
+            "hookbridge_store_log_large",
+            "Times the SQLite write-ahead log passed store.log_alert",
+        )
         self.ingest_batch_size = histogram(
             "hookbridge_ingest_batch_size",
             "Messages per ingest commit",

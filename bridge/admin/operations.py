@@ -34,8 +34,15 @@ __all__ = [
 
 log = get_logger("hookbridge.operations")
 
-ALERT_KINDS = ("subscription_disabled", "circuit_opened", "delivery_dead", "store_refused")
-"""Alert kinds of the dispatcher; each becomes an event of type ``bridge.<kind>``."""
+ALERT_KINDS = (
+    "subscription_disabled",
+    "circuit_opened",
+    "delivery_dead",
+    "store_refused",
+    "store_log_large",
+)
+"""Alert kinds of the dispatcher, ingest and the store's watch; each becomes an event
+of type ``bridge.<kind>``."""
 
 # A window replay walks the store page by page; this bounds one request.
 _REPLAY_PAGE = 500

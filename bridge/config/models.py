@@ -152,6 +152,11 @@ class StoreSettings(_Model):
     # (JSON lines); default: hookbridge-dead-letter.jsonl beside a SQLite file,
     # in the working directory for PostgreSQL.
     dead_letter_file: str | None = None
+    # SQLite: who checkpoints the write-ahead log. ``auto``: a thread of the bridge's
+    # own that never waits for readers; ``external``: Litestream or the like.
+    checkpoints: Literal["auto", "external"] = "auto"
+    # SQLite: past this size of the write-ahead log, alert (bridge.store_log_large).
+    log_alert: Size = Field(default=512 * 1024 * 1024, ge=1)
 
     @field_validator("url")
     @classmethod

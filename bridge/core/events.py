@@ -163,6 +163,16 @@ class StoreRefusedAlert(_Data):
     file: str = Field(min_length=1)
 
 
+class StoreLogLargeAlert(_Data):
+    """The store's write-ahead log passed ``store.log_alert``: a reader holds a
+    transaction open (a backup, Litestream, a shell), or checkpoints are not
+    running. Sent once per crossing; it names no subscription."""
+
+    reason: str = "log_large"
+    log_bytes: int = Field(ge=0)
+    limit_bytes: int = Field(ge=1)
+
+
 CATALOGUE: dict[str, type[_Data]] = {
     "device.added": DeviceAdded,
     "device.deleted": DeviceDeleted,
@@ -187,6 +197,7 @@ CATALOGUE: dict[str, type[_Data]] = {
     "bridge.inbound_dead": InboundDeadAlert,
     "bridge.pipe_reply_dead": PipeReplyDeadAlert,
     "bridge.store_refused": StoreRefusedAlert,
+    "bridge.store_log_large": StoreLogLargeAlert,
 }
 """Every canonical event type and the model of its ``data``."""
 

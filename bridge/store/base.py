@@ -143,6 +143,11 @@ class Store(OutboxStore, ABC):
     async def close(self) -> None:
         """Disconnect; an instance's leases go back at once and its heartbeat row goes."""
 
+    async def log_bytes(self) -> int | None:
+        """The size of the backend's own write-ahead log on this machine, or None when
+        it keeps none the bridge should watch (PostgreSQL's is the server's business)."""
+        return None
+
     async def _write(self, action: str, *args: Any) -> Any:
         operation = self._operations[action]
         return await self._run(lambda conn: operation(conn, *args), action=action)

@@ -16,6 +16,7 @@ again); anything else is :class:`StoreError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -26,9 +27,9 @@ from urllib.parse import quote
 
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.store.sqlite.checkpoint import (
-    BACKSTOP_PAGES,
     JOURNAL_SIZE_LIMIT,
     Checkpointer,
+    CheckpointMode,
     CheckpointStats,
 )
 
@@ -107,7 +108,8 @@ def _coalesced(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome]:
             try:
                 result = work(conn)
             except Exception as exc:  # noqa: BLE001 - the job's own failure, handed to its caller
-                conn.execute("ROLLBACK TO job")
+                if not _rolled_back_alone(conn):
+                    return _all_failed(conn, jobs, exc, future)
                 error = translate(exc, action) if isinstance(exc, sqlite3.Error) else exc
                 outcomes.append((future, None, error))
             else:
@@ -121,6 +123,43 @@ def _coalesced(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome]:
     return outcomes
 
 
+def _rolled_back_alone(conn: sqlite3.Connection) -> bool:
+    """Undo a failed job's savepoint; False when its error has ended the whole
+    transaction already (SQLite does so on SQLITE_FULL, some I/O errors, an
+    ``OR ROLLBACK`` conflict), which leaves no savepoint to go back to."""
+    if not conn.in_transaction:
+        return False
+    try:
+        conn.execute("ROLLBACK TO job")
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def _all_failed(
+    conn: sqlite3.Connection, jobs: list[_Job], exc: Exception, failed: asyncio.Future[object]
+) -> list[_Outcome]:
+    """One job's error ended the transaction: nothing of it stands, and every job gets
+    that error, classified as the job's own would be (unavailable for a full disk),
+    so that their callers back off and try again as they would for it."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):  # the error has left nothing to keep
+            conn.execute("ROLLBACK")
+    outcomes: list[_Outcome] = []
+    for _, action, future in jobs:
+        error: BaseException
+        if isinstance(exc, sqlite3.Error):
+            error = translate(exc, action)
+            error.__cause__ = exc
+        elif future is failed:
+            error = exc
+        else:
+            error = StoreError(f"the store failed ({action}): a write beside it failed: {exc}")
+            error.__cause__ = exc
+        outcomes.append((future, None, error))
+    return outcomes
+
+
 class SQLiteEngine:
     """The writer thread and the reader threads of one database file.
 
@@ -131,12 +170,19 @@ class SQLiteEngine:
     """
 
     def __init__(
-        self, path: Path, *, busy_timeout: float, read_only: bool, synchronous: str = "NORMAL"
+        self,
+        path: Path,
+        *,
+        busy_timeout: float,
+        read_only: bool,
+        synchronous: str = "NORMAL",
+        checkpoints: CheckpointMode = "auto",
     ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         self.synchronous = synchronous
         self.read_only = read_only
+        self.checkpoint_mode = checkpoints
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -176,8 +222,20 @@ class SQLiteEngine:
 
     @property
     def checkpoints(self) -> CheckpointStats | None:
-        """What the WAL checkpointer has done; None while closed or read-only."""
+        """What the WAL checkpointer has done; None while closed, read-only or external."""
         return None if self._checkpointer is None else self._checkpointer.stats
+
+    @property
+    def log_path(self) -> Path:
+        """The write-ahead log beside the database file."""
+        return self.path.with_name(self.path.name + "-wal")
+
+    def log_bytes(self) -> int:
+        """The size of the write-ahead log's file now (0 when there is none); blocks on disk."""
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     async def open(self, prepare: Callable[[sqlite3.Connection], None]) -> None:
         """Start the threads; ``prepare`` sets the writer connection up (on its thread)."""
@@ -203,12 +261,13 @@ class SQLiteEngine:
             raise
         self._conn = conn
         if not self.read_only:
-            # Checkpoints run on a thread of their own (bridge.store.sqlite.checkpoint);
-            # the writer checkpoints only past the backstop.
-            conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+            # No COMMIT copies the log back: checkpoints run on a thread of their own
+            # (bridge.store.sqlite.checkpoint), or in another process (external).
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
-            self._checkpointer = Checkpointer(self.connect)
-            self._checkpointer.start()
+            if self.checkpoint_mode == "auto":
+                self._checkpointer = Checkpointer(self.connect)
+                self._checkpointer.start()
 
     async def close(self, last: Callable[[sqlite3.Connection], None] | None) -> None:
         """Run ``last`` on the writer (best effort), then close every connection."""

@@ -17,6 +17,7 @@ the working directory, ``sqlite:////var/lib/hookbridge/hookbridge.db`` absolute.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from bridge.store import statements as shared
 from bridge.store.base import Store
 from bridge.store.sqlite import batches, directory, leases, ops, outbox
 from bridge.store.sqlite import queries as sql
+from bridge.store.sqlite.checkpoint import CheckpointMode
 from bridge.store.sqlite.engine import SQLiteEngine
 from bridge.store.sqlite.schema import SCHEMA_VERSION, migrate, schema_version
 
@@ -66,6 +68,7 @@ class SQLiteStore(Store):
         busy_timeout: float = 5.0,
         read_only: bool = False,
         owner: str = "",
+        checkpoints: CheckpointMode = "auto",
     ) -> None:
         self.path = Path(path)
         self.synchronous = synchronous
@@ -73,12 +76,21 @@ class SQLiteStore(Store):
         self.read_only = read_only
         self.owner = owner
         self._engine = SQLiteEngine(
-            self.path, busy_timeout=busy_timeout, read_only=read_only, synchronous=synchronous
+            self.path,
+            busy_timeout=busy_timeout,
+            read_only=read_only,
+            synchronous=synchronous,
+            checkpoints=checkpoints,
         )
 
     @classmethod
     def from_settings(cls, settings: StoreSettings, *, owner: str = "") -> SQLiteStore:
-        store = cls(sqlite_path(settings.url), synchronous=settings.synchronous, owner=owner)
+        store = cls(
+            sqlite_path(settings.url),
+            synchronous=settings.synchronous,
+            owner=owner,
+            checkpoints=settings.checkpoints,
+        )
         store.takeover_after = settings.takeover_after
         return store
 
@@ -127,3 +139,8 @@ class SQLiteStore(Store):
     async def close(self) -> None:
         leave = self._leave if self.owner and not self.read_only else None
         await self._engine.close(leave)
+
+    async def log_bytes(self) -> int:
+        """The ``-wal`` file's size: it grows while a reader keeps checkpoints from
+        reaching its end (see bridge.store.sqlite.checkpoint)."""
+        return await asyncio.to_thread(self._engine.log_bytes)
