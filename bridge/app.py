@@ -16,9 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.admin.metrics import Metrics
 from bridge.admin.operations import Operations, ReloadResult
-from bridge.admin.otlp import open_spans
 from bridge.admin.server import AdminServer
 from bridge.config import Settings
 from bridge.core.messages import Outgoing
@@ -30,14 +28,16 @@ from bridge.delivery.pipe import Pipe
 from bridge.delivery.retention import Retention
 from bridge.delivery.send import Sender
 from bridge.errors import StoreError, StoreUnavailable
-from bridge.inbound.metrics import InboundMetrics
 from bridge.inbound.outbox import OutboxPublisher
 from bridge.inbound.server import InboundServer, inbound_routes
 from bridge.ingest.client import Ingest
 from bridge.ingest.commit import CommitStep
 from bridge.ingest.dead_letter import DeadLetters, dead_letter_path
 from bridge.ingest.presence import PresenceTracker
-from bridge.logs import get_logger, register_secrets
+from bridge.observe.inbound import InboundMetrics
+from bridge.observe.logs import get_logger, register_secrets
+from bridge.observe.metrics import Metrics
+from bridge.observe.otlp import open_spans
 from bridge.plugin import load_plugins, wanting
 from bridge.store import open_store
 from bridge.store.base import Store

@@ -9,10 +9,12 @@ into these at the boundary where they enter, with ``raise ... from exc``::
     ├── StoreError             the durable store cannot be read or written
     │   └── StoreUnavailable   the store refuses writes right now (read-only, disk full)
     ├── DeliveryError          one HTTP attempt failed (timeout, connection, TLS, refused target)
-    │   └── TargetRefused      the SSRF guard refused the address a URL resolves to
+    │   ├── TargetRefused      the SSRF guard refused the address a URL resolves to
+    │   └── HttpFailure        the lean client's reason (a refused header, an answer too large)
     ├── BrokerError            the MQTT broker cannot be reached or refused us
     ├── TemplateError          a topic template could not be rendered safely
     ├── ApiError               an admin API call failed (CLI side)
+    ├── RequestRefused         an inbound webhook request is refused, with its HTTP status
     └── OperatorError          an admin action cannot be done as asked (bad request)
         ├── NotFound           it names a subscription, delivery or event that does not exist
         └── Conflict           it does not fit the current state (retrying a pending delivery)
@@ -30,8 +32,10 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "DeliveryError",
+    "HttpFailure",
     "NotFound",
     "OperatorError",
+    "RequestRefused",
     "SignatureError",
     "StoreError",
     "StoreUnavailable",
@@ -70,6 +74,19 @@ class DeliveryError(BridgeError):
 
 class TargetRefused(DeliveryError):
     """The SSRF guard refused the address a webhook URL resolves to."""
+
+
+class HttpFailure(DeliveryError):
+    """An attempt that failed in the lean HTTP client; the text is the reason an operator reads."""
+
+
+class RequestRefused(BridgeError):
+    """An inbound webhook request refused with ``status``; ``reason`` goes to the sender."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
 class BrokerError(BridgeError):

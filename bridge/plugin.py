@@ -38,7 +38,7 @@ from bridge.core.events import Event
 from bridge.core.formats import Encoded, Encoder, register_format
 from bridge.core.profiles import Draft, Payload, Profile, Rejected, register_profile
 from bridge.errors import ConfigError
-from bridge.logs import get_logger
+from bridge.observe.logs import get_logger
 
 __all__ = [
     "FILTER_GROUP",

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from bridge.config import parse_config
 from bridge.config.advice import config_warnings
-from bridge.config.event_types import EventTypeDeclaration
 from bridge.core.event_types import EventTypes
 from bridge.core.events import CATALOGUE, Event
 from bridge.core.normalise import Normalised, Normaliser, Rejected
 from bridge.core.schema import event_schema, events_schema
+from bridge.core.settings.event_types import EventTypeDeclaration
 from bridge.errors import ConfigError
 from tests.support.normalising import (
     METER,

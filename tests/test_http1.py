@@ -27,8 +27,9 @@ from bridge.delivery.answer_limits import (
     TOO_MANY_HEADERS,
     TRAILERS_TOO_LARGE,
 )
-from bridge.delivery.http1 import DRAIN_LIMIT, HttpFailure
+from bridge.delivery.http1 import DRAIN_LIMIT
 from bridge.delivery.pool import Pool
+from bridge.errors import HttpFailure
 from tests.support.answers import EMPTY, block, header, numbered, padded_block, status_line
 from tests.support.raw_http import (
     WAIT,

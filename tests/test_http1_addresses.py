@@ -18,8 +18,9 @@ import pytest
 import trustme
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from bridge.delivery.http1 import TLS_UNTRUSTED, HttpFailure
+from bridge.delivery.http1 import TLS_UNTRUSTED
 from bridge.delivery.pool import HAPPY_EYEBALLS_DELAY, Pool
+from bridge.errors import HttpFailure
 from tests.support.raw_http import WAIT, RawServer, Serve, replies
 
 HOST = "hook.test"  # never looked up: the fixed answer below is all the pool gets

@@ -10,9 +10,9 @@ import aiohttp
 import pytest
 
 from bridge.config import Settings
-from bridge.delivery.http1 import HttpFailure
 from bridge.delivery.pool import Pool
 from bridge.delivery.send import Sender
+from bridge.errors import HttpFailure
 from tests.support.raw_http import NO_CONTENT_REPLY, Reply, Serve, replies, send, subscription
 
 

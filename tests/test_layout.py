@@ -15,6 +15,7 @@ from tests.support.layout import (
     MAX_ENTRIES,
     MAX_LINES,
     PAIR_BUDGET,
+    concrete_subclasses,
     entries,
     import_cycles,
     oversized,
@@ -72,6 +73,7 @@ def test_a_module_over_the_limit_is_named(tmp_path: Path) -> None:
 def test_the_package_keeps_its_limits() -> None:
     assert len(entries(ROOT)) <= MAX_ENTRIES, entries(ROOT)
     assert import_cycles("bridge") == []
+    assert concrete_subclasses("bridge.delivery") == []
     assert oversized(ROOT) == []
     assert len(repeats(ROOT)) <= PAIR_BUDGET
 
@@ -109,3 +111,33 @@ def test_a_ring_of_imports_is_a_cycle_even_when_type_only(
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert import_cycles("ring") == [["ring.a", "ring.b", "ring.c"]]
+
+
+def test_delivery_composes_it_never_subclasses_a_concrete_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "parts").mkdir()
+    _tree(
+        tmp_path,
+        {
+            "shop/__init__.py": "",
+            "shop/base.py": (
+                "import abc, typing\n"
+                "class Engine:\n    pass\n"
+                "class Sending(typing.Protocol):\n    def start(self) -> None: ...\n"
+                "class Shape(abc.ABC):\n    @abc.abstractmethod\n    def draw(self) -> None: ...\n"
+            ),
+            "shop/parts/__init__.py": "",
+            "shop/parts/cars.py": (
+                "from shop.base import Engine, Sending, Shape\n"
+                "class Car(Engine):\n    pass\n"
+                "class Single:\n    def start(self) -> None: ...\n"
+                "class Sends(Sending):\n    def start(self) -> None: ...\n"
+                "class Circle(Shape):\n    def draw(self) -> None: ...\n"
+                "class Fault(ValueError):\n    pass\n"
+            ),
+        },
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert concrete_subclasses("shop.parts") == ["shop.parts.cars.Car(shop.base.Engine)"]

@@ -21,7 +21,7 @@ import yaml
 from bridge.app import Bridge
 from bridge.config import parse_config, redact_url
 from bridge.delivery.auth import secret_values
-from bridge.logs import scrub_secrets
+from bridge.observe.logs import scrub_secrets
 from tests.conftest import SECRET, bridge_config, running_bridge
 from tests.support.admin import Admin, admin_config, api_url
 from tests.support.mosquitto import Mosquitto
@@ -203,7 +203,7 @@ def test_the_store_urls_password_is_masked_wherever_it_turns_up() -> None:
 def test_log_lines_mask_secrets_inside_lists_and_dicts_too() -> None:
     # A process of its own: configure_logging() sets up the process-wide logger.
     script = (
-        "from bridge.logs import configure_logging, get_logger, register_secrets\n"
+        "from bridge.observe.logs import configure_logging, get_logger, register_secrets\n"
         "register_secrets(['n3sted-s3cret'])\n"
         "configure_logging(json=True)\n"
         "get_logger('t').warning('reload refused', problems=['a: n3sted-s3cret'],"

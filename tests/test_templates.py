@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.config import parse_config
-from bridge.config.templates import check_filter, check_template, render_topic, topic_matches
+from bridge.core.settings.templates import check_filter, check_template, render_topic, topic_matches
 from bridge.errors import ConfigError, TemplateError
 
 ENVELOPE = {"id": "evt_1", "type": "device.online", "data": {"device_id": "dev-1", "seq": 7}}

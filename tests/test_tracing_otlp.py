@@ -11,10 +11,10 @@ from aiohttp import web
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.admin.otlp import open_spans
 from bridge.config import parse_config
-from bridge.core.spans import NoSpans, receive_span_id
 from bridge.errors import ConfigError
+from bridge.observe.otlp import open_spans
+from bridge.observe.spans import NoSpans, receive_span_id
 from tests.conftest import bridge_config, running_bridge
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher

@@ -20,7 +20,7 @@ from bridge.admin.reload import ReloadResult, reload_bridge
 from bridge.config import Subscription
 from bridge.core.events import Event, new_event_id
 from bridge.errors import Conflict, NotFound, OperatorError
-from bridge.logs import get_logger
+from bridge.observe.logs import get_logger
 from bridge.store.rows import Accepted, AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus
 
 __all__ = [

@@ -11,7 +11,6 @@ import os
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from bridge.admin.metrics import Metrics
     from bridge.config import Settings
     from bridge.core.normalise import Normaliser
     from bridge.core.route import Router
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from bridge.ingest.client import Ingest
     from bridge.ingest.commit import CommitStep
     from bridge.ingest.presence import PresenceTracker
+    from bridge.observe.metrics import Metrics
     from bridge.store.base import Store
 
 __all__ = ["BridgeParts"]

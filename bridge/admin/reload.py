@@ -27,7 +27,7 @@ from bridge.core.normalise import Normaliser
 from bridge.core.route import Router
 from bridge.delivery.auth import secret_values
 from bridge.errors import ConfigError, StoreError
-from bridge.logs import get_logger, register_secrets
+from bridge.observe.logs import get_logger, register_secrets
 
 if TYPE_CHECKING:
     from bridge.admin.parts import BridgeParts

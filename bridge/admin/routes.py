@@ -29,7 +29,7 @@ from bridge.admin.params import (
 from bridge.config import Subscription
 from bridge.core.presence import Presence
 from bridge.errors import NotFound, OperatorError
-from bridge.logs import display_url
+from bridge.observe.logs import display_url
 from bridge.store.rows import (
     AttemptRecord,
     Delivery,

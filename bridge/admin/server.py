@@ -35,7 +35,7 @@ from bridge.errors import (
     StoreError,
     StoreUnavailable,
 )
-from bridge.logs import get_logger, scrub_secrets
+from bridge.observe.logs import get_logger, scrub_secrets
 
 if TYPE_CHECKING:
     from bridge.admin.operations import ServedBridge

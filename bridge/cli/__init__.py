@@ -15,7 +15,7 @@ from bridge.cli.admin import register as register_admin_commands
 from bridge.cli.inbound import inbound_app
 from bridge.config import Settings, load_config, redact_url
 from bridge.errors import BridgeError, ConfigError
-from bridge.logs import configure_logging, display_url
+from bridge.observe.logs import configure_logging, display_url
 
 __all__ = ["app", "main"]
 
@@ -74,7 +74,7 @@ def run(
     configure_logging(log_level)
     from bridge.app import Bridge
     from bridge.config.advice import config_warnings
-    from bridge.logs import get_logger
+    from bridge.observe.logs import get_logger
 
     log = get_logger("hookbridge.config")
     for warning in config_warnings(settings):  # what check-config warns about, logged

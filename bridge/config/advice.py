@@ -10,10 +10,10 @@ from __future__ import annotations
 import fnmatch
 from urllib.parse import urlsplit
 
-from bridge.config.models import Settings, Subscription
 from bridge.config.problems import did_you_mean
 from bridge.core.addresses import non_public_label
 from bridge.core.events import CATALOGUE
+from bridge.core.settings.models import Settings, Subscription
 from bridge.core.signing import SECRET_PREFIX
 
 __all__ = ["config_warnings", "private_target_label"]

@@ -16,10 +16,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from bridge.config.checks import duplicate_names
-from bridge.config.event_types import EventTypeDeclaration
-from bridge.config.models import FEATURES_NOT_BUILT, ApiSettings, Rule, Settings
 from bridge.config.problems import did_you_mean, join_place, validation_problems
+from bridge.core.settings.checks import duplicate_names
+from bridge.core.settings.event_types import EventTypeDeclaration
+from bridge.core.settings.models import FEATURES_NOT_BUILT, ApiSettings, Rule, Settings
 from bridge.errors import ConfigError
 
 __all__ = ["load_api_settings", "load_config", "load_event_types", "parse_config"]

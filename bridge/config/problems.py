@@ -4,7 +4,7 @@ Pure: turns pydantic's error locations into the places users write
 (``subscriptions[0].auth.token``, not ``subscriptions.0.auth.bearer.token``),
 suggests the closest known key for a typo, and splits a validator's
 multi-line message (each line may carry its own sub-place, see
-:mod:`bridge.config.checks`) into one problem per line.
+:mod:`bridge.core.settings.checks`) into one problem per line.
 """
 
 from __future__ import annotations

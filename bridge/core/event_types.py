@@ -19,9 +19,9 @@ from jsonschema.protocols import Validator
 from pydantic import ValidationError
 from referencing import Registry
 
-from bridge.config.event_types import EventTypeDeclaration, schema_validator_class
 from bridge.core.events import CATALOGUE
 from bridge.core.profiles.base import Rejected
+from bridge.core.settings.event_types import EventTypeDeclaration, schema_validator_class
 
 __all__ = ["EventTypes", "validated_data"]
 

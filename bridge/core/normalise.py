@@ -27,13 +27,13 @@ from typing import Any
 
 import orjson
 
-from bridge.config.models import LimitsSettings, Settings
 from bridge.core.event_types import EventTypes
 from bridge.core.events import Event, content_hash, event_id_for, new_event_id
 from bridge.core.profiles import load_profiles
 from bridge.core.profiles.base import Draft, Payload, Profile, Rejected, json_kind, quote
 from bridge.core.profiles.telemetry import TelemetryTopics
 from bridge.core.rules import compile_rules
+from bridge.core.settings.models import LimitsSettings, Settings
 
 __all__ = ["Message", "Normalised", "Normaliser", "Rejected", "parse_occurred_at"]
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from bridge.core.outcomes import AttemptOutcome, AttemptResult, DeliveryStatus
 
 if TYPE_CHECKING:
-    from bridge.config.models import RetrySettings
+    from bridge.core.settings.models import RetrySettings
 
 __all__ = ["decide", "next_delay", "parse_retry_after"]
 

@@ -17,8 +17,8 @@ from typing import Any
 import jmespath
 import jmespath.parser
 
-from bridge.config.models import Subscription
 from bridge.core.events import Event
+from bridge.core.settings.models import Subscription
 
 __all__ = ["Router", "jmespath_truthy"]
 

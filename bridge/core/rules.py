@@ -27,11 +27,11 @@ import jmespath
 import jmespath.exceptions
 import jmespath.parser
 
-from bridge.config.checks import jmespath_problem
-from bridge.config.models import Rule, TypeFrom
 from bridge.core.event_types import EventTypes
 from bridge.core.events import CATALOGUE
 from bridge.core.profiles.base import Draft, Payload, Rejected, quote
+from bridge.core.settings.checks import jmespath_problem
+from bridge.core.settings.models import Rule, TypeFrom
 from bridge.core.topics import TopicPattern
 from bridge.errors import ConfigError
 

@@ -19,9 +19,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from bridge.config.event_types import EventTypeDeclaration
-from bridge.config.models import Settings
 from bridge.core.events import CATALOGUE, SCHEMA_VERSION
+from bridge.core.settings.event_types import EventTypeDeclaration
+from bridge.core.settings.models import Settings
 
 __all__ = [
     "CONFIG_SCHEMA_ID",

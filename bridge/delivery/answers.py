@@ -18,9 +18,9 @@ import structlog
 from yarl import URL
 
 from bridge.config import Subscription
-from bridge.config.units import format_duration
 from bridge.core.outcomes import AttemptResult
 from bridge.core.retry import parse_retry_after
+from bridge.core.settings.units import format_duration
 from bridge.delivery.excerpts import MASK, masked_excerpt
 from bridge.delivery.http1 import (
     CUT_OFF,
@@ -28,11 +28,10 @@ from bridge.delivery.http1 import (
     NO_RESPONSE,
     TLS_FAILED,
     TLS_UNTRUSTED,
-    HttpFailure,
     connect_failure,
 )
-from bridge.errors import BridgeError, TargetRefused
-from bridge.logs import scrub_secrets
+from bridge.errors import BridgeError, HttpFailure, TargetRefused
+from bridge.observe.logs import scrub_secrets
 
 log = structlog.get_logger("bridge.delivery.send")
 

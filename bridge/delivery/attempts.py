@@ -31,7 +31,7 @@ from bridge.delivery.lane import Lane
 from bridge.delivery.recorder import Recorder
 from bridge.delivery.retention import TOO_OLD_ERROR, too_old
 from bridge.delivery.send import AttemptResult, Sender
-from bridge.logs import get_logger
+from bridge.observe.logs import get_logger
 from bridge.store.outbox import OutboxMessage
 from bridge.store.rows import AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus
 

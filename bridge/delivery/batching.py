@@ -31,13 +31,13 @@ import os
 
 import structlog
 
-from bridge.config.batch import BatchSettings
 from bridge.core.batching import BATCH_ID_PREFIX, batch_of, envelope, fitting
+from bridge.core.settings.batch import BatchSettings
 from bridge.delivery.attempts import Attempts
 from bridge.delivery.book import NO_BATCH
 from bridge.delivery.lane import Lane
 from bridge.errors import StoreError
-from bridge.logs import get_logger
+from bridge.observe.logs import get_logger
 from bridge.store.base import Store
 from bridge.store.ids import new_delivery_id
 from bridge.store.rows import Delivery

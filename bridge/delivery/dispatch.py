@@ -29,7 +29,6 @@ import random
 import time
 from collections.abc import Callable, Collection, Sequence
 
-from bridge.admin.metrics import Metrics
 from bridge.config import Settings, Subscription
 from bridge.delivery.attempts import AfterDelivery, Attempts
 from bridge.delivery.batching import BatchSending
@@ -39,7 +38,8 @@ from bridge.delivery.recorder import Recorder
 from bridge.delivery.send import Sender
 from bridge.delivery.strategy import Sending, SingleSending
 from bridge.errors import StoreError
-from bridge.logs import get_logger
+from bridge.observe.logs import get_logger
+from bridge.observe.metrics import Metrics
 from bridge.store.base import Store
 from bridge.store.rows import Delivery, SubscriptionState
 

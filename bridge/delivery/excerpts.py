@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from bridge.config import Subscription
-from bridge.logs import scrub_secrets
+from bridge.observe.logs import scrub_secrets
 
 __all__ = ["MASK", "SCRUB_MARGIN", "masked_excerpt", "sent_secrets"]
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bridge.admin.metrics import Metrics
 from bridge.core.health import Verdict, judge
 from bridge.delivery.lane import Lane
 from bridge.delivery.send import AttemptResult
 from bridge.errors import StoreError
-from bridge.logs import get_logger
+from bridge.observe.logs import get_logger
+from bridge.observe.metrics import Metrics
 from bridge.store.base import Store
 from bridge.store.rows import AttemptOutcome, Delivery, DeliveryStatus
 

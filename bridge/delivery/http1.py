@@ -60,6 +60,7 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from bridge.delivery.answer_limits import DRAIN_LIMIT, TRAILER_LIMIT, TRAILERS_TOO_LARGE, HeadMeter
+from bridge.errors import HttpFailure
 
 __all__ = [
     "CUT_OFF",
@@ -69,7 +70,6 @@ __all__ = [
     "TLS_UNTRUSTED",
     "Answer",
     "Connection",
-    "HttpFailure",
     "connect_failure",
     "encode_request",
 ]
@@ -83,10 +83,6 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNSENDABLE = re.compile(r"[\r\n\x00]")
 # Framing is the client's own: what the sender's headers say about it is dropped.
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
-
-
-class HttpFailure(Exception):
-    """An attempt that failed in the HTTP layer; the text is the reason an operator reads."""
 
 
 class Answer:

@@ -20,12 +20,12 @@ from dataclasses import replace
 
 from aiolimiter import AsyncLimiter
 
-from bridge.admin.metrics import LaneMetrics
 from bridge.config import Settings, Subscription
 from bridge.core import concurrency
 from bridge.core.circuit import Circuit, CircuitPolicy, CircuitState, reopens_at
 from bridge.core.health import HealthPolicy, Standing, Verdict
 from bridge.delivery.book import LeaseBook
+from bridge.observe.metrics import LaneMetrics
 from bridge.store.rows import Delivery, SubscriptionState
 
 __all__ = ["BLOCKED_POLL", "ERROR_PAUSE", "FALLBACK_POLL", "Lane"]

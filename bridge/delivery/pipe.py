@@ -56,11 +56,11 @@ from dataclasses import dataclass
 import orjson
 
 from bridge.config import Subscription
-from bridge.config.templates import render_topic, topic_matches
 from bridge.core.events import Event
 from bridge.core.outcomes import AttemptOutcome, AttemptResult, DeliveryStatus
+from bridge.core.settings.templates import render_topic, topic_matches
 from bridge.errors import TemplateError
-from bridge.logs import get_logger
+from bridge.observe.logs import get_logger
 from bridge.store.outbox import OutboxKind, OutboxMessage
 from bridge.store.rows import Delivery
 
@@ -130,7 +130,7 @@ def _fallback_topic(subscription: Subscription, event: Event) -> str | PipeError
 def response_topic_problem(subscription: Subscription, event: Event, topic: str) -> str | None:
     """Why a device's Response Topic is not answered, or None when it may be: it must
     be a publishable topic matching one of the subscription's ``response_topics``
-    rendered for this event (see :mod:`bridge.config.pipe`)."""
+    rendered for this event (see :mod:`bridge.core.settings.pipe`)."""
     problem = _topic_problem(topic)
     if problem is not None:
         return f"pipe: the message's response topic {problem}"

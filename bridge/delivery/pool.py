@@ -39,8 +39,9 @@ import aiohappyeyeballs
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from bridge.delivery.http1 import Answer, Connection, HttpFailure, connect_failure, encode_request
+from bridge.delivery.http1 import Answer, Connection, connect_failure, encode_request
 from bridge.delivery.targets import check_target
+from bridge.errors import HttpFailure
 
 __all__ = ["HAPPY_EYEBALLS_DELAY", "IDLE_TIMEOUT", "Pool", "client_context"]
 

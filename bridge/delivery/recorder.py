@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from bridge.errors import StoreError
-from bridge.logs import get_logger
+from bridge.observe.logs import get_logger
 from bridge.store.base import Store
 from bridge.store.rows import AttemptOutcome, AttemptRecord
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from bridge.config import RetentionSettings
 from bridge.errors import StoreError
-from bridge.logs import get_logger
+from bridge.observe.logs import get_logger
 from bridge.store.base import Store
 
 __all__ = [

@@ -45,7 +45,6 @@ from bridge.core.events import Event
 from bridge.core.formats import Encoded, encoder_for
 from bridge.core.outcomes import AttemptResult
 from bridge.core.signing import hub_signature, signature_header
-from bridge.core.spans import NoSpans, Spans
 from bridge.core.trace import format_traceparent, new_span_id, trace_of
 from bridge.delivery import spans
 from bridge.delivery.answers import (
@@ -59,9 +58,9 @@ from bridge.delivery.answers import (
 )
 from bridge.delivery.endpoints import Endpoint, ssl_for
 from bridge.delivery.excerpts import SCRUB_MARGIN, sent_secrets
-from bridge.delivery.http1 import HttpFailure
 from bridge.delivery.targets import judge_target
-from bridge.errors import BridgeError, DeliveryError
+from bridge.errors import BridgeError, DeliveryError, HttpFailure
+from bridge.observe.spans import NoSpans, Spans
 
 __all__ = [
     "PIPE_BODY_LIMIT",

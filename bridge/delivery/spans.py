@@ -1,4 +1,4 @@
-"""The ``hookbridge.attempt`` spans of HTTP attempts, for OTLP export (:mod:`bridge.admin.otlp`).
+"""The ``hookbridge.attempt`` spans of HTTP attempts, for OTLP export (:mod:`bridge.observe.otlp`).
 
 One span per POST. A single event's attempt is a child of the event's receive
 span, in the event's trace. A batch POST carries the trace context of its
@@ -17,8 +17,8 @@ from bridge.config import Subscription
 from bridge.core.batching import Batch
 from bridge.core.events import Event
 from bridge.core.outcomes import AttemptResult
-from bridge.core.spans import Attributes, Span, SpanLink, Spans, receive_span_id
 from bridge.core.trace import trace_of
+from bridge.observe.spans import Attributes, Span, SpanLink, Spans, receive_span_id
 
 __all__ = ["record_attempt", "record_batch_attempt"]
 

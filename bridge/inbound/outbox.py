@@ -36,8 +36,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from bridge.config import RetentionSettings
 from bridge.core.messages import Outgoing, Publish
 from bridge.errors import BridgeError, StoreError
-from bridge.inbound.metrics import InboundMetrics
-from bridge.logs import get_logger
+from bridge.observe.inbound import InboundMetrics
+from bridge.observe.logs import get_logger
 from bridge.store.outbox import OutboxKind, OutboxMessage, OutboxOutcome, OutboxStore
 
 __all__ = ["BACKOFF", "OutboxPublisher", "retry_at"]

@@ -45,11 +45,18 @@ import orjson
 from aiohttp import web
 
 from bridge.config import InboundSettings, Settings
-from bridge.config.models import INBOUND_RESERVED_PATHS
-from bridge.config.templates import render_topic, topic_matches
+from bridge.core.settings.models import INBOUND_RESERVED_PATHS
+from bridge.core.settings.templates import render_topic, topic_matches
 from bridge.core.signing import verify, verify_hub_signature
-from bridge.errors import BridgeError, ConfigError, SignatureError, StoreError, TemplateError
-from bridge.logs import get_logger
+from bridge.errors import (
+    BridgeError,
+    ConfigError,
+    RequestRefused,
+    SignatureError,
+    StoreError,
+    TemplateError,
+)
+from bridge.observe.logs import get_logger
 from bridge.store.base import Store
 from bridge.store.outbox import OutboxMessage, ReplayNote
 
@@ -87,16 +94,9 @@ class InboundHost(Protocol):
     def outbox(self) -> _Outbox: ...
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
 async def _read_capped(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise _Refused(413, f"the body is larger than {limit} bytes")
+        raise RequestRefused(413, f"the body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -105,7 +105,7 @@ async def _read_capped(request: web.Request, limit: int) -> bytes:
             return b"".join(chunks)
         size += len(chunk)
         if size > limit:
-            raise _Refused(413, f"the body is larger than {limit} bytes")
+            raise RequestRefused(413, f"the body is larger than {limit} bytes")
         chunks.append(chunk)
 
 
@@ -135,22 +135,22 @@ def _check_signature(entry: InboundSettings, headers: Mapping[str, str], body: b
         else:
             verify([secret], headers, body, now=time.time(), tolerance=TOLERANCE)
     except SignatureError as exc:
-        raise _Refused(401, str(exc)) from None
+        raise RequestRefused(401, str(exc)) from None
 
 
 def _topic_for(entry: InboundSettings, body: bytes) -> str:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise _Refused(400, "the body is not JSON") from None
+        raise RequestRefused(400, "the body is not JSON") from None
     if not isinstance(document, dict):
-        raise _Refused(400, "the body is not a JSON object")
+        raise RequestRefused(400, "the body is not a JSON object")
     try:
         topic = render_topic(entry.topic, {"body": document})
     except TemplateError as exc:
-        raise _Refused(400, f"topic: {exc}") from None
+        raise RequestRefused(400, f"topic: {exc}") from None
     if not any(topic_matches(allowed, topic) for allowed in entry.allow_topics):
-        raise _Refused(403, f"topic {topic!r} is not in allow_topics")
+        raise RequestRefused(403, f"topic {topic!r} is not in allow_topics")
     return topic
 
 
@@ -175,7 +175,7 @@ class _InboundHandler:
                 max_age=entry.max_age,
             )
             await self._accept(message, replay_key(entry, headers))
-        except _Refused as refused:
+        except RequestRefused as refused:
             log.info("inbound webhook refused", inbound=entry.name, status=refused.status)
             return web.json_response({"error": refused.reason}, status=refused.status)
         self._host.outbox.accepted(message)
@@ -190,9 +190,9 @@ class _InboundHandler:
             fresh = await self._host.store.accept_inbound(message, replay, now=now)
         except StoreError as exc:
             log.warning("inbound webhook not accepted", inbound=self._entry.name, error=str(exc))
-            raise _Refused(503, "the store is unavailable; try again later") from exc
+            raise RequestRefused(503, "the store is unavailable; try again later") from exc
         if not fresh:
-            raise _Refused(409, "this request was already received (a replay)")
+            raise RequestRefused(409, "this request was already received (a replay)")
 
 
 def inbound_routes(host: InboundHost) -> list[web.RouteDef]:

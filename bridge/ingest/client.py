@@ -32,7 +32,6 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from bridge.admin.metrics import Metrics
 from bridge.config import MqttSettings
 from bridge.core.events import new_event_id
 from bridge.core.messages import Outgoing
@@ -41,7 +40,8 @@ from bridge.errors import BrokerError, StoreUnavailable
 from bridge.ingest.driver import SocketDriver
 from bridge.ingest.gathering import gather, gather_time
 from bridge.ingest.wire import ReadAheadClient, connect, new_client, status_topic
-from bridge.logs import get_logger
+from bridge.observe.logs import get_logger
+from bridge.observe.metrics import Metrics
 
 __all__ = ["CommitBatch", "Ingest", "Received", "status_topic"]
 

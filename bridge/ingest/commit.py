@@ -27,15 +27,15 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from bridge.admin.metrics import Metrics
 from bridge.core.normalise import Message, Normalised, Normaliser, Rejected
 from bridge.core.route import Router
-from bridge.core.spans import NoSpans, Span, Spans, receive_span_id
 from bridge.core.trace import context_for, trace_of
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.ingest.dead_letter import DeadLetters
 from bridge.ingest.presence import PresenceTracker
-from bridge.logs import get_logger
+from bridge.observe.logs import get_logger
+from bridge.observe.metrics import Metrics
+from bridge.observe.spans import NoSpans, Span, Spans, receive_span_id
 from bridge.plugin import wanting
 from bridge.store import packets
 from bridge.store.base import Store

@@ -33,7 +33,7 @@ from bridge.core.presence import CONNECTION_LOST, Observation, Presence, Transit
 from bridge.core.profiles.telemetry import TELEMETRY_TYPE
 from bridge.core.route import Router
 from bridge.errors import StoreError
-from bridge.logs import get_logger
+from bridge.observe.logs import get_logger
 from bridge.store.base import Store
 from bridge.store.rows import Accepted, IngestResult, PresencePolicy
 

@@ -11,7 +11,7 @@ import contextlib
 from typing import Protocol
 
 from bridge.errors import StoreError
-from bridge.logs import get_logger
+from bridge.observe.logs import get_logger
 
 __all__ = [
     "HEARTBEAT_INTERVAL",

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from bridge.logs import get_logger
+from bridge.observe.logs import get_logger
 
 __all__ = ["LOG_WATCH_INTERVAL", "LogAlarm", "watch_log"]
 

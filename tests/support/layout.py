@@ -1,7 +1,9 @@
 """The package's shape, checked by ``make lint``: at most ``MAX_ENTRIES`` entries at
 the top of ``bridge/`` (the path at a glance), no import cycle between its modules
-(type-only imports count too), no module over the size limit, and no more than a
-budget of places in ``bridge/`` that repeat each other.
+(type-only imports count too), no module over the size limit, no more than a
+budget of places in ``bridge/`` that repeat each other, and delivery built by
+composition: no class in ``bridge/delivery/`` subclasses a concrete class of the
+bridge (protocols and abstract bases are contracts, and may be implemented).
 
 A *repeat* is a run of at least ``RUN`` consecutive significant lines that
 stands, to the letter but for indentation, in two places. Blank lines, comments
@@ -29,6 +31,7 @@ __all__ = [
     "PAIR_BUDGET",
     "RUN",
     "Repeat",
+    "concrete_subclasses",
     "entries",
     "import_cycles",
     "oversized",
@@ -156,6 +159,31 @@ def import_cycles(package: str) -> list[list[str]]:
     return found
 
 
+def concrete_subclasses(package: str) -> list[str]:
+    """``module.Class(Base)`` for each class defined in ``package`` that inherits from a
+    concrete class of the bridge (not a ``Protocol``, not abstract)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    found: list[str] = []
+    root = importlib.import_module(package)
+    names = [package] + [
+        m.name for m in pkgutil.walk_packages(root.__path__, prefix=f"{package}.")
+    ]
+    for name in names:
+        module = importlib.import_module(name)
+        for cls_name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != name:
+                continue  # imported here, defined elsewhere
+            for base in cls.__mro__[1:]:
+                ours = base.__module__.split(".")[0] == package.split(".")[0]
+                contract = getattr(base, "_is_protocol", False) or inspect.isabstract(base)
+                if ours and not contract:
+                    found.append(f"{name}.{cls_name}({base.__module__}.{base.__qualname__})")
+    return found
+
+
 def oversized(root: Path, *, limit: int = MAX_LINES) -> list[tuple[str, int]]:
     """Modules over ``limit`` lines."""
     sizes = [
@@ -173,6 +201,10 @@ def main(argv: list[str]) -> int:
     if len(top) > MAX_ENTRIES:
         problems.append(f"{len(top)} entries at the top (the limit is {MAX_ENTRIES}): {top}")
     problems += [f"import cycle: {' -> '.join(group)}" for group in import_cycles(root.name)]
+    problems += [
+        f"concrete subclassing in delivery (compose instead): {found}"
+        for found in concrete_subclasses(f"{root.name}.delivery")
+    ]
     found = repeats(root)
     if len(found) > PAIR_BUDGET:
         problems.append(

@@ -23,7 +23,7 @@ from bridge.cli.demo.simulator import Simulator
 from bridge.cli.keys import generate_secret
 from bridge.config import parse_config
 from bridge.errors import BridgeError
-from bridge.logs import configure_logging
+from bridge.observe.logs import configure_logging
 
 if TYPE_CHECKING:
     from bridge.app import Bridge

@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from bridge.logs import get_logger
+from bridge.observe.logs import get_logger
 
 __all__ = [
     "JOURNAL_SIZE_LIMIT",

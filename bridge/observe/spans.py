@@ -3,7 +3,7 @@
 Ingest and delivery build a :class:`Span` when their work is done and hand it
 to a :class:`Spans` sink; :class:`NoSpans` is the sink when tracing export is
 off (nothing is built then). The OTLP exporter is at the edge, in
-:mod:`bridge.admin.otlp`.
+:mod:`bridge.observe.otlp`.
 """
 
 from __future__ import annotations

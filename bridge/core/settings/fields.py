@@ -1,7 +1,7 @@
 """Field types the configuration models share: durations, sizes and rates as a user writes them,
 and values that go into a request header as written.
 
-Pure, like :mod:`bridge.config.models`: each type parses what a user writes
+Pure, like :mod:`bridge.core.settings.models`: each type parses what a user writes
 (``30s``, ``256KB``, ``50/s``) and describes it in the JSON Schema.
 """
 
@@ -11,8 +11,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, PlainSerializer, SecretStr, WithJsonSchema
 
-from bridge.config.checks import check_clean, check_clean_secret
-from bridge.config.units import Rate, format_duration, parse_duration, parse_rate, parse_size
+from bridge.core.settings.checks import check_clean, check_clean_secret
+from bridge.core.settings.units import Rate, format_duration, parse_duration, parse_rate, parse_size
 
 __all__ = ["CleanSecret", "CleanText", "Duration", "RateLimit", "Size"]
 

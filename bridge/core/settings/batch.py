@@ -1,6 +1,6 @@
 """A subscription's ``batch:`` settings: several events in one signed POST.
 
-Pure, like :mod:`bridge.config.models`. A batch is a JSON body
+Pure, like :mod:`bridge.core.settings.models`. A batch is a JSON body
 ``{"type": "batch", "id": "<batch id>", "events": [<envelope>, ...]}``, so only
 formats whose envelope is a JSON document can be batched, and pipe mode (one
 answer routed back to one device) cannot be.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bridge.config.fields import Duration, Size
+from bridge.core.settings.fields import Duration, Size
 
 __all__ = ["BATCH_FORMATS", "BatchSettings", "batch_problem"]
 

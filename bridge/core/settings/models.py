@@ -1,7 +1,7 @@
 """The configuration's frozen pydantic models: what a valid configuration is.
 
 Pure: this module reads no files and no environment (loading, YAML and
-``${ENV}`` interpolation live in :mod:`bridge.config.load`). Secrets are
+``${ENV}`` interpolation live in :mod:`bridge.config.load`, a layer above). Secrets are
 ``SecretStr`` and never appear in a ``repr``, a summary or an error message.
 """
 
@@ -23,8 +23,8 @@ from pydantic import (
     model_validator,
 )
 
-from bridge.config.batch import BatchSettings, batch_problem
-from bridge.config.checks import (
+from bridge.core.settings.batch import BatchSettings, batch_problem
+from bridge.core.settings.checks import (
     check_clean_secret,
     check_http_url,
     check_webhook_secret,
@@ -32,10 +32,10 @@ from bridge.config.checks import (
     duplicate_names,
     jmespath_problem,
 )
-from bridge.config.event_types import EventTypeDeclaration, TelemetrySettings
-from bridge.config.fields import CleanSecret, CleanText, Duration, RateLimit, Size
-from bridge.config.pipe import check_reply_topic, check_response_topics
-from bridge.config.templates import check_filter, check_template
+from bridge.core.settings.event_types import EventTypeDeclaration, TelemetrySettings
+from bridge.core.settings.fields import CleanSecret, CleanText, Duration, RateLimit, Size
+from bridge.core.settings.pipe import check_reply_topic, check_response_topics
+from bridge.core.settings.templates import check_filter, check_template
 from bridge.errors import TemplateError
 
 __all__ = [
@@ -288,7 +288,7 @@ class Subscription(_Model):
     proxy: str | None = Field(default=None, pattern=r"^http://[^\s/]+")
     pipe_max_reply: Size = 64 * 1024  # pipe: a longer answer is not published
     filter_plugin: str | None = None  # a predicate from the hookbridge.filters entry points
-    batch: BatchSettings | None = None  # several events per POST (see bridge.config.batch)
+    batch: BatchSettings | None = None  # several events per POST (see bridge.core.settings.batch)
 
     _url = field_validator("url")(check_http_url)
     _reply_topic = field_validator("reply_topic")(check_reply_topic)

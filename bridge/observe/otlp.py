@@ -1,4 +1,4 @@
-"""Optional OpenTelemetry export of the bridge's spans (:mod:`bridge.core.spans`) over OTLP/HTTP.
+"""Optional OpenTelemetry export of the bridge's spans (:mod:`bridge.observe.spans`) over OTLP/HTTP.
 
 With ``tracing.otlp_endpoint`` set (and the ``otlp`` extra installed:
 ``pip install 'hookbridge[otlp]'``), the bridge exports, per event:
@@ -22,14 +22,29 @@ SDK's to log; they never slow down or fail a delivery.
 
 from __future__ import annotations
 
-from bridge.config import TracingSettings
-from bridge.core.spans import NoSpans, Span, Spans
+from collections.abc import Mapping
+from typing import Protocol
+
+from pydantic import SecretStr
+
 from bridge.errors import ConfigError
-from bridge.logs import get_logger
+from bridge.observe.logs import get_logger
+from bridge.observe.spans import NoSpans, Span, Spans
 
 __all__ = ["OtlpSpans", "open_spans"]
 
 log = get_logger("hookbridge.tracing")
+
+
+class TracingSettings(Protocol):
+    """What the exporter needs of ``tracing:`` (:class:`bridge.config.TracingSettings`)."""
+
+    @property
+    def otlp_endpoint(self) -> str | None: ...
+    @property
+    def headers(self) -> Mapping[str, SecretStr]: ...
+    @property
+    def service_name(self) -> str: ...
 
 
 class OtlpSpans:
@@ -38,6 +53,7 @@ class OtlpSpans:
     enabled = True
 
     def __init__(self, settings: TracingSettings) -> None:
+        assert settings.otlp_endpoint is not None
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.resources import Resource

@@ -10,7 +10,7 @@ that are not its own (another device's commands, say).
 
 from __future__ import annotations
 
-from bridge.config.templates import check_filter, check_template
+from bridge.core.settings.templates import check_filter, check_template
 from bridge.errors import TemplateError
 
 __all__ = ["EVENT_ROOTS", "check_reply_topic", "check_response_topics"]

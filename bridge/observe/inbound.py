@@ -9,13 +9,16 @@ from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from bridge.store.outbox import OutboxKind
-
 __all__ = ["InboundMetrics"]
+
+_REPLY = "reply"  # bridge.store.outbox.OutboxKind.REPLY (a StrEnum: equal to its value)
 
 
 class InboundMetrics:
-    """Registered on the bridge's own registry (see :class:`bridge.admin.metrics.Metrics`)."""
+    """Registered on the bridge's own registry (see :class:`bridge.observe.metrics.Metrics`).
+
+    ``kind`` is an outbox message's kind: ``reply`` (a pipe answer) or ``inbound``.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         counter = partial(Counter, registry=registry)
@@ -64,11 +67,11 @@ class InboundMetrics:
             "Age of the oldest inbound message waiting to be published (0 when none)",
         )
 
-    def published_of(self, kind: OutboxKind) -> Counter:
-        return self.replies_published if kind is OutboxKind.REPLY else self.published
+    def published_of(self, kind: str) -> Counter:
+        return self.replies_published if kind == _REPLY else self.published
 
-    def failed_of(self, kind: OutboxKind) -> Counter:
-        return self.replies_failed if kind is OutboxKind.REPLY else self.failed
+    def failed_of(self, kind: str) -> Counter:
+        return self.replies_failed if kind == _REPLY else self.failed
 
-    def dead_of(self, kind: OutboxKind) -> Counter:
-        return self.replies_dead if kind is OutboxKind.REPLY else self.dead
+    def dead_of(self, kind: str) -> Counter:
+        return self.replies_dead if kind == _REPLY else self.dead
