@@ -168,16 +168,14 @@ def concrete_subclasses(package: str) -> list[str]:
 
     found: list[str] = []
     root = importlib.import_module(package)
-    names = [package] + [
-        m.name for m in pkgutil.walk_packages(root.__path__, prefix=f"{package}.")
-    ]
+    names = [package] + [m.name for m in pkgutil.walk_packages(root.__path__, prefix=f"{package}.")]
     for name in names:
         module = importlib.import_module(name)
         for cls_name, cls in inspect.getmembers(module, inspect.isclass):
             if cls.__module__ != name:
                 continue  # imported here, defined elsewhere
             for base in cls.__mro__[1:]:
-                ours = base.__module__.split(".")[0] == package.split(".")[0]
+                ours = base.__module__.split(".")[0] == package.split(".", maxsplit=1)[0]
                 contract = getattr(base, "_is_protocol", False) or inspect.isabstract(base)
                 if ours and not contract:
                     found.append(f"{name}.{cls_name}({base.__module__}.{base.__qualname__})")
