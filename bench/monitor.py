@@ -21,10 +21,12 @@ class Monitor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
         self.cpu_at_start = 0.0
+        self.io_at_start: dict[str, int] = {}
 
     def __enter__(self) -> Monitor:
         # Start-up (imports, npm modules) is not the work being measured.
         self.cpu_at_start = self.cpu_seconds()
+        self.io_at_start = self.io_counts()
         self._thread.start()
         return self
 
@@ -66,3 +68,25 @@ class Monitor:
                 continue
             total += times.user + times.system + times.children_user + times.children_system
         return total
+
+    def io_counts(self) -> dict[str, int]:
+        """System calls and bytes of the tree so far: reads, writes, bytes written, and
+        the times it waited (voluntary context switches). Counts, unlike CPU seconds,
+        hardly move with what else the machine is doing."""
+        totals = {"reads": 0, "writes": 0, "written": 0, "waits": 0}
+        for proc in self._tree():
+            try:
+                io = proc.io_counters()
+                switches = proc.num_ctx_switches()
+            except (psutil.Error, AttributeError):
+                continue
+            totals["reads"] += io.read_count
+            totals["writes"] += io.write_count
+            totals["written"] += getattr(io, "write_chars", io.write_bytes)
+            totals["waits"] += switches.voluntary
+        return totals
+
+    def io_used(self) -> dict[str, int]:
+        """What :meth:`io_counts` counted since the monitor started."""
+        now = self.io_counts()
+        return {key: now[key] - self.io_at_start.get(key, 0) for key in now}

@@ -29,6 +29,22 @@ def per_event(cpu_s: float, delivered: int) -> float | None:
     return round(cpu_s / delivered * 1e6, 1) if delivered else None
 
 
+def per_event_io(counts: list[dict[str, int]], delivered: int) -> dict[str, float | None]:
+    """System calls, bytes written and waits of the bridge per delivered event (counts:
+    steadier than CPU seconds on a busy machine, and what fewer commits and hand-overs
+    should lower)."""
+    if not delivered:
+        return {}
+    total = {
+        key: sum(c.get(key, 0) for c in counts) for key in ("reads", "writes", "written", "waits")
+    }
+    return {
+        "syscalls_per_event": round((total["reads"] + total["writes"]) / delivered, 2),
+        "written_kb_per_event": round(total["written"] / 1024 / delivered, 2),
+        "waits_per_event": round(total["waits"] / delivered, 2),
+    }
+
+
 def wait_idle(pid: int, *, timeout: float, busy: float = 0.15) -> None:
     """Wait until the process tree uses less than ``busy`` of a core for two seconds."""
     try:
@@ -120,7 +136,9 @@ def run_one(
                 _drive(scenario, started[0], receiver, broker, monitors[0], database=database)
             )
             result["cpu_s"] = round(sum(m.cpu_used() for m in monitors), 2)
+            io = [m.io_used() for m in monitors]
         result["cpu_us_per_event"] = per_event(result["cpu_s"], result.get("delivered", 0))
+        result.update(per_event_io(io, result.get("delivered", 0)))
         result["broker_dropped"] = broker.dropped()
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT

@@ -1,11 +1,14 @@
 """The recorder: attempt results written back to the store in batches.
 
 Attempts finish one by one; writing each result in its own transaction would
-make the store the bottleneck. The recorder gathers what finishes within a few
-milliseconds (at most :data:`RECORD_BATCH`) and writes it in one commit, then
-tells the dispatcher which deliveries are settled. A batch the store refuses is
-retried with backoff; one given up on is sent again when its lease runs out, so
-at-least-once holds either way.
+make the store the bottleneck. The recorder writes what has finished (at most
+:data:`RECORD_BATCH`) as one lazy write: it rides in the next commit the store
+makes anyway (an ingest batch, at a steady rate a few milliseconds away) in a
+savepoint of its own, or is committed alone within 10 ms. What finishes while
+one write waits goes in the next. Then it tells the dispatcher which
+deliveries are settled. A batch the store refuses is retried with backoff; one
+given up on is sent again when its lease runs out, so at-least-once holds
+either way.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ log = get_logger("hookbridge.dispatch")
 
 RECORD_BATCH = 512
 """At most this many results per commit: what a kill can lose unrecorded stays bounded."""
-_RECORD_INTERVAL = 0.005
 _ERROR_PAUSE = 1.0
 
 Settled = Callable[[set[str]], None]
@@ -73,9 +75,6 @@ class Recorder:
     async def _round(self) -> bool:
         """Write one batch of results; True once finishing with nothing left."""
         await self._wake.wait()
-        if not self._finishing and len(self._records) < RECORD_BATCH:
-            # Let a burst of results gather: one commit for many attempts.
-            await asyncio.sleep(_RECORD_INTERVAL)
         self._wake.clear()
         # At most one batch per commit; the rest goes in the next round at once.
         batch = self._records[:RECORD_BATCH]
@@ -93,7 +92,11 @@ class Recorder:
         delay = 0.1
         for _ in range(100):
             try:
-                await self._store.record_attempts(batch, now=self._clock())
+                # Lazy: results need no commit of their own (see the module docstring);
+                # when finishing, nothing else may come to carry them.
+                await self._store.record_attempts(
+                    batch, now=self._clock(), lazy=not self._finishing
+                )
             except StoreError as exc:
                 log.error("cannot record attempts; will retry", error=str(exc), count=len(batch))
                 await asyncio.sleep(delay)

@@ -125,8 +125,13 @@ class Store(OutboxStore, ABC):
     # -- what a backend provides ------------------------------------------------------
 
     @abstractmethod
-    async def _run(self, work: Callable[[Any], Any], *, action: str, write: bool = True) -> Any:
-        """Run ``work(conn)`` as one transaction (a writer's, or a reader's snapshot)."""
+    async def _run(
+        self, work: Callable[[Any], Any], *, action: str, write: bool = True, lazy: bool = False
+    ) -> Any:
+        """Run ``work(conn)`` as one transaction (a writer's, or a reader's snapshot).
+
+        A ``lazy`` write may wait a few milliseconds to share a transaction that
+        another write starts (SQLite's group commit); it is still its own unit."""
 
     @abstractmethod
     async def open(self) -> None:
@@ -148,9 +153,9 @@ class Store(OutboxStore, ABC):
         it keeps none the bridge should watch (PostgreSQL's is the server's business)."""
         return None
 
-    async def _write(self, action: str, *args: Any) -> Any:
+    async def _write(self, action: str, *args: Any, lazy: bool = False) -> Any:
         operation = self._operations[action]
-        return await self._run(lambda conn: operation(conn, *args), action=action)
+        return await self._run(lambda conn: operation(conn, *args), action=action, lazy=lazy)
 
     async def _read(self, action: str, *args: Any) -> Any:
         operation = self._operations[action]
@@ -280,7 +285,11 @@ class Store(OutboxStore, ABC):
         return due
 
     async def record_attempts(
-        self, results: Sequence[tuple[AttemptRecord, AttemptOutcome]], *, now: float
+        self,
+        results: Sequence[tuple[AttemptRecord, AttemptOutcome]],
+        *,
+        now: float,
+        lazy: bool = False,
     ) -> None:
         """Record attempts and apply their outcomes; releases the leases.
 
@@ -288,8 +297,9 @@ class Store(OutboxStore, ABC):
         the delivery still has that token (nobody claimed it since); the
         attempt itself is kept in the history either way. A record's ``reply``
         (pipe mode) goes into the MQTT outbox in the same transaction, under the
-        same token rule; its id makes recording the same attempt twice store it once."""
-        await self._write("record_attempts", results, now)
+        same token rule; its id makes recording the same attempt twice store it once.
+        ``lazy``: the results may wait (at most 10 ms) to share another write's commit."""
+        await self._write("record_attempts", results, now, lazy=lazy)
 
     async def heartbeat(self) -> None:
         """Renew this instance's heartbeat row (the store's ``owner``), stamped with

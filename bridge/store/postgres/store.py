@@ -96,7 +96,12 @@ class PostgresStore(Store):
     # -- connections ------------------------------------------------------------------
 
     async def _run(
-        self, work: Callable[[Any], Awaitable[T]], *, action: str, write: bool = True
+        self,
+        work: Callable[[Any], Awaitable[T]],
+        *,
+        action: str,
+        write: bool = True,
+        lazy: bool = False,  # every transaction has its own connection here: nothing to ride in
     ) -> T:
         """Run ``work`` as one transaction on a pooled connection (reads on the read pool)."""
         pool = self._pool if write else self._read_pool

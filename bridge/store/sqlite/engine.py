@@ -58,6 +58,8 @@ _UNAVAILABLE_TEXT = (
     "database table is locked",
 )
 _READERS = 2
+LAZY_WAIT = 0.010
+"""The longest a lazy write waits for another transaction to ride in (seconds)."""
 
 
 def translate(exc: sqlite3.Error, action: str) -> StoreError:
@@ -190,6 +192,9 @@ class SQLiteEngine:
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._jobs: list[_Job] = []  # writes waiting for the writer thread
+        self._riders: list[_Job] = []  # lazy writes waiting for a transaction to ride in
+        self._riders_due = False  # they waited long enough: the next drain takes them alone
+        self._kick: asyncio.TimerHandle | None = None  # starts lazy writes nobody took
         self._draining = False  # a drain is queued or running on the writer thread
         self._checkpointer: Checkpointer | None = None
 
@@ -311,28 +316,64 @@ class SQLiteEngine:
         # the thread; callers only act on what they saw committed, so that is safe.
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
 
-    async def write(self, work: Callable[[sqlite3.Connection], T], *, action: str) -> T:
+    async def write(
+        self, work: Callable[[sqlite3.Connection], T], *, action: str, lazy: bool = False
+    ) -> T:
         """Run ``work`` in a write transaction on the writer thread, with the writes
-        that queue up beside it (see the class docstring)."""
+        that queue up beside it (see the class docstring).
+
+        A ``lazy`` write does not wake the writer: it rides in the next transaction
+        anything else starts, or starts one itself after :data:`LAZY_WAIT`. Attempt
+        results are written so (they need no commit of their own, and at a steady
+        rate an ingest commit comes within a few milliseconds); a lazy write still
+        has its own savepoint, so its failure never touches the ingest beside it.
+        """
         writer = self._writer
         if writer is None:
             raise StoreError("the store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[object] = loop.create_future()
         with self._lock:
-            self._jobs.append((work, action, future))
-            start, self._draining = not self._draining, True
+            (self._riders if lazy else self._jobs).append((work, action, future))
+            start = not self._draining and not lazy
+            if start:
+                self._draining = True
         if start:
             writer.submit(self._drain, loop)
+        elif lazy and self._kick is None:
+            self._kick = loop.call_later(LAZY_WAIT, self._start_lazy, loop)
         # If the awaiting task is cancelled the write still runs to its end on the
         # thread; callers only act on what they saw committed, so that is safe.
         return cast("T", await future)
+
+    def _start_lazy(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Lazy writes waited long enough: they go in the next transaction, alone if
+        nothing else comes."""
+        self._kick = None
+        writer = self._writer
+        with self._lock:
+            self._riders_due = True
+            start = bool(self._riders) and not self._draining and writer is not None
+            if start:
+                self._draining = True
+        if start and writer is not None:
+            writer.submit(self._drain, loop)
+
+    def _take(self) -> list[_Job]:
+        """Under the lock: the next transaction's jobs. Lazy ones ride with others, or
+        go alone once they have waited :data:`LAZY_WAIT`."""
+        jobs, self._jobs = self._jobs, []
+        if self._riders and (jobs or self._riders_due):
+            jobs = [*jobs, *self._riders]
+            self._riders = []
+            self._riders_due = False
+        return jobs
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the writer thread: run queued writes until none is left."""
         while True:
             with self._lock:
-                jobs, self._jobs = self._jobs, []
+                jobs = self._take()
                 if not jobs:
                     self._draining = False
                     return

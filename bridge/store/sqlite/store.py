@@ -98,11 +98,16 @@ class SQLiteStore(Store):
         return f"SQLiteStore(path={str(self.path)!r}, read_only={self.read_only})"
 
     async def _run(
-        self, work: Callable[[sqlite3.Connection], T], *, action: str, write: bool = True
+        self,
+        work: Callable[[sqlite3.Connection], T],
+        *,
+        action: str,
+        write: bool = True,
+        lazy: bool = False,
     ) -> T:
         """Run ``work`` as one transaction: writes on the writer thread, reads on a reader."""
         if write:
-            return await self._engine.write(work, action=action)
+            return await self._engine.write(work, action=action, lazy=lazy)
         return await self._engine.read(work, action=action)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
