@@ -182,17 +182,51 @@ class LeaseStoreContract:
         assert await ingest("b", item(2, "b-1", dup=True)) == 1
         assert await ingest("a", item(3, "a-2", dup=True)) == 0
 
+    async def test_a_first_success_lives_on_its_deliverys_row_and_shows_in_its_history(
+        self, store: Store
+    ) -> None:
+        first = await _one_leased(store, "a", n=1)
+        record = AttemptRecord(first.id, 1, T0 + 1, 7.5, 200, None, "ok", first.lease_token)
+        await store.record_attempts([(record, AttemptOutcome(DELIVERED))], now=T0 + 2)
+        assert await store.attempts(first.id) == [
+            AttemptRecord(first.id, 1, T0 + 1, 7.5, 200, None, "ok")
+        ]
+        # A retried one keeps every attempt: rows for each, none twice.
+        second = await _one_leased(store, "a", n=2)
+        tries = [
+            (AttemptRecord(second.id, 1, T0 + 1, 5.0, 503, "HTTP 503", None, None),
+             AttemptOutcome(PENDING, next_attempt_at=T0 + 2)),
+            (AttemptRecord(second.id, 2, T0 + 3, 6.0, 200, None, "ok", None),
+             AttemptOutcome(DELIVERED)),
+        ]  # fmt: skip
+        for one in tries:
+            await store.record_attempts([one], now=T0 + 4)
+        history = await store.attempts(second.id)
+        assert [(r.attempt, r.status_code) for r in history] == [(1, 503), (2, 200)]
+
     async def test_purge_goes_through_many_chunks(self, store: Store) -> None:
         count = 2500  # more than two chunks of deliveries, then the events
         items = [Accepted(_event(n), ("crm",), T0) for n in range(count)]
         result = await store.ingest(items, [], now=T0, owner="a", lease_until=T0 + LEASE)
+        # A failed first attempt each (an attempt row), then the success (its row's summary).
+        failed = [
+            (
+                _record(d, at=T0 + 1, code=500, token=d.lease_token),
+                AttemptOutcome(PENDING, next_attempt_at=T0),
+            )
+            for d in result.deliveries
+        ]
+        await store.record_attempts(failed, now=T0 + 1)
         outcomes = [
-            (_record(d, at=T0 + 1, code=200, token=d.lease_token), AttemptOutcome(DELIVERED))
+            (
+                AttemptRecord(d.id, 2, T0 + 1, 5.0, 200, None, None, None),
+                AttemptOutcome(DELIVERED),
+            )
             for d in result.deliveries
         ]
         await store.record_attempts(outcomes, now=T0 + 1)
         removed = await store.purge(delivered_before=T0 + 2, dead_before=T0 + 2)
-        assert removed == 3 * count  # attempts, deliveries, events
+        assert removed == 4 * count  # two attempts each, deliveries, events
         counts = await store.counts()
         assert (counts["delivered"], counts["events"]) == (0, 0)
 

@@ -18,6 +18,7 @@ __all__ = [
     "COUNT_REJECTED",
     "GET_DELIVERY",
     "GET_EVENT",
+    "LAST_ATTEMPT",
     "LAST_PACKETS_SEQ",
     "LIST_REJECTED",
     "LOG_PACKETS",
@@ -61,6 +62,10 @@ REQUEUE = """UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, lea
     WHERE id = ?2"""
 RESUME_AGE = """UPDATE deliveries SET age_from = coalesce(age_from, created_at) + ?1
     WHERE subscription = ?2 AND status = 'pending'"""
+
+# A delivery's last attempt as its row keeps it (bridge.store.common.summarised_attempt).
+LAST_ATTEMPT = """SELECT id, attempts, last_started_at, last_latency_ms, last_status_code,
+    last_error, last_excerpt FROM deliveries WHERE id = ?1"""
 
 # The packet log (bridge.store.packets): one row per commit, the newest read first.
 RECENT_PACKETS = """SELECT connection, packets FROM ingest_packets WHERE client_id = ?1

@@ -74,7 +74,9 @@ async def get_delivery(conn: Any, delivery_id: str) -> rows.Delivery | None:
 
 
 async def attempts(conn: Any, delivery_id: str) -> list[rows.AttemptRecord]:
-    return [rows.AttemptRecord(*row) for row in await conn.fetch(sql.ATTEMPTS, delivery_id)]
+    stored = [rows.AttemptRecord(*row) for row in await conn.fetch(sql.ATTEMPTS, delivery_id)]
+    last = await conn.fetchrow(pg(shared.LAST_ATTEMPT), delivery_id)
+    return common.with_summarised(stored, last)
 
 
 async def get_event(conn: Any, event_id: str) -> Event | None:

@@ -91,19 +91,31 @@ _INSERT_DELIVERIES = """INSERT INTO deliveries
 _INSERT_REJECTED = """INSERT INTO rejected (received_at, topic, payload, reason, detail)
     SELECT * FROM unnest($1::float8[], $2::text[], $3::bytea[], $4::text[], $5::text[])"""
 # A vanished delivery must not fail the whole batch of attempts: its row is skipped.
+# A first success (u.first, see common.first_success) gets no row when its outcome was
+# applied (the delivery's row then holds exactly this attempt: its start) and it is
+# the delivery's only attempt (no fenced-out try before it).
 _INSERT_ATTEMPTS = """INSERT INTO attempts
     (delivery_id, attempt, started_at, latency_ms, status_code, error, response_excerpt)
-    SELECT u.* FROM unnest($1::text[], $2::int[], $3::float8[], $4::float8[], $5::int[],
-                           $6::text[], $7::text[])
-        AS u (delivery_id, attempt, started_at, latency_ms, status_code, error, excerpt)
-    WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = u.delivery_id)"""
+    SELECT u.delivery_id, u.attempt, u.started_at, u.latency_ms, u.status_code, u.error,
+           u.excerpt
+    FROM unnest($1::text[], $2::int[], $3::float8[], $4::float8[], $5::int[],
+                $6::text[], $7::text[], $8::bool[])
+        AS u (delivery_id, attempt, started_at, latency_ms, status_code, error, excerpt, first)
+    WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = u.delivery_id)
+      AND NOT (u.first AND EXISTS (SELECT 1 FROM deliveries WHERE id = u.delivery_id
+                                   AND attempts = u.attempt
+                                   AND last_started_at = u.started_at)
+               AND NOT EXISTS (SELECT 1 FROM attempts WHERE delivery_id = u.delivery_id))"""
+# The row keeps its last attempt (start, latency, excerpt with the code and error).
 _APPLY_OUTCOMES = """UPDATE deliveries AS d SET status = u.status,
     attempts = greatest(d.attempts, u.attempt), next_attempt_at = u.next_at,
     dead_reason = u.reason, last_status_code = u.code, last_error = u.error,
-    lease_owner = NULL, lease_until = NULL, updated_at = $8
+    lease_owner = NULL, lease_until = NULL, updated_at = $8,
+    last_started_at = u.started_at, last_latency_ms = u.latency_ms, last_excerpt = u.excerpt
     FROM unnest($1::text[], $2::text[], $3::int[], $4::float8[], $5::text[], $6::int[],
-                $7::text[], $9::bigint[])
-        AS u (id, status, attempt, next_at, reason, code, error, token)
+                $7::text[], $9::bigint[], $10::float8[], $11::float8[], $12::text[])
+        AS u (id, status, attempt, next_at, reason, code, error, token, started_at,
+              latency_ms, excerpt)
     WHERE d.id = u.id AND (u.token IS NULL OR d.lease_token = u.token)"""
 
 
@@ -232,16 +244,15 @@ async def store_items(
 async def record_attempts(
     conn: Any, results: Sequence[tuple[AttemptRecord, AttemptOutcome]], now: float
 ) -> None:
-    """Insert the attempts and apply each outcome; every lease involved is dropped."""
+    """Apply each outcome and keep each attempt; every lease involved is dropped.
+
+    The delivery's row keeps its last attempt; an attempt row is written for
+    every other attempt, and for a first success only when its outcome was fenced
+    out (see :func:`bridge.store.common.first_success`).
+    """
     if not results:
         return
     records = [record for record, _ in results]
-    await conn.execute(
-        _INSERT_ATTEMPTS,
-        *columns(
-            records, "delivery_id attempt started_at latency_ms status_code error response_excerpt"
-        ),
-    )
     statuses: list[str] = []
     next_ats: list[float | None] = []
     reasons: list[str | None] = []
@@ -261,6 +272,16 @@ async def record_attempts(
         [r.error for r in records],
         now,
         [r.lease_token for r in records],
+        [r.started_at for r in records],
+        [r.latency_ms for r in records],
+        [r.response_excerpt for r in records],
+    )
+    await conn.execute(
+        _INSERT_ATTEMPTS,
+        *columns(
+            records, "delivery_id attempt started_at latency_ms status_code error response_excerpt"
+        ),
+        [common.first_success(record, outcome) for record, outcome in results],
     )
     # Pipe answers with the results they came with: one commit (bridge.store.postgres.replies).
     await commit_replies(conn, results)

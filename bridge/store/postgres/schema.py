@@ -254,6 +254,11 @@ _PACKET_LOG = (
     )""",
     "DROP TABLE ingest_watermarks",
     "DROP INDEX events_content_hash",
+    # A delivery's row keeps its last attempt, so a first success needs no attempt
+    # row of its own (bridge.store.common.first_success).
+    "ALTER TABLE deliveries ADD COLUMN last_started_at double precision",
+    "ALTER TABLE deliveries ADD COLUMN last_latency_ms double precision",
+    "ALTER TABLE deliveries ADD COLUMN last_excerpt text",
 )
 
 

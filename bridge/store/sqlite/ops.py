@@ -89,7 +89,8 @@ def get_delivery(conn: sqlite3.Connection, delivery_id: str) -> rows.Delivery | 
 
 
 def attempts(conn: sqlite3.Connection, delivery_id: str) -> list[rows.AttemptRecord]:
-    return [rows.AttemptRecord(*row) for row in conn.execute(sql.ATTEMPTS, (delivery_id,))]
+    stored = [rows.AttemptRecord(*row) for row in conn.execute(sql.ATTEMPTS, (delivery_id,))]
+    return common.with_summarised(stored, _one(conn, shared.LAST_ATTEMPT, delivery_id))
 
 
 def get_event(conn: sqlite3.Connection, event_id: str) -> Event | None:

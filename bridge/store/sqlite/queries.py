@@ -21,6 +21,7 @@ from bridge.store.common import (
     DELIVERY_COLUMNS,
     FROM_DELIVERIES,
     event_values,
+    first_success,
     not_yet_stored,
     outcome_values,
 )
@@ -90,13 +91,21 @@ _QUEUE_WAITING = """SELECT 1 FROM deliveries
 _INSERT_REJECTED = """INSERT INTO rejected (received_at, topic, payload, reason, detail)
     VALUES (?, ?, ?, ?, ?)"""
 # A vanished delivery must not fail the whole batch of attempts: its row is skipped.
+# A first success (?8, see common.first_success) gets no row when the outcome above
+# was applied (the delivery's row then holds exactly this attempt: its start) and it
+# is the delivery's only attempt (no fenced-out try before it).
 _INSERT_ATTEMPT = """INSERT INTO attempts
     (delivery_id, attempt, started_at, latency_ms, status_code, error, response_excerpt)
-    SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)"""
+    SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)
+      AND NOT (?8 AND EXISTS (SELECT 1 FROM deliveries
+                              WHERE id = ?1 AND attempts = ?2 AND last_started_at = ?3)
+              AND NOT EXISTS (SELECT 1 FROM attempts WHERE delivery_id = ?1))"""
 # Fenced: a token that is no longer the delivery's (someone claimed it since) changes nothing.
+# The row keeps its last attempt (start, latency, excerpt with the code and error).
 _APPLY_OUTCOME = """UPDATE deliveries SET status = ?1, attempts = max(attempts, ?2),
     next_attempt_at = ?3, dead_reason = ?4, last_status_code = ?5, last_error = ?6,
-    lease_owner = NULL, lease_until = NULL, updated_at = ?7
+    lease_owner = NULL, lease_until = NULL, updated_at = ?7,
+    last_started_at = ?10, last_latency_ms = ?11, last_excerpt = ?12
     WHERE id = ?8 AND (?9 IS NULL OR lease_token = ?9)"""
 # Retention works in chunks of PURGE_CHUNK rows, one transaction each, so the
 # writer is never held for long.
@@ -203,7 +212,12 @@ def record_attempts(
     results: Sequence[tuple[AttemptRecord, AttemptOutcome]],
     now: float,
 ) -> None:
-    """Insert the attempts and apply each outcome; every lease involved is dropped."""
+    """Apply each outcome and keep each attempt; every lease involved is dropped.
+
+    The delivery's row keeps its last attempt; an attempt row is written for
+    every other attempt, and for a first success only when its outcome was fenced
+    out (see :func:`bridge.store.common.first_success`).
+    """
     attempt_rows = []
     outcome_rows = []
     for record, outcome in results:
@@ -216,6 +230,7 @@ def record_attempts(
                 record.status_code,
                 record.error,
                 record.response_excerpt,
+                first_success(record, outcome),
             )
         )
         status, next_at, reason = outcome_values(record, outcome, now)
@@ -230,10 +245,13 @@ def record_attempts(
                 now,
                 record.delivery_id,
                 record.lease_token,
+                record.started_at,
+                record.latency_ms,
+                record.response_excerpt,
             )
         )
-    conn.executemany(_INSERT_ATTEMPT, attempt_rows)
     conn.executemany(_APPLY_OUTCOME, outcome_rows)
+    conn.executemany(_INSERT_ATTEMPT, attempt_rows)
     # Pipe answers with the results they came with: one commit (bridge.store.sqlite.replies).
     commit_replies(conn, results)
 

@@ -240,6 +240,11 @@ _PACKET_LOG = (
     ) WITHOUT ROWID""",
     "DROP TABLE ingest_watermarks",
     "DROP INDEX events_content_hash",
+    # A delivery's row keeps its last attempt, so a first success needs no attempt
+    # row of its own (bridge.store.common.first_success).
+    "ALTER TABLE deliveries ADD COLUMN last_started_at REAL",
+    "ALTER TABLE deliveries ADD COLUMN last_latency_ms REAL",
+    "ALTER TABLE deliveries ADD COLUMN last_excerpt TEXT",
 )
 
 
