@@ -9,7 +9,8 @@ reads and writes the rows it decides on.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import orjson
 
@@ -84,14 +85,32 @@ _SAVE_PRESENCE = f"""INSERT INTO presence ({PRESENCE_COLUMNS})
 _EXISTING_IDS = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
 
 
-def _save(conn: sqlite3.Connection, states: Sequence[PresenceState]) -> None:
+# A sighting that changes nothing but the time a device was last seen: one column,
+# so the state index (state, device_id) is not rewritten (the upsert sets every column).
+_SEEN = "UPDATE presence SET last_seen = ? WHERE device_id = ?"
+
+
+def _save(
+    conn: sqlite3.Connection,
+    states: Sequence[PresenceState],
+    stored: Mapping[str, PresenceState] | None = None,
+) -> None:
+    known = stored or {}
+    seen = [s for s in states if _only_seen(known.get(s.device_id), s)]
+    if seen:
+        conn.executemany(_SEEN, [(s.last_seen, s.device_id) for s in seen])
     conn.executemany(
         _SAVE_PRESENCE,
         [
             (s.device_id, s.state.value, s.last_seen, s.changed_at, s.reason, s.heartbeat)
             for s in states
+            if not _only_seen(known.get(s.device_id), s)
         ],
     )
+
+
+def _only_seen(before: PresenceState | None, after: PresenceState) -> bool:
+    return before is not None and replace(before, last_seen=after.last_seen) == after
 
 
 def apply_presence(
@@ -105,8 +124,9 @@ def apply_presence(
     if not devices:
         return list(fresh), 0
     rows = conn.execute(_PRESENCE_OF, (orjson.dumps(devices).decode(),))
-    batch = decide_presence(fresh, {row[0]: presence_from_row(row) for row in rows}, policy, now)
-    _save(conn, batch.changed)
+    stored = {row[0]: presence_from_row(row) for row in rows}
+    batch = decide_presence(fresh, stored, policy, now)
+    _save(conn, batch.changed, stored)
     return _without_stored_synthetics(conn, batch.items, batch.synthetic), batch.collapsed
 
 
