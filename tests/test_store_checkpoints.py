@@ -75,11 +75,30 @@ def test_truncate_comes_only_after_a_passive_checkpoint_copied_every_frame(
         held_size = _log_size(path)
         reader.leave()
     statements.clear()
-    checkpoint_round(checkpointer, stats)
+    checkpoint_round(checkpointer, stats, truncate_over=0)
     assert stats.checkpointed == stats.wal_frames > 0
     assert statements == ["PRAGMA wal_checkpoint(PASSIVE)", "PRAGMA wal_checkpoint(TRUNCATE)"]
     assert stats.truncations == 1
     assert held_size > 100 * ROW and _log_size(path) == 0
+    checkpointer.close()
+
+
+def test_a_short_log_copied_back_is_left_for_the_writer_to_start_over(
+    tmp_path: Path, writer: sqlite3.Connection
+) -> None:
+    path = tmp_path / "t.db"
+    _fill(writer, 0, 50)
+    checkpointer = _connect(path, busy_ms=0)
+    statements: list[str] = []
+    checkpointer.set_trace_callback(statements.append)
+    stats = CheckpointStats()
+    checkpoint_round(checkpointer, stats)
+    assert stats.checkpointed == stats.wal_frames > 0
+    assert statements == ["PRAGMA wal_checkpoint(PASSIVE)"]  # no TRUNCATE: under the limit
+    size = _log_size(path)
+    # Every frame was copied: the next commit writes the log from its beginning again.
+    _fill(writer, 50, 1)
+    assert _log_size(path) == size
     checkpointer.close()
 
 
@@ -89,7 +108,7 @@ def test_truncate_never_waits_for_a_reader_and_is_tried_again_without_a_commit(
     path = tmp_path / "t.db"
     _fill(writer, 0, 50)
     # The connection waits a minute for locks: the checkpointer must not.
-    checkpointer = Checkpointer(lambda: _connect(path, busy_ms=60_000), period=0.1)
+    checkpointer = Checkpointer(lambda: _connect(path, busy_ms=60_000), period=0.1, truncate_over=0)
     checkpointer.start()
     try:
         with held_read(path, "SELECT count(*) FROM t", tmp_path / "reader.out") as reader:
@@ -119,7 +138,7 @@ def test_behind_a_writer_that_never_pauses_the_log_is_cut_back_at_the_pause(
     tmp_path: Path, writer: sqlite3.Connection
 ) -> None:
     path = tmp_path / "t.db"
-    checkpointer = Checkpointer(lambda: _connect(path), interval=0.01, period=0.1)
+    checkpointer = Checkpointer(lambda: _connect(path), interval=0.01, period=0.1, truncate_over=0)
     checkpointer.start()
     try:
         for k in range(3000):  # a backlog arriving: commit after commit, no pause
@@ -168,9 +187,9 @@ async def test_the_log_alert_fires_once_while_a_reader_stays_and_again_after_it_
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "s.db"
-    store = SQLiteStore(path)
-    await store.open()
     limit = 256 * 1024
+    store = SQLiteStore(path, log_alert=limit)
+    await store.open()
     sizes: list[int] = []
     alerts: list[int] = []
 

@@ -20,10 +20,14 @@ round is:
 * a PASSIVE checkpoint. It takes no lock that a commit waits for and copies
   every frame no reader still needs; a reader that stays keeps the rest, and
   the log grows behind it until the reader leaves;
-* only when that copied every frame, a TRUNCATE checkpoint with a busy
-  timeout of 0, which empties the file. If the writer is in a transaction or
-  a reader is still on the log it gives up at once, and a later round tries
-  again. It never waits for anyone.
+* only when that copied every frame and the log is longer than
+  :data:`JOURNAL_SIZE_LIMIT` (it grew behind a reader or a backlog), a
+  TRUNCATE checkpoint with a busy timeout of 0, which empties the file. If the
+  writer is in a transaction or a reader is still on the log it gives up at
+  once, and a later round tries again. It never waits for anyone. A shorter log
+  is left as it is: once every frame is copied the writer starts it over from
+  its beginning by itself, reusing the file, where emptying it every round
+  would make each commit grow it again (an ``ftruncate`` and a sync a round).
 
 Behind a writer that never pauses (a backlog arriving) the TRUNCATE may find
 the writer busy round after round; the log then grows until a pause, when a
@@ -58,6 +62,7 @@ CheckpointMode = Literal["auto", "external"]
 
 # What a log file the writer starts over is cut back to (its journal_size_limit).
 JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
+_PAGE = 4096  # SQLite's default page size: a frame of the log holds one page
 # How long a woken checkpointer lets commits gather before it copies them back.
 INTERVAL = 0.1
 # A round at least this often, commits or not: a reader that leaves while the
@@ -81,8 +86,11 @@ class CheckpointStats:
     checkpointed: int = 0
 
 
-def checkpoint_round(conn: sqlite3.Connection, stats: CheckpointStats) -> None:
-    """One round (see the module docstring) on ``conn``, whose busy timeout is 0.
+def checkpoint_round(
+    conn: sqlite3.Connection, stats: CheckpointStats, *, truncate_over: int = JOURNAL_SIZE_LIMIT
+) -> None:
+    """One round (see the module docstring) on ``conn``, whose busy timeout is 0; the
+    log is emptied when every frame was copied and it holds over ``truncate_over`` bytes.
 
     Raises sqlite3.Error when a checkpoint fails.
     """
@@ -91,7 +99,7 @@ def checkpoint_round(conn: sqlite3.Connection, stats: CheckpointStats) -> None:
     stats.wal_frames, stats.checkpointed = int(frames), int(copied)
     # busy: another connection (Litestream's, say) is checkpointing; frames is -1
     # when the file is not in WAL mode. Nothing to cut back in either case.
-    if busy or frames <= 0 or copied < frames:
+    if busy or frames <= 0 or copied < frames or frames * _PAGE <= truncate_over:
         return
     busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     if busy:
@@ -109,10 +117,12 @@ class Checkpointer:
         *,
         interval: float = INTERVAL,
         period: float = PERIOD,
+        truncate_over: int = JOURNAL_SIZE_LIMIT,
     ) -> None:
         self._connect = connect
         self._interval = interval
         self._period = period
+        self._truncate_over = truncate_over
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -168,7 +178,7 @@ class Checkpointer:
 
     def _round(self, conn: sqlite3.Connection) -> bool:
         try:
-            checkpoint_round(conn, self.stats)
+            checkpoint_round(conn, self.stats, truncate_over=self._truncate_over)
         except sqlite3.Error as exc:
             self.stats.failures += 1
             log.warning("WAL checkpoint failed; will retry", error=str(exc))

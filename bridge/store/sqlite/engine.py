@@ -179,12 +179,18 @@ class SQLiteEngine:
         read_only: bool,
         synchronous: str = "NORMAL",
         checkpoints: CheckpointMode = "auto",
+        log_alert: int | None = None,
     ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         self.synchronous = synchronous
         self.read_only = read_only
         self.checkpoint_mode = checkpoints
+        # A log cut back only past the writer's own limit would stay over a lower
+        # store.log_alert once a reader left: cut it back under half the alert too.
+        self._truncate_over = (
+            JOURNAL_SIZE_LIMIT if log_alert is None else min(JOURNAL_SIZE_LIMIT, log_alert // 2)
+        )
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -271,7 +277,7 @@ class SQLiteEngine:
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
             if self.checkpoint_mode == "auto":
-                self._checkpointer = Checkpointer(self.connect)
+                self._checkpointer = Checkpointer(self.connect, truncate_over=self._truncate_over)
                 self._checkpointer.start()
 
     async def close(self, last: Callable[[sqlite3.Connection], None] | None) -> None:

@@ -69,6 +69,7 @@ class SQLiteStore(Store):
         read_only: bool = False,
         owner: str = "",
         checkpoints: CheckpointMode = "auto",
+        log_alert: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.synchronous = synchronous
@@ -81,6 +82,7 @@ class SQLiteStore(Store):
             read_only=read_only,
             synchronous=synchronous,
             checkpoints=checkpoints,
+            log_alert=log_alert,
         )
 
     @classmethod
@@ -90,6 +92,7 @@ class SQLiteStore(Store):
             synchronous=settings.synchronous,
             owner=owner,
             checkpoints=settings.checkpoints,
+            log_alert=settings.log_alert,
         )
         store.takeover_after = settings.takeover_after
         return store
