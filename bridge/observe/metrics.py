@@ -112,6 +112,11 @@ class Metrics:
             "Deliveries that went dead unsent, held longer than retention.max_event_age",
             by_subscription,
         )
+        self.caught_up = counter(
+            "hookbridge_caught_up",
+            "Deliveries made due at once when their receiver answered again",
+            by_subscription,
+        )
         self.subscription_disabled = gauge(
             "hookbridge_subscription_disabled",
             "1 when the subscription is disabled",

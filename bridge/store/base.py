@@ -37,6 +37,7 @@ from bridge.core.events import Event
 from bridge.core.presence import Presence, PresenceState
 from bridge.errors import StoreError
 from bridge.store import common
+from bridge.store.catchup import CATCH_UP_OPERATIONS, CatchUpStore
 from bridge.store.leases import TAKEOVER_AFTER
 from bridge.store.outbox import OUTBOX_OPERATIONS, OutboxStore
 from bridge.store.rows import (
@@ -96,13 +97,15 @@ OPERATIONS = (
         ]
     )
     | OUTBOX_OPERATIONS
+    | CATCH_UP_OPERATIONS
 )
 """What every backend does, each ``name(conn, …)`` in one of its ``_sources`` modules."""
 
 
-class Store(OutboxStore, ABC):
+class Store(OutboxStore, CatchUpStore, ABC):
     """The durable outbox. Every method is one transaction (the MQTT outbox's are
-    :class:`bridge.store.outbox.OutboxStore`'s)."""
+    :class:`bridge.store.outbox.OutboxStore`'s, catching up and sending now
+    :class:`bridge.store.catchup.CatchUpStore`'s)."""
 
     owner: str
     takeover_after: float = TAKEOVER_AFTER  # a test may shorten it on one store

@@ -71,6 +71,7 @@ __all__ = [
     "prefix_range",
     "presence_from_row",
     "rejection_from_row",
+    "schedule_values",
     "subscription_state_from_row",
     "subscription_state_values",
 ]
@@ -78,7 +79,7 @@ __all__ = [
 # The columns ``delivery_from_row`` reads, in its order, and the join they come from.
 DELIVERY_COLUMNS = """d.id, d.subscription, d.attempts, d.created_at, d.status,
     d.next_attempt_at, e.body, d.dead_reason, d.last_status_code, d.last_error,
-    d.lease_token, d.age_from, e.context"""
+    d.lease_token, d.age_from, e.context, coalesce(d.retry_step, d.attempts), d.early"""
 FROM_DELIVERIES = "FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
 # The columns ``presence_from_row`` reads, in its order.
 PRESENCE_COLUMNS = "device_id, state, last_seen, changed_at, reason, heartbeat"
@@ -111,6 +112,8 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
         last_error=row[9],
         lease_token=row[10],
         age_from=row[11],
+        retry_step=row[13],
+        early=bool(row[14]),
     )
 
 
@@ -138,7 +141,7 @@ def rejection_from_row(row: Sequence[Any]) -> Rejection:
 
 def subscription_state_from_row(row: Sequence[Any]) -> SubscriptionState:
     """A row of (name, disabled, disabled_reason, failing_since, last_success,
-    last_failure, extra as JSON) as a SubscriptionState."""
+    last_failure, extra as JSON, catching_up) as a SubscriptionState."""
     return SubscriptionState(
         name=row[0],
         disabled=bool(row[1]),
@@ -147,11 +150,13 @@ def subscription_state_from_row(row: Sequence[Any]) -> SubscriptionState:
         last_success=row[4],
         last_failure=row[5],
         extra=orjson.loads(row[6]),
+        catching_up=row[7],
     )
 
 
 def subscription_state_values(state: SubscriptionState) -> tuple[Any, ...]:
-    """The column values ``subscription_state_from_row`` reads back."""
+    """The column values ``subscription_state_from_row`` reads back, but the catch-up
+    mark, which only ``end_streak`` and ``catch_up`` write."""
     return (
         state.name,
         state.disabled,
@@ -177,6 +182,15 @@ def outcome_values(
         next_at = outcome.next_attempt_at if outcome.next_attempt_at is not None else now
     reason = outcome.reason if outcome.status is DeliveryStatus.DEAD else None
     return outcome.status.value, next_at, reason
+
+
+def schedule_values(outcome: AttemptOutcome) -> tuple[int | None, int, float | None]:
+    """What an outcome tells a later catch-up, written on its delivery: the schedule's
+    step (None keeps the stored one), whether the failure was endpoint-wide (0 or 1,
+    as both stores keep it), the end of a Retry-After pause."""
+    pending = outcome.status is DeliveryStatus.PENDING
+    wide = int(pending and outcome.endpoint_wide)
+    return outcome.retry_step, wide, outcome.not_before if pending else None
 
 
 def delivery_counts(

@@ -255,7 +255,7 @@ class CircuitSettings(_Model):
     """The per-subscription circuit breaker (see :mod:`bridge.circuit`)."""
 
     failures: int = Field(default=5, ge=1, le=100_000)
-    cool_down: Duration = Field(default=30.0, ge=0.01)
+    cool_down: Duration = Field(default=10.0, ge=0.01)
     enabled: bool = True
 
 

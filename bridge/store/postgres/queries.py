@@ -97,13 +97,17 @@ _INSERT_ATTEMPTS = """INSERT INTO attempts
                            $6::text[], $7::text[])
         AS u (delivery_id, attempt, started_at, latency_ms, status_code, error, excerpt)
     WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = u.delivery_id)"""
+# What a catch-up reads (bridge.core.retry.schedule_after) goes with it: the step, an
+# endpoint-wide failure, a Retry-After's end; the attempt is no longer early.
 _APPLY_OUTCOMES = """UPDATE deliveries AS d SET status = u.status,
     attempts = greatest(d.attempts, u.attempt), next_attempt_at = u.next_at,
     dead_reason = u.reason, last_status_code = u.code, last_error = u.error,
-    lease_owner = NULL, lease_until = NULL, updated_at = $8
+    lease_owner = NULL, lease_until = NULL, updated_at = $8,
+    retry_step = coalesce(u.step, d.retry_step), endpoint_failure = u.wide,
+    not_before = u.not_before, early = 0
     FROM unnest($1::text[], $2::text[], $3::int[], $4::float8[], $5::text[], $6::int[],
-                $7::text[], $9::bigint[])
-        AS u (id, status, attempt, next_at, reason, code, error, token)
+                $7::text[], $9::bigint[], $10::int[], $11::smallint[], $12::float8[])
+        AS u (id, status, attempt, next_at, reason, code, error, token, step, wide, not_before)
     WHERE d.id = u.id AND (u.token IS NULL OR d.lease_token = u.token)"""
 
 
@@ -250,6 +254,7 @@ async def record_attempts(
         statuses.append(status)
         next_ats.append(next_at)
         reasons.append(reason)
+    schedules = [common.schedule_values(outcome) for _, outcome in results]
     await conn.execute(
         _APPLY_OUTCOMES,
         [r.delivery_id for r in records],
@@ -261,6 +266,7 @@ async def record_attempts(
         [r.error for r in records],
         now,
         [r.lease_token for r in records],
+        *(list(column) for column in zip(*schedules, strict=True)),
     )
     # Pipe answers with the results they came with: one commit (bridge.store.postgres.replies).
     await commit_replies(conn, results)

@@ -23,6 +23,7 @@ from bridge.store.common import (
     event_values,
     not_yet_stored,
     outcome_values,
+    schedule_values,
 )
 from bridge.store.heads import choose_heads, ordered_pairs
 from bridge.store.ids import new_delivery_ids
@@ -94,9 +95,12 @@ _INSERT_ATTEMPT = """INSERT INTO attempts
     (delivery_id, attempt, started_at, latency_ms, status_code, error, response_excerpt)
     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)"""
 # Fenced: a token that is no longer the delivery's (someone claimed it since) changes nothing.
+# What a catch-up reads (bridge.core.retry.schedule_after) goes with it: the step, an
+# endpoint-wide failure, a Retry-After's end; the attempt is no longer early.
 _APPLY_OUTCOME = """UPDATE deliveries SET status = ?1, attempts = max(attempts, ?2),
     next_attempt_at = ?3, dead_reason = ?4, last_status_code = ?5, last_error = ?6,
-    lease_owner = NULL, lease_until = NULL, updated_at = ?7
+    lease_owner = NULL, lease_until = NULL, updated_at = ?7,
+    retry_step = coalesce(?10, retry_step), endpoint_failure = ?11, not_before = ?12, early = 0
     WHERE id = ?8 AND (?9 IS NULL OR lease_token = ?9)"""
 # Retention works in chunks of PURGE_CHUNK rows, one transaction each, so the
 # writer is never held for long.
@@ -230,6 +234,7 @@ def record_attempts(
                 now,
                 record.delivery_id,
                 record.lease_token,
+                *schedule_values(outcome),
             )
         )
     conn.executemany(_INSERT_ATTEMPT, attempt_rows)

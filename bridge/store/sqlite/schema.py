@@ -12,6 +12,7 @@ import sqlite3
 import time
 
 from bridge.errors import StoreError
+from bridge.store import statements
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "schema_version"]
 
@@ -242,6 +243,23 @@ _PACKET_LOG = (
     "DROP INDEX events_content_hash",
 )
 
+# Catch-up after an outage (bridge.store.base.Store.catch_up): a delivery keeps the
+# retry schedule's step apart from its attempt count (NULL: as many as its
+# attempts), whether its last failure was endpoint-wide, the end of a Retry-After
+# pause, and whether it was made due early; a subscription keeps the time its
+# failing streak ended while its catch-up is not finished. Deliveries already
+# waiting after a refused, reset or timed-out attempt or a 5xx are marked as such
+# (a 503 is not: whether it asked for a pause was not kept).
+_CATCH_UP = (
+    "ALTER TABLE deliveries ADD COLUMN retry_step INTEGER",
+    "ALTER TABLE deliveries ADD COLUMN endpoint_failure INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE deliveries ADD COLUMN not_before REAL",
+    "ALTER TABLE deliveries ADD COLUMN early INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE subscription_state ADD COLUMN catching_up REAL",
+    statements.MARK_ENDPOINT_FAILURES,
+    statements.CATCH_UP_INDEX,
+)
+
 
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
@@ -256,6 +274,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _OUTBOX,
     _OUTBOX_REPLIES,
     _PACKET_LOG,
+    _CATCH_UP,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 
