@@ -220,3 +220,12 @@ class CatchUpStoreContract:
         assert await _due(store, held) == T0  # leased: untouched
         assert await _due(store, other) == other_due
         assert await store.flush("crm", now=T0 + 3) == 0
+
+    async def test_a_broker_counter_is_kept_per_broker(self, store: Store) -> None:
+        # Not a catch-up, but the same kind of shared, compared-once state (bridge.ingest.drops).
+        name = "publish/messages/dropped"
+        assert await store.note_broker_counter("mqtt://a:1883", name, 5, now=T0) is None
+        assert await store.note_broker_counter("mqtt://a:1883", name, 9, now=T0 + 1) == 5
+        assert await store.note_broker_counter("mqtt://a:1883", name, 9, now=T0 + 2) == 9
+        assert await store.note_broker_counter("mqtt://b:1883", name, 1, now=T0) is None
+        assert await store.note_broker_counter("mqtt://a:1883", name, 2, now=T0 + 3) == 9

@@ -130,6 +130,11 @@ class Metrics:
         self.broker_connected = gauge(
             "hookbridge_broker_connected", "1 while connected to the broker"
         )
+        self.broker_dropped = counter(
+            "hookbridge_broker_dropped_messages",
+            "Messages the broker counted as dropped (its $SYS counter, broker-wide: every "
+            "client's), as this bridge saw it grow",
+        )
         self.store_commit_latency = histogram(
             "hookbridge_store_commit_seconds",
             "Time to commit one ingest batch",

@@ -84,6 +84,7 @@ OPERATIONS = (
             "list_devices",
             "list_rejected",
             "next_due_at",
+            "note_broker_counter",
             "oldest_pending",
             "probe",
             "purge_chunk",
@@ -453,6 +454,15 @@ class Store(OutboxStore, CatchUpStore, ABC):
         deliveries' age starts that much later; returns how many were moved."""
         moved: int = await self._write("resume_age", subscription, paused_for)
         return moved
+
+    async def note_broker_counter(
+        self, broker: str, name: str, value: int, *, now: float
+    ) -> int | None:
+        """Keep ``value`` as the last seen of the broker's counter ``name``; returns the
+        one kept before (None the first time). One transaction: of two instances seeing
+        the same new value, only the first sees the old one."""
+        previous: int | None = await self._write("note_broker_counter", broker, name, value, now)
+        return previous
 
     async def is_writable(self) -> bool:
         """A cheap write probe: False when the store refuses writes (read-only, full)."""

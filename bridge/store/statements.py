@@ -13,6 +13,7 @@ import re
 from bridge.store.common import DELIVERY_COLUMNS, FROM_DELIVERIES
 
 __all__ = [
+    "BROKER_COUNTER",
     "CATCH_UP_INDEX",
     "CATCH_UP_STATE",
     "CAUGHT_UP",
@@ -27,6 +28,7 @@ __all__ = [
     "LIST_REJECTED",
     "LOG_PACKETS",
     "MARK_ENDPOINT_FAILURES",
+    "NOTE_BROKER_COUNTER",
     "PRUNE_PACKETS",
     "QUEUE_DEPTH",
     "RECENT_PACKETS",
@@ -95,6 +97,12 @@ CAUGHT_UP = """UPDATE deliveries SET next_attempt_at = ?2, early = 1
           AND updated_at <= ?3 AND (created_at > ?4 OR (created_at = ?4 AND id > ?5))
         ORDER BY created_at, id LIMIT ?6{lock})
     RETURNING created_at, id"""
+
+# The broker's counters (bridge.ingest.drops): the last value seen, then the new one.
+BROKER_COUNTER = "SELECT value FROM broker_counters WHERE broker = ?1 AND name = ?2"
+NOTE_BROKER_COUNTER = """INSERT INTO broker_counters (broker, name, value, seen_at)
+    VALUES (?1, ?2, ?3, ?4) ON CONFLICT (broker, name) DO UPDATE
+    SET value = excluded.value, seen_at = excluded.seen_at"""
 
 # Schema step 13 (catch-up), the same on both stores; never edited once released.
 MARK_ENDPOINT_FAILURES = """UPDATE deliveries SET endpoint_failure = 1

@@ -275,6 +275,19 @@ _CATCH_UP = (
     statements.CATCH_UP_INDEX,
 )
 
+# The broker's own counters the bridge watches (bridge.ingest.drops): the last value
+# seen of each, per broker, so what changed while the bridge was away shows at its
+# return.
+_BROKER_COUNTERS = (
+    """CREATE TABLE broker_counters (
+        broker text NOT NULL,
+        name text NOT NULL,
+        value bigint NOT NULL,
+        seen_at double precision NOT NULL,
+        PRIMARY KEY (broker, name)
+    )""",
+)
+
 
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
@@ -290,6 +303,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _OUTBOX_REPLIES,
     _PACKET_LOG,
     _CATCH_UP,
+    _BROKER_COUNTERS,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 

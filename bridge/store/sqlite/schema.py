@@ -260,6 +260,19 @@ _CATCH_UP = (
     statements.CATCH_UP_INDEX,
 )
 
+# The broker's own counters the bridge watches (bridge.ingest.drops): the last value
+# seen of each, per broker, so what changed while the bridge was away shows at its
+# return.
+_BROKER_COUNTERS = (
+    """CREATE TABLE broker_counters (
+        broker TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        seen_at REAL NOT NULL,
+        PRIMARY KEY (broker, name)
+    )""",
+)
+
 
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
@@ -275,6 +288,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _OUTBOX_REPLIES,
     _PACKET_LOG,
     _CATCH_UP,
+    _BROKER_COUNTERS,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 
