@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
-from bridge.store.rows import CatchUp
+from bridge.store.rows import AttemptOutcome, CatchUp, DeliveryStatus
 
 __all__ = [
     "CATCH_UP_CHUNK",
@@ -43,6 +43,7 @@ __all__ = [
     "FLUSH_MAX_CHUNKS",
     "CatchUpStore",
     "SendNow",
+    "schedule_values",
     "send_now_answer",
 ]
 
@@ -60,6 +61,15 @@ class SendNow(StrEnum):
     DUE = "due"  # pending, and now due
     IN_FLIGHT = "in_flight"  # pending under a live lease: its attempt decides
     FINISHED = "finished"  # delivered or dead: a retry requeues it instead
+
+
+def schedule_values(outcome: AttemptOutcome) -> tuple[int | None, int, float | None]:
+    """What an attempt's outcome tells a later catch-up, written on its delivery with
+    the outcome: the schedule's step (None keeps the stored one), whether the failure
+    was endpoint-wide (0 or 1, as both stores keep it), the end of a Retry-After pause."""
+    pending = outcome.status is DeliveryStatus.PENDING
+    wide = int(pending and outcome.endpoint_wide)
+    return outcome.retry_step, wide, outcome.not_before if pending else None
 
 
 def send_now_answer(found: Sequence[Any] | None) -> SendNow | None:

@@ -71,7 +71,6 @@ __all__ = [
     "prefix_range",
     "presence_from_row",
     "rejection_from_row",
-    "schedule_values",
     "subscription_state_from_row",
     "subscription_state_values",
 ]
@@ -184,15 +183,6 @@ def outcome_values(
     return outcome.status.value, next_at, reason
 
 
-def schedule_values(outcome: AttemptOutcome) -> tuple[int | None, int, float | None]:
-    """What an outcome tells a later catch-up, written on its delivery: the schedule's
-    step (None keeps the stored one), whether the failure was endpoint-wide (0 or 1,
-    as both stores keep it), the end of a Retry-After pause."""
-    pending = outcome.status is DeliveryStatus.PENDING
-    wide = int(pending and outcome.endpoint_wide)
-    return outcome.retry_step, wide, outcome.not_before if pending else None
-
-
 def delivery_counts(
     by_status: Iterable[Sequence[Any]], events: int, rejected: int
 ) -> dict[str, int]:
@@ -264,7 +254,13 @@ def decide_presence(
         if observation is None:
             result.append(item)
             continue
-        decision = decide(known.get(observation.device_id), observation, now, policy.offline_after)
+        decision = decide(
+            known.get(observation.device_id),
+            observation,
+            now,
+            policy.offline_after,
+            first_seen=policy.announce_first,
+        )
         if decision.state is not None:
             known[observation.device_id] = decision.state
             changed[observation.device_id] = decision.state

@@ -77,6 +77,8 @@ class PresencePolicy:
     # The timeout of a device that announced none; None: such devices never time out.
     offline_after: float | None
     announce: Callable[[Transition], Accepted]
+    # A device's first live event announces it (device.online, reason first_seen).
+    announce_first: bool = False
 
 
 @dataclass(frozen=True, slots=True)

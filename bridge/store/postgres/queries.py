@@ -15,6 +15,7 @@ from typing import Any
 from bridge.core.events import Event
 from bridge.core.outcomes import AttemptOutcome, DeliveryStatus
 from bridge.store import common, packets, statements
+from bridge.store.catchup import schedule_values
 from bridge.store.ids import new_delivery_ids
 from bridge.store.postgres import device, directory, leases
 from bridge.store.postgres.connect import columns
@@ -254,7 +255,7 @@ async def record_attempts(
         statuses.append(status)
         next_ats.append(next_at)
         reasons.append(reason)
-    schedules = [common.schedule_values(outcome) for _, outcome in results]
+    schedules = [schedule_values(outcome) for _, outcome in results]
     await conn.execute(
         _APPLY_OUTCOMES,
         [r.delivery_id for r in records],

@@ -17,13 +17,13 @@ import orjson
 
 from bridge.core.events import Event
 from bridge.store import packets, statements
+from bridge.store.catchup import schedule_values
 from bridge.store.common import (
     DELIVERY_COLUMNS,
     FROM_DELIVERIES,
     event_values,
     not_yet_stored,
     outcome_values,
-    schedule_values,
 )
 from bridge.store.heads import choose_heads, ordered_pairs
 from bridge.store.ids import new_delivery_ids
