@@ -113,6 +113,9 @@ async def test_every_event_goes_out_when_the_receiver_returns_not_at_its_slot(
             log = bridge.run_log()
             assert "endpoint answers again: catching up" in log
             assert "caught up" in log
+            # An outage is no error of the bridge's: warnings, never an ERROR line.
+            assert '"level": "error"' not in log
+            assert '"level": "warning"' in log  # the failed attempts
             status, metrics = await admin.call("GET", "/metrics")
             assert status == 200
             assert 'hookbridge_caught_up_total{subscription="crm"}' in str(metrics)
