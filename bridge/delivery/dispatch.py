@@ -265,7 +265,7 @@ class Dispatcher:
             return
         now = self._clock()
         await self._refresh_states(now)
-        if lane.catching_up:
+        if lane.catching_up and now >= lane.catch_up_at:
             await self._catch_up(lane, now)
         if lane.holding_back(now):
             # The receiver does not take deliveries now (open circuit, Retry-After):
@@ -316,6 +316,7 @@ class Dispatcher:
             chunk = await self._store.catch_up(lane.name, now=now, after=lane.catch_up_cursor)
         except StoreError as exc:
             log.warning("cannot catch up yet", subscription=lane.name, error=str(exc))
+            lane.catch_up_at = now + ERROR_PAUSE  # the mark stays: try again, gently
             return
         lane.catch_up_cursor = chunk.cursor
         if chunk.released:

@@ -79,6 +79,7 @@ class Lane:
         self.gather_until: float | None = None
         # Catching up (bridge.store.catchup): a chunk is due; where the last one ended.
         self.catching_up = False
+        self.catch_up_at = 0.0  # the next chunk not before (a store that refused it)
         self.catch_up_cursor: tuple[float, str] | None = None
         self.caught_up = 0  # deliveries this catch-up made due so far
         self.ending_streak: float | None = None  # a streak's end the store has not taken
@@ -176,8 +177,8 @@ class Lane:
             timeout = ERROR_PAUSE  # a state the store refused: try again soon
         if self.paused:
             return timeout
-        if self.catching_up:
-            return _MIN_WAIT  # the next chunk; each is a short transaction of its own
+        if self.catching_up:  # the next chunk; each is a short transaction of its own
+            return max(min(timeout, self.catch_up_at - now), _MIN_WAIT)
         reopens = reopens_at(self.circuit, self.circuit_policy)
         if reopens is not None and reopens > now:
             # Open circuit: nothing to claim or start until the probe may go.
