@@ -33,6 +33,7 @@ from bridge.inbound.server import InboundServer, inbound_routes
 from bridge.ingest.client import Ingest
 from bridge.ingest.commit import CommitStep
 from bridge.ingest.dead_letter import DeadLetters, dead_letter_path
+from bridge.ingest.drops import DROPPED_TOPIC, BrokerDrops
 from bridge.ingest.presence import PresenceTracker
 from bridge.observe.inbound import InboundMetrics
 from bridge.observe.logs import get_logger, register_secrets
@@ -127,12 +128,18 @@ class Bridge:
             spans=self.spans,
             packet_window=settings.mqtt.receive_maximum,
         )
+        self.drops: BrokerDrops | None = None
+        if settings.mqtt.watch_broker_drops:
+            self.drops = BrokerDrops(
+                self.store, broker=source, metrics=self.metrics, alert=self._alert
+            )
         self.ingest = Ingest(
             settings.mqtt,
             filters=self.normaliser.topic_filters(),
             commit=self.committer.commit,
             metrics=self.metrics,
             commit_interval=settings.store.commit_interval,
+            watch={DROPPED_TOPIC: self.drops.seen} if self.drops is not None else None,
         )
         self.retention = Retention(
             settings.retention,
@@ -198,6 +205,8 @@ class Bridge:
                 tasks.create_task(self.ingest.run(), name="ingest")
                 if self.presence is not None:
                     tasks.create_task(self.presence.run(), name="presence")
+                if self.drops is not None:
+                    tasks.create_task(self.drops.run(), name="broker-drops")
                 self.started.set()
                 log.info(
                     "bridge started",
@@ -210,6 +219,8 @@ class Bridge:
                 await self.ingest.stop()
                 if self.presence is not None:
                     self.presence.stop()
+                if self.drops is not None:
+                    self.drops.stop()
                 await self.dispatcher.stop(grace)
                 self.retention.stop()
                 self._store_tasks_stop.set()

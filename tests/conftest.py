@@ -124,6 +124,9 @@ def bridge_config(
         "retry": {"schedule": ["50ms", "100ms", "200ms"], "jitter": 0.0},
         "security": {"allow_private_targets": True},
         "api": {"listen": None},
+        # Tests count what their receivers get: a device's first event announces
+        # nothing here. The announcement itself is tested where it is the point.
+        "presence": {"announce_first_seen": False},
         "subscriptions": subscriptions,
     }
     for key, value in overrides.items():

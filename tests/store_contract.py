@@ -43,6 +43,7 @@ from bridge.store.rows import (
     SubscriptionState,
 )
 from tests.store_contract_batch import BatchStoreContract
+from tests.store_contract_catch_up import CatchUpStoreContract
 from tests.store_contract_device import DeviceStoreContract
 from tests.store_contract_directory import DirectoryStoreContract
 from tests.store_contract_leases import Instance, LeaseStoreContract, instances
@@ -155,6 +156,7 @@ def attempt(
 
 class StoreContract(
     BatchStoreContract,
+    CatchUpStoreContract,
     DeviceStoreContract,
     DirectoryStoreContract,
     LeaseStoreContract,

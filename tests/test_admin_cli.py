@@ -53,6 +53,7 @@ async def test_every_command_against_a_running_bridge(
         code, out, err = await hookbridge("deliveries", "list", "-c", str(path))
         assert code == 0, err
         assert "DELIVERY" in out
+        assert "NEXT ATTEMPT" in out
         assert "delivered" in out
         code, out, _ = await hookbridge("deliveries", "list", *flags, "--json")
         assert code == 0
@@ -97,6 +98,8 @@ async def test_every_command_against_a_running_bridge(
         assert "crm     disabled" in out
         code, out, _ = await hookbridge("subscriptions", "enable", "crm", *flags)
         assert (code, out.strip()) == (0, "crm: enabled")
+        code, out, _ = await hookbridge("subscriptions", "flush", "crm", *flags)
+        assert (code, out.strip()) == (0, "crm: 0 pending deliveries due now")
         code, out, _ = await hookbridge("subscriptions", "list", *flags, "--json")
         listed: list[dict[str, Any]] = json.loads(out)["subscriptions"]
         assert [s["health"]["disabled"] for s in listed] == [False, False]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from bridge.admin.openapi import openapi_document
+from bridge.admin.params import parse_time
 from bridge.admin.server import create_app
 from bridge.app import Bridge
 from bridge.config import parse_config
@@ -235,9 +237,11 @@ async def test_deliveries_events_paging_and_retry(
     assert (await admin.post("/api/deliveries/dlv_nope/retry"))[0] == 404
 
 
-async def test_retry_of_a_pending_delivery_is_a_conflict(
+async def test_retry_of_a_waiting_delivery_sends_it_now_without_using_a_step(
     mosquitto: Mosquitto, failing_receiver: Receiver, tmp_path: Path
 ) -> None:
+    """One step in the schedule: a second failure on schedule would make it dead. Sent
+    now by the operator, its failure waits the same step again: still pending."""
     config = admin_config(
         mosquitto,
         tmp_path,
@@ -248,19 +252,91 @@ async def test_retry_of_a_pending_delivery_is_a_conflict(
         with Publisher(mosquitto.port) as device:
             device.publish_all([_event(1)])
 
-        async def failed_once() -> bool:
+        async def attempts() -> int:
             _, page = await admin.get("/api/deliveries")
-            return bool(page["deliveries"]) and page["deliveries"][0]["attempts"] == 1
+            return page["deliveries"][0]["attempts"] if page["deliveries"] else 0
 
-        await wait_until(failed_once, message="first attempt recorded")
+        await wait_until(lambda: _equals(attempts(), 1), message="first attempt recorded")
         _, page = await admin.get("/api/deliveries")
         (delivery,) = page["deliveries"]
-        assert delivery["status"] == "pending"
-        assert delivery["last_status_code"] == 500
-        assert delivery["next_attempt_at"] is not None
+        assert (delivery["status"], delivery["last_status_code"]) == ("pending", 500)
+        waiting_until = parse_time(delivery["next_attempt_at"], "next")
+        assert waiting_until > time.time() + 3000
         status, body = await admin.post(f"/api/deliveries/{delivery['id']}/retry")
-        assert status == 409
-        assert "already pending" in body["error"]
+        assert status == 200, body
+        assert body["status"] == "pending"
+        await wait_until(lambda: _equals(attempts(), 2), message="sent again at once")
+        _, again = await admin.get(f"/api/deliveries/{delivery['id']}")
+        assert again["status"] == "pending"  # not dead: the early attempt kept its step
+        assert parse_time(again["next_attempt_at"], "next") > time.time() + 3000
+        assert len(again["attempt_log"]) == 2
+
+
+async def test_retry_of_a_delivery_in_flight_is_a_conflict(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    async with receiving(lambda _r, _n: Answer(200, delay=3.0)) as slow:
+        config = admin_config(mosquitto, tmp_path, [{"name": "crm", "url": slow.url}])
+        async with running_bridge(config) as bridge, admin_client(config) as admin:
+            with Publisher(mosquitto.port) as device:
+                device.publish_all([_event(1)])
+            await wait_until(lambda: len(slow.requests) == 1, message="attempt in flight")
+            _, page = await admin.get("/api/deliveries")
+            (delivery,) = page["deliveries"]
+            before = await bridge.store.get_delivery(delivery["id"])
+            status, body = await admin.post(f"/api/deliveries/{delivery['id']}/retry")
+            assert status == 409
+            assert "in flight" in body["error"]
+            after = await bridge.store.get_delivery(delivery["id"])
+            assert before is not None and after is not None
+            assert after.lease_token == before.lease_token  # never bumped
+            await wait_until(
+                lambda: _equals(_status(admin, delivery["id"]), "delivered"),
+                message="the attempt in flight decided",
+            )
+            assert len(slow.requests) == 1
+
+
+async def test_flush_during_an_outage_makes_every_pending_delivery_due(
+    mosquitto: Mosquitto, failing_receiver: Receiver, tmp_path: Path
+) -> None:
+    config = admin_config(
+        mosquitto,
+        tmp_path,
+        [{"name": "crm", "url": failing_receiver.url, "circuit": {"failures": 100}}],
+        retry={"schedule": ["1h", "2h"], "jitter": 0.0},
+    )
+    async with running_bridge(config), admin_client(config) as admin:
+        with Publisher(mosquitto.port) as device:
+            device.publish_all([_event(n) for n in range(3)])
+
+        async def all_tried(times: int) -> bool:
+            _, page = await admin.get("/api/deliveries")
+            found = page["deliveries"]
+            return len(found) == 3 and all(d["attempts"] == times for d in found)
+
+        await wait_until(lambda: all_tried(1), message="each failed once")
+        _, page = await admin.get("/api/deliveries")
+        assert all(
+            parse_time(d["next_attempt_at"], "n") > time.time() + 3000 for d in page["deliveries"]
+        )
+        status, body = await admin.post("/api/subscriptions/crm/flush")
+        assert (status, body) == (200, {"subscription": "crm", "due_now": 3})
+        await wait_until(lambda: all_tried(2), message="each sent again at once")
+        _, page = await admin.get("/api/deliveries")
+        for d in page["deliveries"]:  # still on the first step: one hour again
+            assert d["status"] == "pending"
+            assert time.time() + 3000 < parse_time(d["next_attempt_at"], "n") < time.time() + 3700
+        assert (await admin.post("/api/subscriptions/nope/flush"))[0] == 404
+
+
+async def _equals(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
+
+
+async def _status(admin: Admin, delivery_id: str) -> str:
+    _, body = await admin.get(f"/api/deliveries/{delivery_id}")
+    return str(body["status"])
 
 
 async def test_replay_by_id_by_window_and_as_new(

@@ -38,3 +38,14 @@ def test_bench_harness_delivers_everything_and_reports(tmp_path: Path) -> None:
     assert "### burst" in text
     assert "| hookbridge | 300/300 | 0 | 0 |" in text  # no duplicate, no broker drop
     assert "CPU µs/event" in text
+
+
+def test_the_outage_script_runs_and_reports(tmp_path: Path) -> None:
+    from bench.outage import main as outage
+
+    out = tmp_path / "RESULTS.md"
+    args = ["--devices", "3", "--every", "1", "--warmup", "1", "--refused", "3"]
+    result = outage([*args, "--failing", "3", "--after", "1", "--out", str(out)])
+    assert result["delivered"] == result["published"] > 0
+    assert result["within_30s"] == result["during"] > 0
+    assert "## Outage: refused 3 s, then 503 for 3 s" in out.read_text()

@@ -56,3 +56,33 @@ async def test_dashboard_shows_a_delivery_and_retry_sends_it_again(
             # Let the chart gather two samples before the picture is taken.
             await page.locator("#rate", has_text="delivered/s").wait_for(timeout=10_000)
             await save_screenshot(page, "dashboard.png")
+
+
+async def test_a_waiting_delivery_shows_its_next_attempt_and_goes_now(
+    mosquitto: Mosquitto, failing_receiver: Receiver, tmp_path: Path
+) -> None:
+    sub = {"name": "crm", "url": failing_receiver.url, "circuit": {"failures": 100}}
+    config = admin_config(mosquitto, tmp_path, [sub], retry={"schedule": ["1h"], "jitter": 0.0})
+    async with running_bridge(config) as bridge:
+        with Publisher(mosquitto.port) as device:
+            device.publish_all([("devices/dev-7/events", {"type": "session.started", "id": "w-1"})])
+
+        async def waiting() -> bool:
+            page_, _ = await bridge.store.list_deliveries(
+                subscription="crm", status=None, since=None, until=None, cursor=None, limit=5
+            )
+            return bool(page_) and page_[0].attempts == 1
+
+        await wait_until(waiting, message="first attempt recorded")
+        (delivery,), _ = await bridge.store.list_deliveries(
+            subscription="crm", status=None, since=None, until=None, cursor=None, limit=5
+        )
+        async with dashboard_page(config) as page:
+            row = page.locator(f"#deliveries tr[data-delivery='{delivery.id}']")
+            await row.wait_for(timeout=10_000)
+            assert any(c.isdigit() for c in await row.locator("td.next").inner_text())
+            await row.locator("button.send-now").click()
+            await wait_until(lambda: len(failing_receiver.requests) == 2, message="sent now")
+            await page.locator("#message", has_text="sending now").wait_for()
+            await page.locator("#subscriptions button.flush").click()
+            await page.locator("#message", has_text="pending deliveries due now").wait_for()

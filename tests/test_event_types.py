@@ -23,6 +23,7 @@ from bridge.core.normalise import Normalised, Normaliser, Rejected
 from bridge.core.schema import event_schema, events_schema
 from bridge.core.settings.event_types import EventTypeDeclaration
 from bridge.errors import ConfigError
+from tests.conftest import SECRET
 from tests.support.normalising import (
     METER,
     SOURCE,
@@ -135,7 +136,12 @@ def test_rules_map_topics_to_declared_types_and_suggest_them() -> None:
 
 
 def test_glob_warnings_know_the_declared_types() -> None:
-    sub = {"name": "s", "url": "https://hooks.example.com/", "events": ["meter.*", "door.opned"]}
+    sub = {
+        "name": "s",
+        "url": "https://hooks.example.com/",
+        "events": ["meter.*", "door.opned"],
+        "secret": SECRET,  # signed: the one warning is the glob's
+    }
     warnings = config_warnings(parse_config({"event_types": [METER, DOOR], "subscriptions": [sub]}))
     assert len(warnings) == 1
     assert warnings[0].startswith(

@@ -124,7 +124,7 @@ def test_disabled_circuit_never_opens(failures: int, count: int) -> None:
 def test_circuit_config_defaults_and_limits() -> None:
     sub = parse_config({"subscriptions": [{"name": "a", "url": "https://a.example/h"}]})
     circuit = sub.subscriptions[0].circuit
-    assert (circuit.failures, circuit.cool_down, circuit.enabled) == (5, 30.0, True)
+    assert (circuit.failures, circuit.cool_down, circuit.enabled) == (5, 10.0, True)
     custom = parse_config(
         {
             "subscriptions": [

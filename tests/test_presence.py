@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.core.presence import (
+    FIRST_SEEN,
     HEARTBEAT_TIMEOUT,
     SEEN_AGAIN,
     Observation,
@@ -43,7 +44,9 @@ _steps = st.lists(
 )
 
 
-def _run(steps: list[tuple[float, str, bool]]) -> tuple[list[Presence], PresenceState | None]:
+def _run(
+    steps: list[tuple[float, str, bool]], *, first_seen: bool = False
+) -> tuple[list[Presence], PresenceState | None]:
     """What a receiver sees (the presence states delivered, in order) and the final state."""
     state: PresenceState | None = None
     seen: list[Presence] = []
@@ -54,7 +57,8 @@ def _run(steps: list[tuple[float, str, bool]]) -> tuple[list[Presence], Presence
             decision = decide(state, None, now, AFTER)
         else:
             says = None if kind == "event" else Presence(kind)
-            decision = decide(state, Observation("dev-1", now, says, None, retained), now, AFTER)
+            observation = Observation("dev-1", now, says, None, retained)
+            decision = decide(state, observation, now, AFTER, first_seen=first_seen)
         seen.extend(t.state for t in decision.emit)
         if kind in {"online", "offline"} and decision.keep_event:
             seen.append(Presence(kind))
@@ -74,6 +78,33 @@ def test_a_receiver_sees_each_transition_once(steps: list[tuple[float, str, bool
 
 
 @given(_steps)
+def test_announcing_first_sight_keeps_each_transition_once(
+    steps: list[tuple[float, str, bool]],
+) -> None:
+    seen, state = _run(steps, first_seen=True)
+    assert all(a != b for a, b in itertools.pairwise(seen)), seen
+    first_live = next(((kind, retained) for _, kind, retained in steps if kind != "tick"), None)
+    if first_live == ("event", False):  # a device first seen through a live event
+        assert seen[:1] == [ON]
+    if seen:
+        assert state is not None
+        assert state.state is seen[-1]
+
+
+def test_a_device_first_seen_through_an_event_is_announced_online() -> None:
+    first = decide(None, Observation("d", 5.0), 5.0, AFTER, first_seen=True)
+    assert [(t.state, t.reason, t.changed_at) for t in first.emit] == [(ON, FIRST_SEEN, 5.0)]
+    assert first.keep_event
+    assert first.state is not None and first.state.reason == FIRST_SEEN
+    quiet = decide(None, Observation("d", 5.0), 5.0, AFTER)  # announce_first_seen: false
+    assert quiet.emit == ()
+    retained = decide(None, Observation("d", 5.0, retained=True), 5.0, AFTER, first_seen=True)
+    assert retained.emit == ()  # the broker's memory is not a sign of life
+    said = decide(None, Observation("d", 5.0, ON), 5.0, AFTER, first_seen=True)
+    assert said.emit == () and said.keep_event  # a live online is its own announcement
+
+
+@given(_steps)
 def test_timeouts_only_after_silence(steps: list[tuple[float, str, bool]]) -> None:
     state: PresenceState | None = None
     now = 1_800_000_000.0
@@ -89,7 +120,9 @@ def test_timeouts_only_after_silence(steps: list[tuple[float, str, bool]]) -> No
                 assert now - state.last_seen > AFTER
                 assert transition.changed_at == state.last_seen + AFTER
             else:
-                assert transition.reason == SEEN_AGAIN
+                # Back after being offline, or a device's first live sign of life.
+                first = state is None and transition.reason == FIRST_SEEN
+                assert transition.reason == SEEN_AGAIN or first
                 assert observation is not None
                 assert observation.says is None
         state = decision.state

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +13,7 @@ import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 from aiohttp import web
@@ -24,7 +27,7 @@ from bridge.core.normalise import Message, Normalised, Normaliser, Rejected
 from bridge.core.signing import sign
 from tests.conftest import SECRET, running_bridge
 from tests.support.admin import admin_client, admin_config
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.publisher import Publisher
 from tests.support.waiting import wait_until
 
@@ -369,3 +372,47 @@ def test_payload_format_samples_are_what_the_encoders_send() -> None:
     for header in binary.extra_headers:
         assert f"`{header}`" in section, header
     assert f"the body is `{binary.body.decode().replace(',', ', ').replace(':', ': ')}`" in section
+
+
+async def test_readme_receiver_runs_as_pasted(tmp_path: Path) -> None:
+    """The README's receiver, saved as a file and run as it says: no app to add."""
+    source = _block(README, "Python, with the", "python")
+    assert "pip install standardwebhooks aiohttp" in README  # its dependencies, named
+    script = tmp_path / "receiver.py"
+    script.write_text(source)
+    port = free_port()
+    out = tmp_path / "receiver.txt"
+    env = {**os.environ, "CRM_WEBHOOK_SECRET": SECRET, "PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    process = _run_script(script, out, env)
+    try:
+        await wait_until(
+            lambda: _listening(port) or process.poll() is not None, message="the receiver up"
+        )
+        assert process.poll() is None, out.read_text()
+        body = json.dumps({"type": "session.started", "data": {"device_id": "dev-1"}}).encode()
+        url = f"http://127.0.0.1:{port}/hooks/iot"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, data=body, headers=_signed(body)) as good:
+                assert good.status == 204
+            async with http.post(url, data=body + b" ", headers=_signed(body)) as bad:
+                assert bad.status == 401
+        await wait_until(lambda: "session.started dev-1" in out.read_text())
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _run_script(script: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with out.open("wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, str(script)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=script.parent,
+        )
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0

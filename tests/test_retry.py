@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -12,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.config import RetrySettings
-from bridge.core.retry import decide, next_delay, parse_retry_after
+from bridge.core.retry import decide, endpoint_wide, next_delay, parse_retry_after, schedule_after
+from bridge.delivery.http1 import CUT_OFF, NO_RESPONSE, TLS_FAILED, TLS_UNTRUSTED, connect_failure
 from bridge.delivery.send import AttemptResult
 from bridge.store.rows import DeliveryStatus
 
@@ -153,3 +155,67 @@ def test_parse_retry_after_garbage_is_none(value: str | None) -> None:
 def test_parse_retry_after_never_raises(value: str) -> None:
     parsed = parse_retry_after(value, NOW)
     assert parsed is None or parsed >= 0
+
+
+def _failure(error: str) -> AttemptResult:
+    return AttemptResult.failure(error, latency_ms=1.0)
+
+
+def test_endpoint_wide_failures_are_the_ones_no_receiver_answered() -> None:
+    refused = OSError(errno.ECONNREFUSED, "Connection refused")
+    reset = OSError(errno.ECONNRESET, "Connection reset by peer")
+    wide = [
+        _failure(connect_failure(refused)),
+        _failure(connect_failure(reset)),
+        _failure("timeout after 10s"),
+        _failure(NO_RESPONSE),
+        _failure(CUT_OFF),
+        _result("failed", 500),
+        _result("failed", 503, retry_after=30.0),
+    ]
+    narrow = [
+        _result("failed", 400),
+        _result("failed", 429),
+        _result("failed", 302),
+        _result("gone", 410),
+        _result("delivered", 200),
+        _failure(TLS_FAILED),
+        _failure(TLS_UNTRUSTED),
+        _failure("DNS lookup of hooks.example.com failed"),
+        _failure("the target 10.0.0.1 is a private address"),
+        _failure("internal error: RuntimeError"),
+    ]
+    assert all(endpoint_wide(r) for r in wide)
+    assert not any(endpoint_wide(r) for r in narrow)
+
+
+@given(steps=st.integers(min_value=0, max_value=3), rand=unit)
+def test_a_failed_early_attempt_waits_its_step_again(steps: int, rand: float) -> None:
+    failed = _result("failed", 503)
+    normal = schedule_after(failed, steps=steps, early=False, retry=RETRY, now=NOW, rand=rand)
+    early = schedule_after(failed, steps=steps, early=True, retry=RETRY, now=NOW, rand=rand)
+    if steps == len(SCHEDULE):
+        assert normal.status is DeliveryStatus.DEAD  # the schedule is used up
+    else:
+        assert (normal.retry_step, normal.endpoint_wide) == (steps + 1, True)
+        assert normal.next_attempt_at == NOW + next_delay(steps + 1, SCHEDULE, 0.2, rand)
+    # Early: never a step further, never closer to dead.
+    assert early.status is DeliveryStatus.PENDING
+    assert early.retry_step == max(steps, 1)
+    assert early.next_attempt_at == NOW + next_delay(max(steps, 1), SCHEDULE, 0.2, rand)
+
+
+def test_a_retry_after_is_remembered_as_a_pause() -> None:
+    asked = schedule_after(
+        _result("failed", 503, retry_after=7200.0),
+        steps=0,
+        early=False,
+        retry=RETRY,
+        now=NOW,
+        rand=0.5,
+    )
+    assert asked.not_before == NOW + 3600.0  # capped
+    plain = schedule_after(
+        _result("failed", 503), steps=0, early=False, retry=RETRY, now=NOW, rand=0.5
+    )
+    assert plain.not_before is None

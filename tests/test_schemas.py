@@ -135,6 +135,11 @@ def _sample_event(event_type: str) -> Event:
             "topic": "devices/dev-42/commands",
             "log_bytes": 600_000_000,
             "limit_bytes": 536_870_912,
+            "dropped": 190,
+            "total": 190,
+            "broker": "mqtt://broker-1:1883",
+            "counter": "$SYS/broker/publish/messages/dropped",
+            "scope": "broker-wide: every client's dropped messages, not only this bridge's",
         }
         data = CATALOGUE[event_type].model_validate(fields)
         return Event(

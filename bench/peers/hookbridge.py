@@ -19,6 +19,8 @@ OVERRIDES: dict[str, Any] = {
     "retry": {"schedule": ["200ms", "1s", "2s", "5s", "10s"], "jitter": 0.2},
     # The receiver listens on 127.0.0.1.
     "security": {"allow_private_targets": True},
+    # The peers announce no presence: the counts compare the devices' events alone.
+    "presence": {"announce_first_seen": False},
 }
 """What the bench changes in HookBridge's defaults; everything else is default."""
 
@@ -30,7 +32,8 @@ def describe() -> str:
     """The overrides in words, for the results page."""
     return (
         "HookBridge: SQLite store (WAL, synchronous NORMAL, the default), signed JSON bodies; "
-        "overrides: retry.schedule 200ms/1s/2s/5s/10s, security.allow_private_targets; "
+        "overrides: retry.schedule 200ms/1s/2s/5s/10s, security.allow_private_targets, "
+        "presence.announce_first_seen false; "
         "wiring only: broker URL, client id, store file, receiver URL and secret, admin API off; "
         f"tuned set adds max_in_flight {TUNED['max_in_flight']}"
     )

@@ -106,7 +106,7 @@ def _page_of(key: str, schema: str) -> dict[str, Any]:
 
 
 def _again(summary: str, ok: dict[str, Any], parameter: dict[str, Any]) -> dict[str, Any]:
-    """Sending one resource again: 404 for an unknown one, 409 for one still pending."""
+    """Sending one resource again: 404 for an unknown one, 409 for one still on its way."""
     return _op(summary, ok, errors=(401, 404, 409), parameters=[parameter])
 
 
@@ -312,6 +312,13 @@ _PATHS: dict[str, Any] = {
             "Resume sending to a subscription", _ok("the subscription", "Subscription"), _NAME
         )
     },
+    "/api/subscriptions/{name}/flush": {
+        "post": _on_one(
+            "Make every pending delivery due now (but those in flight): {subscription, due_now}",
+            _ok("how many were made due"),
+            _NAME,
+        )
+    },
     "/api/subscriptions/{name}/test": {
         "post": _on_one(
             "Send a bridge.test event now and answer with the attempt",
@@ -347,7 +354,10 @@ _PATHS: dict[str, Any] = {
     },
     "/api/deliveries/{delivery_id}/retry": {
         "post": _again(
-            "Make a dead or delivered delivery due now", _ok("the delivery", "Delivery"), _DELIVERY
+            "Send a delivery now: a pending one becomes due (409 while its attempt is in"
+            " flight), a dead or delivered one is requeued",
+            _ok("the delivery", "Delivery"),
+            _DELIVERY,
         )
     },
     "/api/replay": {

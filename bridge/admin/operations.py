@@ -21,6 +21,7 @@ from bridge.config import Subscription
 from bridge.core.events import Event, new_event_id
 from bridge.errors import Conflict, NotFound, OperatorError
 from bridge.observe.logs import get_logger
+from bridge.store.catchup import SendNow
 from bridge.store.rows import Accepted, AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus
 
 __all__ = [
@@ -40,6 +41,7 @@ ALERT_KINDS = (
     "delivery_dead",
     "store_refused",
     "store_log_large",
+    "broker_dropped",
 )
 """Alert kinds of the dispatcher, ingest and the store's watch; each becomes an event
 of type ``bridge.<kind>``."""
@@ -178,18 +180,33 @@ class Operations:
     # -- retry and replay ---------------------------------------------------------------
 
     async def retry(self, delivery_id: str) -> Delivery:
-        """Make a dead or delivered delivery due now; a pending one is already on its way."""
+        """Send a delivery now: a pending one becomes due (its next attempt, should it
+        fail, keeps its schedule step), a dead or delivered one is requeued. A pending
+        one whose attempt is in flight (a live lease) is a conflict: its lease and
+        fencing token are left alone, and its attempt decides."""
         store = self._bridge.store
         delivery = await store.get_delivery(delivery_id)
         if delivery is None:
             raise NotFound(f"no delivery '{delivery_id}'")
+        answer = SendNow.FINISHED
         if delivery.status is DeliveryStatus.PENDING:
-            # Requeueing would drop a live lease and could send it twice at once.
-            raise Conflict(f"delivery '{delivery_id}' is already pending")
-        await store.requeue(delivery_id, now=time.time())
+            answer = await store.send_now(delivery_id, now=time.time()) or SendNow.FINISHED
+        if answer is SendNow.IN_FLIGHT:
+            raise Conflict(f"delivery '{delivery_id}' is in flight: its attempt decides")
+        if answer is SendNow.FINISHED:  # dead or delivered (perhaps just now)
+            await store.requeue(delivery_id, now=time.time())
         self._bridge.dispatcher.poke(delivery.subscription)
         found = await store.get_delivery(delivery_id)
         return found if found is not None else delivery
+
+    async def flush(self, name: str) -> int:
+        """Make every pending delivery of a subscription due now, but those whose attempt
+        is in flight; returns how many. A failed attempt of theirs keeps its step."""
+        self.subscription(name)
+        count = await self._bridge.store.flush(name, now=time.time())
+        self._bridge.dispatcher.poke(name)
+        log.info("flush", subscription=name, deliveries=count)
+        return count
 
     async def replay(self, request: ReplayRequest) -> list[Delivery]:
         """Create new deliveries for stored events; returns them (they are due now).

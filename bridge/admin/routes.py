@@ -148,7 +148,9 @@ async def _subscription_json(bridge: ServedBridge, sub: Subscription) -> dict[st
         "filter": sub.filter,
         "format": sub.format,
         "mode": sub.mode,
-        "enabled": sub.enabled,
+        # Whether it sends now: the configuration's switch and the operator's (or the
+        # bridge's own) disabling both count, so it never contradicts health.disabled.
+        "enabled": sub.enabled and not (state is not None and state.disabled),
         "secret": "set" if sub.secrets else None,
         "headers": sorted(sub.headers),
         "max_in_flight": sub.max_in_flight,
@@ -206,6 +208,12 @@ async def disable_subscription(request: web.Request) -> web.Response:
 
 async def enable_subscription(request: web.Request) -> web.Response:
     return await _set_disabled(request, False)
+
+
+async def flush_subscription(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    count = await _bridge(request).operations.flush(name)
+    return json_response({"subscription": name, "due_now": count})
 
 
 async def test_subscription(request: web.Request) -> web.Response:
@@ -417,6 +425,7 @@ def add_api_routes(app: web.Application) -> None:
     r.add_post("/api/subscriptions/{name}/disable", disable_subscription)
     r.add_post("/api/subscriptions/{name}/enable", enable_subscription)
     r.add_post("/api/subscriptions/{name}/test", test_subscription)
+    r.add_post("/api/subscriptions/{name}/flush", flush_subscription)
     r.add_get("/api/events/{event_id}", get_event)
     r.add_get("/api/deliveries", list_deliveries)
     r.add_get("/api/deliveries/{delivery_id}", get_delivery)

@@ -91,7 +91,13 @@ def _middleware(bridge: ServedBridge) -> Middleware:
         if request.path.startswith(_PROTECTED_PREFIXES):
             token = bridge.settings.api.token
             if not _authorised(request, token.get_secret_value() if token else None):
-                response = _error(401, "missing or wrong bearer token")
+                response = _error(
+                    401,
+                    "missing or wrong bearer token"
+                    if token is not None
+                    else "the admin API is locked: api.token is not set in the bridge's "
+                    "configuration (set it, then restart or reload the bridge)",
+                )
                 response.headers["WWW-Authenticate"] = 'Bearer realm="hookbridge"'
                 return response
         try:
@@ -224,7 +230,10 @@ class AdminServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise BridgeError(f"the admin API cannot listen on {listen}: {exc.strerror}") from exc
+            raise BridgeError(
+                f"the admin API cannot listen on {listen} (api.listen): {exc.strerror}; set "
+                "api.listen to a free address, or null to turn the admin API off"
+            ) from exc
         self._runner = runner
         server = site._server  # the bound port, when asked for port 0
         sockets = getattr(server, "sockets", None) or []

@@ -13,6 +13,7 @@ import typer
 
 from bridge.cli.admin import register as register_admin_commands
 from bridge.cli.inbound import inbound_app
+from bridge.cli.receive import receive
 from bridge.config import Settings, load_config, redact_url
 from bridge.errors import BridgeError, ConfigError
 from bridge.observe.logs import configure_logging, display_url
@@ -30,20 +31,25 @@ config_app = typer.Typer(help="Configuration helpers.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 register_admin_commands(app)  # deliveries, rejected, subscriptions, test-endpoint, devices
 app.add_typer(inbound_app, name="inbound")
+app.command("receive")(receive)
 events_app = typer.Typer(help="The event catalogue.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML configuration file.")]
 
 
+def _print_problems(exc: ConfigError) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    if exc.problems != [str(exc)]:
+        for problem in exc.problems:
+            typer.echo(f"  {problem}", err=True)
+
+
 def _load_or_exit(path: Path) -> Settings:
     try:
         return load_config(path)
     except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        if exc.problems != [str(exc)]:
-            for problem in exc.problems:
-                typer.echo(f"  {problem}", err=True)
+        _print_problems(exc)
         raise typer.Exit(2) from None
 
 
@@ -118,7 +124,8 @@ def check_config(
     """Validate a configuration file: exit 0 with a summary and any warnings, or 2 with every
     problem. Checks what `run` checks (rules compiled, JMESPath, secrets, URLs, plugins),
     without connecting anywhere."""
-    from bridge.config.advice import config_warnings
+    from bridge.config.advice import config_warnings, document_warnings
+    from bridge.config.load import read_document
 
     if (path is None) == (config is None):
         typer.echo("error: give the configuration file, as FILE or -c FILE", err=True)
@@ -126,7 +133,14 @@ def check_config(
     path = path or config
     assert path is not None
     configure_logging("warning")  # the check's own lines only, not the plugins' info
-    settings = _load_or_exit(path)
+    try:
+        settings = load_config(path)
+    except ConfigError as exc:
+        _print_problems(exc)
+        # Every problem at once: the warnings of what is valid come with the errors.
+        for warning in document_warnings(read_document(path)):
+            typer.echo(f"warning: {warning}", err=True)
+        raise typer.Exit(2) from None
     warnings = config_warnings(settings)
     typer.echo(f"{path}: valid" + (f", {len(warnings)} warning(s)" if warnings else ""))
     typer.echo(f"  broker: {display_url(settings.mqtt.url)} (MQTT {settings.mqtt.protocol})")

@@ -2,7 +2,7 @@
 
 ``hookbridge deliveries list|show|retry|replay``, ``hookbridge rejected list``,
 ``hookbridge test-endpoint NAME``, ``hookbridge subscriptions
-list|enable|disable``, and the device directory: ``hookbridge devices`` and
+list|enable|disable|flush``, and the device directory: ``hookbridge devices`` and
 ``hookbridge device ID``. Each takes the options of :mod:`bridge.cli.api`
 (where the API is, and ``--json``).
 """
@@ -34,11 +34,21 @@ def _delivery_rows(deliveries: list[dict[str, Any]]) -> str:
             _status_text(d),
             d["attempts"],
             d.get("last_status_code") or d.get("last_error"),
+            d.get("next_attempt_at"),
             d["created_at"],
         )
         for d in deliveries
     ]
-    header = ("DELIVERY", "SUBSCRIPTION", "TYPE", "STATUS", "ATTEMPTS", "LAST", "CREATED")
+    header = (
+        "DELIVERY",
+        "SUBSCRIPTION",
+        "TYPE",
+        "STATUS",
+        "ATTEMPTS",
+        "LAST",
+        "NEXT ATTEMPT",
+        "CREATED",
+    )
     return table(rows, header) if rows else "no deliveries"
 
 
@@ -116,9 +126,9 @@ def deliveries_retry(
     api: Api,
     delivery_id: Annotated[str, typer.Argument(help="Delivery id (dlv_…).")],
 ) -> None:
-    """Send a dead or delivered delivery again, now."""
+    """Send a delivery now: a pending one becomes due, a dead or delivered one again."""
     d = api.call("POST", path=f"/api/deliveries/{quote(delivery_id)}/retry")
-    api.emit(d, f"{d['id']}: {d['status']}, due now")
+    api.emit(d, f"{d['id']}: {d['status']}, due now (attempts so far: {d['attempts']})")
 
 
 @deliveries_app.command("replay")
@@ -215,6 +225,17 @@ subscriptions_disable = _toggle_command(
     "disable", "disabled", "Stop sending to a subscription; its deliveries wait."
 )
 subscriptions_enable = _toggle_command("enable", "enabled", "Resume sending to a subscription.")
+
+
+@subscriptions_app.command("flush")
+@api_command
+def subscriptions_flush(
+    api: Api,
+    name: Annotated[str, typer.Argument(help="Subscription name.")],
+) -> None:
+    """Make every pending delivery of a subscription due now (those in flight go on)."""
+    answer = api.call("POST", path=f"/api/subscriptions/{quote(name)}/flush")
+    api.emit(answer, f"{name}: {answer['due_now']} pending deliveries due now")
 
 
 @api_command

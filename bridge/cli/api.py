@@ -74,7 +74,7 @@ class ApiClient:
             with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:  # noqa: S310
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
-            raise ApiError(_http_error(exc)) from None
+            raise ApiError(_http_error(exc, self.token)) from None
         except urllib.error.URLError as exc:
             reason = getattr(exc.reason, "strerror", None) or str(exc.reason)
             raise ApiError(f"cannot reach the bridge at {self.base_url}: {reason}") from None
@@ -84,13 +84,18 @@ class ApiClient:
             raise ApiError("the bridge answered something that is not JSON") from None
 
 
-def _http_error(exc: urllib.error.HTTPError) -> str:
-    if exc.code == 401:
-        return "the bridge refused the admin token (401); check --token or api.token"
+def _http_error(exc: urllib.error.HTTPError, token: str | None) -> str:
     try:
         message = json.loads(exc.read()).get("error") or exc.reason
     except (ValueError, AttributeError, OSError):
         message = exc.reason
+    if exc.code == 401 and "api.token" not in str(message):
+        if token is None:
+            return (
+                "the bridge needs its admin token and none was given: pass --token, set "
+                "HOOKBRIDGE_ADMIN_TOKEN, or give -c the configuration that sets api.token (401)"
+            )
+        return "the bridge refused the admin token (401); check --token or api.token"
     return f"{message} ({exc.code})"
 
 

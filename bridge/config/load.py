@@ -22,7 +22,13 @@ from bridge.core.settings.event_types import EventTypeDeclaration
 from bridge.core.settings.models import FEATURES_NOT_BUILT, ApiSettings, Rule, Settings
 from bridge.errors import ConfigError
 
-__all__ = ["load_api_settings", "load_config", "load_event_types", "parse_config"]
+__all__ = [
+    "load_api_settings",
+    "load_config",
+    "load_event_types",
+    "parse_config",
+    "read_document",
+]
 
 
 _ENV_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -230,6 +236,17 @@ def _read_yaml(path: str | os.PathLike[str]) -> object:
             "a subscription, see config/hookbridge.example.yaml and docs/configuration.md"
         )
     return raw
+
+
+def read_document(path: str | os.PathLike[str]) -> object:
+    """A configuration file's document, interpolated, not validated (an unset variable
+    is left empty): what check-config works its warnings out from when there are
+    errors. None when the file cannot be read as YAML."""
+    try:
+        raw = _read_yaml(path)
+    except ConfigError:
+        return None
+    return _interpolate(raw, "", {})
 
 
 def load_config(path: str | os.PathLike[str]) -> Settings:

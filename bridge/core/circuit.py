@@ -46,7 +46,7 @@ class CircuitPolicy:
     """When to open (``failures`` in a row) and how long to stay open (``cool_down`` s)."""
 
     failures: int = 5
-    cool_down: float = 30.0
+    cool_down: float = 10.0
     enabled: bool = True
 
 

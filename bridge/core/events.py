@@ -173,6 +173,21 @@ class StoreLogLargeAlert(_Data):
     limit_bytes: int = Field(ge=1)
 
 
+class BrokerDroppedAlert(_Data):
+    """The broker's own count of dropped messages grew (mosquitto:
+    ``$SYS/broker/publish/messages/dropped``): it dropped messages, e.g. a full queue
+    while the bridge was away. The counter is broker-wide: ``dropped`` counts every
+    client's, not only the bridge's. ``reason`` is ``broker_restarted`` when the
+    counter started again from zero. It names no subscription."""
+
+    reason: str = "dropped"
+    dropped: int = Field(ge=1)
+    total: int = Field(ge=0)
+    broker: str = Field(min_length=1)
+    counter: str = Field(min_length=1)
+    scope: str = Field(min_length=1)
+
+
 CATALOGUE: dict[str, type[_Data]] = {
     "device.added": DeviceAdded,
     "device.deleted": DeviceDeleted,
@@ -198,6 +213,7 @@ CATALOGUE: dict[str, type[_Data]] = {
     "bridge.pipe_reply_dead": PipeReplyDeadAlert,
     "bridge.store_refused": StoreRefusedAlert,
     "bridge.store_log_large": StoreLogLargeAlert,
+    "bridge.broker_dropped": BrokerDroppedAlert,
 }
 """Every canonical event type and the model of its ``data``."""
 

@@ -27,6 +27,10 @@ class AttemptOutcome:
     status: DeliveryStatus
     next_attempt_at: float | None = None  # for PENDING
     reason: str | None = None  # for DEAD: "exhausted", "gone", "too_old"
+    # For PENDING, what the next decision and a catch-up need (see bridge.core.retry):
+    retry_step: int | None = None  # schedule delays used so far; None leaves the stored one
+    endpoint_wide: bool = False  # it failed as every delivery to its receiver would
+    not_before: float | None = None  # the end of the pause a Retry-After asked for
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,8 +31,12 @@ The rules, in one place:
   the bridge was away) it *is* the transition the receivers missed, and is
   delivered like a live one. Either way it does not count as a sign of life
   (``last_seen`` stays).
-* The first event of a device never seen sets the starting state (online)
-  without a synthetic event: there is no earlier state to leave.
+* The first live event of a device never seen (not a presence event) makes it
+  online; with ``first_seen`` (``presence.announce_first_seen``, the default)
+  a synthetic ``device.online`` (``reason: first_seen``) goes before it, so
+  receivers learn of a new device as the directory does. A retained status
+  only sets the starting state (see above), and a live ``online`` is its own
+  announcement.
 
 Pure: no clock, no I/O. The store runs :func:`decide` inside its ingest
 transaction, so several instances sharing a store agree on every decision.
@@ -45,6 +49,7 @@ from enum import StrEnum
 
 __all__ = [
     "CONNECTION_LOST",
+    "FIRST_SEEN",
     "HEARTBEAT_TIMEOUT",
     "SEEN_AGAIN",
     "Decision",
@@ -57,6 +62,7 @@ __all__ = [
     "timeout_of",
 ]
 
+FIRST_SEEN = "first_seen"
 HEARTBEAT_TIMEOUT = "heartbeat_timeout"
 SEEN_AGAIN = "seen_again"
 CONNECTION_LOST = "connection_lost"
@@ -127,10 +133,13 @@ def decide(
     observation: Observation | None,
     now: float,
     offline_after: float | None,
+    *,
+    first_seen: bool = False,
 ) -> Decision:
     """The next presence state of a device; ``observation`` None is the timeout check at ``now``.
 
     ``offline_after`` is the timeout of a device that announced none (None: it has none).
+    ``first_seen``: a device's first live event announces it (``presence.announce_first_seen``).
     """
     if observation is None:
         return _check_timeout(previous, now, offline_after)
@@ -147,12 +156,7 @@ def decide(
     says = observation.says
     heartbeat = _heartbeat(previous, observation)
     if previous is None:
-        # The starting state: from a retained status it is no news; a live
-        # presence event is; any other event just makes the device known.
-        state = PresenceState(
-            device, says or Presence.ONLINE, seen, at, observation.reason, heartbeat
-        )
-        return Decision(state, keep_event=says is None or not observation.retained)
+        return _first_sight(observation, seen, heartbeat, first_seen=first_seen)
     if says is None:
         if previous.state is Presence.ONLINE:
             return Decision(replace(previous, last_seen=seen, heartbeat=heartbeat))
@@ -164,6 +168,21 @@ def decide(
         return Decision(replace(previous, last_seen=seen, heartbeat=heartbeat), keep_event=False)
     # A change. A retained one contradicts what we stored: it happened while we were away.
     return Decision(PresenceState(device, says, seen, at, observation.reason, heartbeat))
+
+
+def _first_sight(
+    observation: Observation, seen: float, heartbeat: float | None, *, first_seen: bool
+) -> Decision:
+    """The starting state: from a retained status it is no news; a live presence event
+    is; any other event makes the device known, and online (announced with
+    ``first_seen``)."""
+    device, at, says = observation.device_id, observation.at, observation.says
+    if says is None and first_seen and not observation.retained:
+        first = Transition(device, Presence.ONLINE, FIRST_SEEN, at, seen)
+        state = PresenceState(device, Presence.ONLINE, seen, at, FIRST_SEEN, heartbeat)
+        return Decision(state, (first,))
+    state = PresenceState(device, says or Presence.ONLINE, seen, at, observation.reason, heartbeat)
+    return Decision(state, keep_event=says is None or not observation.retained)
 
 
 def _heartbeat(previous: PresenceState | None, observation: Observation) -> float | None:

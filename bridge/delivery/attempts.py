@@ -25,7 +25,7 @@ import structlog
 
 from bridge.config import Settings, Subscription
 from bridge.core.circuit import admit, release_probe
-from bridge.core.retry import decide
+from bridge.core.retry import schedule_after
 from bridge.delivery.health import Health, Settled
 from bridge.delivery.lane import Lane
 from bridge.delivery.recorder import Recorder
@@ -196,8 +196,7 @@ class Attempts:
         the attempt's number is one more than the most any of them has had.
         """
         now = self.clock()
-        attempt_no = max(m.attempts for m in members) + 1
-        outcome = self._decide(result, attempt_no, now)
+        outcome = self._decide(result, members, now)
         settled = [
             Settled(member, result, outcome, member.attempts + 1, started, now)
             for member in members
@@ -211,13 +210,23 @@ class Attempts:
         except Exception:
             log.exception("settling an attempt's consequences failed; its result is kept")
 
-    def _decide(self, result: AttemptResult, attempt_no: int, now: float) -> AttemptOutcome:
+    def _decide(
+        self, result: AttemptResult, members: Sequence[Delivery], now: float
+    ) -> AttemptOutcome:
         if result.outcome == "gone":
             # 410: the receiver says the endpoint is gone. Keep the delivery (due
             # again once someone re-enables the subscription) and stop sending.
             return AttemptOutcome(DeliveryStatus.PENDING, next_attempt_at=now)
-        retry = self.settings.retry
-        return decide(result, attempts_made=attempt_no, retry=retry, now=now, rand=self._rand())
+        # A batch goes on from the furthest step of its members; it is early only
+        # when every member was made due before its slot.
+        return schedule_after(
+            result,
+            steps=max(m.retry_step for m in members),
+            early=all(m.early for m in members),
+            retry=self.settings.retry,
+            now=now,
+            rand=self._rand(),
+        )
 
     async def _record(self, lane: Lane, settled: Settled) -> None:
         """Queue one delivery's attempt record, with what the after-delivery hook notes."""

@@ -33,7 +33,7 @@ from bridge.config import Settings, Subscription
 from bridge.delivery.attempts import AfterDelivery, Attempts
 from bridge.delivery.batching import BatchSending
 from bridge.delivery.health import Alert, Health
-from bridge.delivery.lane import ERROR_PAUSE, Lane
+from bridge.delivery.lane import ERROR_PAUSE, STATE_REFRESH, Lane
 from bridge.delivery.recorder import Recorder
 from bridge.delivery.send import Sender
 from bridge.delivery.strategy import Sending, SingleSending
@@ -62,6 +62,7 @@ class Dispatcher:
         alert: Alert | None = None,
         after_delivery: AfterDelivery | None = None,
         replies_committed: Callable[[], None] | None = None,
+        state_refresh: float = STATE_REFRESH,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -70,6 +71,8 @@ class Dispatcher:
         self._clock = clock
         self.lanes: dict[str, Lane] = {}
         self._prepared = False
+        self._state_refresh = state_refresh
+        self._states_at = 0.0  # when the lanes read the stored states next
         self._recorder = Recorder(
             store, settled=self._settled, clock=clock, replies_committed=replies_committed
         )
@@ -161,8 +164,12 @@ class Dispatcher:
             await self._give_back(lane)
         self.poke(name)
         # In force in memory first; a store that refuses to keep it raises to the
-        # caller, and the lane keeps trying to save it (see _drive).
+        # caller, and the lane keeps trying to save it (see _drive). Enabling ends a
+        # failing streak: what waited after endpoint-wide failures is sent at once.
         lane.unsaved = True
+        if not disabled:
+            lane.ending_streak = now
+        await self.health.streak_end_saved(lane)
         await self._store.save_subscription_state(lane.state)
         lane.unsaved = False
         return True
@@ -257,6 +264,9 @@ class Dispatcher:
         if lane.paused:
             return
         now = self._clock()
+        await self._refresh_states(now)
+        if lane.catching_up and now >= lane.catch_up_at:
+            await self._catch_up(lane, now)
         if lane.holding_back(now):
             # The receiver does not take deliveries now (open circuit, Retry-After):
             # another instance whose path to it works may send what waits here.
@@ -284,6 +294,39 @@ class Dispatcher:
             lane.poll_at = now + 1.0
             return
         lane.take(claimed, room=room, next_due=next_due, now=now)
+
+    async def _refresh_states(self, now: float) -> None:
+        """Every few seconds, what other instances stored (see Lane.refresh): one read."""
+        if now < self._states_at:
+            return
+        self._states_at = now + self._state_refresh
+        try:
+            states = await self._store.subscription_states()
+        except StoreError as exc:
+            log.warning("cannot read subscription states", error=str(exc))
+            return
+        for name, stored in states.items():
+            lane = self.lanes.get(name)
+            if lane is not None:
+                lane.refresh(stored)
+
+    async def _catch_up(self, lane: Lane, now: float) -> None:
+        """One chunk of the lane's catch-up: made due in the store, claimed as usual."""
+        try:
+            chunk = await self._store.catch_up(lane.name, now=now, after=lane.catch_up_cursor)
+        except StoreError as exc:
+            log.warning("cannot catch up yet", subscription=lane.name, error=str(exc))
+            lane.catch_up_at = now + ERROR_PAUSE  # the mark stays: try again, gently
+            return
+        lane.catch_up_cursor = chunk.cursor
+        if chunk.released:
+            lane.caught_up += chunk.released
+            self._metrics.caught_up.labels(lane.name).inc(chunk.released)
+            lane.poll_at = 0.0  # claim them now
+        if chunk.done:
+            lane.catching_up = False
+            if lane.caught_up:
+                log.info("caught up", subscription=lane.name, deliveries=lane.caught_up)
 
     async def _give_back(self, lane: Lane) -> None:
         """What waits in the lane goes back to the store (its lease released)."""

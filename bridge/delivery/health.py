@@ -95,6 +95,8 @@ class Health:
                 failing_for_s=round(verdict.failing_for),
             )
             await self.disable(lane, "failing longer than retry.disable_after", "disable_after")
+        elif verdict.streak == "ended":
+            await self.end_streak(lane, now)
         elif verdict.streak is not None and verdict.disable is None:
             await self.save_state(lane)
         if outcome.status is DeliveryStatus.PENDING and outcome.next_attempt_at is not None:
@@ -129,9 +131,32 @@ class Health:
             log.warning("cannot save the disabled state yet; will retry", error=str(exc))
         await self.emit("subscription_disabled", lane.name, {"reason": code})
 
+    async def end_streak(self, lane: Lane, now: float) -> None:
+        """The lane's failing streak ended: so does the stored one, shared by every
+        instance. Of the instances ending it, the one whose call finds it set starts
+        the catch-up (see bridge.store.catchup); one write per outage, none per success."""
+        lane.ending_streak = now
+        lane.unsaved = True
+        try:
+            await self.streak_end_saved(lane)
+        except StoreError as exc:
+            log.warning("cannot save subscription state; will retry", error=str(exc))
+        else:
+            lane.unsaved = False
+
+    async def streak_end_saved(self, lane: Lane) -> None:
+        """Give the store the streak's end the lane holds, if any (raises StoreError)."""
+        if lane.ending_streak is None:
+            return
+        if await self._store.end_streak(lane.name, now=lane.ending_streak):
+            log.info("endpoint answers again: catching up", subscription=lane.name)
+            lane.start_catch_up()
+        lane.ending_streak = None
+
     async def save_state(self, lane: Lane) -> None:
         lane.unsaved = True
         try:
+            await self.streak_end_saved(lane)  # first: the full state says the streak is over
             await self._store.save_subscription_state(lane.state)
         except StoreError as exc:
             log.warning("cannot save subscription state; will retry", error=str(exc))

@@ -10,6 +10,13 @@ While its receiver is known not to take deliveries (the circuit is open, or
 a Retry-After pause holds) a lane is *holding back*: it takes nothing, and
 what it holds waiting goes back to the store, where another instance whose
 path to the receiver works may send it (see :attr:`Lane.holding_back`).
+
+When the receiver answers again, the lane *catches up*: chunk by chunk, the
+store makes due what waited for a retry slot after an endpoint-wide failure
+(see :mod:`bridge.store.catchup`); the lane's claims send it. The stored
+failing streak is shared by every instance: a lane refreshes what it knows of
+it from the store every few seconds (:meth:`Lane.refresh`), so the instance
+that sees the first success ends it, whichever saw the failures.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from bridge.delivery.book import LeaseBook
 from bridge.observe.metrics import LaneMetrics
 from bridge.store.rows import Delivery, SubscriptionState
 
-__all__ = ["BLOCKED_POLL", "ERROR_PAUSE", "FALLBACK_POLL", "Lane"]
+__all__ = ["BLOCKED_POLL", "ERROR_PAUSE", "FALLBACK_POLL", "STATE_REFRESH", "Lane"]
 
 FALLBACK_POLL = 5.0
 """The slowest a lane looks at the store: deliveries of a killed instance whose lease ran out."""
@@ -36,6 +43,8 @@ BLOCKED_POLL = 0.25
 """Due but not claimable (an ordered device waits for its previous delivery): poll gently."""
 ERROR_PAUSE = 1.0
 """After a failed step, or with a state the store refused to keep: try again this soon."""
+STATE_REFRESH = 5.0
+"""How often the lanes read the stored subscription states (other instances' streaks)."""
 _MIN_WAIT = 0.001
 _DISABLED_AT = "disabled_at"  # subscription state: when the current pause began
 
@@ -68,6 +77,12 @@ class Lane:
         self.unsaved = False  # its state changed but the store refused to keep it
         # Batching (bridge.delivery.batching): until when a partial batch waits for more.
         self.gather_until: float | None = None
+        # Catching up (bridge.store.catchup): a chunk is due; where the last one ended.
+        self.catching_up = False
+        self.catch_up_at = 0.0  # the next chunk not before (a store that refused it)
+        self.catch_up_cursor: tuple[float, str] | None = None
+        self.caught_up = 0  # deliveries this catch-up made due so far
+        self.ending_streak: float | None = None  # a streak's end the store has not taken
 
     @staticmethod
     def _limiter(subscription: Subscription) -> AsyncLimiter | None:
@@ -162,6 +177,8 @@ class Lane:
             timeout = ERROR_PAUSE  # a state the store refused: try again soon
         if self.paused:
             return timeout
+        if self.catching_up:  # the next chunk; each is a short transaction of its own
+            return max(min(timeout, self.catch_up_at - now), _MIN_WAIT)
         reopens = reopens_at(self.circuit, self.circuit_policy)
         if reopens is not None and reopens > now:
             # Open circuit: nothing to claim or start until the probe may go.
@@ -226,6 +243,24 @@ class Lane:
             failing_since=self.state.failing_since if disabled else None,
             extra=extra,
         )
+
+    def start_catch_up(self) -> None:
+        """Catch up from the first chunk (see the module docstring)."""
+        if not self.catching_up:
+            self.catching_up = True
+            self.catch_up_cursor = None
+            self.caught_up = 0
+        self.wake.set()
+
+    def refresh(self, stored: SubscriptionState) -> None:
+        """Learn what other instances stored: a failing streak this lane has not seen
+        (its next success ends it, and starts the catch-up) and a catch-up that is not
+        finished (this lane helps finish it: a crashed instance's, say)."""
+        unseen = stored.failing_since is not None and self.state.failing_since is None
+        if unseen and not self.paused and self.ending_streak is None:
+            self.state = replace(self.state, failing_since=stored.failing_since)
+        if stored.catching_up is not None and not self.catching_up:
+            self.start_catch_up()
 
     @property
     def standing(self) -> Standing:

@@ -231,7 +231,8 @@ class InboundServer:
         except OSError as exc:
             await runner.cleanup()
             raise BridgeError(
-                f"inbound webhooks cannot listen on {listen}: {exc.strerror}"
+                f"inbound webhooks cannot listen on {listen} (api.inbound_listen): "
+                f"{exc.strerror}; set api.inbound_listen to a free address"
             ) from exc
         self._runner = runner
         sockets: Sequence[object] = getattr(site._server, "sockets", None) or []

@@ -20,7 +20,7 @@ import os
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -72,8 +72,12 @@ class Ingest:
         commit: CommitBatch,
         metrics: Metrics,
         commit_interval: float = 0.005,
+        watch: Mapping[str, Callable[[bytes], None]] | None = None,
     ) -> None:
         self._settings = settings
+        # Broker topics read directly, never shared and never committed (bridge.ingest.drops).
+        self._watch = dict(watch or {})
+        self._watch_mid: int | None = None
         self._filters = [
             f"$share/{settings.shared_group}/{f}" if settings.shared_group else f for f in filters
         ]
@@ -211,6 +215,8 @@ class Ingest:
             client.subscribe([(f, SubscribeOptions(qos=1)) for f in self._filters])
         else:
             client.subscribe([(f, 1) for f in self._filters])
+        if self._watch:  # on its own: a broker that refuses $SYS refuses only this
+            _, self._watch_mid = client.subscribe([(topic, 0) for topic in self._watch])
         client.publish(status_topic(self._settings.client_id), b"online", qos=1, retain=True)
         self._connected.set()
         self._metrics.broker_connected.set(1)
@@ -242,6 +248,10 @@ class Ingest:
         # An exception escaping here would make paho drop the connection.
         try:
             topic = msg._topic.decode("utf-8", "surrogateescape")
+            watcher = self._watch.get(topic)
+            if watcher is not None:
+                watcher(bytes(msg.payload))
+                return
             properties = msg.properties
             content_type = getattr(properties, "ContentType", None) if properties else None
             user_props = getattr(properties, "UserProperty", None) if properties else None
@@ -294,6 +304,10 @@ class Ingest:
         _p: Properties | None,
     ) -> None:
         refused = [str(r) for r in reasons if r.is_failure]
+        if _mid == self._watch_mid:
+            if refused:  # not every broker publishes $SYS to every client: stay silent
+                log.debug("the broker does not let us watch", topics=list(self._watch))
+            return
         if refused:
             log.error("broker refused subscriptions", filters=self._filters, reasons=refused)
         self._subscribed.set()

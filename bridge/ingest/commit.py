@@ -208,6 +208,12 @@ class CommitStep:
     ) -> None:
         received = message.received_at.timestamp()
         result = self._normaliser.normalise(message)
+        if isinstance(result, Rejected) and not message.payload:
+            # An empty message is how a retained one is cleared (a device's status, when
+            # it is removed), and the broker passes the clearing on to subscribers: no
+            # event, and nothing wrong. It is acknowledged with the batch.
+            log.debug("empty message: a retained message cleared", topic=message.topic)
+            return
         if isinstance(result, Rejected):
             rejected.append(
                 Rejection(

@@ -71,7 +71,7 @@ class PresenceTracker:
         self._clock = clock
         self._stop = asyncio.Event()
         default = settings.offline_after if settings.timeout_for == "all" else None
-        self.policy = PresencePolicy(default, self.announce)
+        self.policy = PresencePolicy(default, self.announce, settings.announce_first_seen)
         self.timeouts = 0  # heartbeat timeouts this instance emitted
         # The shortest and longest timeouts seen: the scan pace and the start-up grace.
         self._shortest = self._longest = settings.offline_after

@@ -112,6 +112,11 @@ class Metrics:
             "Deliveries that went dead unsent, held longer than retention.max_event_age",
             by_subscription,
         )
+        self.caught_up = counter(
+            "hookbridge_caught_up",
+            "Deliveries made due at once when their receiver answered again",
+            by_subscription,
+        )
         self.subscription_disabled = gauge(
             "hookbridge_subscription_disabled",
             "1 when the subscription is disabled",
@@ -124,6 +129,11 @@ class Metrics:
         )
         self.broker_connected = gauge(
             "hookbridge_broker_connected", "1 while connected to the broker"
+        )
+        self.broker_dropped = counter(
+            "hookbridge_broker_dropped_messages",
+            "Messages the broker counted as dropped (its $SYS counter, broker-wide: every "
+            "client's), as this bridge saw it grow",
         )
         self.store_commit_latency = histogram(
             "hookbridge_store_commit_seconds",

@@ -37,6 +37,7 @@ from bridge.core.events import Event
 from bridge.core.presence import Presence, PresenceState
 from bridge.errors import StoreError
 from bridge.store import common
+from bridge.store.catchup import CATCH_UP_OPERATIONS, CatchUpStore
 from bridge.store.leases import TAKEOVER_AFTER
 from bridge.store.outbox import OUTBOX_OPERATIONS, OutboxStore
 from bridge.store.rows import (
@@ -83,6 +84,7 @@ OPERATIONS = (
             "list_devices",
             "list_rejected",
             "next_due_at",
+            "note_broker_counter",
             "oldest_pending",
             "probe",
             "purge_chunk",
@@ -96,13 +98,15 @@ OPERATIONS = (
         ]
     )
     | OUTBOX_OPERATIONS
+    | CATCH_UP_OPERATIONS
 )
 """What every backend does, each ``name(conn, …)`` in one of its ``_sources`` modules."""
 
 
-class Store(OutboxStore, ABC):
+class Store(OutboxStore, CatchUpStore, ABC):
     """The durable outbox. Every method is one transaction (the MQTT outbox's are
-    :class:`bridge.store.outbox.OutboxStore`'s)."""
+    :class:`bridge.store.outbox.OutboxStore`'s, catching up and sending now
+    :class:`bridge.store.catchup.CatchUpStore`'s)."""
 
     owner: str
     takeover_after: float = TAKEOVER_AFTER  # a test may shorten it on one store
@@ -460,6 +464,15 @@ class Store(OutboxStore, ABC):
         deliveries' age starts that much later; returns how many were moved."""
         moved: int = await self._write("resume_age", subscription, paused_for)
         return moved
+
+    async def note_broker_counter(
+        self, broker: str, name: str, value: int, *, now: float
+    ) -> int | None:
+        """Keep ``value`` as the last seen of the broker's counter ``name``; returns the
+        one kept before (None the first time). One transaction: of two instances seeing
+        the same new value, only the first sees the old one."""
+        previous: int | None = await self._write("note_broker_counter", broker, name, value, now)
+        return previous
 
     async def is_writable(self) -> bool:
         """A cheap write probe: False when the store refuses writes (read-only, full)."""

@@ -78,7 +78,7 @@ __all__ = [
 # The columns ``delivery_from_row`` reads, in its order, and the join they come from.
 DELIVERY_COLUMNS = """d.id, d.subscription, d.attempts, d.created_at, d.status,
     d.next_attempt_at, e.body, d.dead_reason, d.last_status_code, d.last_error,
-    d.lease_token, d.age_from, e.context"""
+    d.lease_token, d.age_from, e.context, coalesce(d.retry_step, d.attempts), d.early"""
 FROM_DELIVERIES = "FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
 # The columns ``presence_from_row`` reads, in its order.
 PRESENCE_COLUMNS = "device_id, state, last_seen, changed_at, reason, heartbeat"
@@ -111,6 +111,8 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
         last_error=row[9],
         lease_token=row[10],
         age_from=row[11],
+        retry_step=row[13],
+        early=bool(row[14]),
     )
 
 
@@ -138,7 +140,7 @@ def rejection_from_row(row: Sequence[Any]) -> Rejection:
 
 def subscription_state_from_row(row: Sequence[Any]) -> SubscriptionState:
     """A row of (name, disabled, disabled_reason, failing_since, last_success,
-    last_failure, extra as JSON) as a SubscriptionState."""
+    last_failure, extra as JSON, catching_up) as a SubscriptionState."""
     return SubscriptionState(
         name=row[0],
         disabled=bool(row[1]),
@@ -147,11 +149,13 @@ def subscription_state_from_row(row: Sequence[Any]) -> SubscriptionState:
         last_success=row[4],
         last_failure=row[5],
         extra=orjson.loads(row[6]),
+        catching_up=row[7],
     )
 
 
 def subscription_state_values(state: SubscriptionState) -> tuple[Any, ...]:
-    """The column values ``subscription_state_from_row`` reads back."""
+    """The column values ``subscription_state_from_row`` reads back, but the catch-up
+    mark, which only ``end_streak`` and ``catch_up`` write."""
     return (
         state.name,
         state.disabled,
@@ -278,7 +282,13 @@ def decide_presence(
         if observation is None:
             result.append(item)
             continue
-        decision = decide(known.get(observation.device_id), observation, now, policy.offline_after)
+        decision = decide(
+            known.get(observation.device_id),
+            observation,
+            now,
+            policy.offline_after,
+            first_seen=policy.announce_first,
+        )
         if decision.state is not None:
             known[observation.device_id] = decision.state
             changed[observation.device_id] = decision.state

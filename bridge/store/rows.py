@@ -17,6 +17,7 @@ __all__ = [
     "Accepted",
     "AttemptOutcome",
     "AttemptRecord",
+    "CatchUp",
     "Claim",
     "Delivery",
     "DeliveryStatus",
@@ -76,6 +77,8 @@ class PresencePolicy:
     # The timeout of a device that announced none; None: such devices never time out.
     offline_after: float | None
     announce: Callable[[Transition], Accepted]
+    # A device's first live event announces it (device.online, reason first_seen).
+    announce_first: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,11 @@ class Delivery:
     # Where retention.max_event_age counts from: the receipt (created_at) unless an
     # operator's retry or a resumed pause moved it.
     age_from: float | None = None
+    # The retry schedule's delays used so far (see bridge.core.retry.schedule_after).
+    retry_step: int = 0
+    # Made due before its slot (a catch-up, an operator's "send now"): its next
+    # attempt, should it fail, does not use up a step of the schedule.
+    early: bool = False
 
     @property
     def age_start(self) -> float:
@@ -118,6 +126,15 @@ class Delivery:
     @property
     def event_id(self) -> str:
         return self.event.id
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """What one chunk of a catch-up did (see ``Store.catch_up``)."""
+
+    released: int  # deliveries made due now
+    done: bool  # nothing is left: the subscription's catch-up mark is cleared
+    cursor: tuple[float, str] | None = None  # (created_at, id) of the last one released
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +209,9 @@ class SubscriptionState:
     last_success: float | None = None
     last_failure: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # When a failing streak ended whose catch-up is not finished (see
+    # bridge.store.base.Store.catch_up); written only by end_streak and catch_up.
+    catching_up: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

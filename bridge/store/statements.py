@@ -13,15 +13,23 @@ import re
 from bridge.store.common import DELIVERY_COLUMNS, FROM_DELIVERIES
 
 __all__ = [
+    "BROKER_COUNTER",
+    "CATCH_UP_INDEX",
+    "CATCH_UP_STATE",
+    "CAUGHT_UP",
+    "CLEAR_CATCH_UP",
     "COUNT_BY_STATUS",
     "COUNT_EVENTS",
     "COUNT_REJECTED",
+    "END_STREAK",
     "GET_DELIVERY",
     "GET_EVENT",
     "LAST_ATTEMPT",
     "LAST_PACKETS_SEQ",
     "LIST_REJECTED",
     "LOG_PACKETS",
+    "MARK_ENDPOINT_FAILURES",
+    "NOTE_BROKER_COUNTER",
     "PRUNE_PACKETS",
     "QUEUE_DEPTH",
     "RECENT_PACKETS",
@@ -40,7 +48,7 @@ GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} WHERE d.id = ?1"
 GET_EVENT = "SELECT body, context FROM events WHERE id = ?1"
 QUEUE_DEPTH = "SELECT count(*) FROM deliveries WHERE subscription = ?1 AND status = 'pending'"
 SUBSCRIPTION_STATES = """SELECT name, disabled, disabled_reason, failing_since, last_success,
-    last_failure, extra FROM subscription_state ORDER BY name"""
+    last_failure, extra, catching_up FROM subscription_state ORDER BY name"""
 SAVE_SUBSCRIPTION_STATE = """INSERT INTO subscription_state
     (name, disabled, disabled_reason, failing_since, last_success, last_failure, extra)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -74,6 +82,42 @@ LAST_PACKETS_SEQ = "SELECT max(seq) FROM ingest_packets WHERE client_id = ?1"
 LOG_PACKETS = """INSERT INTO ingest_packets (client_id, seq, connection, packets)
     VALUES (?1, ?2, ?3, ?4)"""
 PRUNE_PACKETS = "DELETE FROM ingest_packets WHERE client_id = ?1 AND seq <= ?2"
+
+# Catch-up (bridge.store.catchup). Ending the streak is conditional: of several
+# instances ending it at once, one finds it set; that one marks the catch-up.
+END_STREAK = """UPDATE subscription_state SET failing_since = NULL, last_success = ?2,
+    catching_up = ?2 WHERE name = ?1 AND failing_since IS NOT NULL"""
+CATCH_UP_STATE = "SELECT catching_up, failing_since FROM subscription_state WHERE name = ?1"
+CLEAR_CATCH_UP = (
+    "UPDATE subscription_state SET catching_up = NULL WHERE name = ?1 AND catching_up = ?2"
+)
+# ?1 subscription, ?2 now, ?3 the mark (when the streak ended), ?4 and ?5 the cursor
+# (created_at, id) of the last one released, ?6 the chunk. Through the partial
+# deliveries_catch_up index, oldest first. A failure recorded after the mark belongs
+# to a later streak; a delivery already due needs no hurry.
+CAUGHT_UP = """UPDATE deliveries SET next_attempt_at = ?2, early = 1
+    WHERE id IN (SELECT id FROM deliveries
+        WHERE subscription = ?1 AND status = 'pending' AND endpoint_failure = 1
+          AND next_attempt_at > ?2 AND (not_before IS NULL OR not_before <= ?2)
+          AND updated_at <= ?3 AND (created_at > ?4 OR (created_at = ?4 AND id > ?5))
+        ORDER BY created_at, id LIMIT ?6{lock})
+    RETURNING created_at, id"""
+
+# The broker's counters (bridge.ingest.drops): the last value seen, then the new one.
+BROKER_COUNTER = "SELECT value FROM broker_counters WHERE broker = ?1 AND name = ?2"
+NOTE_BROKER_COUNTER = """INSERT INTO broker_counters (broker, name, value, seen_at)
+    VALUES (?1, ?2, ?3, ?4) ON CONFLICT (broker, name) DO UPDATE
+    SET value = excluded.value, seen_at = excluded.seen_at"""
+
+# Schema step 13 (catch-up), the same on both stores; never edited once released.
+MARK_ENDPOINT_FAILURES = """UPDATE deliveries SET endpoint_failure = 1
+    WHERE status = 'pending' AND attempts > 0 AND (
+        (last_status_code >= 500 AND last_status_code <> 503)
+        OR (last_status_code IS NULL AND (last_error LIKE 'connection refused%'
+            OR last_error LIKE 'connection failed%' OR last_error LIKE 'timeout%'
+            OR last_error LIKE 'the server closed the connection%')))"""
+CATCH_UP_INDEX = """CREATE INDEX deliveries_catch_up ON deliveries (subscription, created_at)
+    WHERE status = 'pending' AND endpoint_failure = 1"""
 
 _NUMBERED = re.compile(r"\?(\d+)")
 

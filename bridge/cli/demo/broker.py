@@ -31,6 +31,13 @@ BrokerChoice = Literal["auto", "mosquitto", "embedded"]
 _SEARCH = ["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin", "/opt/homebrew/sbin"]
 
 
+class _ClosedConnections(logging.Filter):
+    """Drops amqtt's ERROR for a connection closed without a DISCONNECT packet."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No data from")
+
+
 def find_mosquitto() -> str | None:
     path = os.pathsep.join([os.environ.get("PATH", ""), *_SEARCH])
     return shutil.which("mosquitto", path=path)
@@ -118,8 +125,13 @@ class DemoBroker:
             raise BrokerError(
                 "neither mosquitto nor amqtt is installed: pip install 'hookbridge[demo]'"
             ) from exc
-        # amqtt logs every connection at INFO; the demo's screen is for events.
+        # amqtt logs every connection at INFO; the demo's screen is for events. It also
+        # logs a client that leaves without DISCONNECT (the broker's own readiness probe,
+        # a device simulator stopping) at ERROR: that is a normal run, not an error.
         logging.getLogger("amqtt").setLevel(logging.ERROR)
+        broker_log = logging.getLogger("amqtt.broker")
+        if not any(isinstance(f, _ClosedConnections) for f in broker_log.filters):
+            broker_log.addFilter(_ClosedConnections())
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
             "plugins": {

@@ -1,8 +1,9 @@
-"""The demo's webhook receiver: verifies every signature and prints one readable line per event.
+"""The verifying webhook receiver: one readable line per event, signature checked first.
 
-It is what a subscriber writes: an aiohttp endpoint on 127.0.0.1 that checks
-the Standard Webhooks headers with :func:`bridge.signing.verify` before it
-trusts the body, answers 2xx, and deduplicates on ``webhook-id``.
+It is what a subscriber writes: an aiohttp endpoint that checks the Standard
+Webhooks headers with :func:`bridge.core.signing.verify` before it trusts the
+body, answers 2xx, and deduplicates on ``webhook-id``. The demo runs it on
+127.0.0.1; ``hookbridge receive`` runs it on a port of the user's choosing.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -51,12 +52,31 @@ def describe(envelope: dict[str, Any]) -> str:
 
 
 class DemoReceiver:
-    def __init__(self, secret: str, *, printer: Callable[[str], None] = print) -> None:
-        self._secret = secret
+    """Verifies and prints webhooks: the demo's receiver, and ``hookbridge receive``.
+
+    ``secrets`` are the ``whsec_`` secrets any of which may sign (several during a key
+    rotation). ``limit`` stops counting and printing after that many events (the
+    demo's ``--events``): what arrives later is acknowledged and not shown, so the
+    screen and the summary agree. ``answer`` (``hookbridge receive --answer``) is the
+    JSON body every verified request gets, for a pipe subscription; else 204.
+    """
+
+    def __init__(
+        self,
+        secret: str | Sequence[str],
+        *,
+        printer: Callable[[str], None] = print,
+        limit: int | None = None,
+        answer: bytes | None = None,
+    ) -> None:
+        self._secrets = [secret] if isinstance(secret, str) else list(secret)
         self._print = printer
+        self._limit = limit
+        self._answer_body = answer
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.verified = 0
+        self.answered = 0  # of the verified: requests answered with a body (pipe)
         self.refused = 0
         self.types: Counter[str] = Counter()
         self._seen: set[str] = set()
@@ -71,53 +91,81 @@ class DemoReceiver:
         """Where the pipe subscription posts: the answer goes back to the device."""
         return f"http://127.0.0.1:{self.port}/webhooks/commands"
 
-    async def _verified(self, request: web.Request) -> dict[str, Any] | None:
-        """The envelope of a request whose signature verifies; None (counted) otherwise."""
+    async def _verified(self, request: web.Request) -> list[dict[str, Any]] | None:
+        """The envelopes of a request whose signature verifies (a batch carries several);
+        None (counted, and said) otherwise."""
         body = await request.read()
         try:
-            verify([self._secret], request.headers, body, now=time.time())
-        except SignatureError as exc:
+            verify(self._secrets, request.headers, body, now=time.time())
+            parsed = json.loads(body)
+        except (SignatureError, ValueError) as exc:
             self.refused += 1
             self._print(f"REFUSED  {request.headers.get('webhook-id', '?')}: {exc}")
             self.changed.set()
             return None
-        envelope: dict[str, Any] = json.loads(body)
-        return envelope
+        items = parsed if isinstance(parsed, list) else [parsed]
+        return [item for item in items if isinstance(item, dict)]
+
+    def _counts(self, request: web.Request) -> bool:
+        """A new webhook, within the limit: count it. A retry of one already shown, or
+        one past the limit, is acknowledged and not shown."""
+        # By path too: one event sent to two subscriptions (the demo's two) is two webhooks.
+        key = f"{request.path} {request.headers.get('webhook-id', '')}"
+        if key in self._seen or (self._limit is not None and self.verified >= self._limit):
+            return False
+        self._seen.add(key)
+        return True
+
+    def _show(self, envelopes: list[dict[str, Any]], note: str) -> None:
+        self.verified += 1
+        for envelope in envelopes:
+            self.types[str(envelope.get("type"))] += 1
+            self._print(f"{describe(envelope)}  [signature ok{note}]")
+        self.changed.set()
 
     async def _answer(self, request: web.Request) -> web.Response:
-        envelope = await self._verified(request)
-        if envelope is None:
+        """The demo's pipe receiver: it answers with a command for the device."""
+        envelopes = await self._verified(request)
+        if envelopes is None:
             return web.Response(status=401, text="bad signature")
-        device = (envelope.get("data") or {}).get("device_id", "-")
-        self._print(f"{describe(envelope)}  [signature ok, answering: sync]")
+        device = (envelopes[0].get("data") or {}).get("device_id", "-") if envelopes else "-"
+        if self._counts(request):
+            self.answered += 1
+            self._show(envelopes, ", answering: sync")
         return web.json_response({"command": "sync", "device_id": device})
 
     async def _handle(self, request: web.Request) -> web.Response:
-        envelope = await self._verified(request)
-        if envelope is None:
+        envelopes = await self._verified(request)
+        if envelopes is None:
             return web.Response(status=401, text="bad signature")
-        event_id = request.headers.get("webhook-id", "")
-        if event_id in self._seen:  # a retry of what we already have: ack, do not count
-            return web.Response(status=204)
-        self._seen.add(event_id)
-        self.verified += 1
-        self.types[str(envelope.get("type"))] += 1
-        self._print(f"{describe(envelope)}  [signature ok]")
-        self.changed.set()
+        answer = self._answer_body
+        if self._counts(request):
+            if answer is not None:
+                self.answered += 1
+            self._show(envelopes, "" if answer is None else ", answered")
+        if answer is not None:
+            return web.Response(status=200, body=answer, content_type="application/json")
         return web.Response(status=204)
 
-    async def start(self) -> None:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, any_path: bool = False
+    ) -> None:
+        """Listen; ``any_path``: every POST is a webhook (``hookbridge receive``), else
+        the demo's two paths."""
         app = web.Application()
-        app.router.add_post("/webhooks/hookbridge", self._handle)
-        app.router.add_post("/webhooks/commands", self._answer)
+        if any_path:
+            app.router.add_post("/{tail:.*}", self._handle)
+        else:
+            app.router.add_post("/webhooks/hookbridge", self._handle)
+            app.router.add_post("/webhooks/commands", self._answer)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
         # aiohttp does not expose the port it bound when asked for port 0.
         sockets = getattr(site._server, "sockets", None)
         if not sockets:
-            raise RuntimeError("the demo receiver did not bind")
+            raise RuntimeError("the receiver did not bind")
         self.port = int(sockets[0].getsockname()[1])
 
     async def stop(self) -> None:

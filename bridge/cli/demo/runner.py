@@ -54,7 +54,7 @@ async def _demo(events: int | None, rate: float, choice: BrokerChoice) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     secret = generate_secret()
-    receiver = DemoReceiver(secret, printer=_say)
+    receiver = DemoReceiver(secret, printer=_say, limit=events)
     await receiver.start()
     try:
         async with DemoBroker(choice) as broker:
@@ -142,6 +142,7 @@ async def _run(
         await asyncio.wait_for(service, 20)
     _say()
     kinds = ", ".join(f"{t} x{n}" for t, n in sorted(receiver.types.items()))
+    # Every line marked "signature ok" above is one of these, the answered request included.
     _say(f"{receiver.verified} events received, {receiver.verified} signatures verified.")
     _say(f"types: {kinds or '-'}")
     if receiver.refused:

@@ -104,6 +104,7 @@ class MqttSettings(_Model):
     password: SecretStr | None = None
     shared_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     reconnect_max: Duration = 30.0
+    watch_broker_drops: bool = True  # $SYS/broker/publish/messages/dropped: bridge.ingest.drops
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -169,10 +170,10 @@ class StoreSettings(_Model):
 class PresenceSettings(_Model):
     offline_after: Duration = 90.0
     enabled: bool = True
-    # Which devices go offline when silent: ``announced``, only those that announce
-    # a ``heartbeat_interval`` (the others stay online until they say ``offline``,
-    # e.g. by their Last Will); ``all``, also every other one after ``offline_after``.
+    # Which devices go offline when silent: ``announced`` (a ``heartbeat_interval``; the
+    # others wait for their ``offline``, e.g. a Last Will), or ``all`` after ``offline_after``.
     timeout_for: Literal["announced", "all"] = "announced"
+    announce_first_seen: bool = True  # a device's first event: device.online, first_seen
     # A device announcing ``heartbeat_interval`` goes offline after this many missed beats.
     missed_heartbeats: int = Field(default=3, ge=1, le=100)
 
@@ -255,7 +256,7 @@ class CircuitSettings(_Model):
     """The per-subscription circuit breaker (see :mod:`bridge.circuit`)."""
 
     failures: int = Field(default=5, ge=1, le=100_000)
-    cool_down: Duration = Field(default=30.0, ge=0.01)
+    cool_down: Duration = Field(default=10.0, ge=0.01)
     enabled: bool = True
 
 

@@ -140,3 +140,12 @@ async def resume_age(conn: Any, subscription: str, paused_for: float) -> int:
 async def probe(conn: Any) -> None:
     for statement in sql.PROBE:
         await conn.execute(statement)
+
+
+async def note_broker_counter(
+    conn: Any, broker: str, name: str, value: int, now: float
+) -> int | None:
+    # The row lock keeps two instances from both seeing the old value.
+    previous = await conn.fetchval(pg(shared.BROKER_COUNTER) + " FOR UPDATE", broker, name)
+    await conn.execute(pg(shared.NOTE_BROKER_COUNTER), broker, name, value, now)
+    return None if previous is None else int(previous)

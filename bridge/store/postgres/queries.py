@@ -15,6 +15,7 @@ from typing import Any
 from bridge.core.events import Event
 from bridge.core.outcomes import AttemptOutcome, DeliveryStatus
 from bridge.store import common, packets, statements
+from bridge.store.catchup import schedule_values
 from bridge.store.ids import new_delivery_ids
 from bridge.store.postgres import device, directory, leases
 from bridge.store.postgres.connect import columns
@@ -106,16 +107,21 @@ _INSERT_ATTEMPTS = """INSERT INTO attempts
                                    AND attempts = u.attempt
                                    AND last_started_at = u.started_at)
                AND NOT EXISTS (SELECT 1 FROM attempts WHERE delivery_id = u.delivery_id))"""
-# The row keeps its last attempt (start, latency, excerpt with the code and error).
+# The row keeps its last attempt (start, latency, excerpt with the code and error), and
+# what a catch-up reads (bridge.core.retry.schedule_after): the step, an endpoint-wide
+# failure, a Retry-After's end; the attempt is no longer early.
 _APPLY_OUTCOMES = """UPDATE deliveries AS d SET status = u.status,
     attempts = greatest(d.attempts, u.attempt), next_attempt_at = u.next_at,
     dead_reason = u.reason, last_status_code = u.code, last_error = u.error,
     lease_owner = NULL, lease_until = NULL, updated_at = $8,
+    retry_step = coalesce(u.step, d.retry_step), endpoint_failure = u.wide,
+    not_before = u.not_before, early = 0,
     last_started_at = u.started_at, last_latency_ms = u.latency_ms, last_excerpt = u.excerpt
     FROM unnest($1::text[], $2::text[], $3::int[], $4::float8[], $5::text[], $6::int[],
-                $7::text[], $9::bigint[], $10::float8[], $11::float8[], $12::text[])
-        AS u (id, status, attempt, next_at, reason, code, error, token, started_at,
-              latency_ms, excerpt)
+                $7::text[], $9::bigint[], $10::int[], $11::smallint[], $12::float8[],
+                $13::float8[], $14::float8[], $15::text[])
+        AS u (id, status, attempt, next_at, reason, code, error, token, step, wide, not_before,
+              started_at, latency_ms, excerpt)
     WHERE d.id = u.id AND (u.token IS NULL OR d.lease_token = u.token)"""
 
 
@@ -261,6 +267,7 @@ async def record_attempts(
         statuses.append(status)
         next_ats.append(next_at)
         reasons.append(reason)
+    schedules = [schedule_values(outcome) for _, outcome in results]
     await conn.execute(
         _APPLY_OUTCOMES,
         [r.delivery_id for r in records],
@@ -272,6 +279,7 @@ async def record_attempts(
         [r.error for r in records],
         now,
         [r.lease_token for r in records],
+        *(list(column) for column in zip(*schedules, strict=True)),
         [r.started_at for r in records],
         [r.latency_ms for r in records],
         [r.response_excerpt for r in records],

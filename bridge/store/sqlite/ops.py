@@ -153,3 +153,12 @@ def resume_age(conn: sqlite3.Connection, subscription: str, paused_for: float) -
 def probe(conn: sqlite3.Connection) -> None:
     for statement in sql.PROBE:
         conn.execute(statement)
+
+
+def note_broker_counter(
+    conn: sqlite3.Connection, broker: str, name: str, value: int, now: float
+) -> int | None:
+    # BEGIN IMMEDIATE: no other instance writes between the read and the write.
+    row = _one(conn, shared.BROKER_COUNTER, broker, name)
+    conn.execute(shared.NOTE_BROKER_COUNTER, (broker, name, value, now))
+    return None if row is None else int(row[0])

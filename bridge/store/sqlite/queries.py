@@ -17,6 +17,7 @@ import orjson
 
 from bridge.core.events import Event
 from bridge.store import packets, statements
+from bridge.store.catchup import schedule_values
 from bridge.store.common import (
     DELIVERY_COLUMNS,
     FROM_DELIVERIES,
@@ -101,11 +102,14 @@ _INSERT_ATTEMPT = """INSERT INTO attempts
                               WHERE id = ?1 AND attempts = ?2 AND last_started_at = ?3)
               AND NOT EXISTS (SELECT 1 FROM attempts WHERE delivery_id = ?1))"""
 # Fenced: a token that is no longer the delivery's (someone claimed it since) changes nothing.
-# The row keeps its last attempt (start, latency, excerpt with the code and error).
+# The row keeps its last attempt (start, latency, excerpt with the code and error), and
+# what a catch-up reads (bridge.core.retry.schedule_after): the step, an endpoint-wide
+# failure, a Retry-After's end; the attempt is no longer early.
 _APPLY_OUTCOME = """UPDATE deliveries SET status = ?1, attempts = max(attempts, ?2),
     next_attempt_at = ?3, dead_reason = ?4, last_status_code = ?5, last_error = ?6,
     lease_owner = NULL, lease_until = NULL, updated_at = ?7,
-    last_started_at = ?10, last_latency_ms = ?11, last_excerpt = ?12
+    retry_step = coalesce(?10, retry_step), endpoint_failure = ?11, not_before = ?12, early = 0,
+    last_started_at = ?13, last_latency_ms = ?14, last_excerpt = ?15
     WHERE id = ?8 AND (?9 IS NULL OR lease_token = ?9)"""
 # Retention works in chunks of PURGE_CHUNK rows, one transaction each, so the
 # writer is never held for long.
@@ -247,6 +251,7 @@ def record_attempts(
                 now,
                 record.delivery_id,
                 record.lease_token,
+                *schedule_values(outcome),
                 record.started_at,
                 record.latency_ms,
                 record.response_excerpt,

@@ -12,6 +12,7 @@ import sqlite3
 import time
 
 from bridge.errors import StoreError
+from bridge.store import statements
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "schema_version"]
 
@@ -261,6 +262,36 @@ _LEAN_INDEXES = (
         WHERE status <> 'pending'""",
 )
 
+# Catch-up after an outage (bridge.store.base.Store.catch_up): a delivery keeps the
+# retry schedule's step apart from its attempt count (NULL: as many as its
+# attempts), whether its last failure was endpoint-wide, the end of a Retry-After
+# pause, and whether it was made due early; a subscription keeps the time its
+# failing streak ended while its catch-up is not finished. Deliveries already
+# waiting after a refused, reset or timed-out attempt or a 5xx are marked as such
+# (a 503 is not: whether it asked for a pause was not kept).
+_CATCH_UP = (
+    "ALTER TABLE deliveries ADD COLUMN retry_step INTEGER",
+    "ALTER TABLE deliveries ADD COLUMN endpoint_failure INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE deliveries ADD COLUMN not_before REAL",
+    "ALTER TABLE deliveries ADD COLUMN early INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE subscription_state ADD COLUMN catching_up REAL",
+    statements.MARK_ENDPOINT_FAILURES,
+    statements.CATCH_UP_INDEX,
+)
+
+# The broker's own counters the bridge watches (bridge.ingest.drops): the last value
+# seen of each, per broker, so what changed while the bridge was away shows at its
+# return.
+_BROKER_COUNTERS = (
+    """CREATE TABLE broker_counters (
+        broker TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        seen_at REAL NOT NULL,
+        PRIMARY KEY (broker, name)
+    )""",
+)
+
 
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
@@ -276,6 +307,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _OUTBOX_REPLIES,
     _PACKET_LOG,
     _LEAN_INDEXES,
+    _CATCH_UP,
+    _BROKER_COUNTERS,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 
