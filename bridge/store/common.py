@@ -197,34 +197,6 @@ def delivery_counts(
 # -- new events of a batch --------------------------------------------------------------
 
 
-def first_success(record: AttemptRecord, outcome: AttemptOutcome) -> bool:
-    """An attempt its delivery's row can stand for alone: the first, delivered, with
-    nothing to note. Its history needs no attempt row when the outcome is applied and
-    no fenced-out try came before it (the row keeps the last attempt's start,
-    latency, status and excerpt); any other attempt gets a row of its own."""
-    return (
-        record.attempt == 1 and outcome.status is DeliveryStatus.DELIVERED and record.error is None
-    )
-
-
-def with_summarised(stored: list[AttemptRecord], last: Sequence[Any] | None) -> list[AttemptRecord]:
-    """A delivery's attempt history: its attempt rows, and the last attempt as the
-    delivery's row keeps it when no row stands for it (see :func:`first_success`).
-
-    ``last`` is the row of ``statements.LAST_ATTEMPT``; its start is NULL for a
-    delivery recorded before the row kept it, or never tried.
-    """
-    if last is None or last[2] is None:
-        return stored
-    delivery_id, number, started_at, latency_ms, status_code, error, excerpt = last
-    if any(r.attempt == number and r.started_at == started_at for r in stored):
-        return stored
-    summary = AttemptRecord(
-        delivery_id, number, started_at, latency_ms, status_code, error, excerpt
-    )
-    return [*stored, summary]
-
-
 def not_yet_stored(
     accepted: Sequence[Accepted], stored_ids: set[str], redelivered: set[int]
 ) -> list[Accepted]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from bridge.core.events import Event
 from bridge.core.presence import PresenceState
-from bridge.store import common, rows
+from bridge.store import common, history, rows
 from bridge.store import statements as shared
 from bridge.store.postgres import batches, device, leases
 from bridge.store.postgres import queries as sql
@@ -76,7 +76,7 @@ async def get_delivery(conn: Any, delivery_id: str) -> rows.Delivery | None:
 async def attempts(conn: Any, delivery_id: str) -> list[rows.AttemptRecord]:
     stored = [rows.AttemptRecord(*row) for row in await conn.fetch(sql.ATTEMPTS, delivery_id)]
     last = await conn.fetchrow(pg(shared.LAST_ATTEMPT), delivery_id)
-    return common.with_summarised(stored, last)
+    return history.with_summarised(stored, last)
 
 
 async def get_event(conn: Any, event_id: str) -> Event | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from bridge.core.events import Event
 from bridge.core.outcomes import AttemptOutcome, DeliveryStatus
-from bridge.store import common, packets, statements
+from bridge.store import common, history, packets, statements
 from bridge.store.catchup import schedule_values
 from bridge.store.ids import new_delivery_ids
 from bridge.store.postgres import device, directory, leases
@@ -92,7 +92,7 @@ _INSERT_DELIVERIES = """INSERT INTO deliveries
 _INSERT_REJECTED = """INSERT INTO rejected (received_at, topic, payload, reason, detail)
     SELECT * FROM unnest($1::float8[], $2::text[], $3::bytea[], $4::text[], $5::text[])"""
 # A vanished delivery must not fail the whole batch of attempts: its row is skipped.
-# A first success (u.first, see common.first_success) gets no row when its outcome was
+# A first success (u.first, see bridge.store.history) gets no row when its outcome was
 # applied (the delivery's row then holds exactly this attempt: its start) and it is
 # the delivery's only attempt (no fenced-out try before it).
 _INSERT_ATTEMPTS = """INSERT INTO attempts
@@ -250,12 +250,8 @@ async def store_items(
 async def record_attempts(
     conn: Any, results: Sequence[tuple[AttemptRecord, AttemptOutcome]], now: float
 ) -> None:
-    """Apply each outcome and keep each attempt; every lease involved is dropped.
-
-    The delivery's row keeps its last attempt; an attempt row is written for
-    every other attempt, and for a first success only when its outcome was fenced
-    out (see :func:`bridge.store.common.first_success`).
-    """
+    """Apply each outcome, keep each attempt (a first success on its delivery's row,
+    see :mod:`bridge.store.history`); every lease involved is dropped."""
     if not results:
         return
     records = [record for record, _ in results]
@@ -289,7 +285,7 @@ async def record_attempts(
         *columns(
             records, "delivery_id attempt started_at latency_ms status_code error response_excerpt"
         ),
-        [common.first_success(record, outcome) for record, outcome in results],
+        [history.first_success(record, outcome) for record, outcome in results],
     )
     # Pipe answers with the results they came with: one commit (bridge.store.postgres.replies).
     await commit_replies(conn, results)

@@ -20,7 +20,7 @@ import orjson
 
 from bridge.core.events import Event
 from bridge.core.presence import PresenceState
-from bridge.store import common, rows
+from bridge.store import common, history, rows
 from bridge.store import statements as shared
 from bridge.store.sqlite import batches, leases
 from bridge.store.sqlite import device as per_device
@@ -90,7 +90,7 @@ def get_delivery(conn: sqlite3.Connection, delivery_id: str) -> rows.Delivery | 
 
 def attempts(conn: sqlite3.Connection, delivery_id: str) -> list[rows.AttemptRecord]:
     stored = [rows.AttemptRecord(*row) for row in conn.execute(sql.ATTEMPTS, (delivery_id,))]
-    return common.with_summarised(stored, _one(conn, shared.LAST_ATTEMPT, delivery_id))
+    return history.with_summarised(stored, _one(conn, shared.LAST_ATTEMPT, delivery_id))
 
 
 def get_event(conn: sqlite3.Connection, event_id: str) -> Event | None:

@@ -22,11 +22,11 @@ from bridge.store.common import (
     DELIVERY_COLUMNS,
     FROM_DELIVERIES,
     event_values,
-    first_success,
     not_yet_stored,
     outcome_values,
 )
 from bridge.store.heads import choose_heads, ordered_pairs
+from bridge.store.history import first_success
 from bridge.store.ids import new_delivery_ids
 from bridge.store.rows import (
     AttemptOutcome,
@@ -92,7 +92,7 @@ _QUEUE_WAITING = """SELECT 1 FROM deliveries
 _INSERT_REJECTED = """INSERT INTO rejected (received_at, topic, payload, reason, detail)
     VALUES (?, ?, ?, ?, ?)"""
 # A vanished delivery must not fail the whole batch of attempts: its row is skipped.
-# A first success (?8, see common.first_success) gets no row when the outcome above
+# A first success (?8, see bridge.store.history) gets no row when the outcome above
 # was applied (the delivery's row then holds exactly this attempt: its start) and it
 # is the delivery's only attempt (no fenced-out try before it).
 _INSERT_ATTEMPT = """INSERT INTO attempts
@@ -220,9 +220,9 @@ def record_attempts(
 ) -> None:
     """Apply each outcome and keep each attempt; every lease involved is dropped.
 
-    The delivery's row keeps its last attempt; an attempt row is written for
-    every other attempt, and for a first success only when its outcome was fenced
-    out (see :func:`bridge.store.common.first_success`).
+    The delivery's row keeps its last attempt; an attempt row is written for every
+    other attempt, and for a first success only when it was fenced out or followed
+    one (see :mod:`bridge.store.history`).
     """
     attempt_rows = []
     outcome_rows = []
