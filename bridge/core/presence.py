@@ -85,6 +85,7 @@ class PresenceState:
     changed_at: float  # when ``state`` began
     reason: str | None = None  # why it is in ``state``, when known
     heartbeat: float | None = None  # the silence it announced it never exceeds, seconds
+    account: str = ""  # the device's account ("" for none): devices are keyed by both
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,7 @@ class Observation:
     reason: str | None = None  # the event's own ``reason``
     retained: bool = False  # the broker's retained copy, not a live message
     heartbeat: float | None = None  # a timeout the message announces, seconds
+    account: str = ""  # the device's account ("" for none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,7 @@ class Transition:
     reason: str
     changed_at: float
     last_seen: float
+    account: str = ""  # the device's account ("" for none); its event belongs to it
 
     @property
     def key(self) -> str:
@@ -135,6 +138,7 @@ def decide(
     if observation is None:
         return _check_timeout(previous, now, offline_after)
     device = observation.device_id
+    account = observation.account
     at = observation.at
     # A retained copy is the broker's memory, not a sign of life now.
     seen = (
@@ -150,20 +154,21 @@ def decide(
         # The starting state: from a retained status it is no news; a live
         # presence event is; any other event just makes the device known.
         state = PresenceState(
-            device, says or Presence.ONLINE, seen, at, observation.reason, heartbeat
+            device, says or Presence.ONLINE, seen, at, observation.reason, heartbeat, account
         )
         return Decision(state, keep_event=says is None or not observation.retained)
     if says is None:
         if previous.state is Presence.ONLINE:
             return Decision(replace(previous, last_seen=seen, heartbeat=heartbeat))
-        back = Transition(device, Presence.ONLINE, SEEN_AGAIN, at, seen)
+        back = Transition(device, Presence.ONLINE, SEEN_AGAIN, at, seen, account)
         return Decision(
-            PresenceState(device, Presence.ONLINE, seen, at, SEEN_AGAIN, heartbeat), (back,)
+            PresenceState(device, Presence.ONLINE, seen, at, SEEN_AGAIN, heartbeat, account),
+            (back,),
         )
     if says is previous.state:
         return Decision(replace(previous, last_seen=seen, heartbeat=heartbeat), keep_event=False)
     # A change. A retained one contradicts what we stored: it happened while we were away.
-    return Decision(PresenceState(device, says, seen, at, observation.reason, heartbeat))
+    return Decision(PresenceState(device, says, seen, at, observation.reason, heartbeat, account))
 
 
 def _heartbeat(previous: PresenceState | None, observation: Observation) -> float | None:
@@ -194,7 +199,12 @@ def _check_timeout(
         return Decision(previous, keep_event=False)
     changed = previous.last_seen + timeout
     gone = Transition(
-        previous.device_id, Presence.OFFLINE, HEARTBEAT_TIMEOUT, changed, previous.last_seen
+        previous.device_id,
+        Presence.OFFLINE,
+        HEARTBEAT_TIMEOUT,
+        changed,
+        previous.last_seen,
+        previous.account,
     )
     state = PresenceState(
         previous.device_id,
@@ -203,5 +213,6 @@ def _check_timeout(
         changed,
         HEARTBEAT_TIMEOUT,
         previous.heartbeat,
+        previous.account,
     )
     return Decision(state, (gone,), keep_event=False)

@@ -5,7 +5,7 @@ Times are UNIX epoch seconds (float) throughout.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bridge.core.events import Event
@@ -88,6 +88,7 @@ class Rejection:
     reason: str  # short machine code, e.g. "invalid_json"
     detail: str  # human sentence
     packet: Packet | None = None  # the PUBLISH it came in; not kept with the rejection
+    account: str | None = None  # the account its topic names, when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,8 @@ class Delivery:
     # Where retention.max_event_age counts from: the receipt (created_at) unless an
     # operator's retry or a resumed pause moved it.
     age_from: float | None = None
+    # The account of its subscription (None: an operator's subscription).
+    account: str | None = None
 
     @property
     def age_start(self) -> float:
@@ -149,6 +152,9 @@ class IngestBatch:
     # How many of the last committed messages a redelivery is compared with
     # (0: keep no packet log; see bridge.store.packets).
     packet_window: int = 0
+    # Subscription name -> its account, for the subscriptions that belong to one: each
+    # new delivery is recorded with its subscription's account (bridge.core.route).
+    owners: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +224,7 @@ class DeviceSummary:
     last_seen: float | None  # the presence row's, else the last event's receipt
     reason: str | None  # why the state began (``heartbeat_timeout``, ``seen_again``…)
     last_event: EventSummary | None
+    account: str | None = None  # the account it belongs to (None: none)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,9 +47,8 @@ SAVE_SUBSCRIPTION_STATE = """INSERT INTO subscription_state
       disabled_reason = excluded.disabled_reason, failing_since = excluded.failing_since,
       last_success = excluded.last_success, last_failure = excluded.last_failure,
       extra = excluded.extra"""
-LIST_REJECTED = (
-    "SELECT received_at, topic, payload, reason, detail FROM rejected ORDER BY id DESC LIMIT ?1"
-)
+LIST_REJECTED = """SELECT received_at, topic, payload, reason, detail, account FROM rejected
+    ORDER BY id DESC LIMIT ?1"""
 COUNT_BY_STATUS = "SELECT status, count(*) FROM deliveries GROUP BY status"
 COUNT_EVENTS = "SELECT count(*) FROM events"
 COUNT_REJECTED = "SELECT count(*) FROM rejected"

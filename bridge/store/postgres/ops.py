@@ -29,13 +29,18 @@ async def claim_presence_timeouts(
 ) -> rows.IngestResult:
     announced = await device.timed_out(conn, policy, batch.now, limit)
     fresh, deliveries = await sql.store_items(
-        conn, announced, now=batch.now, owner=batch.owner, lease_until=batch.lease_until
+        conn,
+        announced,
+        now=batch.now,
+        owner=batch.owner,
+        lease_until=batch.lease_until,
+        owners=batch.owners,
     )
     return rows.IngestResult(deliveries, stored=len(fresh), duplicates=0)
 
 
-async def get_presence(conn: Any, device_id: str) -> PresenceState | None:
-    row = await conn.fetchrow(device.GET_PRESENCE, device_id)
+async def get_presence(conn: Any, account: str, device_id: str) -> PresenceState | None:
+    row = await conn.fetchrow(device.GET_PRESENCE, account, device_id)
     return None if row is None else common.presence_from_row(row)
 
 

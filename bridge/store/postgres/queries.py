@@ -9,7 +9,7 @@ round trip for the whole batch instead of one per row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge.core.events import Event
@@ -76,27 +76,29 @@ _EXISTING_IDS = "SELECT id FROM events WHERE id = ANY($1::text[])"
 # this insert (a redelivery to another member of the shared group); RETURNING
 # says which rows were really ours.
 _INSERT_EVENTS = """INSERT INTO events
-    (id, type, source, device_id, occurred_at, received_at, content_hash, body, context)
+    (id, type, source, device_id, occurred_at, received_at, content_hash, body, context, account)
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                         $5::float8[], $6::float8[], $7::text[], $8::bytea[], $9::text[])
+                         $5::float8[], $6::float8[], $7::text[], $8::bytea[], $9::text[],
+                         $10::text[])
     ON CONFLICT (id) DO NOTHING RETURNING id"""
 _INSERT_DELIVERIES = """INSERT INTO deliveries
     (id, event_id, subscription, device_id, status, attempts, next_attempt_at,
-     lease_owner, lease_until, created_at, updated_at, ingested_by)
+     lease_owner, lease_until, created_at, updated_at, ingested_by, account)
     SELECT u.id, u.event_id, u.subscription, u.device_id, 'pending', 0, $5,
-           $6, $7, $5, $5, $6
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-         WITH ORDINALITY AS u (id, event_id, subscription, device_id, n)
+           $6, $7, $5, $5, $6, u.account
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $8::text[])
+         WITH ORDINALITY AS u (id, event_id, subscription, device_id, account, n)
     ORDER BY u.n"""
-_INSERT_REJECTED = """INSERT INTO rejected (received_at, topic, payload, reason, detail)
-    SELECT * FROM unnest($1::float8[], $2::text[], $3::bytea[], $4::text[], $5::text[])"""
+_INSERT_REJECTED = """INSERT INTO rejected (received_at, topic, payload, reason, detail, account)
+    SELECT * FROM unnest($1::float8[], $2::text[], $3::bytea[], $4::text[], $5::text[],
+                         $6::text[])"""
 # A vanished delivery must not fail the whole batch of attempts: its row is skipped.
 _INSERT_ATTEMPTS = """INSERT INTO attempts
-    (delivery_id, attempt, started_at, latency_ms, status_code, error, response_excerpt)
-    SELECT u.* FROM unnest($1::text[], $2::int[], $3::float8[], $4::float8[], $5::int[],
-                           $6::text[], $7::text[])
+    (delivery_id, attempt, started_at, latency_ms, status_code, error, response_excerpt, account)
+    SELECT u.*, d.account FROM unnest($1::text[], $2::int[], $3::float8[], $4::float8[],
+                                      $5::int[], $6::text[], $7::text[])
         AS u (delivery_id, attempt, started_at, latency_ms, status_code, error, excerpt)
-    WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = u.delivery_id)"""
+    JOIN deliveries AS d ON d.id = u.delivery_id"""
 _APPLY_OUTCOMES = """UPDATE deliveries AS d SET status = u.status,
     attempts = greatest(d.attempts, u.attempt), next_attempt_at = u.next_at,
     dead_reason = u.reason, last_status_code = u.code, last_error = u.error,
@@ -165,12 +167,13 @@ async def ingest(conn: Any, batch: IngestBatch) -> IngestResult:
         items, collapsed, announced = await device.apply_presence(conn, items, presence, now)
         synthetic = {id(item) for item in announced}
     fresh, deliveries = await store_items(
-        conn, items, now=now, owner=owner, lease_until=batch.lease_until
+        conn, items, now=now, owner=owner, lease_until=batch.lease_until, owners=batch.owners
     )
     if rejected:
         await conn.execute(
             _INSERT_REJECTED,
             *columns(rejected, "received_at topic payload reason detail"),
+            [r.account or "" for r in rejected],
         )
     from_batch = sum(1 for item in fresh if id(item) not in synthetic)
     return IngestResult(
@@ -182,7 +185,13 @@ async def ingest(conn: Any, batch: IngestBatch) -> IngestResult:
 
 
 async def store_items(
-    conn: Any, items: Sequence[Accepted], *, now: float, owner: str, lease_until: float
+    conn: Any,
+    items: Sequence[Accepted],
+    *,
+    now: float,
+    owner: str,
+    lease_until: float,
+    owners: Mapping[str, str],
 ) -> tuple[list[Accepted], list[Delivery]]:
     """Insert events not stored yet and their deliveries leased to ``owner``.
 
@@ -197,7 +206,7 @@ async def store_items(
             unique.append(item)
     fresh = unique
     if unique:
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
         for item in unique:
             values = common.event_values(item.event, item.received_at)
             for column, value in zip(columns, values, strict=True):
@@ -213,18 +222,34 @@ async def store_items(
     d_events: list[str] = []
     d_subs: list[str] = []
     d_devices: list[str | None] = []
+    d_accounts = common.delivery_owners(
+        (name for item in fresh for name in item.subscriptions), owners
+    )
     for item in fresh:
         event = item.event
         for subscription in item.subscriptions:
             delivery_id = next(ids)
+            account = d_accounts[len(d_ids)]
             d_ids.append(delivery_id)
             d_events.append(event.id)
             d_subs.append(subscription)
             d_devices.append(event.device_id)
-            deliveries.append(Delivery(delivery_id, event, subscription, 0, now, _PENDING, now))
+            deliveries.append(
+                Delivery(
+                    delivery_id, event, subscription, 0, now, _PENDING, now, account=account or None
+                )
+            )
     if d_ids:
         await conn.execute(
-            _INSERT_DELIVERIES, d_ids, d_events, d_subs, d_devices, now, owner, lease_until
+            _INSERT_DELIVERIES,
+            d_ids,
+            d_events,
+            d_subs,
+            d_devices,
+            now,
+            owner,
+            lease_until,
+            d_accounts,
         )
     return fresh, deliveries
 
@@ -267,9 +292,10 @@ async def record_attempts(
 
 
 async def create_deliveries(
-    conn: Any, event: Event, subscriptions: Sequence[str], now: float
+    conn: Any, event: Event, subscriptions: Sequence[str], now: float, accounts: Sequence[str]
 ) -> list[Delivery]:
-    """Store ``event`` if missing; one new pending, unleased delivery per subscription."""
+    """Store ``event`` if missing; one new pending, unleased delivery per subscription,
+    each recorded with its subscription's account (``accounts``, in the same order)."""
     await conn.execute(_INSERT_EVENTS, *([value] for value in common.event_values(event, now)))
     ids = new_delivery_ids(now, len(subscriptions))
     if ids:
@@ -282,10 +308,11 @@ async def create_deliveries(
             now,
             None,
             None,
+            list(accounts),
         )
     return [
-        Delivery(delivery_id, event, subscription, 0, now, _PENDING, now)
-        for delivery_id, subscription in zip(ids, subscriptions, strict=True)
+        Delivery(delivery_id, event, subscription, 0, now, _PENDING, now, account=account or None)
+        for delivery_id, subscription, account in zip(ids, subscriptions, accounts, strict=True)
     ]
 
 

@@ -37,7 +37,7 @@ from bridge.config import StoreSettings, redact_url
 from bridge.errors import StoreError
 from bridge.store import statements as shared
 from bridge.store.base import Store
-from bridge.store.postgres import batches, directory, leases, ops, outbox
+from bridge.store.postgres import accounts, batches, directory, leases, ops, outbox
 from bridge.store.postgres import queries as sql
 from bridge.store.postgres.connect import FOREIGN_ERRORS, parse_postgres_url, translate
 from bridge.store.postgres.schema import SCHEMA_VERSION, migrate
@@ -60,7 +60,7 @@ class PostgresStore(Store):
     ``Store.open`` for what opening does with it.
     """
 
-    _sources: ClassVar[tuple[ModuleType, ...]] = (ops, sql, directory, batches, outbox)
+    _sources: ClassVar[tuple[ModuleType, ...]] = (ops, sql, directory, batches, outbox, accounts)
 
     def __init__(
         self,

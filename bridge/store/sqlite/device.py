@@ -69,16 +69,19 @@ NEXT_DUE_ORDERED = f"""{_HEADS}
     SELECT min(d.next_attempt_at) FROM deliveries AS d
     WHERE d.rowid IN {_CANDIDATES} AND d.lease_until IS NULL"""  # noqa: S608
 
-GET_PRESENCE = f"SELECT {PRESENCE_COLUMNS} FROM presence WHERE device_id = ?"  # noqa: S608
+GET_PRESENCE = f"""SELECT {PRESENCE_COLUMNS} FROM presence
+    WHERE account = ? AND device_id = ?"""  # noqa: S608
+# The rows of (account, device id) pairs, given as one JSON array of pairs.
 _PRESENCE_OF = f"""SELECT {PRESENCE_COLUMNS} FROM presence
-    WHERE device_id IN (SELECT value FROM json_each(?))"""  # noqa: S608
+    WHERE (account, device_id) IN (
+        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"""  # noqa: S608
 # A device's own timeout, else the default (NULL: none, and NULL never compares true).
 _TIMED_OUT = f"""SELECT {PRESENCE_COLUMNS} FROM presence
     WHERE state = 'online' AND last_seen + coalesce(heartbeat, ?) < ?
     ORDER BY last_seen LIMIT ?"""  # noqa: S608
 _SAVE_PRESENCE = f"""INSERT INTO presence ({PRESENCE_COLUMNS})
-    VALUES (?, ?, ?, ?, ?, ?)
-    ON CONFLICT (device_id) DO UPDATE SET state = excluded.state,
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (account, device_id) DO UPDATE SET state = excluded.state,
       last_seen = excluded.last_seen, changed_at = excluded.changed_at,
       reason = excluded.reason, heartbeat = excluded.heartbeat"""  # noqa: S608
 _EXISTING_IDS = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
@@ -88,7 +91,15 @@ def _save(conn: sqlite3.Connection, states: Sequence[PresenceState]) -> None:
     conn.executemany(
         _SAVE_PRESENCE,
         [
-            (s.device_id, s.state.value, s.last_seen, s.changed_at, s.reason, s.heartbeat)
+            (
+                s.device_id,
+                s.state.value,
+                s.last_seen,
+                s.changed_at,
+                s.reason,
+                s.heartbeat,
+                s.account,
+            )
             for s in states
         ],
     )
@@ -105,7 +116,8 @@ def apply_presence(
     if not devices:
         return list(fresh), 0
     rows = conn.execute(_PRESENCE_OF, (orjson.dumps(devices).decode(),))
-    batch = decide_presence(fresh, {row[0]: presence_from_row(row) for row in rows}, policy, now)
+    known = {(row[6], row[0]): presence_from_row(row) for row in rows}
+    batch = decide_presence(fresh, known, policy, now)
     _save(conn, batch.changed)
     return _without_stored_synthetics(conn, batch.items, batch.synthetic), batch.collapsed
 

@@ -43,8 +43,8 @@ def claim_presence_timeouts(
     return sql.ingest(conn, replace(batch, accepted=announced))
 
 
-def get_presence(conn: sqlite3.Connection, device_id: str) -> PresenceState | None:
-    row = _one(conn, per_device.GET_PRESENCE, device_id)
+def get_presence(conn: sqlite3.Connection, account: str, device_id: str) -> PresenceState | None:
+    row = _one(conn, per_device.GET_PRESENCE, account, device_id)
     return None if row is None else common.presence_from_row(row)
 
 

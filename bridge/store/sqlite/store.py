@@ -28,7 +28,7 @@ from bridge.config import StoreSettings
 from bridge.errors import StoreError
 from bridge.store import statements as shared
 from bridge.store.base import Store
-from bridge.store.sqlite import batches, directory, leases, ops, outbox
+from bridge.store.sqlite import accounts, batches, directory, leases, ops, outbox
 from bridge.store.sqlite import queries as sql
 from bridge.store.sqlite.checkpoint import CheckpointMode
 from bridge.store.sqlite.engine import SQLiteEngine
@@ -58,7 +58,7 @@ class SQLiteStore(Store):
     for what opening does with it. Tools beside a running bridge leave it empty.
     """
 
-    _sources: ClassVar[tuple[ModuleType, ...]] = (ops, sql, directory, batches, outbox)
+    _sources: ClassVar[tuple[ModuleType, ...]] = (ops, sql, directory, batches, outbox, accounts)
 
     def __init__(
         self,
