@@ -8,7 +8,10 @@ from the code unnoticed.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
+
+from bridge.admin.accounts.openapi import annotate
 
 __all__ = ["openapi_document"]
 
@@ -109,6 +112,13 @@ def _again(summary: str, ok: dict[str, Any], parameter: dict[str, Any]) -> dict[
     """Sending one resource again: 404 for an unknown one, 409 for one still pending."""
     return _op(summary, ok, errors=(401, 404, 409), parameters=[parameter])
 
+
+# An operator's filter by account ("" for the objects of no account); an account's
+# token is confined to its own whatever it sends.
+_ACCOUNT_QUERY = _query("account", "Only this account's (operator)", {"type": "string"})
+_DEVICE_ACCOUNT = _query(
+    "account", "The device's account (operator; default none)", {"type": "string"}
+)
 
 _OUTBOX_STATUS = {"type": "string", "enum": ["pending", "published", "dead"]}
 _MESSAGE = _path_param("message_id", "Inbound message id (inb_…)")
@@ -336,6 +346,7 @@ _PATHS: dict[str, Any] = {
                 _query("status", "Only this status", _STATUS),
                 _query("since", "Created at or after", _TIME),
                 _query("until", "Created before", _TIME),
+                _ACCOUNT_QUERY,
                 *_PAGE,
             ],
         )
@@ -375,6 +386,7 @@ _PATHS: dict[str, Any] = {
                     "Only device ids starting with this (matched literally)",
                     {"type": "string", "maxLength": 256},
                 ),
+                _ACCOUNT_QUERY,
                 *_PAGE,
             ],
         )
@@ -386,6 +398,7 @@ _PATHS: dict[str, Any] = {
             errors=(400, 401, 404),
             parameters=[
                 _path_param("device_id", "Device id"),
+                _DEVICE_ACCOUNT,
                 _query(
                     "events",
                     "How many recent events (default 20)",
@@ -393,11 +406,12 @@ _PATHS: dict[str, Any] = {
                 ),
             ],
         ),
-        "delete": _on_one(
+        "delete": _op(
             "Forget a device: out of the directory, its presence dropped, its events kept;"
             " its next message brings it back as a device never seen",
             _ok("the forgotten device id"),
-            _path_param("device_id", "Device id"),
+            errors=(401, 404),
+            parameters=[_path_param("device_id", "Device id"), _DEVICE_ACCOUNT],
         ),
     },
     "/api/inbound": {
@@ -455,6 +469,10 @@ _PATHS: dict[str, Any] = {
 
 
 def openapi_document() -> dict[str, Any]:
+    return annotate(copy.deepcopy(_document()))
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
