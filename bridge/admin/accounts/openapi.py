@@ -14,7 +14,7 @@ from bridge.admin.accounts.principals import ACCOUNT_ROUTES
 __all__ = ["ACCOUNT_PATHS", "ACCOUNT_SCHEMAS", "annotate"]
 
 _ERROR = {"$ref": "#/components/responses/Error"}
-_SECURED = [{"bearer": []}]
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 _OBJECT = {"application/json": {"schema": {"type": "object"}}}
 
 
