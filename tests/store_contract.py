@@ -42,6 +42,7 @@ from bridge.store.rows import (
     Rejection,
     SubscriptionState,
 )
+from tests.store_contract_accounts import AccountsStoreContract
 from tests.store_contract_batch import BatchStoreContract
 from tests.store_contract_device import DeviceStoreContract
 from tests.store_contract_directory import DirectoryStoreContract
@@ -154,6 +155,7 @@ def attempt(
 
 
 class StoreContract(
+    AccountsStoreContract,
     BatchStoreContract,
     DeviceStoreContract,
     DirectoryStoreContract,

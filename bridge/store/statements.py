@@ -36,7 +36,7 @@ __all__ = [
 RELEASE_OWNER = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
     WHERE status = 'pending' AND lease_owner = ?1"""
 GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} WHERE d.id = ?1"
-GET_EVENT = "SELECT body, context FROM events WHERE id = ?1"
+GET_EVENT = "SELECT body, context, account FROM events WHERE id = ?1"
 QUEUE_DEPTH = "SELECT count(*) FROM deliveries WHERE subscription = ?1 AND status = 'pending'"
 SUBSCRIPTION_STATES = """SELECT name, disabled, disabled_reason, failing_since, last_success,
     last_failure, extra FROM subscription_state ORDER BY name"""

@@ -84,7 +84,7 @@ async def attempts(conn: Any, delivery_id: str) -> list[rows.AttemptRecord]:
 
 async def get_event(conn: Any, event_id: str) -> Event | None:
     row = await conn.fetchrow(pg(shared.GET_EVENT), event_id)
-    return None if row is None else common.event_from_body(row[0], row[1])
+    return None if row is None else common.event_from_body(row[0], row[1], row[2])
 
 
 async def queue_depth(conn: Any, subscription: str) -> int:

@@ -94,7 +94,7 @@ def attempts(conn: sqlite3.Connection, delivery_id: str) -> list[rows.AttemptRec
 
 def get_event(conn: sqlite3.Connection, event_id: str) -> Event | None:
     row = _one(conn, shared.GET_EVENT, event_id)
-    return None if row is None else common.event_from_body(row[0], row[1])
+    return None if row is None else common.event_from_body(row[0], row[1], row[2])
 
 
 def queue_depth(conn: sqlite3.Connection, subscription: str) -> int:
