@@ -59,10 +59,7 @@ class Sealer:
         try:
             opened: dict[str, Any] = orjson.loads(self._all.decrypt(sealed))
         except (InvalidToken, orjson.JSONDecodeError, ValueError) as exc:
-            raise ConfigError(
-                f"{KEY_SETTING} does not open the secrets of subscription '{name}': they were "
-                "sealed with another key; put that key in store.encryption_keys_old"
-            ) from exc
+            raise _wrong_key(name) from exc
         return opened
 
     def stale(self, sealed: bytes) -> bool:
@@ -82,6 +79,11 @@ class Sealer:
         try:
             return self._all.rotate(sealed)
         except InvalidToken as exc:
-            raise ConfigError(
-                f"{KEY_SETTING} does not open the secrets of subscription '{name}'"
-            ) from exc
+            raise _wrong_key(name) from exc
+
+
+def _wrong_key(name: str) -> ConfigError:
+    return ConfigError(
+        f"{KEY_SETTING} does not open the secrets of subscription '{name}': they were "
+        "sealed with another key; put that key in store.encryption_keys_old"
+    )
