@@ -123,8 +123,8 @@ def check_config(
     ] = None,
 ) -> None:
     """Validate a configuration file: exit 0 with a summary and any warnings, or 2 with every
-    problem. Checks what `run` checks (rules compiled, JMESPath, secrets, URLs, plugins),
-    without connecting anywhere."""
+    problem. Checks what `run` checks (rules compiled, JMESPath, secrets, URLs, plugins, names
+    held by API subscriptions in the store), without connecting to the broker."""
     from bridge.config.advice import config_warnings
 
     if (path is None) == (config is None):
@@ -156,7 +156,7 @@ def check_config(
 def _check_store_names(settings: Settings) -> list[str]:
     """A name of the file that a subscription made through the API holds in the store
     stops check-config as it stops run, naming both; a store that cannot be read is a
-    warning (check-config connects to nothing else)."""
+    warning."""
     from bridge.store.peek import stored_subscriptions
 
     try:

@@ -78,9 +78,9 @@ def create(  # noqa: PLR0917 - typer takes each option as a parameter
         str | None, typer.Option(help="The signing secret (default: a new one, shown once).")
     ] = None,
     unsigned: Annotated[bool, typer.Option("--unsigned", help="Send unsigned.")] = False,
-    verify_tls: Annotated[
-        bool, typer.Option("--verify-tls/--no-verify-tls", help="Check the receiver's TLS.")
-    ] = True,
+    no_verify_tls: Annotated[
+        bool, typer.Option("--no-verify-tls", help="Do not check the receiver's TLS certificate.")
+    ] = False,
     account: Annotated[
         str | None, typer.Option(help="The account it belongs to (operator token).")
     ] = None,
@@ -96,7 +96,7 @@ def create(  # noqa: PLR0917 - typer takes each option as a parameter
         "account": account,
     }
     body.update({key: value for key, value in given.items() if value is not None})
-    if not verify_tls:
+    if no_verify_tls:
         body["verify_tls"] = False
     if unsigned:
         body["secret"] = None
