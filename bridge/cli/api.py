@@ -36,6 +36,9 @@ __all__ = [
     "table",
 ]
 
+Body = dict[str, Any] | None
+Headers = dict[str, str] | None
+
 _TIMEOUT = 60.0  # a test ping waits for the endpoint's own timeout
 
 UrlOption = Annotated[
@@ -60,13 +63,7 @@ class ApiClient:
     def __repr__(self) -> str:
         return f"ApiClient(base_url={self.base_url!r})"
 
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Any:
+    def call(self, method: str, path: str, body: Body = None, headers: Headers = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own bridge
             self.base_url.rstrip("/") + path, data=data, method=method
@@ -175,13 +172,7 @@ class Api:
     config: Path | None
     as_json: bool
 
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Any:
+    def call(self, method: str, path: str, body: Body = None, headers: Headers = None) -> Any:
         return call_api(
             self.url, self.token, self.config, method, path=path, body=body, headers=headers
         )
