@@ -152,7 +152,7 @@ async def test_an_api_subscription_runs_on_every_instance_and_survives_restarts(
                 " AND status = 'pending'",
             )
             assert pending[0][0] == 0
-            _check_logs(first, second, token)
+            _check_logs(first, second, [token, made["secret"]])
     finally:
         await first_api.close()
         await second_api.close()
@@ -162,7 +162,8 @@ async def _events_at_least(url: str, count: int) -> bool:
     return await _events(url) >= count
 
 
-def _check_logs(first: BridgeProcess, second: BridgeProcess, token: str) -> None:
-    """Neither instance ever logged a token."""
+def _check_logs(first: BridgeProcess, second: BridgeProcess, secrets: list[str]) -> None:
+    """Neither instance ever logged a token or a secret."""
     for process in (first, second):
-        assert token not in process.log()
+        for secret in secrets:
+            assert secret not in process.log()

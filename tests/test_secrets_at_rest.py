@@ -39,8 +39,8 @@ BEARER = "bearer-token-of-the-receiver-4567"
 
 
 async def _make_secret_things(config: dict[str, Any], url: str) -> list[str]:
-    """An account subscription with a generated secret, a header and a bearer token; the
-    plaintexts the store must never hold."""
+    """An account (with a token) and its subscription with a generated secret, rotated, a
+    header and a bearer token; the plaintexts the store must never hold."""
     async with running_bridge(config), admin_client(config) as admin:
         token = await new_account(admin, "acme")
         made = await subscribe(
@@ -53,7 +53,8 @@ async def _make_secret_things(config: dict[str, Any], url: str) -> list[str]:
         )
         status, rotated = await admin.post("/api/subscriptions/sealed/rotate-secret", json={})
         assert status == 200
-        return [made["secret"], rotated["secret"], HEADER_VALUE, BEARER]
+        # The account's token too: the store keeps its SHA-256 only.
+        return [made["secret"], rotated["secret"], HEADER_VALUE, BEARER, token]
 
 
 def _forms(secret: str) -> list[bytes]:
@@ -94,8 +95,9 @@ async def test_postgres_table_holds_no_plaintext_secret(
     assert [row[0] for row in rows] == ["sealed"]
     text = " ".join(str(value) for row in rows for value in row)
     audit = " ".join(str(r[0]) for r in await fetch(url, "SELECT changes FROM audit"))
+    tokens = " ".join(str(r[0]) for r in await fetch(url, "SELECT digest FROM account_tokens"))
     for secret in secrets:
-        assert secret not in text and secret not in audit, secret[:6]
+        assert secret not in text and secret not in audit and secret not in tokens, secret[:6]
 
 
 async def _start(config: dict[str, Any]) -> None:

@@ -201,7 +201,7 @@ class Rule(_Model):
     def _account_is_a_level(self) -> Rule:
         level = self.account_level
         if level is not None and f"{{{level}}}" not in self.topic.split("/"):
-            raise ValueError(f"account: the topic has no level {{{level}}}")
+            raise ValueError(f".account: the topic has no level {{{level}}}")
         return self
 
     @property
