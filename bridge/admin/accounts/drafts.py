@@ -83,7 +83,7 @@ async def test_draft(request: web.Request) -> web.Response:
 async def rotate_secret(request: web.Request) -> web.Response:
     bridge, who = served(request), principal(request)
     name = request.match_info["name"]
-    row = stored_row(request, name)
+    row = await stored_row(request, name)
     body = await specs.read_body(request)
     unknown = sorted(set(body) - {"secret"})
     if unknown:

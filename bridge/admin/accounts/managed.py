@@ -121,6 +121,11 @@ class ManagedSubscriptions:
         version = await self._bridge.store.managed_version()
         await self._apply(version, await self._bridge.store.stored_subscriptions())
 
+    async def catch_up(self) -> None:
+        """Apply what changed in the store since the last poll (before a change made here
+        reads the current rows: another instance may have changed them a moment ago)."""
+        await self._poll()
+
     async def _poll(self) -> None:
         version = await self._bridge.store.managed_version()
         expired = self._next_expiry is not None and time.time() >= self._next_expiry

@@ -130,7 +130,8 @@ def account_may(request: web.Request) -> bool:
         return True
     resource = match.route.resource
     path = resource.canonical if resource is not None else ""
-    return (request.method, path) in ACCOUNT_ROUTES
+    method = "GET" if request.method == "HEAD" else request.method
+    return (method, path) in ACCOUNT_ROUTES
 
 
 def principal(request: web.Request) -> Principal:

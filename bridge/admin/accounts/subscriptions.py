@@ -63,8 +63,10 @@ def visible(request: web.Request, name: str) -> Subscription:
     return served(request).operations.subscription(name, scope(request))
 
 
-def stored_row(request: web.Request, name: str) -> StoredSubscription:
-    """The stored row of a subscription made through the API; 409 for one of the file."""
+async def stored_row(request: web.Request, name: str) -> StoredSubscription:
+    """The current stored row of a subscription made through the API; 409 for one of the
+    file."""
+    await served(request).managed.catch_up()
     visible(request, name)
     row = served(request).managed.rows.get(name)
     if row is None:
@@ -212,7 +214,7 @@ def _expected_revision(request: web.Request, row: StoredSubscription) -> int:
 async def update_subscription(request: web.Request) -> web.Response:
     bridge, who = served(request), principal(request)
     name = request.match_info["name"]
-    row = stored_row(request, name)
+    row = await stored_row(request, name)
     revision = _expected_revision(request, row)
     patch = await specs.read_body(request)
     if patch.get("name", name) != name:
@@ -258,7 +260,7 @@ async def update_subscription(request: web.Request) -> web.Response:
 async def delete_subscription(request: web.Request) -> web.Response:
     bridge, who = served(request), principal(request)
     name = request.match_info["name"]
-    row = stored_row(request, name)
+    row = await stored_row(request, name)
     audit = note(who, "subscription.deleted", name, account=row.account)
     ended = await bridge.store.delete_subscription(name, now=time.time(), audit=audit)
     if ended is None:
