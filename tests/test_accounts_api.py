@@ -168,6 +168,14 @@ async def _cross_the_line(admin: Admin, bridge: Any, acme: str, globex: str) -> 
     ]
     status, devices = await admin.get("/api/devices", token=acme, params={"prefix": "g"})
     assert devices["devices"] == []
+    for params in ({"account": "globex"}, {"state": "online"}, {"account": ""}):
+        status, devices = await admin.get("/api/devices", token=acme, params=params)
+        assert {d["account"] for d in devices["devices"]} <= {"acme"}, params
+    status, page = await admin.get("/api/devices", token=globex, params={"limit": "1"})
+    status, after = await admin.get(
+        "/api/devices", token=acme, params={"cursor": page["next_cursor"]}
+    )
+    assert status == 200 and {d["account"] for d in after["devices"]} <= {"acme"}
     status, shared = await admin.get("/api/devices/shared", token=acme)
     assert status == 200 and shared["account"] == "acme"
     assert [e["type"] for e in shared["events"]] == ["session.ended"]
@@ -197,6 +205,11 @@ async def _cross_the_line(admin: Admin, bridge: Any, acme: str, globex: str) -> 
     assert {e["account"] for e in audit["entries"]} == {"acme"}
     status, audit = await admin.get("/api/audit", token=acme, params={"account": "globex"})
     assert status == 400
+    status, page = await admin.get("/api/audit", token=globex, params={"limit": "1"})
+    status, after = await admin.get(
+        "/api/audit", token=acme, params={"cursor": page["next_cursor"]}
+    )
+    assert status == 200 and {e["account"] for e in after["entries"]} == {"acme"}
 
     # The operator's routes: 403, whatever the path names; unknown paths stay 404.
     for method, path in OPERATOR_ONLY:
