@@ -294,7 +294,7 @@ async def test_bad_input_is_refused_with_its_place_and_nothing_is_saved(
         security={"allow_private_targets": False},
     )
     async with running_bridge(config) as bridge, admin_client(config) as admin:
-        body = {"name": "new", "url": "https://hooks.example.com/in", **fields}
+        body = {"name": "new", "url": "https://93.184.216.34/in", **fields}
         answered, answer = await admin.post("/api/subscriptions", json=body)
         assert answered == status, answer
         assert answer["error"].startswith(place), answer

@@ -41,7 +41,7 @@ __all__ = ["add_draft_routes"]
 _DRAFT_NAME = "draft"
 
 
-async def test_draft(request: web.Request) -> web.Response:
+async def draft_test(request: web.Request) -> web.Response:
     """Send a ``bridge.test`` to a subscription that is not saved; store nothing."""
     bridge, who = served(request), principal(request)
     body = await specs.read_body(request)
@@ -154,7 +154,7 @@ async def event_types(request: web.Request) -> web.Response:
 
 def add_draft_routes(app: web.Application) -> None:
     r = app.router
-    r.add_post("/api/subscriptions/test", test_draft)
+    r.add_post("/api/subscriptions/test", draft_test)
     r.add_post("/api/subscriptions/{name}/rotate-secret", rotate_secret)
     r.add_get("/api/whoami", whoami)
     r.add_get("/api/event-types", event_types)
