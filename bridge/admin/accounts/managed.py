@@ -181,7 +181,7 @@ class ManagedSubscriptions:
             taken = {s.name for s in file_subs}
             running = [(row, sub, sec) for row, sub, sec in built if row.name not in taken]
             owners = {row.name: row.account for row, _, _ in running}
-            removed = sorted(set(self._owners) - set(owners))
+            removed = sorted(set(self._owners) - set(owners) - taken)
             new = self._bridge.settings.model_copy(
                 update={"subscriptions": [*file_subs, *(sub for _, sub, _ in running)]}
             )
