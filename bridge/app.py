@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.admin.accounts.managed import ManagedSubscriptions
 from bridge.admin.operations import Operations, ReloadResult
 from bridge.admin.server import AdminServer
 from bridge.config import Settings
@@ -148,6 +149,8 @@ class Bridge:
             on_expired=self._expired,
         )
         self.operations = Operations(self)
+        # Subscriptions made through the API, kept in the store (applied at run()).
+        self.managed = ManagedSubscriptions(self)
         # Accepted inbound webhooks and pipe replies wait in the store's outbox until the
         # broker takes them.
         self.outbox = OutboxPublisher(
@@ -177,6 +180,8 @@ class Bridge:
         await self.store.open()
         await self.sender.start()
         try:
+            # Before the lanes are built: the API's subscriptions get theirs too.
+            await self.managed.open()
             await self.admin.start()
             await self.inbound.start()
             await self.dispatcher.prepare()
@@ -203,6 +208,7 @@ class Bridge:
                 tasks.create_task(self.retention.run(), name="retention")
                 tasks.create_task(self.outbox.run(), name="outbox")
                 tasks.create_task(self.ingest.run(), name="ingest")
+                tasks.create_task(self.managed.run(), name="managed-subscriptions")
                 if self.presence is not None:
                     tasks.create_task(self.presence.run(), name="presence")
                 if self.drops is not None:
@@ -216,6 +222,7 @@ class Bridge:
                 await self._stop.wait()
                 log.info("stopping: no new messages, finishing deliveries in flight", grace_s=grace)
                 self.outbox.stop()
+                self.managed.stop()
                 await self.ingest.stop()
                 if self.presence is not None:
                     self.presence.stop()

@@ -42,6 +42,7 @@ from bridge.store.rows import (
     Rejection,
     SubscriptionState,
 )
+from tests.store_contract_accounts import AccountsStoreContract
 from tests.store_contract_batch import BatchStoreContract
 from tests.store_contract_catch_up import CatchUpStoreContract
 from tests.store_contract_device import DeviceStoreContract
@@ -155,6 +156,7 @@ def attempt(
 
 
 class StoreContract(
+    AccountsStoreContract,
     BatchStoreContract,
     CatchUpStoreContract,
     DeviceStoreContract,

@@ -3,7 +3,8 @@
 Each backend's planner is asked (EXPLAIN) how it runs a page of the directory
 and a device's detail over a store holding many devices and events. None may
 read the devices, presence or events tables whole: a page is one index range
-(by id, or by state and id) and a device's history one index probe.
+(by id, or by state and id; for one account, the same within that account) and
+a device's history one index probe.
 """
 
 from __future__ import annotations
@@ -44,15 +45,28 @@ async def test_sqlite_directory_queries_use_indexes(tmp_path: Path) -> None:
         conn.execute(_SQLITE_DEVICES)
         conn.execute("ANALYZE")
         params = {"low": "dev-1", "high": "dev-2", "after": "dev-15", "n": 26}
+        params |= {"after_account": "", "account": None}
+        one = {**params, "account": "acme"}
         queries: list[tuple[str, Any]] = [
             (sqlite_directory._page_query(state=None, after=True, bounded=True), params),
             (
                 sqlite_directory._page_query(state=Presence.ONLINE, after=False, bounded=False),
                 {**params, "low": "", "state": "online"},
             ),
-            (sqlite_directory._SUMMARY, ("dev-7",)),
-            (sqlite_directory._EVENTS, ("dev-7", 20)),
-            (sqlite_directory._DELIVERIES, ('["evt_1"]',)),
+            (
+                sqlite_directory._page_query(state=None, after=True, bounded=True, account=True),
+                one,
+            ),
+            (
+                sqlite_directory._page_query(
+                    state=Presence.OFFLINE, after=True, bounded=False, account=True
+                ),
+                {**one, "state": "offline"},
+            ),
+            (sqlite_directory._SUMMARY, ("", "dev-7")),
+            (sqlite_directory._EVENTS, ("", "dev-7", 20)),
+            (sqlite_directory._DELIVERIES, ('["evt_1"]', None)),
+            (sqlite_directory._DELIVERIES, ('["evt_1"]', "acme")),
         ]
         for query, bound in queries:
             plan, scans = sqlite_plan(conn, query, bound, _TABLES)
@@ -80,7 +94,7 @@ async def test_postgres_directory_queries_use_indexes(postgres: PostgresDatabase
         queries: list[tuple[str, list[Any]]] = [
             (
                 pg_directory._page_query(state=None, after=True, bounded=True),
-                ["dev-1", 26, "dev-2", "dev-15"],
+                ["dev-1", 26, "dev-2", "dev-15", ""],
             ),
             (
                 pg_directory._page_query(state=Presence.ONLINE, after=False, bounded=False),
@@ -88,10 +102,20 @@ async def test_postgres_directory_queries_use_indexes(postgres: PostgresDatabase
             ),
             (
                 pg_directory._page_query(state=Presence.OFFLINE, after=True, bounded=True),
-                ["d", 26, "e", "dev-2", "offline"],
+                ["d", 26, "e", "dev-2", "", "offline"],
             ),
-            (pg_directory._SUMMARY, ["dev-7"]),
-            (pg_directory._EVENTS, ["dev-7", 20]),
+            (
+                pg_directory._page_query(state=None, after=True, bounded=True, account=True),
+                ["dev-1", 26, "dev-2", "dev-15", "acme"],
+            ),
+            (
+                pg_directory._page_query(
+                    state=Presence.ONLINE, after=False, bounded=False, account=True
+                ),
+                ["", 26, "acme", "online"],
+            ),
+            (pg_directory._SUMMARY, ["", "dev-7"]),
+            (pg_directory._EVENTS, ["", "dev-7", 20]),
         ]
         for query, args in queries:
             plan = [row[0] for row in await conn.fetch("EXPLAIN " + query, *args)]

@@ -8,7 +8,11 @@ from the code unnoticed.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
+
+from bridge.admin.accounts.openapi import annotate
+from bridge.admin.schemas import OUTBOX_STATUS, SCHEMAS, STATUS, TIME
 
 __all__ = ["openapi_document"]
 
@@ -45,8 +49,8 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
     }
 
 
-_TIME = {"type": "string", "description": "RFC 3339 time or UNIX epoch seconds"}
-_STATUS = {"type": "string", "enum": ["pending", "delivered", "dead"]}
+_TIME = TIME
+_STATUS = STATUS
 _NAME = _path_param("name", "Subscription name")
 _DELIVERY = _path_param("delivery_id", "Delivery id (dlv_…)")
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -94,189 +98,21 @@ _PAGE = [
 ]
 
 
-def _page_of(key: str, schema: str) -> dict[str, Any]:
-    """The schema of one page of a cursor-paged list: its items under ``key``."""
-    return {
-        "type": "object",
-        "properties": {
-            key: {"type": "array", "items": {"$ref": f"#/components/schemas/{schema}"}},
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    }
-
-
 def _again(summary: str, ok: dict[str, Any], parameter: dict[str, Any]) -> dict[str, Any]:
     """Sending one resource again: 404 for an unknown one, 409 for one still on its way."""
     return _op(summary, ok, errors=(401, 404, 409), parameters=[parameter])
 
 
-_OUTBOX_STATUS = {"type": "string", "enum": ["pending", "published", "dead"]}
-_MESSAGE = _path_param("message_id", "Inbound message id (inb_…)")
-_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+# An operator's filter by account ("" for the objects of no account); an account's
+# token is confined to its own whatever it sends.
+_ACCOUNT_QUERY = _query("account", "Only this account's (operator)", {"type": "string"})
+_DEVICE_ACCOUNT = _query(
+    "account", "The device's account (operator; default none)", {"type": "string"}
+)
 
-_SCHEMAS: dict[str, Any] = {
-    "InboundMessage": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "inbound": {"type": "string", "description": "Its inbound entry, or pipe subscription"},
-            "kind": {"type": "string", "enum": ["inbound", "reply"]},
-            "delivery_id": {"type": ["string", "null"], "description": "reply: what it answers"},
-            "correlation": {"type": ["string", "null"], "description": "reply: base64"},
-            "content_type": {"type": ["string", "null"]},
-            "topic": {"type": "string"},
-            "status": _OUTBOX_STATUS,
-            "attempts": {"type": "integer"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "next_attempt_at": _NULLABLE_TIME,
-            "published_at": _NULLABLE_TIME,
-            "expires_at": {"type": "string", "format": "date-time"},
-            "dead_reason": {"type": ["string", "null"]},
-            "last_error": {"type": ["string", "null"]},
-            "size": {"type": "integer"},
-            "payload": {"type": "string", "description": "The body (GET of one message only)"},
-        },
-    },
-    "InboundPage": _page_of("messages", "InboundMessage"),
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {"error": {"type": "string"}},
-    },
-    "Delivery": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "event_id": {"type": "string"},
-            "event_type": {"type": "string"},
-            "subscription": {"type": "string"},
-            "status": _STATUS,
-            "attempts": {"type": "integer"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "next_attempt_at": {"type": ["string", "null"]},
-            "dead_reason": {"type": ["string", "null"]},
-            "last_status_code": {"type": ["integer", "null"]},
-            "last_error": {"type": ["string", "null"]},
-            "batch_id": {
-                "type": ["string", "null"],
-                "description": "the batch (webhook-id) it was last sent in; null: none",
-            },
-        },
-    },
-    "DeliveryPage": _page_of("deliveries", "Delivery"),
-    "EventSummary": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "type": {"type": "string"},
-            "timestamp": {"type": "string", "format": "date-time"},
-            "received_at": {"type": "string", "format": "date-time"},
-        },
-    },
-    "Device": {
-        "type": "object",
-        "description": "state, changed_at and reason are null for a device whose presence"
-        " is not tracked (known from its events only)",
-        "properties": {
-            "device_id": {"type": "string"},
-            "state": {"type": ["string", "null"], "enum": ["online", "offline", None]},
-            "changed_at": {"type": ["string", "null"], "description": "In this state since"},
-            "reason": {"type": ["string", "null"]},
-            "last_seen": {"type": ["string", "null"]},
-            "last_event": {
-                "oneOf": [{"$ref": "#/components/schemas/EventSummary"}, {"type": "null"}]
-            },
-        },
-    },
-    "DevicePage": _page_of("devices", "Device"),
-    "DeviceDetail": {
-        "type": "object",
-        "description": "A Device with its recent events, newest first, and where each of"
-        " their deliveries stands",
-        "properties": {
-            "device_id": {"type": "string"},
-            "state": {"type": ["string", "null"]},
-            "events": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "id": {"type": "string"},
-                        "type": {"type": "string"},
-                        "timestamp": {"type": "string"},
-                        "received_at": {"type": "string"},
-                        "deliveries": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "id": {"type": "string"},
-                                    "subscription": {"type": "string"},
-                                    "status": _STATUS,
-                                    "attempts": {"type": "integer"},
-                                    "created_at": {"type": "string"},
-                                    "next_attempt_at": {"type": ["string", "null"]},
-                                    "dead_reason": {"type": ["string", "null"]},
-                                    "last_status_code": {"type": ["integer", "null"]},
-                                },
-                            },
-                        },
-                    },
-                },
-            },
-        },
-    },
-    "Subscription": {
-        "type": "object",
-        "description": "Never carries a secret: secret is 'set' or null, headers are names only",
-        "properties": {
-            "name": {"type": "string"},
-            "url": {"type": "string"},
-            "events": {"type": "array", "items": {"type": "string"}},
-            "secret": {"type": ["string", "null"], "enum": ["set", None]},
-            "headers": {"type": "array", "items": {"type": "string"}},
-            "health": {
-                "type": "object",
-                "properties": {
-                    "disabled": {"type": "boolean"},
-                    "last_success": {"type": ["string", "null"]},
-                    "last_failure": {"type": ["string", "null"]},
-                    "failing_since": {"type": ["string", "null"]},
-                    "queue_depth": {"type": "integer"},
-                    "in_flight": {"type": "integer"},
-                    "circuit_open": {"type": "boolean"},
-                },
-            },
-        },
-    },
-    "TestPing": {
-        "type": "object",
-        "properties": {
-            "delivery_id": {"type": "string"},
-            "event_id": {"type": "string"},
-            "outcome": {"type": "string", "enum": ["delivered", "failed", "gone"]},
-            "status_code": {"type": ["integer", "null"]},
-            "latency_ms": {"type": "number"},
-            "error": {"type": ["string", "null"]},
-            "response_excerpt": {"type": ["string", "null"]},
-        },
-    },
-    "Replay": {
-        "type": "object",
-        "description": "Either event_ids, or a subscription with an optional since/until window",
-        "additionalProperties": False,
-        "properties": {
-            "event_ids": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
-            "subscription": {"type": "string"},
-            "since": _TIME,
-            "until": _TIME,
-            "status": _STATUS,
-            "to": {"type": "string", "description": "Send to this subscription instead"},
-            "as_new": {"type": "boolean", "description": "A fresh event id"},
-            "limit": {"type": "integer", "minimum": 1, "maximum": 100000},
-        },
-    },
-}
+_OUTBOX_STATUS = OUTBOX_STATUS
+_MESSAGE = _path_param("message_id", "Inbound message id (inb_…)")
+
 
 _PATHS: dict[str, Any] = {
     "/healthz": {"get": _op("The process is alive", _ok("alive"), errors=(), secured=False)},
@@ -343,6 +179,7 @@ _PATHS: dict[str, Any] = {
                 _query("status", "Only this status", _STATUS),
                 _query("since", "Created at or after", _TIME),
                 _query("until", "Created before", _TIME),
+                _ACCOUNT_QUERY,
                 *_PAGE,
             ],
         )
@@ -385,6 +222,7 @@ _PATHS: dict[str, Any] = {
                     "Only device ids starting with this (matched literally)",
                     {"type": "string", "maxLength": 256},
                 ),
+                _ACCOUNT_QUERY,
                 *_PAGE,
             ],
         )
@@ -396,6 +234,7 @@ _PATHS: dict[str, Any] = {
             errors=(400, 401, 404),
             parameters=[
                 _path_param("device_id", "Device id"),
+                _DEVICE_ACCOUNT,
                 _query(
                     "events",
                     "How many recent events (default 20)",
@@ -403,11 +242,12 @@ _PATHS: dict[str, Any] = {
                 ),
             ],
         ),
-        "delete": _on_one(
+        "delete": _op(
             "Forget a device: out of the directory, its presence dropped, its events kept;"
             " its next message brings it back as a device never seen",
             _ok("the forgotten device id"),
-            _path_param("device_id", "Device id"),
+            errors=(401, 404),
+            parameters=[_path_param("device_id", "Device id"), _DEVICE_ACCOUNT],
         ),
     },
     "/api/inbound": {
@@ -465,6 +305,10 @@ _PATHS: dict[str, Any] = {
 
 
 def openapi_document() -> dict[str, Any]:
+    return annotate(copy.deepcopy(_document()))
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
@@ -477,7 +321,7 @@ def openapi_document() -> dict[str, Any]:
         "paths": _PATHS,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": _SCHEMAS,
+            "schemas": SCHEMAS,
             "responses": {
                 "Error": {
                     "description": "An error, in words",

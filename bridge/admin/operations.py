@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bridge.admin.parts import BridgeParts
 from bridge.admin.reload import ReloadResult, reload_bridge
@@ -23,6 +23,9 @@ from bridge.errors import Conflict, NotFound, OperatorError
 from bridge.observe.logs import get_logger
 from bridge.store.catchup import SendNow
 from bridge.store.rows import Accepted, AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus
+
+if TYPE_CHECKING:
+    from bridge.admin.accounts.managed import ManagedSubscriptions
 
 __all__ = [
     "ALERT_KINDS",
@@ -86,11 +89,19 @@ class Operations:
     def _source(self) -> str:
         return f"hookbridge://{self._bridge.owner}"
 
-    def subscription(self, name: str) -> Subscription:
+    def subscription(self, name: str, scope: str | None = None) -> Subscription:
+        """The running subscription ``name``; with ``scope`` (an account), only one of that
+        account's: another's answers as if it did not exist."""
         found = self._bridge.settings.subscription(name)
-        if found is None:
+        if found is None or (scope is not None and self._bridge.managed.owner(name) != scope):
             raise NotFound(f"no subscription named '{name}'")
         return found
+
+    def _owned(self, names: Sequence[str], scope: str | None) -> list[str]:
+        """Those of ``names`` that ``scope`` (an account; None: the operator) may touch."""
+        if scope is None:
+            return list(names)
+        return [name for name in names if self._bridge.managed.owner(name) == scope]
 
     # -- alerts -----------------------------------------------------------------------
 
@@ -115,21 +126,23 @@ class Operations:
         log.warning("alert", kind=kind, subscription=subscription, notified=targets)
         if not targets:
             return
-        await self._bridge.store.create_deliveries(event, targets, now=now)
+        owners = self._bridge.router.owners
+        await self._bridge.store.create_deliveries(event, targets, now=now, owners=owners)
         for name in targets:
             self._bridge.dispatcher.poke(name)
 
     # -- test ping ----------------------------------------------------------------------
 
-    async def test_ping(self, name: str) -> TestPing:
+    async def test_ping(self, name: str, scope: str | None = None) -> TestPing:
         """Send a ``bridge.test`` event to one subscription now, bypassing its queue.
 
         It is stored with a delivery leased to this bridge (so the dispatcher
         leaves it alone), sent once even if the subscription is disabled (that
         is how an operator checks a repaired endpoint), and recorded: delivered,
-        or dead with reason ``test_failed`` (a test is not retried).
+        or dead with reason ``test_failed`` (a test is not retried). ``scope``: the
+        account asking (its own subscriptions only).
         """
-        sub = self.subscription(name)
+        sub = self.subscription(name, scope)
         bridge = self._bridge
         now = time.time()
         moment = datetime.fromtimestamp(now, UTC)
@@ -139,6 +152,7 @@ class Operations:
             timestamp=moment,
             source=self._source,
             data={"message": "test event from HookBridge", "subscription": name},
+            account=bridge.managed.owner(name) or None,
         )
         stored = await bridge.store.ingest(
             [Accepted(event=event, subscriptions=(name,), received_at=now)],
@@ -146,6 +160,7 @@ class Operations:
             now=now,
             owner=bridge.owner,
             lease_until=now + bridge.settings.store.lease,
+            owners=bridge.router.owners,
         )
         delivery = stored.deliveries[0]
         result = await bridge.sender.attempt(sub, event, delivery_id=delivery.id, attempt=1)
@@ -179,14 +194,15 @@ class Operations:
 
     # -- retry and replay ---------------------------------------------------------------
 
-    async def retry(self, delivery_id: str) -> Delivery:
+    async def retry(self, delivery_id: str, scope: str | None = None) -> Delivery:
         """Send a delivery now: a pending one becomes due (its next attempt, should it
         fail, keeps its schedule step), a dead or delivered one is requeued. A pending
         one whose attempt is in flight (a live lease) is a conflict: its lease and
-        fencing token are left alone, and its attempt decides."""
+        fencing token are left alone, and its attempt decides. ``scope``: the account
+        asking (the deliveries of its own subscriptions only)."""
         store = self._bridge.store
         delivery = await store.get_delivery(delivery_id)
-        if delivery is None:
+        if delivery is None or (scope is not None and delivery.account != scope):
             raise NotFound(f"no delivery '{delivery_id}'")
         answer = SendNow.FINISHED
         if delivery.status is DeliveryStatus.PENDING:
@@ -199,31 +215,39 @@ class Operations:
         found = await store.get_delivery(delivery_id)
         return found if found is not None else delivery
 
-    async def flush(self, name: str) -> int:
+    async def flush(self, name: str, scope: str | None = None) -> int:
         """Make every pending delivery of a subscription due now, but those whose attempt
-        is in flight; returns how many. A failed attempt of theirs keeps its step."""
-        self.subscription(name)
+        is in flight; returns how many. A failed attempt of theirs keeps its step.
+        ``scope``: the account asking (its own subscriptions only)."""
+        self.subscription(name, scope)
         count = await self._bridge.store.flush(name, now=time.time())
         self._bridge.dispatcher.poke(name)
         log.info("flush", subscription=name, deliveries=count)
         return count
 
-    async def replay(self, request: ReplayRequest) -> list[Delivery]:
+    async def replay(self, request: ReplayRequest, scope: str | None = None) -> list[Delivery]:
         """Create new deliveries for stored events; returns them (they are due now).
 
         Without a ``target`` an event replayed by id goes to the subscriptions
         that want it under the current configuration, and a window replay goes
-        back to its own subscription.
+        back to its own subscription. With ``scope`` (an account) only that
+        account's events, to that account's subscriptions.
         """
         if bool(request.event_ids) == (request.subscription is not None):
             raise OperatorError("give either event_ids or a subscription with a time window")
         if request.target is not None:
-            self.subscription(request.target)
+            self.subscription(request.target, scope)
         events = (
-            await self._events_by_id(request.event_ids)
+            await self._events_by_id(request.event_ids, scope)
             if request.event_ids
-            else await self._events_in_window(request)
+            else await self._events_in_window(request, scope)
         )
+        target_owner = (
+            None if request.target is None else self._bridge.managed.owner(request.target)
+        )
+        if target_owner and any(event.account != target_owner for event in events):
+            # An account's subscription gets that account's events, replayed or not.
+            raise Conflict(f"'{request.target}' belongs to an account: it takes its events only")
         now = time.time()
         created: list[Delivery] = []
         for event in events:
@@ -232,7 +256,7 @@ class Operations:
             elif request.subscription is not None:
                 targets = [request.subscription]
             else:
-                targets = [s.name for s in self._bridge.router.match(event)]
+                targets = self._owned([s.name for s in self._bridge.router.match(event)], scope)
             if not targets:
                 continue
             sent = (
@@ -240,24 +264,26 @@ class Operations:
                 if request.as_new
                 else event
             )
-            created += await self._bridge.store.create_deliveries(sent, targets, now=now)
+            created += await self._bridge.store.create_deliveries(
+                sent, targets, now=now, owners=self._bridge.router.owners
+            )
         for name in {d.subscription for d in created}:
             self._bridge.dispatcher.poke(name)
         log.info("replay", deliveries=len(created), events=len(events), as_new=request.as_new)
         return created
 
-    async def _events_by_id(self, event_ids: Sequence[str]) -> list[Event]:
+    async def _events_by_id(self, event_ids: Sequence[str], scope: str | None) -> list[Event]:
         events: list[Event] = []
         for event_id in dict.fromkeys(event_ids):
             event = await self._bridge.store.get_event(event_id)
-            if event is None:
+            if event is None or (scope is not None and event.account != scope):
                 raise NotFound(f"no event '{event_id}'")
             events.append(event)
         return events
 
-    async def _events_in_window(self, request: ReplayRequest) -> list[Event]:
+    async def _events_in_window(self, request: ReplayRequest, scope: str | None) -> list[Event]:
         assert request.subscription is not None
-        self.subscription(request.subscription)
+        self.subscription(request.subscription, scope)
         found: dict[str, Event] = {}
         cursor: str | None = None
         for _ in range(_REPLAY_MAX_PAGES):
@@ -268,6 +294,7 @@ class Operations:
                 until=request.until,
                 cursor=cursor,
                 limit=_REPLAY_PAGE,
+                account=scope,
             )
             for delivery in page:
                 found.setdefault(delivery.event_id, delivery.event)
@@ -287,3 +314,6 @@ class ServedBridge(BridgeParts, Protocol):
     """What the admin API serves: the running parts, and the operations on them."""
 
     operations: Operations
+
+    @property
+    def managed(self) -> ManagedSubscriptions: ...

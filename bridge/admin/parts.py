@@ -8,9 +8,12 @@ even a type-only one).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    import asyncio
+
     from bridge.config import Settings
     from bridge.core.normalise import Normaliser
     from bridge.core.route import Router
@@ -24,7 +27,32 @@ if TYPE_CHECKING:
     from bridge.observe.metrics import Metrics
     from bridge.store.base import Store
 
-__all__ = ["BridgeParts"]
+__all__ = ["BridgeParts", "ManagedSet"]
+
+
+class ManagedSet(Protocol):
+    """What a reload needs of the subscriptions made through the API
+    (:class:`bridge.admin.accounts.managed.ManagedSubscriptions`)."""
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held while the running subscriptions switch: one switch at a time."""
+        ...
+
+    @property
+    def owners(self) -> Mapping[str, str]:
+        """Subscription name -> the account it belongs to, for those that belong to one."""
+        ...
+
+    def merged(self, settings: Settings) -> Settings:
+        """``settings`` (read from the file) with the API's subscriptions added; raises
+        ConfigError when the file names one the API holds."""
+        ...
+
+    def owner(self, name: str) -> str | None:
+        """The account a subscription made through the API belongs to ("" the
+        operator's); None for one of the configuration file."""
+        ...
 
 
 class BridgeParts(Protocol):
@@ -44,3 +72,6 @@ class BridgeParts(Protocol):
     committer: CommitStep
     retention: Retention
     outbox: OutboxPublisher
+
+    @property
+    def managed(self) -> ManagedSet: ...

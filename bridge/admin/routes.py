@@ -5,6 +5,10 @@ Handlers check their input (query and JSON body) explicitly, hand the work to
 are raised as :mod:`bridge.errors` types and turned into ``{"error": …}``
 answers by the middleware in :mod:`bridge.api`. No answer carries a secret:
 a subscription shows ``secret: "set"`` and the names of its headers only.
+
+A request made with an account's token is confined to that account
+(:func:`bridge.admin.accounts.principals.scope`): every read filters on it, and
+another account's object answers 404 as if it did not exist.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from bridge.admin.accounts.principals import scope
 from bridge.admin.operations import ReplayRequest
 from bridge.admin.params import (
     cursor_errors,
@@ -44,7 +49,7 @@ from bridge.store.rows import (
 if TYPE_CHECKING:
     from bridge.admin.operations import ServedBridge
 
-__all__ = ["BRIDGE_KEY", "add_api_routes", "parse_time", "refresh_gauges"]
+__all__ = ["BRIDGE_KEY", "add_api_routes", "parse_time", "refresh_gauges", "subscription_json"]
 
 BRIDGE_KEY: web.AppKey[ServedBridge] = web.AppKey("bridge")
 
@@ -67,6 +72,7 @@ def delivery_json(delivery: Delivery, batch_id: str | None = None) -> dict[str, 
         "event_id": delivery.event_id,
         "event_type": delivery.event.type,
         "subscription": delivery.subscription,
+        "account": delivery.account,
         **progress_json(delivery),
         "dead_reason": delivery.dead_reason,
         "last_status_code": delivery.last_status_code,
@@ -92,6 +98,7 @@ def rejection_json(rejection: Rejection) -> dict[str, Any]:
         "topic": rejection.topic,
         "reason": rejection.reason,
         "detail": rejection.detail,
+        "account": rejection.account,
         "payload_excerpt": rejection.payload[:_EXCERPT].decode("utf-8", "replace"),
     }
 
@@ -108,6 +115,7 @@ def event_summary_json(event: EventSummary) -> dict[str, Any]:
 def device_json(device: DeviceSummary) -> dict[str, Any]:
     return {
         "device_id": device.device_id,
+        "account": device.account,
         "state": device.state.value if device.state is not None else None,
         "changed_at": iso(device.changed_at),
         "reason": device.reason,
@@ -135,7 +143,7 @@ def device_event_json(item: DeviceEvent) -> dict[str, Any]:
     return body
 
 
-async def _subscription_json(bridge: ServedBridge, sub: Subscription) -> dict[str, Any]:
+async def subscription_json(bridge: ServedBridge, sub: Subscription) -> dict[str, Any]:
     lane = bridge.dispatcher.lanes.get(sub.name)
     state = lane.state if lane is not None else None
     circuit = bridge.metrics.registry.get_sample_value(
@@ -183,23 +191,17 @@ async def refresh_gauges(bridge: ServedBridge) -> None:
         bridge.metrics.oldest_pending_age.labels(name).set(age)
 
 
-# -- subscriptions ------------------------------------------------------------------------
-
-
-async def list_subscriptions(request: web.Request) -> web.Response:
-    bridge = _bridge(request)
-    items = [await _subscription_json(bridge, s) for s in bridge.settings.subscriptions]
-    return json_response({"subscriptions": items})
+# -- subscriptions (listed, made and changed in bridge.admin.accounts.subscriptions) --------
 
 
 async def _set_disabled(request: web.Request, disabled: bool) -> web.Response:
     bridge = _bridge(request)
     name = request.match_info["name"]
-    sub = bridge.operations.subscription(name)
+    sub = bridge.operations.subscription(name, scope(request))
     reason = "disabled by an operator" if disabled else None
     if not await bridge.dispatcher.set_disabled(name, disabled, reason):
         raise NotFound(f"no subscription named '{name}'")
-    return json_response(await _subscription_json(bridge, sub))
+    return json_response(await subscription_json(bridge, sub))
 
 
 async def disable_subscription(request: web.Request) -> web.Response:
@@ -212,12 +214,12 @@ async def enable_subscription(request: web.Request) -> web.Response:
 
 async def flush_subscription(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    count = await _bridge(request).operations.flush(name)
+    count = await _bridge(request).operations.flush(name, scope(request))
     return json_response({"subscription": name, "due_now": count})
 
 
 async def test_subscription(request: web.Request) -> web.Response:
-    ping = await _bridge(request).operations.test_ping(request.match_info["name"])
+    ping = await _bridge(request).operations.test_ping(request.match_info["name"], scope(request))
     return json_response(
         {
             "delivery_id": ping.delivery_id,
@@ -237,7 +239,8 @@ async def test_subscription(request: web.Request) -> web.Response:
 async def get_event(request: web.Request) -> web.Response:
     event_id = request.match_info["event_id"]
     event = await _bridge(request).store.get_event(event_id)
-    if event is None:
+    confined = scope(request)
+    if event is None or (confined is not None and event.account != confined):
         raise NotFound(f"no event '{event_id}'")
     return json_response(event.to_dict())
 
@@ -255,10 +258,27 @@ async def list_deliveries(request: web.Request) -> web.Response:
             until=parse_time(until, "until") if until else None,
             cursor=cursor,
             limit=page_limit(request),
+            account=_account_filter(request),
         )
     batches = await _bridge(request).store.batches_of([d.id for d in page]) if page else {}
     deliveries = [delivery_json(d, batches.get(d.id)) for d in page]
     return json_response({"deliveries": deliveries, "next_cursor": next_cursor})
+
+
+def _account_filter(request: web.Request) -> str | None:
+    """The account a list is confined to: the token's; for the operator, the ``account``
+    query parameter when given ("" for the objects of no account), else every one."""
+    confined = scope(request)
+    if confined is not None:
+        return confined
+    return request.query.get("account")
+
+
+def _device_account(request: web.Request) -> str:
+    """The account of the device a path names: the token's; for the operator, the
+    ``account`` query parameter ("" or absent: a device of no account)."""
+    confined = scope(request)
+    return confined if confined is not None else request.query.get("account", "")
 
 
 # -- devices --------------------------------------------------------------------------------
@@ -276,6 +296,7 @@ async def list_devices(request: web.Request) -> web.Response:
             prefix=prefix,
             cursor=cursor,
             limit=page_limit(request),
+            account=_account_filter(request),
         )
     return json_response({"devices": [device_json(d) for d in page], "next_cursor": next_cursor})
 
@@ -283,7 +304,9 @@ async def list_devices(request: web.Request) -> web.Response:
 async def get_device(request: web.Request) -> web.Response:
     device_id = request.match_info["device_id"]
     events = int_param(request, "events", 20, low=1, high=_MAX_DEVICE_EVENTS)
-    detail = await _bridge(request).store.get_device(device_id, events=events)
+    detail = await _bridge(request).store.get_device(
+        device_id, events=events, account=_device_account(request), deliveries_of=scope(request)
+    )
     if detail is None:
         raise NotFound(f"no device '{device_id}'")
     body = device_json(detail.device)
@@ -294,7 +317,7 @@ async def get_device(request: web.Request) -> web.Response:
 async def forget_device(request: web.Request) -> web.Response:
     """Drop a device from the directory (and its presence); its events stay."""
     device_id = request.match_info["device_id"]
-    if not await _bridge(request).store.forget_device(device_id):
+    if not await _bridge(request).store.forget_device(device_id, _device_account(request)):
         raise NotFound(f"no device '{device_id}'")
     return json_response({"device_id": device_id, "forgotten": True})
 
@@ -303,7 +326,8 @@ async def get_delivery(request: web.Request) -> web.Response:
     store = _bridge(request).store
     delivery_id = request.match_info["delivery_id"]
     delivery = await store.get_delivery(delivery_id)
-    if delivery is None:
+    confined = scope(request)
+    if delivery is None or (confined is not None and delivery.account != confined):
         raise NotFound(f"no delivery '{delivery_id}'")
     batches = await store.batches_of([delivery_id])
     body = delivery_json(delivery, batches.get(delivery_id))
@@ -313,7 +337,9 @@ async def get_delivery(request: web.Request) -> web.Response:
 
 
 async def retry_delivery(request: web.Request) -> web.Response:
-    delivery = await _bridge(request).operations.retry(request.match_info["delivery_id"])
+    delivery = await _bridge(request).operations.retry(
+        request.match_info["delivery_id"], scope(request)
+    )
     return json_response(delivery_json(delivery))
 
 
@@ -365,7 +391,8 @@ def _replay_request(body: dict[str, Any]) -> ReplayRequest:
 
 
 async def replay(request: web.Request) -> web.Response:
-    created = await _bridge(request).operations.replay(_replay_request(await _body(request)))
+    replayed = _replay_request(await _body(request))
+    created = await _bridge(request).operations.replay(replayed, scope(request))
     return json_response({"count": len(created), "deliveries": [delivery_json(d) for d in created]})
 
 
@@ -421,7 +448,6 @@ async def stats(request: web.Request) -> web.Response:
 
 def add_api_routes(app: web.Application) -> None:
     r = app.router
-    r.add_get("/api/subscriptions", list_subscriptions)
     r.add_post("/api/subscriptions/{name}/disable", disable_subscription)
     r.add_post("/api/subscriptions/{name}/enable", enable_subscription)
     r.add_post("/api/subscriptions/{name}/test", test_subscription)

@@ -6,16 +6,16 @@ live in :mod:`bridge.api_routes` and the OpenAPI document describing them in
 :mod:`bridge.api_openapi`.
 
 Paths under ``/api/`` and ``/metrics`` need ``Authorization: Bearer <api.token>``
-(compared in constant time); ``/healthz``, ``/readyz`` and the dashboard page
-do not (the page asks for the token and sends it on its own calls). Routes
-handed in as ``extra_routes`` (the inbound webhooks) are outside ``/api/`` and
-do their own authentication (signatures).
+(compared in constant time), or an account's token for the routes an account may
+use (:mod:`bridge.admin.accounts.principals`; the others answer 403); ``/healthz``,
+``/readyz`` and the dashboard pages do not (a page asks for the token and sends it
+on its own calls). Routes handed in as ``extra_routes`` (the inbound webhooks) are
+outside ``/api/`` and do their own authentication (signatures).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.resources import files
 from typing import TYPE_CHECKING
@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from bridge.admin.accounts.api import add_account_routes
+from bridge.admin.accounts.principals import PRINCIPAL_KEY, account_may, authenticate
 from bridge.admin.freshness import add_freshness_routes
 from bridge.admin.inbound import add_inbound_routes
 from bridge.admin.openapi import openapi_document
@@ -54,16 +56,6 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def _authorised(request: web.Request, token: str | None) -> bool:
-    if token is None:
-        return False
-    given = request.headers.get("Authorization", "")
-    scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(value.strip().encode(), token.encode())
-
-
 _STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
@@ -88,19 +80,27 @@ def _error_for(exc: Exception, path: str) -> web.Response:
 def _middleware(bridge: ServedBridge) -> Middleware:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(_PROTECTED_PREFIXES):
-            token = bridge.settings.api.token
-            if not _authorised(request, token.get_secret_value() if token else None):
-                response = _error(
-                    401,
-                    "missing or wrong bearer token"
-                    if token is not None
-                    else "the admin API is locked: api.token is not set in the bridge's "
-                    "configuration (set it, then restart or reload the bridge)",
-                )
-                response.headers["WWW-Authenticate"] = 'Bearer realm="hookbridge"'
-                return response
         try:
+            if request.path.startswith(_PROTECTED_PREFIXES):
+                token = bridge.settings.api.token
+                found = await authenticate(
+                    request,
+                    operator_token=token.get_secret_value() if token else None,
+                    store=bridge.store,
+                )
+                if found is None:
+                    response = _error(
+                        401,
+                        "missing or wrong bearer token"
+                        if token is not None
+                        else "the admin API is locked: api.token is not set in the bridge's "
+                        "configuration (set it, then restart or reload the bridge)",
+                    )
+                    response.headers["WWW-Authenticate"] = 'Bearer realm="hookbridge"'
+                    return response
+                if not found.operator and not account_may(request):
+                    return _error(403, "operator token required")
+                request[PRINCIPAL_KEY] = found
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
@@ -167,7 +167,16 @@ async def _openapi(_request: web.Request) -> web.Response:
 
 
 async def _dashboard(_request: web.Request) -> web.Response:
-    page = files("bridge.admin").joinpath("dashboard.html").read_bytes()
+    return _page("dashboard.html")
+
+
+async def _settings_page(_request: web.Request) -> web.Response:
+    """The webhook settings page: subscriptions made, tested and managed in a form."""
+    return _page("settings.html")
+
+
+def _page(name: str) -> web.Response:
+    page = files("bridge.admin").joinpath(name).read_bytes()
     return web.Response(
         body=page,
         content_type="text/html",
@@ -188,7 +197,9 @@ def create_app(
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/", _dashboard)
     app.router.add_get("/dashboard", _dashboard)
+    app.router.add_get("/dashboard/settings", _settings_page)
     app.router.add_get("/api/openapi.json", _openapi)
+    add_account_routes(app)
     add_api_routes(app)
     add_inbound_routes(app)
     add_freshness_routes(app)

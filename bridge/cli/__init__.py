@@ -11,8 +11,11 @@ from typing import Annotated
 
 import typer
 
+from bridge.cli import managed as _managed  # noqa: F401 - adds subscriptions create|update|…
+from bridge.cli.accounts import accounts_app, audit, tokens_app
 from bridge.cli.admin import register as register_admin_commands
 from bridge.cli.inbound import inbound_app
+from bridge.cli.keys import keys_app
 from bridge.cli.receive import receive
 from bridge.config import Settings, load_config, redact_url
 from bridge.errors import BridgeError, ConfigError
@@ -32,6 +35,10 @@ app.add_typer(config_app, name="config")
 register_admin_commands(app)  # deliveries, rejected, subscriptions, test-endpoint, devices
 app.add_typer(inbound_app, name="inbound")
 app.command("receive")(receive)
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(tokens_app, name="tokens")
+app.command("audit")(audit)
+app.add_typer(keys_app, name="keys")
 events_app = typer.Typer(help="The event catalogue.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 
@@ -122,8 +129,8 @@ def check_config(
     ] = None,
 ) -> None:
     """Validate a configuration file: exit 0 with a summary and any warnings, or 2 with every
-    problem. Checks what `run` checks (rules compiled, JMESPath, secrets, URLs, plugins),
-    without connecting anywhere."""
+    problem. Checks what `run` checks (rules compiled, JMESPath, secrets, URLs, plugins, names
+    held by API subscriptions in the store), without connecting to the broker."""
     from bridge.config.advice import config_warnings, document_warnings
     from bridge.config.load import read_document
 
@@ -142,6 +149,7 @@ def check_config(
             typer.echo(f"warning: {warning}", err=True)
         raise typer.Exit(2) from None
     warnings = config_warnings(settings)
+    warnings += _check_store_names(settings)
     typer.echo(f"{path}: valid" + (f", {len(warnings)} warning(s)" if warnings else ""))
     typer.echo(f"  broker: {display_url(settings.mqtt.url)} (MQTT {settings.mqtt.protocol})")
     typer.echo(f"  store: {display_url(redact_url(settings.store.url))}")
@@ -157,6 +165,32 @@ def check_config(
         typer.echo(f"    {sub.name}: {', '.join(sub.events)} -> {target} ({sub.mode}, {signed})")
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
+
+
+def _check_store_names(settings: Settings) -> list[str]:
+    """A name of the file that a subscription made through the API holds in the store
+    stops check-config as it stops run, naming both; a store that cannot be read is a
+    warning."""
+    from bridge.store.peek import stored_subscriptions
+
+    try:
+        stored = asyncio.run(stored_subscriptions(settings.store))
+    except BridgeError as exc:
+        return [f"store: not looked into for names held by API subscriptions: {exc}"]
+    held = {row.name: row.account for row in stored}
+    clashes = [
+        f"subscriptions[{index}].name: '{sub.name}' is held by a subscription made through the "
+        + (f"API of account {held[sub.name]}" if held[sub.name] else "API (the operator's)")
+        + "; rename the one in the file, or delete the other"
+        for index, sub in enumerate(settings.subscriptions)
+        if sub.name in held
+    ]
+    if clashes:
+        typer.echo(f"error: configuration has {len(clashes)} problem(s)", err=True)
+        for clash in clashes:
+            typer.echo(f"  {clash}", err=True)
+        raise typer.Exit(2)
+    return []
 
 
 @config_app.command("schema")

@@ -200,10 +200,27 @@ def subscriptions_list(
                 h["last_success"],
                 h["last_failure"],
                 s["url"],
+                _source(s),
             )
         )
-    header = ("NAME", "STATE", "QUEUE", "IN FLIGHT", "LAST SUCCESS", "LAST FAILURE", "URL")
+    header = (
+        "NAME",
+        "STATE",
+        "QUEUE",
+        "IN FLIGHT",
+        "LAST SUCCESS",
+        "LAST FAILURE",
+        "URL",
+        "SOURCE",
+    )
     api.emit(answer, table(rows, header) if rows else "no subscriptions")
+
+
+def _source(subscription: dict[str, Any]) -> str:
+    """Where a subscription comes from: the file, or the API (and whose)."""
+    source = str(subscription.get("source") or "config")
+    account = subscription.get("account")
+    return f"{source} ({account})" if account else source
 
 
 def _toggle_command(action: str, done: str, summary: str) -> Callable[..., None]:

@@ -36,6 +36,9 @@ __all__ = [
     "table",
 ]
 
+Body = dict[str, Any] | None
+Headers = dict[str, str] | None
+
 _TIMEOUT = 60.0  # a test ping waits for the endpoint's own timeout
 
 UrlOption = Annotated[
@@ -60,11 +63,13 @@ class ApiClient:
     def __repr__(self) -> str:
         return f"ApiClient(base_url={self.base_url!r})"
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def call(self, method: str, path: str, body: Body = None, headers: Headers = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own bridge
             self.base_url.rstrip("/") + path, data=data, method=method
         )
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
         request.add_header("Accept", "application/json")
         if data is not None:
             request.add_header("Content-Type", "application/json")
@@ -136,9 +141,10 @@ def call_api(
     *,
     path: str,
     body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Any:
     try:
-        return _client(url, token, config).call(method, path, body)
+        return _client(url, token, config).call(method, path, body, headers)
     except ApiError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -171,8 +177,10 @@ class Api:
     config: Path | None
     as_json: bool
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        return call_api(self.url, self.token, self.config, method, path=path, body=body)
+    def call(self, method: str, path: str, body: Body = None, headers: Headers = None) -> Any:
+        return call_api(
+            self.url, self.token, self.config, method, path=path, body=body, headers=headers
+        )
 
     def emit(self, answer: Any, text: str) -> None:
         emit(self.as_json, answer, text)

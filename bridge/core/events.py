@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -268,6 +268,9 @@ class Event:
     _body: list[bytes] = field(default_factory=list, repr=False, compare=False)
     # Kept beside the envelope, never in it: trace and MQTT 5 request/response.
     context: EventContext | None = field(default=None, repr=False, compare=False)
+    # The account the event belongs to, from its topic (None: no account). Kept
+    # beside the envelope: it decides who may see the event, not what it says.
+    account: str | None = field(default=None, compare=False)
 
     @property
     def device_id(self) -> str | None:
@@ -292,24 +295,26 @@ class Event:
 
     def with_id(self, new_id: str) -> Event:
         return Event(
-            new_id, self.type, self.timestamp, self.source, self.data, context=self.context
-        )
-
-    def with_context(self, context: EventContext | None) -> Event:
-        return Event(
-            self.id,
+            new_id,
             self.type,
             self.timestamp,
             self.source,
             self.data,
-            self.schema_version,
-            self._body,
-            context,
+            context=self.context,
+            account=self.account,
         )
 
+    def with_context(self, context: EventContext | None) -> Event:
+        return replace(self, context=context)
+
+    def with_account(self, account: str | None) -> Event:
+        return replace(self, account=account or None)
+
     @classmethod
-    def from_json(cls, raw: bytes | str, context: EventContext | None = None) -> Event:
-        """Rebuild an event from its stored envelope (and its stored side context)."""
+    def from_json(
+        cls, raw: bytes | str, context: EventContext | None = None, account: str | None = None
+    ) -> Event:
+        """Rebuild an event from its stored envelope (and its stored side context and account)."""
         doc = orjson.loads(raw)
         stamp = datetime.fromisoformat(doc["timestamp"].replace("Z", "+00:00"))
         body = raw.encode() if isinstance(raw, str) else bytes(raw)
@@ -322,4 +327,5 @@ class Event:
             schema_version=int(doc.get("schema_version", SCHEMA_VERSION)),
             _body=[body],
             context=context,
+            account=account or None,
         )

@@ -8,6 +8,8 @@ The steps, each of which may end in a :class:`Rejected`:
 3. the payload parsed (JSON, or text when it is not JSON) and checked against
    the nesting and field-count limits;
 4. the mapping reads it into a :class:`~bridge.core.profiles.base.Draft`;
+   the account, when the mapping names one, is a level of the topic (a rule's
+   ``account: topic.<level>``, or ``accounts.topic_prefix``), never the payload;
 5. the draft becomes an event: the type's catalogue model or declared JSON
    Schema validates ``data`` (:mod:`bridge.core.event_types`), the
    device's ``occurred_at`` becomes the timestamp, its message ``id`` the
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,8 +33,11 @@ from bridge.core.event_types import EventTypes
 from bridge.core.events import Event, content_hash, event_id_for, new_event_id
 from bridge.core.profiles import load_profiles
 from bridge.core.profiles.base import Draft, Payload, Profile, Rejected, json_kind, quote
+from bridge.core.profiles.native import NativeProfile
+from bridge.core.profiles.prefixed import AccountPrefixed
 from bridge.core.profiles.telemetry import TelemetryTopics
 from bridge.core.rules import compile_rules
+from bridge.core.settings.accounts import account_problem
 from bridge.core.settings.models import LimitsSettings, Settings
 
 __all__ = ["Message", "Normalised", "Normaliser", "Rejected", "parse_occurred_at"]
@@ -87,10 +92,18 @@ class Normaliser:
         # Construction raises ConfigError for unknown profiles and broken rules:
         # that is configuration, found before the first message arrives.
         telemetry = settings.telemetry.topics
+        profiles: list[Profile] = load_profiles(settings.profiles)
+        prefix = settings.accounts.topic_prefix
+        if prefix is not None:
+            # The native topics under the prefix too; the plain ones keep working.
+            profiles = [
+                *(AccountPrefixed(p, prefix) for p in profiles if isinstance(p, NativeProfile)),
+                *profiles,
+            ]
         self._mappings: list[Profile] = [
             *compile_rules(settings.rules, self._types),
             *([TelemetryTopics(telemetry)] if telemetry else []),
-            *load_profiles(settings.profiles),
+            *profiles,
         ]
 
     def topic_filters(self) -> list[str]:
@@ -119,6 +132,18 @@ class Normaliser:
         if isinstance(owner, Rejected):
             return owner
         mapping, named = owner
+        account = _account(mapping, named)
+        if isinstance(account, Rejected):
+            return account
+        result = self._read(message, mapping, named)
+        if isinstance(result, Rejected):
+            # Kept with its account: the rejection belongs to it as the event would.
+            return replace(result, account=account)
+        return Normalised(result.event.with_account(account), result.content_hash)
+
+    def _read(
+        self, message: Message, mapping: Profile, named: Mapping[str, str]
+    ) -> Normalised | Rejected:
         payload = _parse(message.payload, self._limits)
         if isinstance(payload, Rejected):
             return payload
@@ -170,6 +195,22 @@ class Normaliser:
             return identity
         event_id, digest = identity
         return Normalised(Event(event_id, draft.type, timestamp, source, data), digest)
+
+
+def _account(mapping: Profile, named: Mapping[str, str]) -> str | Rejected | None:
+    """The account a topic names: the level the mapping reads it from, if any."""
+    level = getattr(mapping, "account_level", None)
+    if not isinstance(level, str):
+        return None
+    account = named.get(level)
+    if account is None:
+        return None
+    problem = account_problem(account)
+    if problem is not None:
+        return Rejected(
+            "invalid_account", f"the topic names the account {quote(account)}: {problem}"
+        )
+    return account
 
 
 def _identity(

@@ -91,6 +91,7 @@ class PresenceState:
     changed_at: float  # when ``state`` began
     reason: str | None = None  # why it is in ``state``, when known
     heartbeat: float | None = None  # the silence it announced it never exceeds, seconds
+    account: str = ""  # the device's account ("" for none): devices are keyed by both
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,7 @@ class Observation:
     reason: str | None = None  # the event's own ``reason``
     retained: bool = False  # the broker's retained copy, not a live message
     heartbeat: float | None = None  # a timeout the message announces, seconds
+    account: str = ""  # the device's account ("" for none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,7 @@ class Transition:
     reason: str
     changed_at: float
     last_seen: float
+    account: str = ""  # the device's account ("" for none); its event belongs to it
 
     @property
     def key(self) -> str:
@@ -144,6 +147,7 @@ def decide(
     if observation is None:
         return _check_timeout(previous, now, offline_after)
     device = observation.device_id
+    account = observation.account
     at = observation.at
     # A retained copy is the broker's memory, not a sign of life now.
     seen = (
@@ -160,14 +164,15 @@ def decide(
     if says is None:
         if previous.state is Presence.ONLINE:
             return Decision(replace(previous, last_seen=seen, heartbeat=heartbeat))
-        back = Transition(device, Presence.ONLINE, SEEN_AGAIN, at, seen)
+        back = Transition(device, Presence.ONLINE, SEEN_AGAIN, at, seen, account)
         return Decision(
-            PresenceState(device, Presence.ONLINE, seen, at, SEEN_AGAIN, heartbeat), (back,)
+            PresenceState(device, Presence.ONLINE, seen, at, SEEN_AGAIN, heartbeat, account),
+            (back,),
         )
     if says is previous.state:
         return Decision(replace(previous, last_seen=seen, heartbeat=heartbeat), keep_event=False)
     # A change. A retained one contradicts what we stored: it happened while we were away.
-    return Decision(PresenceState(device, says, seen, at, observation.reason, heartbeat))
+    return Decision(PresenceState(device, says, seen, at, observation.reason, heartbeat, account))
 
 
 def _first_sight(
@@ -177,11 +182,14 @@ def _first_sight(
     is; any other event makes the device known, and online (announced with
     ``first_seen``)."""
     device, at, says = observation.device_id, observation.at, observation.says
+    account = observation.account
     if says is None and first_seen and not observation.retained:
-        first = Transition(device, Presence.ONLINE, FIRST_SEEN, at, seen)
-        state = PresenceState(device, Presence.ONLINE, seen, at, FIRST_SEEN, heartbeat)
+        first = Transition(device, Presence.ONLINE, FIRST_SEEN, at, seen, account)
+        state = PresenceState(device, Presence.ONLINE, seen, at, FIRST_SEEN, heartbeat, account)
         return Decision(state, (first,))
-    state = PresenceState(device, says or Presence.ONLINE, seen, at, observation.reason, heartbeat)
+    state = PresenceState(
+        device, says or Presence.ONLINE, seen, at, observation.reason, heartbeat, account
+    )
     return Decision(state, keep_event=says is None or not observation.retained)
 
 
@@ -213,7 +221,12 @@ def _check_timeout(
         return Decision(previous, keep_event=False)
     changed = previous.last_seen + timeout
     gone = Transition(
-        previous.device_id, Presence.OFFLINE, HEARTBEAT_TIMEOUT, changed, previous.last_seen
+        previous.device_id,
+        Presence.OFFLINE,
+        HEARTBEAT_TIMEOUT,
+        changed,
+        previous.last_seen,
+        previous.account,
     )
     state = PresenceState(
         previous.device_id,
@@ -222,5 +235,6 @@ def _check_timeout(
         changed,
         HEARTBEAT_TIMEOUT,
         previous.heartbeat,
+        previous.account,
     )
     return Decision(state, (gone,), keep_event=False)

@@ -3,7 +3,10 @@
 A subscription wants an event when it is enabled, one of its ``events``
 globs matches the event type (fnmatch style, case-sensitive: ``device.*``,
 ``*``, an exact type) and its optional ``filter`` — JMESPath over the
-envelope — is truthy. Pure; called once per event on the hot path, so globs
+envelope — is truthy. A subscription that belongs to an account (``owners``)
+sees only that account's events; the others (the operator's) see every event
+their globs and filter match, and are the only ones an event without an
+account reaches. Pure; called once per event on the hot path, so globs
 and filters are compiled once and the glob part is cached per event type.
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jmespath
@@ -41,7 +44,13 @@ def jmespath_truthy(value: object) -> bool:
 class Router:
     """Matches events against a fixed set of subscriptions."""
 
-    def __init__(self, subscriptions: Sequence[Subscription]) -> None:
+    def __init__(
+        self, subscriptions: Sequence[Subscription], owners: Mapping[str, str] | None = None
+    ) -> None:
+        # Subscription name -> the account it belongs to (absent: the operator's).
+        self.owners: dict[str, str] = {
+            name: owner for name, owner in (owners or {}).items() if owner
+        }
         self._routes: list[tuple[re.Pattern[str], _Candidate]] = []
         for subscription in subscriptions:
             if not subscription.enabled:
@@ -62,7 +71,11 @@ class Router:
             return []
         matched: list[Subscription] = []
         envelope: dict[str, Any] | None = None
+        owners = self.owners
         for subscription, flt in candidates:
+            owner = owners.get(subscription.name) if owners else None
+            if owner is not None and owner != event.account:
+                continue  # an account's subscription sees only that account's events
             if flt is None:
                 matched.append(subscription)
                 continue

@@ -50,6 +50,8 @@ class UserRule:
         place = f"rules[{index}]"
         types = types or EventTypes()
         self._place = place
+        # The topic level naming the event's account (the normaliser reads it).
+        self.account_level = rule.account_level
         problems: list[str] = []
         try:
             self.pattern = TopicPattern(rule.topic)

@@ -4,7 +4,9 @@ Every ``retention.interval`` the :class:`Retention` task asks the store to
 delete delivered deliveries older than ``retention.delivered`` and dead ones
 older than ``retention.dead`` (with their attempts and orphaned events), and
 to turn pending deliveries held longer than ``retention.max_event_age``
-into dead ones with reason ``too_old``. Age counts from when the bridge
+into dead ones with reason ``too_old``; audit rows older than
+``retention.audit`` go too, and the names of deleted API subscriptions are
+freed once their deliveries are past retention. Age counts from when the bridge
 received the event (an operator's retry and the end of a pause restart or
 stop the clock), never from the device's clock: a device whose clock says
 2001 is delivered like any other. It runs as its own task and each store
@@ -111,6 +113,10 @@ class Retention:
                 log.exception("reporting expired deliveries failed")
         purged = await self._store.purge(
             delivered_before=bounds.delivered_before, dead_before=bounds.dead_before
+        )
+        purged += await self._store.purge_history(
+            audit_before=now - self._settings.audit,
+            retired_before=min(bounds.delivered_before, bounds.dead_before),
         )
         self.sweeps += 1
         if expired or purged:

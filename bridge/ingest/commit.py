@@ -307,6 +307,7 @@ class CommitStep:
             presence=self._presence.policy if self._presence is not None else None,
             ordered=self._router.ordered,
             packet_window=self._packet_window,
+            owners=self._router.owners,
         )
         self._metrics.store_commit_latency.observe(time.perf_counter() - started)
         self._metrics.ingest_batch_size.observe(len(accepted) + len(rejected))

@@ -107,6 +107,7 @@ class PresenceTracker:
             reason if isinstance(reason, str) else None,
             retained=retained,
             heartbeat=heartbeat,
+            account=event.account or "",
         )
 
     def _announced(self, interval: object) -> float | None:
@@ -131,13 +132,17 @@ class PresenceTracker:
             event.source,
             {**event.data, "reason": CONNECTION_LOST},
             context=event.context,
+            account=event.account,
         )
 
     def announce(self, transition: Transition) -> Accepted:
         """The routed event of a synthetic transition; the same id on every instance."""
         device = transition.device_id
+        account = transition.account
+        # A device id is an account's own: the same id in two accounts is two devices.
+        origin = f"{self._source}#{account}" if account else self._source
         event = Event(
-            id=event_id_for(self._source, device, transition.key),
+            id=event_id_for(origin, device, transition.key),
             type="device.online" if transition.state is Presence.ONLINE else "device.offline",
             timestamp=datetime.fromtimestamp(transition.changed_at, UTC),
             source=f"{self._source}/presence/{device}",
@@ -146,6 +151,7 @@ class PresenceTracker:
                 "reason": transition.reason,
                 "last_seen": format_timestamp(datetime.fromtimestamp(transition.last_seen, UTC)),
             },
+            account=account or None,
         )
         subscriptions = tuple(s.name for s in self._router.match(event))
         return Accepted(event, subscriptions, received_at=transition.changed_at)
@@ -175,6 +181,7 @@ class PresenceTracker:
                     owner=self._owner,
                     lease_until=now + self._lease,
                     limit=_CLAIM_LIMIT,
+                    owners=self._router.owners,
                 )
             except StoreError as exc:
                 log.warning("cannot scan for presence timeouts", error=str(exc))

@@ -29,15 +29,16 @@ logic stays testable with a fake clock.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import ModuleType
 from typing import Any, ClassVar
 
 from bridge.core.events import Event
-from bridge.core.presence import Presence, PresenceState
 from bridge.errors import StoreError
 from bridge.store import common
+from bridge.store.accounts import ACCOUNT_OPERATIONS, AccountsStore
 from bridge.store.catchup import CATCH_UP_OPERATIONS, CatchUpStore
+from bridge.store.directory import DIRECTORY_OPERATIONS, DirectoryStore
 from bridge.store.leases import TAKEOVER_AFTER
 from bridge.store.outbox import OUTBOX_OPERATIONS, OutboxStore
 from bridge.store.rows import (
@@ -47,8 +48,6 @@ from bridge.store.rows import (
     Claim,
     Delivery,
     DeliveryStatus,
-    DeviceDetail,
-    DeviceSummary,
     IngestBatch,
     IngestResult,
     PresencePolicy,
@@ -73,15 +72,11 @@ OPERATIONS = (
             "counts",
             "create_deliveries",
             "expire_older_than",
-            "forget_device",
             "get_delivery",
-            "get_device",
             "get_event",
-            "get_presence",
             "heartbeat",
             "ingest",
             "list_deliveries",
-            "list_devices",
             "list_rejected",
             "next_due_at",
             "note_broker_counter",
@@ -99,14 +94,18 @@ OPERATIONS = (
     )
     | OUTBOX_OPERATIONS
     | CATCH_UP_OPERATIONS
+    | DIRECTORY_OPERATIONS
+    | ACCOUNT_OPERATIONS
 )
 """What every backend does, each ``name(conn, …)`` in one of its ``_sources`` modules."""
 
 
-class Store(OutboxStore, CatchUpStore, ABC):
+class Store(OutboxStore, CatchUpStore, DirectoryStore, AccountsStore, ABC):
     """The durable outbox. Every method is one transaction (the MQTT outbox's are
     :class:`bridge.store.outbox.OutboxStore`'s, catching up and sending now
-    :class:`bridge.store.catchup.CatchUpStore`'s)."""
+    :class:`bridge.store.catchup.CatchUpStore`'s, the device directory's
+    :class:`bridge.store.directory.DirectoryStore`'s, and the accounts' and their
+    subscriptions' :class:`bridge.store.accounts.AccountsStore`'s)."""
 
     owner: str
     takeover_after: float = TAKEOVER_AFTER  # a test may shorten it on one store
@@ -178,6 +177,7 @@ class Store(OutboxStore, CatchUpStore, ABC):
         presence: PresencePolicy | None = None,
         ordered: Collection[str] = (),
         packet_window: int = 0,
+        owners: Mapping[str, str] | None = None,
     ) -> IngestResult:
         """Store events, their deliveries and rejections in one commit.
 
@@ -197,16 +197,33 @@ class Store(OutboxStore, CatchUpStore, ABC):
 
         ``ordered`` names the subscriptions that send a device's deliveries in
         order; of their new deliveries, those that head their device's queue
-        are in ``heads`` (see :mod:`bridge.store.heads`).
+        are in ``heads`` (see :mod:`bridge.store.heads`). ``owners`` names the account of
+        each subscription that belongs to one: its deliveries are recorded as that
+        account's (the others as the operator's).
         """
         batch = IngestBatch(
-            accepted, rejected, now, owner, lease_until, presence, frozenset(ordered), packet_window
+            accepted,
+            rejected,
+            now,
+            owner,
+            lease_until,
+            presence,
+            frozenset(ordered),
+            packet_window,
+            dict(owners or {}),
         )
         result: IngestResult = await self._write("ingest", batch)
         return result
 
     async def claim_presence_timeouts(
-        self, *, now: float, policy: PresencePolicy, owner: str, lease_until: float, limit: int
+        self,
+        *,
+        now: float,
+        policy: PresencePolicy,
+        owner: str,
+        lease_until: float,
+        limit: int,
+        owners: Mapping[str, str] | None = None,
     ) -> IngestResult:
         """In one transaction: up to ``limit`` online devices silent for longer
         than their timeout (the heartbeat they announced, else
@@ -216,14 +233,9 @@ class Store(OutboxStore, CatchUpStore, ABC):
         to ``owner``, as ``ingest`` does. Rows another instance is claiming are
         skipped (PostgreSQL: ``FOR UPDATE SKIP LOCKED``), so each timeout is
         emitted by one instance only."""
-        batch = IngestBatch((), (), now, owner, lease_until)
+        batch = IngestBatch((), (), now, owner, lease_until, owners=dict(owners or {}))
         result: IngestResult = await self._write("claim_presence_timeouts", batch, policy, limit)
         return result
-
-    async def get_presence(self, device_id: str) -> PresenceState | None:
-        """The stored presence row of a device, or None for a device never seen."""
-        state: PresenceState | None = await self._read("get_presence", device_id)
-        return state
 
     async def claim_due(
         self,
@@ -363,54 +375,27 @@ class Store(OutboxStore, CatchUpStore, ABC):
         until: float | None,
         cursor: str | None,
         limit: int,
+        account: str | None = None,
     ) -> tuple[list[Delivery], str | None]:
-        """Deliveries newest first, optionally filtered (``since <= created_at < until``).
+        """Deliveries newest first, optionally filtered (``since <= created_at < until``;
+        ``account``: only the deliveries of that account's subscriptions).
 
         Returns one page and an opaque cursor for the next page, or None after
         the last page. Delivery ids sort by creation time, so the key alone pages.
         """
         common.check_page_limit(limit)
         filters = common.delivery_filters(
-            subscription=subscription, status=status, since=since, until=until, cursor=cursor
+            subscription=subscription,
+            status=status,
+            since=since,
+            until=until,
+            cursor=cursor,
+            account=account,
         )
         rows: list[Delivery] = await self._read("list_deliveries", filters, limit + 1)
         return common.page_and_cursor(rows, limit)
 
-    async def list_devices(
-        self, *, state: Presence | None, prefix: str | None, cursor: str | None, limit: int
-    ) -> tuple[list[DeviceSummary], str | None]:
-        """The device directory, ordered by device id (byte order of its UTF-8), one
-        page at a time.
-
-        Every ingest notes the devices its new events name, with their latest
-        event, whether presence is tracked or not; a device stays listed until
-        :meth:`forget_device`. ``state`` keeps the devices whose presence row is
-        in that state; ``prefix`` those whose id starts with it. Returns one page
-        and an opaque cursor for the next page, or None after the last page.
-        Each page costs a few index probes per device listed, however many
-        devices and events are stored.
-        """
-        rows: list[DeviceSummary] = await self._read(
-            "list_devices", common.device_page(state, prefix, cursor, limit)
-        )
-        return common.device_page_and_cursor(rows, limit)
-
-    async def get_device(self, device_id: str, *, events: int) -> DeviceDetail | None:
-        """One device with its ``events`` most recent events (newest first), each
-        with its deliveries; None for a device the store does not know."""
-        found: DeviceDetail | None = await self._read("get_device", device_id, events)
-        return found
-
     # -- operator and housekeeping writes ---------------------------------------------
-
-    async def forget_device(self, device_id: str) -> bool:
-        """Drop a device from the directory, with its presence row; False if unknown.
-
-        Its events stay until retention removes them; a message from the device
-        later brings it back, as a device never seen.
-        """
-        forgotten: bool = await self._write("forget_device", device_id)
-        return forgotten
 
     async def save_subscription_state(self, state: SubscriptionState) -> None:
         await self._write("save_subscription_state", common.subscription_state_values(state))
@@ -421,11 +406,20 @@ class Store(OutboxStore, CatchUpStore, ABC):
         return requeued
 
     async def create_deliveries(
-        self, event: Event, subscriptions: Sequence[str], *, now: float
+        self,
+        event: Event,
+        subscriptions: Sequence[str],
+        *,
+        now: float,
+        owners: Mapping[str, str] | None = None,
     ) -> list[Delivery]:
         """Store ``event`` if it is not stored yet and create one new pending delivery
-        per subscription, due ``now`` and unleased (replay, test pings)."""
-        created: list[Delivery] = await self._write("create_deliveries", event, subscriptions, now)
+        per subscription, due ``now`` and unleased (replay, test pings); ``owners`` as
+        for ``ingest``."""
+        accounts = common.delivery_owners(subscriptions, owners or {})
+        created: list[Delivery] = await self._write(
+            "create_deliveries", event, subscriptions, now, accounts
+        )
         return created
 
     async def purge(self, *, delivered_before: float, dead_before: float) -> int:

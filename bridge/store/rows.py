@@ -5,7 +5,7 @@ Times are UNIX epoch seconds (float) throughout.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bridge.core.events import Event
@@ -91,6 +91,7 @@ class Rejection:
     reason: str  # short machine code, e.g. "invalid_json"
     detail: str  # human sentence
     packet: Packet | None = None  # the PUBLISH it came in; not kept with the rejection
+    account: str | None = None  # the account its topic names, when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,8 @@ class Delivery:
     # Made due before its slot (a catch-up, an operator's "send now"): its next
     # attempt, should it fail, does not use up a step of the schedule.
     early: bool = False
+    # The account of its subscription (None: an operator's subscription).
+    account: str | None = None
 
     @property
     def age_start(self) -> float:
@@ -166,6 +169,9 @@ class IngestBatch:
     # How many of the last committed messages a redelivery is compared with
     # (0: keep no packet log; see bridge.store.packets).
     packet_window: int = 0
+    # Subscription name -> its account, for the subscriptions that belong to one: each
+    # new delivery is recorded with its subscription's account (bridge.core.route).
+    owners: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +244,7 @@ class DeviceSummary:
     last_seen: float | None  # the presence row's, else the last event's receipt
     reason: str | None  # why the state began (``heartbeat_timeout``, ``seen_again``…)
     last_event: EventSummary | None
+    account: str | None = None  # the account it belongs to (None: none)
 
 
 @dataclass(frozen=True, slots=True)

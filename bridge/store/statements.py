@@ -45,7 +45,7 @@ __all__ = [
 RELEASE_OWNER = """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
     WHERE status = 'pending' AND lease_owner = ?1"""
 GET_DELIVERY = f"SELECT {DELIVERY_COLUMNS} {FROM_DELIVERIES} WHERE d.id = ?1"
-GET_EVENT = "SELECT body, context FROM events WHERE id = ?1"
+GET_EVENT = "SELECT body, context, account FROM events WHERE id = ?1"
 QUEUE_DEPTH = "SELECT count(*) FROM deliveries WHERE subscription = ?1 AND status = 'pending'"
 SUBSCRIPTION_STATES = """SELECT name, disabled, disabled_reason, failing_since, last_success,
     last_failure, extra, catching_up FROM subscription_state ORDER BY name"""
@@ -56,9 +56,8 @@ SAVE_SUBSCRIPTION_STATE = """INSERT INTO subscription_state
       disabled_reason = excluded.disabled_reason, failing_since = excluded.failing_since,
       last_success = excluded.last_success, last_failure = excluded.last_failure,
       extra = excluded.extra"""
-LIST_REJECTED = (
-    "SELECT received_at, topic, payload, reason, detail FROM rejected ORDER BY id DESC LIMIT ?1"
-)
+LIST_REJECTED = """SELECT received_at, topic, payload, reason, detail, account FROM rejected
+    ORDER BY id DESC LIMIT ?1"""
 COUNT_BY_STATUS = "SELECT status, count(*) FROM deliveries GROUP BY status"
 COUNT_EVENTS = "SELECT count(*) FROM events"
 COUNT_REJECTED = "SELECT count(*) FROM rejected"

@@ -19,9 +19,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 @contextlib.asynccontextmanager
-async def dashboard_page(config: dict[str, Any], *, height: int = 900) -> AsyncIterator[Page]:
-    """The dashboard of the bridge ``config`` describes, 1400 px wide, after the
-    operator entered the admin token; the browser is closed when the block ends."""
+async def dashboard_page(
+    config: dict[str, Any], *, height: int = 900, token: str = TOKEN, path: str = "/dashboard"
+) -> AsyncIterator[Page]:
+    """The dashboard (or another page, ``path``) of the bridge ``config`` describes,
+    1400 px wide, after ``token`` (the operator's unless given) was entered; the browser
+    is closed when the block ends."""
     chromium = find("chromium")
     assert chromium is not None, "chromium is not installed (make test installs it)"
     async with async_playwright() as playwright:
@@ -30,8 +33,8 @@ async def dashboard_page(config: dict[str, Any], *, height: int = 900) -> AsyncI
         )
         try:
             page = await browser.new_page(viewport={"width": 1400, "height": height})
-            await page.goto(api_url(config) + "/dashboard")
-            await page.fill("#token", TOKEN)
+            await page.goto(api_url(config) + path)
+            await page.fill("#token", token)
             await page.click("#login-form button")
             yield page
         finally:

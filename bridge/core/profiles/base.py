@@ -54,6 +54,7 @@ class Rejected:
 
     reason: str  # short machine code, e.g. "invalid_json"
     detail: str  # human sentence naming the field or the limit
+    account: str | None = None  # the account its topic names, when the normaliser knows it
 
 
 @dataclass(frozen=True, slots=True)

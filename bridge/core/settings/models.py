@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.core.settings.accounts import AccountsSettings
 from bridge.core.settings.batch import BatchSettings, batch_problem
 from bridge.core.settings.checks import (
     check_clean_secret,
@@ -34,13 +35,14 @@ from bridge.core.settings.checks import (
 )
 from bridge.core.settings.event_types import EventTypeDeclaration, TelemetrySettings
 from bridge.core.settings.fields import CleanSecret, CleanText, Duration, RateLimit, Size
+from bridge.core.settings.inbound import INBOUND_RESERVED_PATHS, InboundSettings
 from bridge.core.settings.pipe import check_reply_topic, check_response_topics
-from bridge.core.settings.templates import check_filter, check_template
-from bridge.errors import TemplateError
+from bridge.core.settings.store import StoreSettings
 
 __all__ = [
     "FEATURES_NOT_BUILT",
     "INBOUND_RESERVED_PATHS",
+    "AccountsSettings",
     "ApiSettings",
     "BasicAuth",
     "BearerAuth",
@@ -66,9 +68,6 @@ __all__ = [
 
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
-INBOUND_RESERVED_PATHS = ("/api", "/metrics", "/healthz", "/readyz", "/dashboard")
-"""Paths of the admin listener that an inbound webhook may not take."""
 
 FEATURES_NOT_BUILT: dict[str, str] = {}
 """Config values whose feature is not built yet: ``"place=value"`` → why.
@@ -140,33 +139,6 @@ class MqttSettings(_Model):
         return 8883 if self.tls_enabled else 1883
 
 
-class StoreSettings(_Model):
-    url: str = "sqlite:///hookbridge.db"
-    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
-    lease: Duration = 300.0
-    commit_interval: Duration = 0.005
-    # Leases follow their holder: each instance renews a heartbeat row this often,
-    # and the others take over the work of one whose row is older than takeover_after.
-    heartbeat: Duration = Field(default=5.0, gt=0)
-    takeover_after: Duration = Field(default=30.0, gt=0)
-    # Where an event goes that the store refuses even as a quarantined rejection
-    # (JSON lines); default: hookbridge-dead-letter.jsonl beside a SQLite file,
-    # in the working directory for PostgreSQL.
-    dead_letter_file: str | None = None
-    # SQLite: who checkpoints the write-ahead log. ``auto``: a thread of the bridge's
-    # own that never waits for readers; ``external``: Litestream or the like.
-    checkpoints: Literal["auto", "external"] = "auto"
-    # SQLite: past this size of the write-ahead log, alert (bridge.store_log_large).
-    log_alert: Size = Field(default=512 * 1024 * 1024, ge=1)
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        if not value.startswith(("sqlite://", "postgresql://", "postgres://")):
-            raise ValueError("must start with sqlite:/// or postgresql://")
-        return value
-
-
 class PresenceSettings(_Model):
     offline_after: Duration = 90.0
     enabled: bool = True
@@ -202,6 +174,7 @@ class RetentionSettings(_Model):
     dead: Duration = 30 * 86400.0
     max_event_age: Duration = 3 * 86400.0
     interval: Duration = 300.0
+    audit: Duration = 365 * 86400.0  # the audit trail of API changes is kept this long
 
 
 class TypeFrom(_Model):
@@ -215,6 +188,8 @@ class Rule(_Model):
     data: dict[str, str] = Field(default_factory=dict)
     id: str | None = None
     occurred_at: str | None = None
+    # topic.<level>: the topic level naming the event's account (never the payload)
+    account: str | None = Field(default=None, pattern=r"^topic\.[A-Za-z_][A-Za-z0-9_]*$")
 
     @field_validator("topic")
     @classmethod
@@ -222,6 +197,18 @@ class Rule(_Model):
         if not value or any(c in value for c in "#+"):
             raise ValueError("a rule topic uses {name} levels, not MQTT wildcards")
         return value
+
+    @model_validator(mode="after")
+    def _account_is_a_level(self) -> Rule:
+        level = self.account_level
+        if level is not None and f"{{{level}}}" not in self.topic.split("/"):
+            raise ValueError(f".account: the topic has no level {{{level}}}")
+        return self
+
+    @property
+    def account_level(self) -> str | None:
+        """The named topic level that holds the account, if the rule names one."""
+        return None if self.account is None else self.account.removeprefix("topic.")
 
 
 class BearerAuth(_Model):
@@ -371,48 +358,6 @@ class Subscription(_Model):
         return list(self.secret) if isinstance(self.secret, list) else [self.secret]
 
 
-class InboundSettings(_Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    path: str = Field(pattern=r"^/[A-Za-z0-9_./-]*$")
-    secret: SecretStr
-    topic: str
-    allow_topics: list[str] = Field(min_length=1)
-    signature: Literal["standard", "github"] = "standard"
-    max_body: Size = 256 * 1024
-    max_age: Duration = Field(default=3600.0, gt=0)  # an older command is never published
-
-    _secret = field_validator("secret")(check_webhook_secret)
-
-    @field_validator("path")
-    @classmethod
-    def _check_path(cls, value: str) -> str:
-        if any(value == p or value.startswith(p + "/") for p in INBOUND_RESERVED_PATHS):
-            raise ValueError(
-                f"is served by the admin API ({', '.join(INBOUND_RESERVED_PATHS)}); "
-                "choose another, e.g. /inbound/<name>"
-            )
-        return value
-
-    @field_validator("topic")
-    @classmethod
-    def _check_topic(cls, value: str) -> str:
-        try:
-            check_template(value, roots=("body",))
-        except TemplateError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
-    @field_validator("allow_topics")
-    @classmethod
-    def _check_allow_topics(cls, value: list[str]) -> list[str]:
-        for topic_filter in value:
-            try:
-                check_filter(topic_filter)
-            except TemplateError as exc:
-                raise ValueError(str(exc)) from None
-        return value
-
-
 class ApiSettings(_Model):
     listen: str | None = "127.0.0.1:8080"
     token: SecretStr | None = None
@@ -467,6 +412,7 @@ class Settings(_Model):
     api: ApiSettings = ApiSettings()
     security: SecuritySettings = SecuritySettings()
     tracing: TracingSettings = TracingSettings()
+    accounts: AccountsSettings = AccountsSettings()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:

@@ -75,21 +75,25 @@ NEXT_DUE_ORDERED = f"""{_HEADS}
     SELECT min(d.next_attempt_at) FROM deliveries AS d
     WHERE d.id IN (SELECT id FROM heads) AND d.lease_until IS NULL"""  # noqa: S608
 
-GET_PRESENCE = f"SELECT {common.PRESENCE_COLUMNS} FROM presence WHERE device_id = $1"  # noqa: S608
+GET_PRESENCE = f"""SELECT {common.PRESENCE_COLUMNS} FROM presence
+    WHERE account = $1 AND device_id = $2"""  # noqa: S608
 # OFFSET 0 keeps the sort below the lock calls: the locks are taken in device order.
+# A device of no account keeps the key it had before accounts ('presence:' || id).
 _LOCK_DEVICES = """SELECT count(pg_advisory_xact_lock(k)) FROM (
-    SELECT DISTINCT hashtextextended('presence:' || d, 0) AS k
-    FROM unnest($1::text[]) AS d ORDER BY k OFFSET 0) AS sorted"""
+    SELECT DISTINCT hashtextextended(
+        'presence:' || CASE WHEN a = '' THEN d ELSE a || '/' || d END, 0) AS k
+    FROM unnest($1::text[], $2::text[]) AS u (a, d) ORDER BY k OFFSET 0) AS sorted"""
 _PRESENCE_OF = f"""SELECT {common.PRESENCE_COLUMNS} FROM presence
-    WHERE device_id = ANY($1::text[]) ORDER BY device_id FOR UPDATE"""  # noqa: S608
+    WHERE (account, device_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+    ORDER BY account, device_id FOR UPDATE"""  # noqa: S608
 _TIMED_OUT = f"""SELECT {common.PRESENCE_COLUMNS} FROM presence
     WHERE state = 'online' AND last_seen + coalesce(heartbeat, $1::float8) < $2
     ORDER BY last_seen LIMIT $3
     FOR UPDATE SKIP LOCKED"""  # noqa: S608
 _SAVE_PRESENCE = f"""INSERT INTO presence ({common.PRESENCE_COLUMNS})
     SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::text[],
-      $6::float8[])
-    ON CONFLICT (device_id) DO UPDATE SET state = excluded.state,
+      $6::float8[], $7::text[])
+    ON CONFLICT (account, device_id) DO UPDATE SET state = excluded.state,
       last_seen = excluded.last_seen, changed_at = excluded.changed_at,
       reason = excluded.reason, heartbeat = excluded.heartbeat"""  # noqa: S608
 
@@ -98,7 +102,12 @@ async def lock_devices(conn: Any, accepted: Sequence[Accepted]) -> None:
     """Take the per-device advisory locks of a batch (held until the transaction ends)."""
     devices = common.observed_devices(accepted)
     if devices:
-        await conn.fetchval(_LOCK_DEVICES, devices)
+        await conn.fetchval(_LOCK_DEVICES, *_columns(devices))
+
+
+def _columns(devices: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """(accounts, device ids) of (account, device id) pairs, as two arrays."""
+    return [account for account, _ in devices], [device for _, device in devices]
 
 
 async def _save(conn: Any, states: Sequence[PresenceState]) -> None:
@@ -111,6 +120,7 @@ async def _save(conn: Any, states: Sequence[PresenceState]) -> None:
             [s.changed_at for s in states],
             [s.reason for s in states],
             [s.heartbeat for s in states],
+            [s.account for s in states],
         )
 
 
@@ -127,9 +137,9 @@ async def apply_presence(
     observed = common.observed_devices(fresh)
     if not observed:
         return list(fresh), 0, []
-    rows = await conn.fetch(_PRESENCE_OF, observed)
+    rows = await conn.fetch(_PRESENCE_OF, *_columns(observed))
     batch = common.decide_presence(
-        fresh, {row[0]: common.presence_from_row(row) for row in rows}, policy, now
+        fresh, {(row[6], row[0]): common.presence_from_row(row) for row in rows}, policy, now
     )
     await _save(conn, batch.changed)
     return batch.items, batch.collapsed, batch.synthetic

@@ -29,13 +29,18 @@ async def claim_presence_timeouts(
 ) -> rows.IngestResult:
     announced = await device.timed_out(conn, policy, batch.now, limit)
     fresh, deliveries = await sql.store_items(
-        conn, announced, now=batch.now, owner=batch.owner, lease_until=batch.lease_until
+        conn,
+        announced,
+        now=batch.now,
+        owner=batch.owner,
+        lease_until=batch.lease_until,
+        owners=batch.owners,
     )
     return rows.IngestResult(deliveries, stored=len(fresh), duplicates=0)
 
 
-async def get_presence(conn: Any, device_id: str) -> PresenceState | None:
-    row = await conn.fetchrow(device.GET_PRESENCE, device_id)
+async def get_presence(conn: Any, account: str, device_id: str) -> PresenceState | None:
+    row = await conn.fetchrow(device.GET_PRESENCE, account, device_id)
     return None if row is None else common.presence_from_row(row)
 
 
@@ -81,7 +86,7 @@ async def attempts(conn: Any, delivery_id: str) -> list[rows.AttemptRecord]:
 
 async def get_event(conn: Any, event_id: str) -> Event | None:
     row = await conn.fetchrow(pg(shared.GET_EVENT), event_id)
-    return None if row is None else common.event_from_body(row[0], row[1])
+    return None if row is None else common.event_from_body(row[0], row[1], row[2])
 
 
 async def queue_depth(conn: Any, subscription: str) -> int:

@@ -9,7 +9,7 @@ round trip for the whole batch instead of one per row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge.core.events import Event
@@ -77,35 +77,35 @@ _EXISTING_IDS = "SELECT id FROM events WHERE id = ANY($1::text[])"
 # this insert (a redelivery to another member of the shared group); RETURNING
 # says which rows were really ours.
 _INSERT_EVENTS = """INSERT INTO events
-    (id, type, source, device_id, occurred_at, received_at, content_hash, body, context)
+    (id, type, source, device_id, occurred_at, received_at, content_hash, body, context, account)
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                         $5::float8[], $6::float8[], $7::text[], $8::bytea[], $9::text[])
+                         $5::float8[], $6::float8[], $7::text[], $8::bytea[], $9::text[],
+                         $10::text[])
     ON CONFLICT (id) DO NOTHING RETURNING id"""
 _INSERT_DELIVERIES = """INSERT INTO deliveries
     (id, event_id, subscription, device_id, status, attempts, next_attempt_at,
-     lease_owner, lease_until, created_at, updated_at, ingested_by)
+     lease_owner, lease_until, created_at, updated_at, ingested_by, account)
     SELECT u.id, u.event_id, u.subscription, u.device_id, 'pending', 0, $5,
-           $6, $7, $5, $5, $6
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-         WITH ORDINALITY AS u (id, event_id, subscription, device_id, n)
+           $6, $7, $5, $5, $6, u.account
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $8::text[])
+         WITH ORDINALITY AS u (id, event_id, subscription, device_id, account, n)
     ORDER BY u.n"""
-_INSERT_REJECTED = """INSERT INTO rejected (received_at, topic, payload, reason, detail)
-    SELECT * FROM unnest($1::float8[], $2::text[], $3::bytea[], $4::text[], $5::text[])"""
+_INSERT_REJECTED = """INSERT INTO rejected (received_at, topic, payload, reason, detail, account)
+    SELECT * FROM unnest($1::float8[], $2::text[], $3::bytea[], $4::text[], $5::text[],
+                         $6::text[])"""
 # A vanished delivery must not fail the whole batch of attempts: its row is skipped.
 # A first success (u.first, see bridge.store.history) gets no row when its outcome was
 # applied (the delivery's row then holds exactly this attempt: its start) and it is
 # the delivery's only attempt (no fenced-out try before it).
 _INSERT_ATTEMPTS = """INSERT INTO attempts
-    (delivery_id, attempt, started_at, latency_ms, status_code, error, response_excerpt)
+    (delivery_id, attempt, started_at, latency_ms, status_code, error, response_excerpt, account)
     SELECT u.delivery_id, u.attempt, u.started_at, u.latency_ms, u.status_code, u.error,
-           u.excerpt
+           u.excerpt, d.account
     FROM unnest($1::text[], $2::int[], $3::float8[], $4::float8[], $5::int[],
                 $6::text[], $7::text[], $8::bool[])
         AS u (delivery_id, attempt, started_at, latency_ms, status_code, error, excerpt, first)
-    WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = u.delivery_id)
-      AND NOT (u.first AND EXISTS (SELECT 1 FROM deliveries WHERE id = u.delivery_id
-                                   AND attempts = u.attempt
-                                   AND last_started_at = u.started_at)
+    JOIN deliveries AS d ON d.id = u.delivery_id
+    WHERE NOT (u.first AND d.attempts = u.attempt AND d.last_started_at = u.started_at
                AND NOT EXISTS (SELECT 1 FROM attempts WHERE delivery_id = u.delivery_id))"""
 # The row keeps its last attempt (start, latency, excerpt with the code and error), and
 # what a catch-up reads (bridge.core.retry.schedule_after): the step, an endpoint-wide
@@ -183,12 +183,13 @@ async def ingest(conn: Any, batch: IngestBatch) -> IngestResult:
         items, collapsed, announced = await device.apply_presence(conn, items, presence, now)
         synthetic = {id(item) for item in announced}
     fresh, deliveries = await store_items(
-        conn, items, now=now, owner=owner, lease_until=batch.lease_until
+        conn, items, now=now, owner=owner, lease_until=batch.lease_until, owners=batch.owners
     )
     if rejected:
         await conn.execute(
             _INSERT_REJECTED,
             *columns(rejected, "received_at topic payload reason detail"),
+            [r.account or "" for r in rejected],
         )
     from_batch = sum(1 for item in fresh if id(item) not in synthetic)
     return IngestResult(
@@ -200,7 +201,13 @@ async def ingest(conn: Any, batch: IngestBatch) -> IngestResult:
 
 
 async def store_items(
-    conn: Any, items: Sequence[Accepted], *, now: float, owner: str, lease_until: float
+    conn: Any,
+    items: Sequence[Accepted],
+    *,
+    now: float,
+    owner: str,
+    lease_until: float,
+    owners: Mapping[str, str],
 ) -> tuple[list[Accepted], list[Delivery]]:
     """Insert events not stored yet and their deliveries leased to ``owner``.
 
@@ -215,7 +222,7 @@ async def store_items(
             unique.append(item)
     fresh = unique
     if unique:
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
         for item in unique:
             values = common.event_values(item.event, item.received_at)
             for column, value in zip(columns, values, strict=True):
@@ -231,18 +238,34 @@ async def store_items(
     d_events: list[str] = []
     d_subs: list[str] = []
     d_devices: list[str | None] = []
+    d_accounts = common.delivery_owners(
+        (name for item in fresh for name in item.subscriptions), owners
+    )
     for item in fresh:
         event = item.event
         for subscription in item.subscriptions:
             delivery_id = next(ids)
+            account = d_accounts[len(d_ids)]
             d_ids.append(delivery_id)
             d_events.append(event.id)
             d_subs.append(subscription)
             d_devices.append(event.device_id)
-            deliveries.append(Delivery(delivery_id, event, subscription, 0, now, _PENDING, now))
+            deliveries.append(
+                Delivery(
+                    delivery_id, event, subscription, 0, now, _PENDING, now, account=account or None
+                )
+            )
     if d_ids:
         await conn.execute(
-            _INSERT_DELIVERIES, d_ids, d_events, d_subs, d_devices, now, owner, lease_until
+            _INSERT_DELIVERIES,
+            d_ids,
+            d_events,
+            d_subs,
+            d_devices,
+            now,
+            owner,
+            lease_until,
+            d_accounts,
         )
     return fresh, deliveries
 
@@ -292,9 +315,10 @@ async def record_attempts(
 
 
 async def create_deliveries(
-    conn: Any, event: Event, subscriptions: Sequence[str], now: float
+    conn: Any, event: Event, subscriptions: Sequence[str], now: float, accounts: Sequence[str]
 ) -> list[Delivery]:
-    """Store ``event`` if missing; one new pending, unleased delivery per subscription."""
+    """Store ``event`` if missing; one new pending, unleased delivery per subscription,
+    each recorded with its subscription's account (``accounts``, in the same order)."""
     await conn.execute(_INSERT_EVENTS, *([value] for value in common.event_values(event, now)))
     ids = new_delivery_ids(now, len(subscriptions))
     if ids:
@@ -307,10 +331,11 @@ async def create_deliveries(
             now,
             None,
             None,
+            list(accounts),
         )
     return [
-        Delivery(delivery_id, event, subscription, 0, now, _PENDING, now)
-        for delivery_id, subscription in zip(ids, subscriptions, strict=True)
+        Delivery(delivery_id, event, subscription, 0, now, _PENDING, now, account=account or None)
+        for delivery_id, subscription, account in zip(ids, subscriptions, accounts, strict=True)
     ]
 
 

@@ -304,6 +304,82 @@ _BROKER_COUNTERS = (
 )
 
 
+# Accounts (bridge.store.accounts). The account an event, a delivery (its
+# subscription's), an attempt and a rejection belong to, "" for none; devices and
+# their presence are keyed by (account, device id). Then the accounts, their tokens
+# (SHA-256 digests), the subscriptions made through the API (secrets sealed), the
+# counter every instance polls for their changes, the names of deleted ones
+# (reserved while their deliveries may be kept) and the audit trail.
+_ACCOUNTS = (
+    "ALTER TABLE events ADD COLUMN account text NOT NULL DEFAULT ''",
+    "ALTER TABLE deliveries ADD COLUMN account text NOT NULL DEFAULT ''",
+    "ALTER TABLE attempts ADD COLUMN account text NOT NULL DEFAULT ''",
+    "ALTER TABLE rejected ADD COLUMN account text NOT NULL DEFAULT ''",
+    # An account's deliveries, newest first (a partial index would not serve a bound
+    # account: the planner cannot tell it is not "").
+    "CREATE INDEX deliveries_account ON deliveries (account, id)",
+    "DROP INDEX events_device",
+    """CREATE INDEX events_device ON events (account, device_id COLLATE "C", arrival)
+        WHERE device_id IS NOT NULL""",
+    "ALTER TABLE devices ADD COLUMN account text NOT NULL DEFAULT ''",
+    "ALTER TABLE devices DROP CONSTRAINT devices_pkey",
+    "ALTER TABLE devices ADD PRIMARY KEY (account, device_id)",
+    # The operator's directory: every account's devices in device id order.
+    "CREATE INDEX devices_by_id ON devices (device_id, account)",
+    "ALTER TABLE presence ADD COLUMN account text NOT NULL DEFAULT ''",
+    "ALTER TABLE presence DROP CONSTRAINT presence_pkey",
+    "ALTER TABLE presence ADD PRIMARY KEY (account, device_id)",
+    "DROP INDEX presence_state_device",
+    """CREATE INDEX presence_state_device
+        ON presence (state, device_id COLLATE "C", account)""",
+    """CREATE INDEX presence_account_state
+        ON presence (account, state, device_id COLLATE "C")""",
+    """CREATE TABLE accounts (
+        id text PRIMARY KEY,
+        created_at double precision NOT NULL
+    )""",
+    """CREATE TABLE account_tokens (
+        id text PRIMARY KEY,
+        account text NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        digest text NOT NULL UNIQUE,
+        created_at double precision NOT NULL
+    )""",
+    "CREATE INDEX account_tokens_account ON account_tokens (account)",
+    """CREATE TABLE managed_subscriptions (
+        name text PRIMARY KEY,
+        account text NOT NULL DEFAULT '',
+        revision bigint NOT NULL,
+        spec text NOT NULL,
+        sealed bytea,
+        created_at double precision NOT NULL,
+        updated_at double precision NOT NULL
+    )""",
+    "CREATE INDEX managed_subscriptions_account ON managed_subscriptions (account)",
+    """CREATE TABLE managed_version (
+        id integer PRIMARY KEY CHECK (id = 1),
+        version bigint NOT NULL
+    )""",
+    "INSERT INTO managed_version (id, version) VALUES (1, 0)",
+    """CREATE TABLE retired_subscriptions (
+        name text PRIMARY KEY,
+        account text NOT NULL,
+        retired_at double precision NOT NULL
+    )""",
+    """CREATE TABLE audit (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at double precision NOT NULL,
+        actor text NOT NULL,
+        token_id text,
+        account text NOT NULL DEFAULT '',
+        action text NOT NULL,
+        target text NOT NULL,
+        changes text NOT NULL DEFAULT '{}'
+    )""",
+    "CREATE INDEX audit_account ON audit (account, id)",
+    "CREATE INDEX audit_at ON audit (at)",
+)
+
+
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
     _V2,
@@ -320,6 +396,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _LEAN_INDEXES,
     _CATCH_UP,
     _BROKER_COUNTERS,
+    _ACCOUNTS,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 

@@ -37,7 +37,7 @@ from bridge.config import StoreSettings, redact_url
 from bridge.errors import StoreError
 from bridge.store import statements as shared
 from bridge.store.base import Store
-from bridge.store.postgres import batches, catchup, directory, leases, ops, outbox
+from bridge.store.postgres import accounts, batches, catchup, directory, leases, ops, outbox
 from bridge.store.postgres import queries as sql
 from bridge.store.postgres.connect import FOREIGN_ERRORS, parse_postgres_url, translate
 from bridge.store.postgres.schema import SCHEMA_VERSION, migrate
@@ -51,6 +51,10 @@ T = TypeVar("T")
 _READ_POOL_SIZE = 2
 
 
+# Where the store's operations are written, one module per part (bridge.store.base).
+_OPERATIONS = (ops, sql, directory, batches, outbox, catchup, accounts)
+
+
 class PostgresStore(Store):
     """The durable outbox in a PostgreSQL database (see the module docstring).
 
@@ -60,7 +64,7 @@ class PostgresStore(Store):
     ``Store.open`` for what opening does with it.
     """
 
-    _sources: ClassVar[tuple[ModuleType, ...]] = (ops, sql, directory, batches, outbox, catchup)
+    _sources: ClassVar[tuple[ModuleType, ...]] = _OPERATIONS
 
     def __init__(
         self,

@@ -70,16 +70,19 @@ NEXT_DUE_ORDERED = f"""{_HEADS}
     SELECT min(d.next_attempt_at) FROM deliveries AS d
     WHERE d.rowid IN {_CANDIDATES} AND d.lease_until IS NULL"""  # noqa: S608
 
-GET_PRESENCE = f"SELECT {PRESENCE_COLUMNS} FROM presence WHERE device_id = ?"  # noqa: S608
+GET_PRESENCE = f"""SELECT {PRESENCE_COLUMNS} FROM presence
+    WHERE account = ? AND device_id = ?"""  # noqa: S608
+# The rows of (account, device id) pairs, given as one JSON array of pairs.
 _PRESENCE_OF = f"""SELECT {PRESENCE_COLUMNS} FROM presence
-    WHERE device_id IN (SELECT value FROM json_each(?))"""  # noqa: S608
+    WHERE (account, device_id) IN (
+        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"""  # noqa: S608
 # A device's own timeout, else the default (NULL: none, and NULL never compares true).
 _TIMED_OUT = f"""SELECT {PRESENCE_COLUMNS} FROM presence
     WHERE state = 'online' AND last_seen + coalesce(heartbeat, ?) < ?
     ORDER BY last_seen LIMIT ?"""  # noqa: S608
 _SAVE_PRESENCE = f"""INSERT INTO presence ({PRESENCE_COLUMNS})
-    VALUES (?, ?, ?, ?, ?, ?)
-    ON CONFLICT (device_id) DO UPDATE SET state = excluded.state,
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (account, device_id) DO UPDATE SET state = excluded.state,
       last_seen = excluded.last_seen, changed_at = excluded.changed_at,
       reason = excluded.reason, heartbeat = excluded.heartbeat"""  # noqa: S608
 _EXISTING_IDS = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
@@ -87,24 +90,32 @@ _EXISTING_IDS = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(
 
 # A sighting that changes nothing but the time a device was last seen: one column,
 # so the state index (state, device_id) is not rewritten (the upsert sets every column).
-_SEEN = "UPDATE presence SET last_seen = ? WHERE device_id = ?"
+_SEEN = "UPDATE presence SET last_seen = ? WHERE account = ? AND device_id = ?"
 
 
 def _save(
     conn: sqlite3.Connection,
     states: Sequence[PresenceState],
-    stored: Mapping[str, PresenceState] | None = None,
+    stored: Mapping[tuple[str, str], PresenceState] | None = None,
 ) -> None:
     known = stored or {}
-    seen = [s for s in states if _only_seen(known.get(s.device_id), s)]
+    seen = [s for s in states if _only_seen(known.get((s.account, s.device_id)), s)]
     if seen:
-        conn.executemany(_SEEN, [(s.last_seen, s.device_id) for s in seen])
+        conn.executemany(_SEEN, [(s.last_seen, s.account, s.device_id) for s in seen])
     conn.executemany(
         _SAVE_PRESENCE,
         [
-            (s.device_id, s.state.value, s.last_seen, s.changed_at, s.reason, s.heartbeat)
+            (
+                s.device_id,
+                s.state.value,
+                s.last_seen,
+                s.changed_at,
+                s.reason,
+                s.heartbeat,
+                s.account,
+            )
             for s in states
-            if not _only_seen(known.get(s.device_id), s)
+            if not _only_seen(known.get((s.account, s.device_id)), s)
         ],
     )
 
@@ -124,9 +135,9 @@ def apply_presence(
     if not devices:
         return list(fresh), 0
     rows = conn.execute(_PRESENCE_OF, (orjson.dumps(devices).decode(),))
-    stored = {row[0]: presence_from_row(row) for row in rows}
-    batch = decide_presence(fresh, stored, policy, now)
-    _save(conn, batch.changed, stored)
+    known = {(row[6], row[0]): presence_from_row(row) for row in rows}
+    batch = decide_presence(fresh, known, policy, now)
+    _save(conn, batch.changed, known)
     return _without_stored_synthetics(conn, batch.items, batch.synthetic), batch.collapsed
 
 

@@ -43,8 +43,8 @@ def claim_presence_timeouts(
     return sql.ingest(conn, replace(batch, accepted=announced))
 
 
-def get_presence(conn: sqlite3.Connection, device_id: str) -> PresenceState | None:
-    row = _one(conn, per_device.GET_PRESENCE, device_id)
+def get_presence(conn: sqlite3.Connection, account: str, device_id: str) -> PresenceState | None:
+    row = _one(conn, per_device.GET_PRESENCE, account, device_id)
     return None if row is None else common.presence_from_row(row)
 
 
@@ -95,7 +95,7 @@ def attempts(conn: sqlite3.Connection, delivery_id: str) -> list[rows.AttemptRec
 
 def get_event(conn: sqlite3.Connection, event_id: str) -> Event | None:
     row = _one(conn, shared.GET_EVENT, event_id)
-    return None if row is None else common.event_from_body(row[0], row[1])
+    return None if row is None else common.event_from_body(row[0], row[1], row[2])
 
 
 def queue_depth(conn: sqlite3.Connection, subscription: str) -> int:

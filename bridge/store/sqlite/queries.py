@@ -79,28 +79,27 @@ PROBE = (
 
 _EXISTING_IDS = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
 _INSERT_EVENT = """INSERT INTO events
-    (id, type, source, device_id, occurred_at, received_at, content_hash, body, context)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    (id, type, source, device_id, occurred_at, received_at, content_hash, body, context, account)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 _INSERT_EVENT_IF_NEW = _INSERT_EVENT.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
 _INSERT_DELIVERY = """INSERT INTO deliveries
     (id, event_id, subscription, device_id, status, attempts, next_attempt_at,
-     lease_owner, lease_until, created_at, updated_at)
-    VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)"""
+     lease_owner, lease_until, created_at, updated_at, account)
+    VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?)"""
 # Is a delivery of this subscription and device pending (the partial device index)?
 _QUEUE_WAITING = """SELECT 1 FROM deliveries
     WHERE subscription = ? AND device_id = ? AND status = 'pending' LIMIT 1"""
-_INSERT_REJECTED = """INSERT INTO rejected (received_at, topic, payload, reason, detail)
-    VALUES (?, ?, ?, ?, ?)"""
+_INSERT_REJECTED = """INSERT INTO rejected (received_at, topic, payload, reason, detail, account)
+    VALUES (?, ?, ?, ?, ?, ?)"""
 # A vanished delivery must not fail the whole batch of attempts: its row is skipped.
 # A first success (?8, see bridge.store.history) gets no row when the outcome above
 # was applied (the delivery's row then holds exactly this attempt: its start) and it
 # is the delivery's only attempt (no fenced-out try before it).
 _INSERT_ATTEMPT = """INSERT INTO attempts
-    (delivery_id, attempt, started_at, latency_ms, status_code, error, response_excerpt)
-    SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)
-      AND NOT (?8 AND EXISTS (SELECT 1 FROM deliveries
-                              WHERE id = ?1 AND attempts = ?2 AND last_started_at = ?3)
-              AND NOT EXISTS (SELECT 1 FROM attempts WHERE delivery_id = ?1))"""
+    (delivery_id, attempt, started_at, latency_ms, status_code, error, response_excerpt, account)
+    SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, d.account FROM deliveries AS d WHERE d.id = ?1
+      AND NOT (?8 AND d.attempts = ?2 AND d.last_started_at = ?3
+               AND NOT EXISTS (SELECT 1 FROM attempts WHERE delivery_id = ?1))"""
 # Fenced: a token that is no longer the delivery's (someone claimed it since) changes nothing.
 # The row keeps its last attempt (start, latency, excerpt with the code and error), and
 # what a catch-up reads (bridge.core.retry.schedule_after): the step, an endpoint-wide
@@ -163,10 +162,12 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
     ids = iter(new_delivery_ids(now, sum(len(item.subscriptions) for item in fresh)))
     deliveries: list[Delivery] = []
     delivery_rows: list[tuple[Any, ...]] = []
+    owners = batch.owners
     for item in fresh:
         event = item.event
         for subscription in item.subscriptions:
             delivery_id = next(ids)
+            account = owners.get(subscription, "")
             delivery_rows.append(
                 (
                     delivery_id,
@@ -178,15 +179,23 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
                     batch.lease_until,
                     now,
                     now,
+                    account,
                 )
             )
-            deliveries.append(Delivery(delivery_id, event, subscription, 0, now, _PENDING, now))
+            deliveries.append(
+                Delivery(
+                    delivery_id, event, subscription, 0, now, _PENDING, now, account=account or None
+                )
+            )
     conn.executemany(_INSERT_DELIVERY, delivery_rows)
 
     if rejected:
         conn.executemany(
             _INSERT_REJECTED,
-            [(r.received_at, r.topic, r.payload, r.reason, r.detail) for r in rejected],
+            [
+                (r.received_at, r.topic, r.payload, r.reason, r.detail, r.account or "")
+                for r in rejected
+            ],
         )
     heads = choose_heads(deliveries, batch.ordered, waiting) if batch.ordered else frozenset()
     return IngestResult(
@@ -264,21 +273,28 @@ def record_attempts(
 
 
 def create_deliveries(
-    conn: sqlite3.Connection, event: Event, subscriptions: Sequence[str], now: float
+    conn: sqlite3.Connection,
+    event: Event,
+    subscriptions: Sequence[str],
+    now: float,
+    accounts: Sequence[str],
 ) -> list[Delivery]:
-    """Store ``event`` if missing; one new pending, unleased delivery per subscription."""
+    """Store ``event`` if missing; one new pending, unleased delivery per subscription,
+    each recorded with its subscription's account (``accounts``, in the same order)."""
     conn.execute(_INSERT_EVENT_IF_NEW, event_values(event, now))
-    ids = new_delivery_ids(now, len(subscriptions))
+    made = list(
+        zip(new_delivery_ids(now, len(subscriptions)), subscriptions, accounts, strict=True)
+    )
     conn.executemany(
         _INSERT_DELIVERY,
         [
-            (delivery_id, event.id, subscription, event.device_id, now, None, None, now, now)
-            for delivery_id, subscription in zip(ids, subscriptions, strict=True)
+            (delivery_id, event.id, name, event.device_id, now, None, None, now, now, account)
+            for delivery_id, name, account in made
         ],
     )
     return [
-        Delivery(delivery_id, event, subscription, 0, now, _PENDING, now)
-        for delivery_id, subscription in zip(ids, subscriptions, strict=True)
+        Delivery(delivery_id, event, name, 0, now, _PENDING, now, account=account or None)
+        for delivery_id, name, account in made
     ]
 
 

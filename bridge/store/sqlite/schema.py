@@ -293,6 +293,104 @@ _BROKER_COUNTERS = (
 )
 
 
+# Accounts (bridge.store.accounts). The account an event, a delivery (its
+# subscription's), an attempt and a rejection belong to, "" for none; devices and
+# their presence are keyed by (account, device id), so their tables are rebuilt
+# with that key (SQLite cannot change a primary key in place). Then the accounts,
+# their tokens (SHA-256 digests), the subscriptions made through the API (secrets
+# sealed), the counter every instance polls for their changes, the names of deleted
+# ones (reserved while their deliveries may be kept) and the audit trail.
+_ACCOUNTS = (
+    "ALTER TABLE events ADD COLUMN account TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE deliveries ADD COLUMN account TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE attempts ADD COLUMN account TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE rejected ADD COLUMN account TEXT NOT NULL DEFAULT ''",
+    # An account's deliveries, newest first (a partial index would not serve a bound
+    # account: the planner cannot tell it is not "").
+    "CREATE INDEX deliveries_account ON deliveries (account, id)",
+    "DROP INDEX events_device",
+    "CREATE INDEX events_device ON events (account, device_id) WHERE device_id IS NOT NULL",
+    """CREATE TABLE devices_keyed (
+        account TEXT NOT NULL DEFAULT '',
+        device_id TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        last_event_id TEXT,
+        last_event_type TEXT,
+        last_event_at REAL,
+        last_received_at REAL,
+        PRIMARY KEY (account, device_id)
+    )""",
+    """INSERT INTO devices_keyed (device_id, first_seen, last_event_id, last_event_type,
+        last_event_at, last_received_at)
+    SELECT device_id, first_seen, last_event_id, last_event_type, last_event_at,
+        last_received_at FROM devices""",
+    "DROP TABLE devices",
+    "ALTER TABLE devices_keyed RENAME TO devices",
+    # The operator's directory: every account's devices in device id order.
+    "CREATE INDEX devices_by_id ON devices (device_id, account)",
+    """CREATE TABLE presence_keyed (
+        account TEXT NOT NULL DEFAULT '',
+        device_id TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('online', 'offline')),
+        last_seen REAL NOT NULL,
+        changed_at REAL NOT NULL,
+        reason TEXT,
+        heartbeat REAL,
+        PRIMARY KEY (account, device_id)
+    )""",
+    """INSERT INTO presence_keyed (device_id, state, last_seen, changed_at, reason, heartbeat)
+    SELECT device_id, state, last_seen, changed_at, reason, heartbeat FROM presence""",
+    "DROP TABLE presence",
+    "ALTER TABLE presence_keyed RENAME TO presence",
+    "CREATE INDEX presence_online ON presence (state, last_seen)",
+    "CREATE INDEX presence_state_device ON presence (state, device_id, account)",
+    "CREATE INDEX presence_account_state ON presence (account, state, device_id)",
+    """CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL
+    )""",
+    """CREATE TABLE account_tokens (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        digest TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    )""",
+    "CREATE INDEX account_tokens_account ON account_tokens (account)",
+    """CREATE TABLE managed_subscriptions (
+        name TEXT PRIMARY KEY,
+        account TEXT NOT NULL DEFAULT '',
+        revision INTEGER NOT NULL,
+        spec TEXT NOT NULL,
+        sealed BLOB,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+    "CREATE INDEX managed_subscriptions_account ON managed_subscriptions (account)",
+    """CREATE TABLE managed_version (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL
+    )""",
+    "INSERT INTO managed_version (id, version) VALUES (1, 0)",
+    """CREATE TABLE retired_subscriptions (
+        name TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        retired_at REAL NOT NULL
+    )""",
+    """CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        token_id TEXT,
+        account TEXT NOT NULL DEFAULT '',
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        changes TEXT NOT NULL DEFAULT '{}'
+    )""",
+    "CREATE INDEX audit_account ON audit (account, id)",
+    "CREATE INDEX audit_at ON audit (at)",
+)
+
+
 MIGRATIONS: list[tuple[str, ...]] = [
     _V1,
     _V2,
@@ -309,6 +407,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     _LEAN_INDEXES,
     _CATCH_UP,
     _BROKER_COUNTERS,
+    _ACCOUNTS,
 ]
 """Step *n* (1-based) brings the schema to version *n*."""
 

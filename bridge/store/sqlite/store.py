@@ -28,7 +28,7 @@ from bridge.config import StoreSettings
 from bridge.errors import StoreError
 from bridge.store import statements as shared
 from bridge.store.base import Store
-from bridge.store.sqlite import batches, catchup, directory, leases, ops, outbox
+from bridge.store.sqlite import accounts, batches, catchup, directory, leases, ops, outbox
 from bridge.store.sqlite import queries as sql
 from bridge.store.sqlite.checkpoint import CheckpointMode
 from bridge.store.sqlite.engine import SQLiteEngine
@@ -46,6 +46,10 @@ def sqlite_path(url: str) -> Path:
     return Path(url[len("sqlite:///") :])
 
 
+# Where the store's operations are written, one module per part (bridge.store.base).
+_OPERATIONS = (ops, sql, directory, batches, outbox, catchup, accounts)
+
+
 class SQLiteStore(Store):
     """The durable outbox in one SQLite file (see the module docstring).
 
@@ -58,7 +62,7 @@ class SQLiteStore(Store):
     for what opening does with it. Tools beside a running bridge leave it empty.
     """
 
-    _sources: ClassVar[tuple[ModuleType, ...]] = (ops, sql, directory, batches, outbox, catchup)
+    _sources: ClassVar[tuple[ModuleType, ...]] = _OPERATIONS
 
     def __init__(
         self,
