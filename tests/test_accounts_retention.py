@@ -46,7 +46,8 @@ async def test_attempts_keep_their_account_and_retention_purges_the_history(
             owners={"acme-hook": "acme"},
         )
         (delivery,) = result.deliveries
-        record = AttemptRecord(delivery.id, 1, T0, 5.0, 200, None, "ok")
+        # A retry's success: it has an attempt row (a first success lives on its delivery).
+        record = AttemptRecord(delivery.id, 2, T0, 5.0, 200, None, "ok")
         await store.record_attempts([(record, AttemptOutcome(DeliveryStatus.DELIVERED))], now=T0)
         assert _attempt_accounts(path) == ["acme"]  # the account of its delivery
 
