@@ -38,7 +38,7 @@ from bridge.core.messages import Outgoing
 from bridge.core.normalise import Message
 from bridge.errors import BrokerError, StoreUnavailable
 from bridge.ingest.driver import SocketDriver
-from bridge.ingest.gathering import gather, gather_time
+from bridge.ingest.gathering import ArrivalRate, gather, gather_time, quiet_gap
 from bridge.ingest.wire import ReadAheadClient, connect, new_client, status_topic
 from bridge.observe.logs import get_logger
 from bridge.observe.metrics import Metrics
@@ -388,8 +388,7 @@ class Ingest:
         self._metrics.broker_connected.set(0)
 
     async def _batcher(self) -> None:
-        rate = 0.0  # messages per second over the last commit cycle
-        cycle_start = time.monotonic()
+        arrivals = ArrivalRate()
         while True:
             await self._arrived.wait()
             if not self._pending:
@@ -397,6 +396,7 @@ class Ingest:
                 if self._stopping:
                     return
                 continue
+            rate = arrivals.rate
             limit = gather_time(rate, self._commit_interval)
             if len(self._pending) < self._max_batch and limit > 0:
                 await gather(
@@ -404,12 +404,11 @@ class Ingest:
                     limit=limit,
                     full=self._max_batch,
                     stopping=lambda: self._stopping,
+                    gap=min(limit, quiet_gap(rate)),
                 )
             batch, self._pending = self._pending, []
             self._driver.resume()
-            now = time.monotonic()
-            rate = len(batch) / max(now - cycle_start, 1e-3)
-            cycle_start = now
+            arrivals.note(len(batch), time.monotonic())
             self._arrived.clear()
             self._full.clear()
             await self._commit_with_backoff(batch)
