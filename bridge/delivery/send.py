@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -61,6 +60,7 @@ from bridge.delivery.excerpts import SCRUB_MARGIN, sent_secrets
 from bridge.delivery.targets import judge_target
 from bridge.errors import BridgeError, DeliveryError, HttpFailure
 from bridge.observe.spans import NoSpans, Spans
+from bridge.store.ids import random_bytes
 
 __all__ = [
     "PIPE_BODY_LIMIT",
@@ -233,7 +233,7 @@ class Sender:
     ) -> AttemptResult:
         """POST ``event`` to ``subscription`` once; every problem is a failed result."""
         wall_start = time.time()
-        span_id = new_span_id(os.urandom(8))
+        span_id = new_span_id(random_bytes(8))
 
         def build() -> tuple[Encoded, dict[str, str]]:
             encoder = encoder_for(subscription.format)
@@ -285,7 +285,7 @@ class Sender:
         how many envelopes the body holds (there is no one delivery id to name).
         """
         wall_start = time.time()
-        span_id = new_span_id(os.urandom(8))
+        span_id = new_span_id(random_bytes(8))
 
         def build() -> tuple[Encoded, dict[str, str]]:
             encoded = Encoded(batch.body, "application/json", {})

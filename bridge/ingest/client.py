@@ -42,6 +42,7 @@ from bridge.ingest.gathering import ArrivalRate, gather, gather_time, quiet_gap
 from bridge.ingest.wire import ReadAheadClient, connect, new_client, status_topic
 from bridge.observe.logs import get_logger
 from bridge.observe.metrics import Metrics
+from bridge.store.ids import random_bytes
 
 __all__ = ["CommitBatch", "Ingest", "Received", "status_topic"]
 
@@ -271,7 +272,7 @@ class Ingest:
                 dup=bool(msg.dup),
                 content_type=content_type,
                 user_properties=tuple(user_props or ()),
-                receipt_id=new_event_id(received_at, os.urandom(10)),
+                receipt_id=new_event_id(received_at, random_bytes(10)),
                 response_topic=response_topic if isinstance(response_topic, str) else None,
                 correlation_data=bytes(correlation) if correlation is not None else None,
                 message_expiry=expiry if isinstance(expiry, int) else None,
@@ -279,7 +280,6 @@ class Ingest:
                 connection=self._connection_id,
             )
             self._pending.append(Received(message, msg.mid, msg.qos, self._connection))
-            self._metrics.messages_received.inc()
             self._arrived.set()
             if len(self._pending) >= self._max_batch:
                 self._full.set()
@@ -409,6 +409,7 @@ class Ingest:
             batch, self._pending = self._pending, []
             self._driver.resume()
             arrivals.note(len(batch), time.monotonic())
+            self._metrics.messages_received.inc(len(batch))  # once a batch, not a message
             self._arrived.clear()
             self._full.clear()
             await self._commit_with_backoff(batch)

@@ -23,8 +23,8 @@ are then handed to the dispatcher. What breaks is isolated, never the batch:
 from __future__ import annotations
 
 import hashlib
-import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
 from bridge.core.normalise import Message, Normalised, Normaliser, Rejected
@@ -39,6 +39,7 @@ from bridge.observe.spans import NoSpans, Span, Spans, receive_span_id
 from bridge.plugin import wanting
 from bridge.store import packets
 from bridge.store.base import Store
+from bridge.store.ids import random_bytes
 from bridge.store.rows import Accepted, IngestResult, Packet, Rejection
 
 __all__ = ["CommitStep"]
@@ -201,7 +202,14 @@ class CommitStep:
         rejected: list[Rejection] = []
         for message in messages:
             self._classify(message, accepted, rejected)
+        self._count_types(accepted)
         return accepted, rejected
+
+    def _count_types(self, accepted: Sequence[Accepted]) -> None:
+        """``hookbridge_events_received_total`` by type, once a batch (a counter's
+        ``labels()`` takes a lock each time)."""
+        for event_type, count in Counter(item.event.type for item in accepted).items():
+            self._metrics.events_received.labels(event_type).inc(count)
 
     def _classify(
         self, message: Message, accepted: list[Accepted], rejected: list[Rejection]
@@ -238,7 +246,7 @@ class CommitStep:
         event = result.event.with_context(
             context_for(
                 message.user_properties,
-                entropy=os.urandom(16),
+                entropy=random_bytes(16),
                 response_topic=message.response_topic,
                 correlation_data=message.correlation_data,
                 expires_at=(
@@ -251,7 +259,6 @@ class CommitStep:
         if self._presence is not None:
             event = self._presence.annotate(event)
         subscriptions = tuple(s.name for s in wanting(self._router.match(event), event))
-        self._metrics.events_received.labels(event.type).inc()
         return Accepted(
             event=event,
             subscriptions=subscriptions,
@@ -293,6 +300,7 @@ class CommitStep:
                     )
                 )
                 self._metrics.rejected.labels("processing_error").inc()
+        self._count_types(accepted)
         return accepted, rejected
 
     async def _store_batch(self, accepted: list[Accepted], rejected: list[Rejection]) -> None:
