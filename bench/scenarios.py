@@ -63,6 +63,12 @@ def scenarios(*, quick: bool, events: int | None, backlog: int) -> dict[str, Sce
     all_ = [
         Scenario("burst", "stock: 20,000-event QoS 1 burst (also: peak RSS)", burst),
         Scenario("steady", "stock: 1,000 ev/s steady", steady, rate=1000),
+        Scenario(
+            "steady200",
+            "stock: 200 ev/s steady (a moderate fleet)",
+            events or (1_000 if quick else 24_000),
+            rate=200,
+        ),
         Scenario("slow", "stock: 1,000 ev/s, receiver adds 50 ms", steady, rate=1000, delay=0.05),
         Scenario(
             "slow200", "stock: 1,000 ev/s, receiver adds 200 ms", steady, rate=1000, delay=0.2
@@ -104,6 +110,13 @@ def scenarios(*, quick: bool, events: int | None, backlog: int) -> dict[str, Sce
                 postgres=True,
             )
         ),
+        Scenario(
+            "postgres-steady",
+            "stock: PostgreSQL store at 1,000 ev/s, one instance vs two",
+            steady,
+            rate=1000,
+            postgres=True,
+        ),
     ]
     out = {s.name: s for s in all_}
     if quick and not events:
@@ -111,7 +124,7 @@ def scenarios(*, quick: bool, events: int | None, backlog: int) -> dict[str, Sce
     return out
 
 
-HEADLINE = ["burst", "steady", "slow", "slow200", "failing", "tuned-burst"]
+HEADLINE = ["burst", "steady", "steady200", "slow", "slow200", "failing", "tuned-burst"]
 """What the quiet-machine headline rounds run (``--set headline``)."""
 
 SETS: dict[str, list[str]] = {
@@ -119,5 +132,15 @@ SETS: dict[str, list[str]] = {
     "stock": ["burst", "steady", "slow", "slow200", "failing", "ordered"],
     "faults": ["reader"],
     "tuned": ["tuned-burst", "tuned-steady", "tuned-slow", "backlog", "postgres"],
-    "all": [*HEADLINE, "ordered", "tuned-steady", "tuned-slow", "backlog", "postgres", "reader"],
+    "postgres": ["postgres", "postgres-steady"],
+    "all": [
+        *HEADLINE,
+        "ordered",
+        "tuned-steady",
+        "tuned-slow",
+        "backlog",
+        "postgres",
+        "postgres-steady",
+        "reader",
+    ],
 }
