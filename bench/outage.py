@@ -18,9 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import shutil
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -209,15 +207,9 @@ def render(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    base = Path(tempfile.mkdtemp(prefix="hookbridge-outage-"))
-    try:
-        result = asyncio.run(_outage(args, base))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-    section = render(result)
-    report.prepend(args.out, section)
-    print(section, flush=True)
-    return result
+    return report.run_and_report(
+        "hookbridge-outage-", lambda base: asyncio.run(_outage(args, base)), render, args.out
+    )
 
 
 if __name__ == "__main__":

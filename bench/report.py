@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import statistics
+import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -178,3 +181,22 @@ def prepend(path: Path, section: str) -> None:
         old = head + old
     before, after = old.split(MARK, 1)
     path.write_text(f"{before}{MARK}\n\n{section}{after}")
+
+
+def run_and_report(
+    prefix: str,
+    work: Callable[[Path], dict[str, Any]],
+    render: Callable[[dict[str, Any]], str],
+    out: Path,
+) -> dict[str, Any]:
+    """Run ``work`` in a scratch folder (removed after), prepend its rendered section
+    to ``out`` and print it: what the standalone bench scripts do."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        result = work(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    section = render(result)
+    prepend(out, section)
+    print(section, flush=True)
+    return result

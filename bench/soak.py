@@ -13,9 +13,7 @@ flat one after the first minutes (caches, pools and windows filling up).
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -108,15 +106,9 @@ def render(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    base = Path(tempfile.mkdtemp(prefix="hookbridge-soak-"))
-    try:
-        result = soak(args.minutes, args.rate, base)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-    section = render(result)
-    report.prepend(args.out, section)
-    print(section, flush=True)
-    return result
+    return report.run_and_report(
+        "hookbridge-soak-", lambda base: soak(args.minutes, args.rate, base), render, args.out
+    )
 
 
 if __name__ == "__main__":
