@@ -254,8 +254,11 @@ class Dispatcher:
                 # A lane that stops would strand its subscription's queue: log, wait, go on.
                 log.exception("delivery lane step failed; trying again", subscription=lane.name)
                 timeout = ERROR_PAUSE
+            # asyncio.timeout, not wait_for: no task of its own for each wait (a lane
+            # waits a few times for every delivery).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lane.wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await lane.wake.wait()
         if lane.closed:  # removed by a reload: what it holds goes back to the store
             await self._give_back(lane)
 

@@ -219,6 +219,9 @@ class SQLiteEngine:
                 )
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
+            # Statement journals (a savepoint per grouped write) in memory, not in a
+            # temporary file opened and unlinked for every few commits.
+            conn.execute("PRAGMA temp_store = MEMORY")
             if not self.read_only:
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         except OSError as exc:
