@@ -254,11 +254,12 @@ class Dispatcher:
                 # A lane that stops would strand its subscription's queue: log, wait, go on.
                 log.exception("delivery lane step failed; trying again", subscription=lane.name)
                 timeout = ERROR_PAUSE
-            # asyncio.timeout, not wait_for: no task of its own for each wait (a lane
-            # waits a few times for every delivery).
+            # wait_for, not asyncio.timeout: on Python 3.11 a timer that fires in the
+            # loop turn the wake-up is set leaves a cancel pending on this task,
+            # and the next await would end the lane silently (the fault test of a
+            # DUP redelivery caught it).
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await lane.wake.wait()
+                await asyncio.wait_for(lane.wake.wait(), timeout)
         if lane.closed:  # removed by a reload: what it holds goes back to the store
             await self._give_back(lane)
 

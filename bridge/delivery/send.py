@@ -373,8 +373,12 @@ class Sender:
         answer: Answered
         try:
             if endpoint.pool is not None:
-                async with asyncio.timeout(subscription.timeout):  # the whole attempt
-                    answer = await endpoint.pool.post(body, headers, cap)
+                # The whole attempt. wait_for, not asyncio.timeout: on Python 3.11 a
+                # timer that fires in the loop turn the answer completes leaves a
+                # cancel pending on this task, which its next await would raise.
+                answer = await asyncio.wait_for(
+                    endpoint.pool.post(body, headers, cap), subscription.timeout
+                )
                 content = answer.body
             else:
                 async with endpoint.session.post(
