@@ -215,6 +215,29 @@ async def test_broker_redelivery_of_a_committed_message_is_stored_once(
     assert [m.dup for m in seen] == [False, True]
 
 
+async def test_a_lane_survives_a_cancel_nobody_asked_for(
+    mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
+) -> None:
+    """A cancel left pending on the lane's task (what asyncio.timeout on Python 3.11
+    leaves when its timer and the awaited thing end in one loop turn) does not end
+    the lane: the next event is still sent."""
+    config = bridge_config(mosquitto, tmp_path, [crm_subscription(receiver)])
+    async with running_bridge(config):
+        lane_task = next(t for t in asyncio.all_tasks() if t.get_name() == "lane-crm")
+        lane_task.cancel()
+        lane_task.uncancel()  # requested by nobody: cancelling() is back to 0
+        with capture_logs() as logs:
+            await wait_until(
+                lambda: any("without a stop" in e["event"] for e in logs),
+                timeout=10,
+                message="the lane noticed the stray cancel",
+            )
+        assert not lane_task.done()
+        with Publisher(mosquitto.port) as device:
+            device.publish("devices/dev-8/events", {"type": "session.ended", "session_id": "s"})
+        await wait_until(lambda: len(receiver.requests) == 1, timeout=10, message="delivered")
+
+
 async def test_input_over_each_limit_is_rejected_with_its_reason(
     mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:

@@ -245,23 +245,39 @@ class Dispatcher:
     async def _drive(self, lane: Lane) -> None:
         while not self._attempts.stopping and not lane.closed:
             lane.wake.clear()
+            timeout = ERROR_PAUSE
             try:
                 await self._step(lane)
                 if lane.unsaved:
                     await self.health.save_state(lane)
                 timeout = lane.idle_for(self._clock())
+                await self._sleep(lane, timeout)
+            except asyncio.CancelledError:
+                if not _stray_cancel():
+                    raise
+                # Nobody asked this lane to stop (a library's stray cancel): a lane
+                # that ends strands its subscription's queue, so it goes on.
+                log.error(
+                    "delivery lane cancelled without a stop; going on", subscription=lane.name
+                )
             except Exception:
                 # A lane that stops would strand its subscription's queue: log, wait, go on.
                 log.exception("delivery lane step failed; trying again", subscription=lane.name)
-                timeout = ERROR_PAUSE
-            # wait_for, not asyncio.timeout: on Python 3.11 a timer that fires in the
-            # loop turn the wake-up is set leaves a cancel pending on this task,
-            # and the next await would end the lane silently (the fault test of a
-            # DUP redelivery caught it).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lane.wake.wait(), timeout)
+                await self._sleep(lane, timeout)
         if lane.closed:  # removed by a reload: what it holds goes back to the store
             await self._give_back(lane)
+
+    @staticmethod
+    async def _sleep(lane: Lane, timeout: float) -> None:
+        """Until something wakes the lane, or its timer is due.
+
+        wait_for, not asyncio.timeout: on Python 3.11 a timer that fires in the
+        loop turn the wake-up is set leaves a cancel pending on the task, and
+        its next await raised it (the fault test of a DUP redelivery caught a
+        lane ending so).
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(lane.wake.wait(), timeout)
 
     async def _step(self, lane: Lane) -> None:
         """Claim and start what the lane may now; while it holds back, give back instead."""
@@ -339,3 +355,10 @@ class Dispatcher:
         if ids:
             with contextlib.suppress(StoreError):
                 await self._store.release(ids)
+
+
+def _stray_cancel() -> bool:
+    """A CancelledError that no cancel() stands behind: stopping and a reload's
+    removal of the lane both cancel through the task, which counts it."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0

@@ -376,10 +376,10 @@ class Sender:
                 # The whole attempt. wait_for, not asyncio.timeout: on Python 3.11 a
                 # timer that fires in the loop turn the answer completes leaves a
                 # cancel pending on this task, which its next await would raise.
-                answer = await asyncio.wait_for(
+                pooled = await asyncio.wait_for(
                     endpoint.pool.post(body, headers, cap), subscription.timeout
                 )
-                content = answer.body
+                answer, content = pooled, pooled.body
             else:
                 async with endpoint.session.post(
                     subscription.url,
