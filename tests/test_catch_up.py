@@ -70,6 +70,17 @@ def _event(n: int) -> Event:
 
 
 @asynccontextmanager
+async def _store_b(settings: Settings) -> AsyncIterator[Store]:
+    """The store as instance B opens it (A's work is in it already or comes next)."""
+    store = open_store(settings.store, owner="hb-b")
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
 async def _instance_b(settings: Settings, store: Store) -> AsyncIterator[Dispatcher]:
     sender = Sender(settings, user_agent="hookbridge/test")
     await sender.start()
@@ -120,45 +131,40 @@ async def test_an_instance_that_saw_no_failure_ends_the_streak_and_catches_up(
 ) -> None:
     async with receiving() as receiver:
         settings = _settings(store_url, receiver)
-        store = open_store(settings.store, owner="hb-b")
-        await store.open()
-        try:
-            async with _instance_b(settings, store) as b:
-                lane = b.lanes["crm"]
-                now = time.time()
-                waiting = await _failed_by_a(store, 3, now)
-                assert all(d.next_attempt_at and d.next_attempt_at > now + 500 for d in waiting)
-                assert all(d.retry_step == 2 for d in waiting)
-                # B learns A's streak from the store on its next refresh.
-                await wait_until(
-                    lambda: lane.state.failing_since is not None, message="B sees A's streak"
-                )
-                assert receiver.requests == []  # B has made no attempt at all
-                (fresh,) = await store.create_deliveries(_event(99), ["crm"], now=time.time())
-                b.poke("crm")
-                sent = _sent_ids(receiver)
-                expected = {fresh.id, *(d.id for d in waiting)}
-                await wait_until(lambda: sent() >= expected, message="the waiting ones sent")
+        async with _store_b(settings) as store, _instance_b(settings, store) as b:
+            lane = b.lanes["crm"]
+            now = time.time()
+            waiting = await _failed_by_a(store, 3, now)
+            assert all(d.next_attempt_at and d.next_attempt_at > now + 500 for d in waiting)
+            assert all(d.retry_step == 2 for d in waiting)
+            # B learns A's streak from the store on its next refresh.
+            await wait_until(
+                lambda: lane.state.failing_since is not None, message="B sees A's streak"
+            )
+            assert receiver.requests == []  # B has made no attempt at all
+            (fresh,) = await store.create_deliveries(_event(99), ["crm"], now=time.time())
+            b.poke("crm")
+            sent = _sent_ids(receiver)
+            expected = {fresh.id, *(d.id for d in waiting)}
+            await wait_until(lambda: sent() >= expected, message="the waiting ones sent")
 
-                async def recorded() -> bool:
-                    found = [await store.get_delivery(d.id) for d in waiting]
-                    return all(f is not None and f.status is DELIVERED for f in found)
+            async def recorded() -> bool:
+                found = [await store.get_delivery(d.id) for d in waiting]
+                return all(f is not None and f.status is DELIVERED for f in found)
 
-                await wait_until(recorded, message="their results recorded")
-                for delivery in waiting:
-                    (_, _, third) = await store.attempts(delivery.id)
-                    # Sent although its stored next attempt was ten minutes away.
-                    assert delivery.next_attempt_at is not None
-                    assert third.started_at < delivery.next_attempt_at - 500
-                state = (await store.subscription_states())["crm"]
-                assert (state.failing_since, state.catching_up) == (None, None)
-                caught = b._metrics.registry.get_sample_value(
-                    "hookbridge_caught_up_total", {"subscription": "crm"}
-                )
-                assert caught == 3
-                assert all(r.headers["webhook-id"] for r in receiver.requests)
-        finally:
-            await store.close()
+            await wait_until(recorded, message="their results recorded")
+            for delivery in waiting:
+                (_, _, third) = await store.attempts(delivery.id)
+                # Sent although its stored next attempt was ten minutes away.
+                assert delivery.next_attempt_at is not None
+                assert third.started_at < delivery.next_attempt_at - 500
+            state = (await store.subscription_states())["crm"]
+            assert (state.failing_since, state.catching_up) == (None, None)
+            caught = b._metrics.registry.get_sample_value(
+                "hookbridge_caught_up_total", {"subscription": "crm"}
+            )
+            assert caught == 3
+            assert all(r.headers["webhook-id"] for r in receiver.requests)
 
 
 async def test_a_catch_up_left_unfinished_is_finished_by_another_instance(
@@ -167,9 +173,7 @@ async def test_a_catch_up_left_unfinished_is_finished_by_another_instance(
     """A mark in the store (the instance that ended the streak died mid-way) is enough."""
     async with receiving() as receiver:
         settings = _settings(store_url, receiver)
-        store = open_store(settings.store, owner="hb-b")
-        await store.open()
-        try:
+        async with _store_b(settings) as store:
             now = time.time()
             waiting = await _failed_by_a(store, 2, now)
             assert await store.end_streak("crm", now=now + 0.001)
@@ -179,5 +183,3 @@ async def test_a_catch_up_left_unfinished_is_finished_by_another_instance(
                     lambda: sent() >= {d.id for d in waiting}, message="the marked catch-up done"
                 )
             assert (await store.subscription_states())["crm"].catching_up is None
-        finally:
-            await store.close()

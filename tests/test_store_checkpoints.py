@@ -50,6 +50,14 @@ def _fill(conn: sqlite3.Connection, start: int, count: int) -> None:
         conn.execute("INSERT INTO t (k, v) VALUES (?, zeroblob(?))", (k, ROW))
 
 
+def _traced_checkpointer(path: Path) -> tuple[sqlite3.Connection, list[str]]:
+    """A checkpointer that waits for no lock, and the statements it runs."""
+    checkpointer = _connect(path, busy_ms=0)
+    statements: list[str] = []
+    checkpointer.set_trace_callback(statements.append)
+    return checkpointer, statements
+
+
 def _log_size(path: Path) -> int:
     log = path.with_name(path.name + "-wal")
     return log.stat().st_size if log.exists() else 0
@@ -60,9 +68,7 @@ def test_truncate_comes_only_after_a_passive_checkpoint_copied_every_frame(
 ) -> None:
     path = tmp_path / "t.db"
     _fill(writer, 0, 50)
-    checkpointer = _connect(path, busy_ms=0)
-    statements: list[str] = []
-    checkpointer.set_trace_callback(statements.append)
+    checkpointer, statements = _traced_checkpointer(path)
     stats = CheckpointStats()
     with held_read(path, "SELECT count(*) FROM t", tmp_path / "reader.out") as reader:
         _fill(writer, 50, 50)  # frames the reader's snapshot does not see
@@ -88,9 +94,7 @@ def test_a_short_log_copied_back_is_left_for_the_writer_to_start_over(
 ) -> None:
     path = tmp_path / "t.db"
     _fill(writer, 0, 50)
-    checkpointer = _connect(path, busy_ms=0)
-    statements: list[str] = []
-    checkpointer.set_trace_callback(statements.append)
+    checkpointer, statements = _traced_checkpointer(path)
     stats = CheckpointStats()
     checkpoint_round(checkpointer, stats)
     assert stats.checkpointed == stats.wal_frames > 0
