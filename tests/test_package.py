@@ -55,6 +55,7 @@ def test_the_wheel_runs_the_cli_with_its_data_files(tmp_path: Path) -> None:
         names = set(archive.namelist())
         archive.extractall(unpacked)
     assert "bridge/admin/dashboard.html" in names
+    assert "bridge/admin/page.js" in names  # the script both pages load
     assert "bridge/py.typed" in names
     assert "bridge/cli/__main__.py" in names
     (entry_points,) = unpacked.glob("hookbridge-*.dist-info/entry_points.txt")

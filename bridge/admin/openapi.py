@@ -134,6 +134,14 @@ _PATHS: dict[str, Any] = {
     },
     "/": {"get": _DASHBOARD},
     "/dashboard": {"get": _DASHBOARD},
+    "/dashboard/page.js": {
+        "get": _op(
+            "The script the dashboard and the settings page share",
+            {"description": "JavaScript", "content": {"text/javascript": {}}},
+            errors=(),
+            secured=False,
+        )
+    },
     "/api/openapi.json": {"get": _op("This document", _ok("OpenAPI 3 document"))},
     "/api/subscriptions": {"get": _op("Subscriptions with their health", _ok("subscriptions"))},
     "/api/subscriptions/{name}/disable": {

@@ -175,11 +175,16 @@ async def _settings_page(_request: web.Request) -> web.Response:
     return _page("settings.html")
 
 
-def _page(name: str) -> web.Response:
+async def _page_script(_request: web.Request) -> web.Response:
+    """What both pages share (page.js), loaded by each before its own script."""
+    return _page("page.js", content_type="text/javascript")
+
+
+def _page(name: str, *, content_type: str = "text/html") -> web.Response:
     page = files("bridge.admin").joinpath(name).read_bytes()
     return web.Response(
         body=page,
-        content_type="text/html",
+        content_type=content_type,
         charset="utf-8",
         # The page holds the token in sessionStorage: keep other sites from framing it.
         headers={"X-Frame-Options": "DENY", "Cache-Control": "no-store"},
@@ -198,6 +203,7 @@ def create_app(
     app.router.add_get("/", _dashboard)
     app.router.add_get("/dashboard", _dashboard)
     app.router.add_get("/dashboard/settings", _settings_page)
+    app.router.add_get("/dashboard/page.js", _page_script)
     app.router.add_get("/api/openapi.json", _openapi)
     add_account_routes(app)
     add_api_routes(app)
