@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= auto
 
-.PHONY: demo test lint fmt fuzz bench clean install schemas
+.PHONY: demo test lint fmt fuzz bench clean install schemas images
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(STAMP)
 schemas: $(STAMP)
 	$(BIN)/hookbridge config schema > config/hookbridge.schema.json
 	$(BIN)/hookbridge events schema > config/events.schema.json
+
+# The settings page's pictures in docs/images/, taken in headless Chromium.
+images: $(STAMP)
+	UPDATE_DOC_IMAGES=1 $(BIN)/python -m pytest -p no:cacheprovider tests/test_dashboard_settings.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check bridge tests bench

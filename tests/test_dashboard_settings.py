@@ -4,11 +4,14 @@ from the catalogue, a filter), "Send test" showing the receiver's answer before
 saving, save, the subscription's deliveries and health, edit, rotate, delete; and
 the dashboard with an account's token, showing its own things only.
 
-The pictures of each step go into docs/images/, where the documentation shows them.
+The pictures of each step go into tests/artifacts/; with UPDATE_DOC_IMAGES=1 also into
+docs/images/, where the documentation shows them (a plain test run leaves the
+checkout as it was).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from playwright.async_api import Page
@@ -17,7 +20,7 @@ from standardwebhooks import Webhook
 from tests.conftest import crm_subscription, running_bridge
 from tests.support.accounts import accounts_config, new_account, subscribe
 from tests.support.admin import admin_client
-from tests.support.dashboard import dashboard_page
+from tests.support.dashboard import dashboard_page, save_screenshot
 from tests.support.mosquitto import Mosquitto
 from tests.support.publisher import Publisher
 from tests.support.receiver import Receiver, receiving
@@ -27,8 +30,9 @@ IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 
 
 async def _picture(page: Page, name: str) -> None:
-    IMAGES.mkdir(exist_ok=True)
-    await page.screenshot(path=str(IMAGES / name), full_page=True)
+    await save_screenshot(page, name)
+    if os.environ.get("UPDATE_DOC_IMAGES") == "1":
+        await page.screenshot(path=str(IMAGES / name), full_page=True)
 
 
 async def test_the_settings_flow_in_a_browser(
