@@ -15,12 +15,22 @@ from bench.receiver import STATS_PATH
 
 
 class ReceiverProcess:
-    def __init__(self, port: int, workdir: Path, *, delay: float, fail_rate: float) -> None:
+    def __init__(
+        self,
+        port: int,
+        workdir: Path,
+        *,
+        delay: float,
+        fail_rate: float,
+        lifetime: float = 3600.0,
+    ) -> None:
+        """``lifetime``: the receiver exits by itself after this many seconds (a
+        harness that dies leaves nothing behind); a run must end well before."""
         self.port = port
         self.log_path = workdir / "receiver.log"
         self.argv = [
             sys.executable, "-m", "bench.receiver", "--port", str(port),
-            "--delay", str(delay), "--fail-rate", str(fail_rate), "--lifetime", "3600",
+            "--delay", str(delay), "--fail-rate", str(fail_rate), "--lifetime", str(lifetime),
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -50,7 +50,10 @@ def minute_medians(samples: list[int]) -> list[float]:
 def soak(minutes: float, rate: float, workdir: Path) -> dict[str, Any]:
     count = int(minutes * 60 * rate)
     broker = Broker(workdir / "broker", "stock")
-    receiver = ReceiverProcess(free_port(), workdir, delay=0.0, fail_rate=0.0)
+    # It must outlive the stream and the wait for the last deliveries.
+    receiver = ReceiverProcess(
+        free_port(), workdir, delay=0.0, fail_rate=0.0, lifetime=minutes * 60 + 600
+    )
     target = Target(broker.port, receiver.url, workdir, max_in_flight=None, extra={})
     result: dict[str, Any] = {"minutes": minutes, "rate": rate, "sent": count}
     running: Running | None = None
