@@ -21,6 +21,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
 SEARCH = "/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin"
@@ -31,6 +32,16 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def end_process(process: subprocess.Popen[Any]) -> None:
+    """Ask a child to stop (SIGTERM); kill it if it has not within 10 s."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
 
 
 def wait_port(port: int, timeout: float) -> bool:
@@ -101,14 +112,8 @@ class Broker:
             raise RuntimeError("mosquitto did not start listening")
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        if self.process is not None:
+            end_process(self.process)
         self.process = None
 
     def dropped(self, timeout: float = 6.0) -> int | None:

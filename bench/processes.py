@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.broker import wait_port
+from bench.broker import end_process, wait_port
 from bench.peers.base import REPO
 from bench.receiver import STATS_PATH
 
@@ -54,14 +54,8 @@ class ReceiverProcess:
             return result
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        if self.process is not None:
+            end_process(self.process)
         self.process = None
 
 

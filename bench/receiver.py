@@ -47,7 +47,8 @@ class Recorder:
         except orjson.JSONDecodeError:
             doc = None
         if isinstance(doc, dict):
-            inner = doc.get("data") if isinstance(doc.get("data"), dict) else doc
+            data = doc.get("data")
+            inner: dict[str, Any] = data if isinstance(data, dict) else doc
             sent_at = inner.get("sent_at")
             if key is None:
                 key = str(inner.get("seq"))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ def run_one(
     workdir: Path,
     *,
     profile: Path | None = None,
-    instances: list[Peer] | None = None,
+    instances: Sequence[Peer] | None = None,
     extra: dict[str, object] | None = None,
 ) -> dict[str, Any]:
     """Run ``scenario`` against ``peer`` (or several ``instances`` of one bridge).
