@@ -67,7 +67,7 @@ async def test_slow_endpoint_does_not_delay_a_fast_one(
     try:
         async with running_bridge(bridge_config(mosquitto, tmp_path, subscriptions)):
             await _publish_paced(mosquitto.port, count, rate)
-            await wait_until(lambda: len(fast.requests) >= count, timeout=60)
+            await wait_until(lambda: len(fast.requests) >= count, timeout=30)
             # No answer from the slow receiver has come back yet: its lane is full and
             # waiting, and every fast delivery went past it.
             assert 0 < len(slow.requests) <= 4
